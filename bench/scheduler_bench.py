@@ -1,0 +1,123 @@
+"""Scheduler throughput and dispatch latency with the fake executor, on the memory and SQLite
+stores; then status/list latency on a store holding 100,000 tasks.
+
+Prints figures only. Goals: >= 2,000 tasks/s on SQLite, p99 dispatch latency < 10 ms,
+status < 50 ms on 100,000 tasks.
+
+    .venv/bin/python bench/scheduler_bench.py [--tasks 10000] [--slots 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from claude_pool import Pool, PoolConfig, TaskResult
+from claude_pool.executor.base import ExecutionRequest
+from claude_pool.store import MemoryStore, Store
+from claude_pool.store.sqlite import SqliteStore
+from claude_pool.testing.fake_executor import FakeExecutor
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+async def throughput(store: Store, tasks: int, slots: int) -> dict[str, float]:
+    submitted: dict[str, float] = {}
+    latencies: list[float] = []
+
+    def handler(request: ExecutionRequest) -> TaskResult:
+        latencies.append(time.perf_counter() - submitted[request.task_id])
+        return TaskResult.success_result("ok", 10, 1)
+
+    executor = FakeExecutor(handler=handler)
+    async with Pool(PoolConfig(), slots=slots, store=store, executor=executor) as pool:
+        start = time.perf_counter()
+        ids = []
+        for i in range(tasks):
+            submitted_at = time.perf_counter()
+            task_id = await pool.submit(f"task {i}")
+            submitted[task_id] = submitted_at
+            ids.append(task_id)
+        for task_id in ids:
+            await pool.wait(task_id)
+        elapsed = time.perf_counter() - start
+    return {
+        "tasks_per_sec": tasks / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "elapsed_s": elapsed,
+    }
+
+
+async def paced_latency(store: Store, tasks: int, slots: int) -> dict[str, float]:
+    """Dispatch latency when slots are free (submit → executor start), one task at a time."""
+    latencies: list[float] = []
+    marks: dict[str, float] = {}
+
+    def handler(request: ExecutionRequest) -> TaskResult:
+        latencies.append(time.perf_counter() - marks[request.task_id])
+        return TaskResult.success_result("ok", 10, 1)
+
+    async with Pool(PoolConfig(), slots=slots, store=store,
+                    executor=FakeExecutor(handler=handler)) as pool:
+        for i in range(tasks):
+            mark = time.perf_counter()
+            task_id = await pool.submit(f"paced {i}")
+            marks[task_id] = mark
+            await pool.wait(task_id)
+    return {"p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
+
+
+async def big_store_queries(path: Path, rows: int) -> dict[str, float]:
+    from bench.store_bench import fill_completed_tasks  # type: ignore[import-not-found]
+
+    store = SqliteStore(path)
+    await store.open()
+    await fill_completed_tasks(store, rows)
+    await store.close()
+    async with Pool(PoolConfig(), slots=4, store=SqliteStore(path),
+                    executor=FakeExecutor()) as pool:
+        timings: dict[str, list[float]] = {"status_ms": [], "list_50_ms": []}
+        for _ in range(20):
+            t0 = time.perf_counter()
+            await pool.status()
+            timings["status_ms"].append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            await pool.list_tasks(limit=50, offset=rows // 2)
+            timings["list_50_ms"].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in timings.items()}
+
+
+def show(title: str, figures: dict[str, float]) -> None:
+    body = "  ".join(f"{k}={v:,.2f}" for k, v in figures.items())
+    print(f"{title:<34} {body}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        show(f"memory: {args.tasks} tasks", await throughput(MemoryStore(), args.tasks, args.slots))
+        show(
+            f"sqlite: {args.tasks} tasks",
+            await throughput(SqliteStore(Path(tmp) / "tp.db"), args.tasks, args.slots),
+        )
+        show("memory: paced dispatch", await paced_latency(MemoryStore(), 500, args.slots))
+        show("sqlite: paced dispatch",
+             await paced_latency(SqliteStore(Path(tmp) / "paced.db"), 500, args.slots))
+        show(f"sqlite: {args.rows:,} tasks stored",
+             await big_store_queries(Path(tmp) / "big.db", args.rows))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

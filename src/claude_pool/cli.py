@@ -1,0 +1,425 @@
+"""The ``claude-pool`` command line: a thin face over :class:`claude_pool.Pool`.
+
+Every command works against one store (a SQLite file in the working directory by default), so a
+``claude-pool worker`` in one shell runs what ``claude-pool submit`` queues from another.
+
+Exit codes: 0 success; 1 the task failed or was cancelled; 2 bad usage or configuration;
+3 no such task; 4 refused (budget exhausted, no slot available, pool shut down); 5 still not
+finished when the wait timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from claude_pool.config import Settings, load_settings
+from claude_pool.errors import (
+    BudgetExhausted,
+    ClaudePoolError,
+    ConfigError,
+    NoSlotAvailable,
+    PoolShutdown,
+    TaskNotFound,
+)
+from claude_pool.executor.base import EventKind, ExecutorEvent
+from claude_pool.pool import Pool
+from claude_pool.types import (
+    TaskFilter,
+    TaskOverrides,
+    TaskRecord,
+    TaskState,
+    microdollars_to_usd,
+    now_ms,
+)
+
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REFUSED = 4
+EXIT_TIMEOUT = 5
+
+app = typer.Typer(
+    name="claude-pool",
+    help="Run many Claude Code sessions as one managed pool.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+_T = TypeVar("_T")
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Store: a SQLite file, ':memory:' (default: ./claude-pool.db)."),
+]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="TOML config file (default: ./claude-pool.toml)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def _settings(config: str | None, **explicit: Any) -> Settings:
+    try:
+        return load_settings(config, **explicit)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+    try:
+        return asyncio.run(coro)
+    except TaskNotFound as exc:
+        _fail(str(exc), EXIT_NOT_FOUND)
+    except (BudgetExhausted, NoSlotAvailable, PoolShutdown) as exc:
+        _fail(str(exc), EXIT_REFUSED)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except ClaudePoolError as exc:
+        _fail(str(exc), EXIT_TASK_FAILED)
+
+
+@asynccontextmanager
+async def _client(settings: Settings) -> AsyncIterator[Pool]:
+    """A pool with no slots: it queues, inspects and cancels, while workers execute."""
+    pool = Pool(settings=settings, slots=0, store=settings.store)
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _overrides(model: str | None, max_turns: int | None, permission_mode: str | None,
+               max_budget_usd: float | None) -> TaskOverrides | None:
+    values = {
+        "model": model, "max_turns": max_turns, "permission_mode": permission_mode,
+        "max_budget_usd": max_budget_usd,
+    }
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return None
+    try:
+        return TaskOverrides.model_validate(given)
+    except ValueError as exc:
+        _fail(f"invalid task option: {exc}", EXIT_USAGE)
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+def _exit_for(record: TaskRecord) -> int:
+    if record.state is TaskState.COMPLETED or record.state is TaskState.PENDING_REVIEW:
+        return EXIT_OK
+    if record.state in (TaskState.PENDING, TaskState.RUNNING):
+        return EXIT_TIMEOUT
+    return EXIT_TASK_FAILED
+
+
+def _show_record(record: TaskRecord, as_json: bool) -> None:
+    if as_json:
+        _print_json(record.model_dump(mode="json"))
+        return
+    result = record.result
+    colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(
+        record.state, "cyan"
+    )
+    out.print(f"[bold]{record.id}[/] [{colour}]{record.state}[/]")
+    if result is not None:
+        out.print(result.output, markup=False, highlight=False)
+        out.print(
+            f"[dim]cost ${microdollars_to_usd(result.cost_microdollars):.6f} · "
+            f"{result.turns_used} turns · {result.elapsed_ms} ms · {result.model or '-'}[/]"
+        )
+
+
+async def _wait_with_progress(pool: Pool, task_id: str, timeout: float | None,
+                              quiet: bool) -> TaskRecord:
+    """Wait for a task, showing its state (and live output when it runs in this process)."""
+    started = now_ms()
+    latest: list[str] = []
+
+    def on_event(event: ExecutorEvent) -> None:
+        if event.task_id != task_id:
+            return
+        if event.kind is EventKind.ASSISTANT_TEXT:
+            lines = str(event.data.get("text", "")).strip().splitlines()
+            latest[:] = lines[-1:]
+        elif event.kind is EventKind.TOOL_USE:
+            latest[:] = [f"using {event.data.get('name')}"]
+        elif event.kind is EventKind.API_RETRY:
+            latest[:] = [f"API busy (HTTP {event.data.get('status')}), retrying"]
+
+    remove = pool.add_listener(on_event)
+    try:
+        if quiet or not err.is_terminal:
+            return await pool.wait(task_id, timeout)
+        with err.status("waiting") as status:
+            waiter = asyncio.ensure_future(pool.wait(task_id, timeout))
+            while not waiter.done():
+                record = await pool.get_task(task_id)
+                secs = (now_ms() - started) / 1000
+                detail = f" · {latest[0][:80]}" if latest else ""
+                status.update(f"{record.id} [cyan]{record.state}[/] {secs:.0f}s{detail}")
+                await asyncio.wait({waiter}, timeout=0.5)
+            return waiter.result()
+    finally:
+        remove()
+
+
+# ── commands ────────────────────────────────────────────────────────
+
+
+@app.command()
+def submit(
+    prompt: Annotated[str, typer.Argument(help="What the task should do.")],
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag (repeatable).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for this task.")] = None,
+    max_turns: Annotated[int | None, typer.Option(help="Turn limit for this task.")] = None,
+    permission_mode: Annotated[str | None, typer.Option(help="Permission mode.")] = None,
+    max_budget_usd: Annotated[float | None, typer.Option(help="Spend cap for this task.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Run-time limit in seconds.")] = None,
+    review: Annotated[bool, typer.Option(help="Hold the result for approval.")] = False,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a task and print its id; a running `claude-pool worker` executes it."""
+    settings = _settings(config, store=store)
+    overrides = _overrides(model, max_turns, permission_mode, max_budget_usd)
+
+    async def go() -> str:
+        async with _client(settings) as pool:
+            try:
+                return await pool.submit(prompt, overrides, tag or (), priority=priority,
+                                         timeout=timeout, review=review)
+            except ValueError as exc:
+                _fail(str(exc), EXIT_USAGE)
+
+    task_id = _run(go())
+    if as_json:
+        _print_json({"task_id": task_id})
+    else:
+        out.print(task_id)
+
+
+@app.command()
+def result(
+    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    wait: Annotated[bool, typer.Option(help="Wait until the task finishes.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Give up waiting after N seconds.")] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a task's state and result (exit 5 while it is not finished)."""
+    settings = _settings(config, store=store)
+
+    async def go() -> TaskRecord:
+        async with _client(settings) as pool:
+            if not wait:
+                return await pool.get_task(task_id)
+            try:
+                return await _wait_with_progress(pool, task_id, timeout, as_json)
+            except TimeoutError:
+                return await pool.get_task(task_id)
+
+    record = _run(go())
+    _show_record(record, as_json)
+    raise typer.Exit(_exit_for(record))
+
+
+@app.command()
+def cancel(
+    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a task: a queued one never starts; a running one is stopped."""
+    settings = _settings(config, store=store)
+
+    async def go() -> TaskRecord:
+        async with _client(settings) as pool:
+            return await pool.cancel(task_id)
+
+    record = _run(go())
+    _show_record(record, as_json)
+
+
+@app.command()
+def tasks(
+    state: Annotated[TaskState | None, typer.Option(help="Only tasks in this state.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Any of these tags.")] = None,
+    limit: Annotated[int, typer.Option(min=0)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List tasks, oldest first."""
+    settings = _settings(config, store=store)
+
+    async def go() -> list[TaskRecord]:
+        async with _client(settings) as pool:
+            return await pool.list_tasks(TaskFilter(state=state, tags=tag), limit, offset)
+
+    records = _run(go())
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in records])
+        return
+    table = Table("id", "state", "slot", "cost $", "turns", "prompt", title="tasks")
+    for r in records:
+        res = r.result
+        table.add_row(
+            r.id, str(r.state), r.slot_id or "-",
+            f"{microdollars_to_usd(res.cost_microdollars):.4f}" if res else "-",
+            str(res.turns_used) if res else "-",
+            r.prompt.replace("\n", " ")[:60],
+        )
+    out.print(table)
+
+
+@app.command()
+def status(
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show slots, queue and spend."""
+    settings = _settings(config, store=store)
+
+    async def go() -> dict[str, Any]:
+        async with _client(settings) as pool:
+            st = await pool.status()
+            slots = await pool.store.list_slots()
+            data = st.model_dump(mode="json")
+            data["slots"] = [s.model_dump(mode="json") for s in slots]
+            return data
+
+    data = _run(go())
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("slot", "state", "name/role", "task", "done", "cost $", title="slots")
+    for s in data["slots"]:
+        cfg = s["config"]
+        table.add_row(
+            s["id"], s["state"], cfg.get("name") or cfg.get("role") or "-",
+            s["current_task"] or "-", str(s["tasks_completed"]),
+            f"{microdollars_to_usd(s['cost_microdollars']):.4f}",
+        )
+    out.print(table)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(data["tasks"].items())) or "no tasks"
+    out.print(f"tasks: {counts}")
+    budget = data["budget_microdollars"]
+    spent = microdollars_to_usd(data["spend_microdollars"])
+    limit = f" of ${microdollars_to_usd(budget):.4f}" if budget is not None else ""
+    out.print(f"spend: ${spent:.6f}{limit}")
+
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="What the task should do.")],
+    model: Annotated[str | None, typer.Option(help="Model for this task.")] = None,
+    max_turns: Annotated[int | None, typer.Option(help="Turn limit for this task.")] = None,
+    permission_mode: Annotated[str | None, typer.Option(help="Permission mode.")] = None,
+    max_budget_usd: Annotated[float | None, typer.Option(help="Spend cap for this task.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Run-time limit in seconds.")] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one task and print its result: through a running worker if there is one,
+    otherwise in this process."""
+    settings = _settings(config, store=store)
+    overrides = _overrides(model, max_turns, permission_mode, max_budget_usd)
+
+    async def go() -> TaskRecord:
+        async with _client(settings) as probe:
+            has_worker = await _live_worker_with_slots(probe)
+        pool = Pool(settings=settings, slots=0 if has_worker else 1, store=settings.store)
+        async with pool:
+            try:
+                task_id = await pool.submit(prompt, overrides, timeout=timeout)
+            except ValueError as exc:
+                _fail(str(exc), EXIT_USAGE)
+            return await _wait_with_progress(pool, task_id, None, as_json)
+
+    record = _run(go())
+    _show_record(record, as_json)
+    raise typer.Exit(_exit_for(record))
+
+
+async def _live_worker_with_slots(pool: Pool) -> bool:
+    alive_since = now_ms() - int(3 * pool.settings.heartbeat_secs * 1000)
+    for worker in await pool.store.live_workers(alive_since):
+        if worker != pool.worker_id and await pool.store.list_slots(worker):
+            return True
+    return False
+
+
+@app.command()
+def worker(
+    slots: Annotated[int | None, typer.Option(help="Number of slots.")] = None,
+    model: Annotated[str | None, typer.Option(help="Default model.")] = None,
+    permission_mode: Annotated[str | None, typer.Option(help="Default permission mode.")] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run a pool that executes whatever is queued in the store until SIGINT/SIGTERM, which
+    drain it (running tasks finish within the grace period)."""
+    settings = _settings(config, store=store, slots=slots, model=model,
+                         permission_mode=permission_mode)
+    _run(_worker(settings))
+
+
+async def _worker(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pool = Pool(settings=settings, store=settings.store)
+    async with pool:
+        err.print(
+            f"[bold]claude-pool worker[/] {pool.worker_id}: {len(pool.slots)} slot(s) on "
+            f"{settings.store}; Ctrl-C drains"
+        )
+        await stop.wait()
+        err.print("draining...")
+        summary = await pool.drain()
+        err.print(
+            f"drained: {summary.tasks_finished} finished, {summary.tasks_cancelled} cancelled, "
+            f"{summary.tasks_left_pending} left queued"
+        )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

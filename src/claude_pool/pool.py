@@ -1,0 +1,763 @@
+"""The engine's facade: the one place that knows the rules.
+
+The MCP server, the CLI and any web face translate requests into ``Pool`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import BaseModel, Field
+
+from claude_pool.config import EffectiveConfig, Settings, effective_config
+from claude_pool.errors import (
+    BudgetExhausted,
+    ClaudePoolError,
+    NoSlotAvailable,
+    PoolShutdown,
+    SlotNotFound,
+    TaskNotFound,
+)
+from claude_pool.executor.base import (
+    EventKind,
+    ExecutionRequest,
+    Executor,
+    ExecutorEvent,
+)
+from claude_pool.scheduler import Dispatcher
+from claude_pool.slot import RunningTask, Slot
+from claude_pool.store import Store, StoredTask, TaskTarget, open_store
+from claude_pool.types import (
+    MetricsFilter,
+    PoolConfig,
+    SessionMetrics,
+    SlotConfig,
+    SlotId,
+    SlotMode,
+    SlotRecord,
+    SlotState,
+    TaskFilter,
+    TaskId,
+    TaskOverrides,
+    TaskRecord,
+    TaskResult,
+    TaskState,
+    new_slot_id,
+    new_task_id,
+    now_ms,
+)
+
+log = logging.getLogger(__name__)
+
+EventListener = Callable[[ExecutorEvent], None]
+
+# Events worth keeping in the store (the chatty ones only go to live listeners).
+_PERSISTED_EVENTS = {EventKind.PROCESS_STARTED, EventKind.API_RETRY, EventKind.RATE_LIMIT}
+
+
+class DrainSummary(BaseModel):
+    """What ``drain()`` did."""
+
+    tasks_finished: int = 0
+    """Tasks that were running when the drain began and finished within the grace period."""
+    tasks_cancelled: int = 0
+    """Tasks still running after the grace period, cancelled."""
+    tasks_left_pending: int = 0
+    """Queued tasks left in the store for the next pool (or cancelled with cancel_pending)."""
+    slots_stopped: int = 0
+    total_spend_microdollars: int = 0
+
+
+class PoolStatus(BaseModel):
+    worker_id: str
+    slots: list[SlotRecord]
+    tasks: dict[str, int] = Field(default_factory=dict)
+    """Number of tasks in each state, across the whole store."""
+    spend_microdollars: int = 0
+    budget_microdollars: int | None = None
+    shutting_down: bool = False
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _worker_is_dead_here(worker_id: str) -> bool:
+    """True when the worker ran on this host and its process no longer exists."""
+    host, _, rest = worker_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Pool:
+    """A pool of Claude Code slots behind one queue.
+
+    Use it as an async context manager::
+
+        async with Pool(PoolConfig(model="claude-haiku-4-5"), slots=2) as pool:
+            result = await pool.run("Summarise README.md")
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig | None = None,
+        *,
+        slots: int | None = None,
+        store: Store | str | None = None,
+        executor: Executor | None = None,
+        settings: Settings | None = None,
+        slot_configs: Sequence[SlotConfig] | None = None,
+        task_timeout_secs: float | None = None,
+        cwd: str | Path | None = None,
+        poll_secs: float = 0.25,
+    ) -> None:
+        base = settings or Settings()
+        self.config: PoolConfig = config or base.pool
+        self.settings = base
+        self._slot_count = slots if slots is not None else base.slots
+        self._slot_configs = list(slot_configs if slot_configs is not None else base.slot_configs)
+        self._task_timeout = task_timeout_secs if task_timeout_secs is not None else (
+            base.task_timeout_secs
+        )
+        self._cwd = Path(cwd or base.cwd or os.getcwd()).resolve()
+        self._store: Store = (
+            store if store is not None and not isinstance(store, str)
+            else open_store(store or base.store)
+        )
+        self._executor: Executor | None = executor
+        self.worker_id = _worker_id()
+        self._poll_secs = poll_secs
+        self._slots: dict[SlotId, Slot] = {}
+        self._running: dict[TaskId, RunningTask] = {}
+        self._finished: dict[TaskId, asyncio.Event] = {}
+        self._errors: dict[TaskId, ClaudePoolError] = {}
+        self._listeners: list[EventListener] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._accepting = False
+        self._closed = False
+        self._drain_summary: DrainSummary | None = None
+        self._started_ms = now_ms()
+        self._dispatcher = Dispatcher(
+            self._store,
+            self.worker_id,
+            self._run_claimed,
+            self._expire_unassigned,
+            self._assignment_timeout,
+            poll_secs=poll_secs,
+        )
+
+    # ── lifecycle ───────────────────────────────────────────────────
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def slots(self) -> list[SlotRecord]:
+        """This pool's slots, as last recorded."""
+        return [slot.record for slot in self._slots.values()]
+
+    async def open(self) -> None:
+        """Open the store, recover what a dead pool left behind, and start the slots."""
+        if self._tg is not None:
+            raise ClaudePoolError("this pool is already open")
+        await self._store.open()
+        if self._executor is None:
+            self._executor = _default_executor(self.settings)
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        try:
+            await self._store.heartbeat_worker(self.worker_id, now_ms())
+            await self._recover()
+            await self._start_slots(self._slot_count)
+            self._accepting = True
+            self._background = [
+                self._tg.create_task(self._heartbeat_loop(), name="pool-heartbeat"),
+                self._tg.create_task(
+                    self._dispatcher.assignment_watchdog(self._min_assignment_timeout),
+                    name="pool-assignment-watchdog",
+                ),
+                self._tg.create_task(self._sync_loop(), name="pool-sync"),
+            ]
+        except BaseException:
+            await self._shutdown_taskgroup()
+            raise
+
+    async def close(self) -> None:
+        """Drain (if not done yet), stop background work and close the store."""
+        if self._closed or self._tg is None:
+            return
+        if self._drain_summary is None:
+            await self.drain()
+        self._closed = True
+        await self._shutdown_taskgroup()
+        with contextlib.suppress(Exception):
+            await self._store.remove_worker(self.worker_id)
+        await self._store.close()
+
+    async def _shutdown_taskgroup(self) -> None:
+        tg, self._tg = self._tg, None
+        if tg is None:
+            return
+        for task in self._background:
+            task.cancel()
+        for slot in self._slots.values():
+            if slot.loop_task is not None:
+                slot.loop_task.cancel()
+        await tg.__aexit__(None, None, None)
+
+    async def _recover(self) -> None:
+        """Take over the tasks and slots of pool processes that died."""
+        now = now_ms()
+        alive_since = now - int(self._stale_after_secs() * 1000)
+        owners = set(await self._store.stale_task_owners(now + 1))
+        stale = set(await self._store.stale_task_owners(alive_since))
+        dead = {w for w in owners if w in stale or _worker_is_dead_here(w)} - {self.worker_id}
+        if dead:
+            recovered = await self._store.recover_tasks(dead, self.settings.recovery, now)
+            for worker in dead:
+                await self._store.remove_worker(worker)
+            if recovered:
+                log.warning(
+                    "recovered %d task(s) left running by dead pool process(es) %s (policy: %s)",
+                    len(recovered), sorted(dead), self.settings.recovery,
+                )
+                self._dispatcher.work.notify()
+
+    def _stale_after_secs(self) -> float:
+        return max(3 * self.settings.heartbeat_secs, 1.0)
+
+    async def _adoptable_slots(self) -> list[SlotRecord]:
+        """Slot records in the store that no live pool process owns (their sessions and
+        history carry over to this pool)."""
+        alive_since = now_ms() - int(self._stale_after_secs() * 1000)
+        live = [
+            w for w in await self._store.live_workers(alive_since)
+            if w != self.worker_id and not _worker_is_dead_here(w)
+        ]
+        owned: set[SlotId] = set()
+        for worker in live:
+            owned.update(s.id for s in await self._store.list_slots(worker))
+        return [s for s in await self._store.list_slots() if s.id not in owned]
+
+    async def _start_slots(self, count: int) -> None:
+        adoptable = await self._adoptable_slots() if count else []
+        for index in range(count):
+            if adoptable:
+                record = adoptable.pop(0).model_copy(
+                    update={"state": SlotState.IDLE, "current_task": None}
+                )
+            else:
+                config = self._slot_configs[index] if index < len(self._slot_configs) else None
+                record = SlotRecord(id=new_slot_id(), config=config or SlotConfig())
+            await self._add_slot(record)
+
+    async def _add_slot(self, record: SlotRecord) -> Slot:
+        assert self._tg is not None
+        await self._store.upsert_slot(record, self.worker_id)
+        slot = Slot(record=record, cwd=self._cwd, mode=self.config.slot_mode)
+        self._slots[slot.id] = slot
+        slot.loop_task = self._tg.create_task(
+            self._dispatcher.slot_loop(slot), name=f"slot-{slot.id}"
+        )
+        return slot
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_secs)
+            try:
+                await self._store.heartbeat_worker(self.worker_id, now_ms())
+                await self._recover()
+            except Exception:
+                log.exception("heartbeat failed; will retry")
+
+    async def _sync_loop(self) -> None:
+        """Notice changes made by other processes: work queued there, and cancellations of
+        tasks running here."""
+        while True:
+            await asyncio.sleep(self._poll_secs)
+            try:
+                for task_id, running in list(self._running.items()):
+                    if running.cancel.is_set():
+                        continue
+                    stored = await self._store.get_task(task_id)
+                    if stored is not None and stored.record.state is not TaskState.RUNNING:
+                        running.cancel_reason = f"task became {stored.record.state} elsewhere"
+                        running.cancel.set()
+                self._dispatcher.work.notify()
+            except Exception:
+                log.exception("store sync failed; will retry")
+
+    # ── submitting and waiting ──────────────────────────────────────
+
+    async def submit(
+        self,
+        prompt: str,
+        overrides: TaskOverrides | None = None,
+        tags: Iterable[str] = (),
+        *,
+        review: bool = False,
+        max_rejections: int = 3,
+        priority: int = 0,
+        timeout: float | None = None,
+        slot: SlotId | str | None = None,
+        role: str | None = None,
+        name: str | None = None,
+        fresh_session: bool = False,
+        assignment_timeout: float | None = None,
+    ) -> TaskId:
+        """Queue a task and return its id at once.
+
+        ``priority``: higher runs first, equal priorities in submission order. ``timeout``: the
+        task's run-time limit in seconds (default: the pool's). ``slot``/``role``/``name``
+        restrict which slots may run it. ``fresh_session`` runs it in a new conversation.
+        """
+        self._check_accepting()
+        if not prompt or not prompt.strip():
+            raise ValueError("prompt must not be empty")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        if max_rejections < 0:
+            raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
+        await self._check_budget()
+        record = TaskRecord.new_pending(new_task_id(), prompt)
+        record = record.with_tags(list(tags)).with_config(overrides)
+        if review:
+            record = record.with_review(max_rejections)
+        stored = await self._store.insert_task(
+            StoredTask(
+                record=record,
+                priority=priority,
+                target=TaskTarget(slot_id=SlotId(slot) if slot else None, role=role, name=name),
+                timeout_secs=timeout,
+                assignment_timeout_secs=assignment_timeout,
+                fresh_session=fresh_session,
+            )
+        )
+        self._dispatcher.track_deadline(stored)
+        self._dispatcher.work.notify()
+        return record.id
+
+    async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord:
+        """Wait until the task ends (or awaits review); returns its record.
+
+        Raises ``TimeoutError`` if ``timeout`` seconds pass first.
+        """
+        task_id = TaskId(task_id)
+        async with asyncio.timeout(timeout):
+            while True:
+                event = self._finished.setdefault(task_id, asyncio.Event())
+                stored = await self._store.get_task(task_id)
+                if stored is None:
+                    raise TaskNotFound(task_id)
+                state = stored.record.state
+                if state.is_terminal or state is TaskState.PENDING_REVIEW:
+                    return stored.record
+                if self._closed:
+                    raise PoolShutdown("the pool closed before the task finished")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_secs * 4):
+                        await event.wait()
+
+    async def result(self, task_id: TaskId | str) -> TaskResult | None:
+        """The task's result, or None while it has not finished."""
+        record = await self.get_task(task_id)
+        if record.state.is_terminal or record.state is TaskState.PENDING_REVIEW:
+            return record.result
+        return None
+
+    async def run(
+        self,
+        prompt: str,
+        overrides: TaskOverrides | None = None,
+        tags: Iterable[str] = (),
+        **submit_options: Any,
+    ) -> TaskResult:
+        """Submit a task and wait for its result.
+
+        A task that ran returns its result, successful or not. A task that never found a slot
+        raises ``NoSlotAvailable``.
+        """
+        task_id = await self.submit(prompt, overrides, tags, **submit_options)
+        record = await self.wait(task_id)
+        error = self._errors.pop(task_id, None)
+        if error is not None:
+            raise error
+        return record.result or TaskResult.failure(f"task ended {record.state} without a result")
+
+    async def fan_out(
+        self, prompts: Sequence[str], overrides: TaskOverrides | None = None,
+        tags: Iterable[str] = (),
+    ) -> list[TaskResult]:
+        """Run several prompts side by side; one result per prompt, in input order. A failure
+        (even one raised at submission) is reported in its own item and never discards the
+        others."""
+        tags = list(tags)
+
+        async def one(prompt: str) -> TaskResult:
+            try:
+                return await self.run(prompt, overrides, tags)
+            except ClaudePoolError as exc:
+                return TaskResult.failure(str(exc))
+            except ValueError as exc:
+                return TaskResult.failure(f"invalid task: {exc}")
+
+        async with asyncio.TaskGroup() as tg:
+            futures = [tg.create_task(one(p)) for p in prompts]
+        return [f.result() for f in futures]
+
+    async def cancel(self, task_id: TaskId | str) -> TaskRecord:
+        """Cancel a task: a pending task never starts; a running task's process is stopped
+        and it ends ``cancelled`` with its spend so far; a finished task is left alone.
+        Returns the task's record afterwards."""
+        task_id = TaskId(task_id)
+        cancelled = await self._store.transition_task(
+            task_id, {TaskState.PENDING}, TaskState.CANCELLED, now_ms=now_ms(),
+            result=TaskResult.failure("cancelled before it started"),
+        )
+        if cancelled is not None:
+            self._mark_finished(task_id)
+            return cancelled
+        stored = await self._store.get_task(task_id)
+        if stored is None:
+            raise TaskNotFound(task_id)
+        if stored.record.state is TaskState.RUNNING:
+            running = self._running.get(task_id)
+            if running is not None:
+                running.cancel_reason = "cancelled"
+                running.cancel.set()
+                await running.finished.wait()
+            else:
+                # Running in another pool process: the state change is what it watches for.
+                await self._store.transition_task(
+                    task_id, {TaskState.RUNNING}, TaskState.CANCELLED, now_ms=now_ms(),
+                    result=TaskResult.failure("cancelled"),
+                )
+            stored = await self._store.get_task(task_id)
+            assert stored is not None
+        return stored.record
+
+    # ── inspection ──────────────────────────────────────────────────
+
+    async def get_task(self, task_id: TaskId | str) -> TaskRecord:
+        stored = await self._store.get_task(TaskId(task_id))
+        if stored is None:
+            raise TaskNotFound(task_id)
+        return stored.record
+
+    async def list_tasks(
+        self, filter: TaskFilter | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TaskRecord]:
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        return await self._store.list_tasks(filter, limit, offset)
+
+    async def status(self) -> PoolStatus:
+        counts = await self._store.count_tasks()
+        return PoolStatus(
+            worker_id=self.worker_id,
+            slots=[s.record for s in self._slots.values()],
+            tasks={str(state): n for state, n in counts.items()},
+            spend_microdollars=await self._store.get_spend(),
+            budget_microdollars=self.config.budget_microdollars,
+            shutting_down=not self._accepting,
+        )
+
+    async def session_metrics(self, filter: MetricsFilter | None = None) -> SessionMetrics:
+        return await self._store.session_metrics(filter, self._started_ms, now_ms())
+
+    def slot(self, slot_id: SlotId | str) -> SlotRecord:
+        slot = self._slots.get(SlotId(slot_id))
+        if slot is None:
+            raise SlotNotFound(slot_id)
+        return slot.record
+
+    def add_listener(self, listener: EventListener) -> Callable[[], None]:
+        """Receive live executor events (text, tool calls, retries...). Returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    # ── draining ────────────────────────────────────────────────────
+
+    async def drain(
+        self, grace_secs: float | None = None, *, cancel_pending: bool = False
+    ) -> DrainSummary:
+        """Stop taking work, let running tasks finish within the grace period, cancel the
+        rest, stop every slot process. Never hangs."""
+        if self._drain_summary is not None:
+            return self._drain_summary
+        grace = self.settings.drain_grace_secs if grace_secs is None else grace_secs
+        self._accepting = False
+        for slot in self._slots.values():
+            slot.stopping = True
+        self._dispatcher.work.notify()
+        running = list(self._running.values())
+        summary = DrainSummary()
+        if running:
+            waits = [asyncio.ensure_future(r.finished.wait()) for r in running]
+            _, pending = await asyncio.wait(waits, timeout=grace)
+            for waiter in pending:
+                waiter.cancel()
+            for r in running:
+                if r.finished.is_set():
+                    summary.tasks_finished += 1
+                else:
+                    r.cancel_reason = "cancelled: the pool drained"
+                    r.cancel.set()
+                    summary.tasks_cancelled += 1
+            stragglers = [asyncio.ensure_future(r.finished.wait()) for r in running]
+            _, still = await asyncio.wait(stragglers, timeout=self._kill_budget_secs())
+            for waiter in still:
+                waiter.cancel()
+        for slot in self._slots.values():
+            if slot.loop_task is not None and not slot.loop_task.done():
+                slot.loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await slot.loop_task
+        if cancel_pending:
+            for record in await self._store.list_tasks(TaskFilter(state=TaskState.PENDING), 10**9):
+                await self.cancel(record.id)
+        counts = await self._store.count_tasks()
+        summary.tasks_left_pending = counts.get(TaskState.PENDING, 0)
+        assert self._executor is not None
+        for slot in list(self._slots.values()):
+            await self._executor.release_slot(slot.id)
+            await self._store.update_slot(slot.id, state=SlotState.STOPPED, current_task=None)
+            slot.record = slot.record.model_copy(
+                update={"state": SlotState.STOPPED, "current_task": None}
+            )
+            summary.slots_stopped += 1
+        await self._executor.aclose()
+        summary.total_spend_microdollars = await self._store.get_spend()
+        self._drain_summary = summary
+        return summary
+
+    def _kill_budget_secs(self) -> float:
+        # Interrupt, terminate and kill each get a bounded wait inside the executor.
+        return 30.0
+
+    # ── running one task ────────────────────────────────────────────
+
+    async def _run_claimed(self, slot: Slot, stored: StoredTask) -> None:
+        task = stored.record
+        running = RunningTask(task_id=task.id, slot_id=slot.id)
+        self._running[task.id] = running
+        slot.running = running
+        result: TaskResult | None = None
+        try:
+            slot.record = await self._update_slot(
+                slot, state=SlotState.BUSY, current_task=task.id
+            )
+            request = await self._build_request(slot, stored, running)
+            assert self._executor is not None
+            result = await self._executor.execute(request, self._on_event)
+        except asyncio.CancelledError:
+            result = TaskResult.failure("cancelled: the pool shut down while the task ran")
+            raise
+        except Exception as exc:
+            log.exception("task %s on slot %s: executor error", task.id, slot.id)
+            result = TaskResult.failure(f"internal error while running the task: {exc!r}")
+        finally:
+            await asyncio.shield(self._settle(slot, stored, running, result))
+
+    async def _build_request(
+        self, slot: Slot, stored: StoredTask, running: RunningTask
+    ) -> ExecutionRequest:
+        task = stored.record
+        config = effective_config(self.config, slot.record.config, task.config)
+        config = await self._with_shared_context(config)
+        prompt = await self._with_messages(slot, task.prompt)
+        fresh = slot.mode is SlotMode.EPHEMERAL or stored.fresh_session
+        return ExecutionRequest(
+            task_id=task.id,
+            slot_id=slot.id,
+            prompt=prompt,
+            config=config,
+            cwd=slot.cwd,
+            mode=SlotMode.EPHEMERAL if slot.mode is SlotMode.EPHEMERAL else SlotMode.PERSISTENT,
+            session_id=None if fresh else slot.record.session_id,
+            timeout_secs=stored.timeout_secs if stored.timeout_secs is not None
+            else self._task_timeout,
+            cancel=running.cancel,
+        )
+
+    async def _with_shared_context(self, config: EffectiveConfig) -> EffectiveConfig:
+        context = await self._store.context_list()
+        if not context:
+            return config
+        notes = "\n".join(f"- {key}: {value}" for key, value in sorted(context.items()))
+        block = f"Shared context from the pool coordinator:\n{notes}"
+        prompt = f"{config.system_prompt}\n\n{block}" if config.system_prompt else block
+        return replace(config, system_prompt=prompt)
+
+    async def _with_messages(self, slot: Slot, prompt: str) -> str:
+        messages = await self._store.read_messages(slot.id, drain=False)
+        if not messages:
+            return prompt
+        lines = "\n".join(f"- from {m.from_slot}: {m.content}" for m in messages)
+        return f"Messages for you from other slots:\n{lines}\n\n{prompt}"
+
+    async def _settle(
+        self, slot: Slot, stored: StoredTask, running: RunningTask, result: TaskResult | None
+    ) -> None:
+        """Record a finished run: spend, slot state, the task's one terminal state."""
+        task = stored.record
+        result = result or TaskResult.failure("the task ended without a result")
+        try:
+            if result.cost_microdollars:
+                await self._store.add_spend(result.cost_microdollars)
+            await self._store.add_slot_cost(
+                slot.id, result.cost_microdollars, 1 if result.success else 0
+            )
+            if result.success:
+                await self._store.read_messages(slot.id, drain=True)
+            if running.cancel.is_set():
+                target = TaskState.CANCELLED
+                reason = running.cancel_reason or "cancelled"
+                result = result.model_copy(
+                    update={"success": False, "output": _join(reason, result.output)}
+                )
+            elif result.success:
+                target = TaskState.PENDING_REVIEW if task.review_required else TaskState.COMPLETED
+            else:
+                target = TaskState.FAILED
+            now = now_ms()
+            updated = await self._store.transition_task(
+                task.id, {TaskState.RUNNING}, target, now_ms=now, result=result
+            )
+            if updated is None:
+                # Someone else ended it first (e.g. a cancel from another process): keep their
+                # state, but attach what the run actually cost and said.
+                current = await self._store.get_task(task.id)
+                if current is not None and current.record.state is TaskState.CANCELLED:
+                    await self._store.transition_task(
+                        task.id, {TaskState.CANCELLED}, TaskState.CANCELLED, now_ms=now,
+                        result=result.model_copy(update={"success": False}),
+                    )
+            session = slot.record.session_id
+            if slot.mode is SlotMode.EPHEMERAL:
+                session = None
+            elif result.session_id:
+                session = result.session_id
+            slot.record = await self._update_slot(
+                slot, state=SlotState.IDLE, current_task=None, session_id=session
+            )
+            slot.record = slot.record.model_copy(update={
+                "tasks_completed": slot.record.tasks_completed + (1 if result.success else 0),
+                "cost_microdollars": slot.record.cost_microdollars + result.cost_microdollars,
+            })
+        except Exception:
+            log.exception("task %s: recording its result failed", task.id)
+        finally:
+            slot.running = None
+            slot.last_active_ms = now_ms()
+            self._running.pop(task.id, None)
+            running.finished.set()
+            self._mark_finished(task.id)
+
+    async def _update_slot(self, slot: Slot, **fields: Any) -> SlotRecord:
+        """Write the named fields to the store and return the slot's updated local record."""
+        await self._store.update_slot(slot.id, **fields)
+        return slot.record.model_copy(update=fields)
+
+    def _mark_finished(self, task_id: TaskId) -> None:
+        event = self._finished.pop(task_id, None)
+        if event is not None:
+            event.set()
+
+    async def _expire_unassigned(self, stored: StoredTask, limit: float) -> None:
+        error = NoSlotAvailable(limit, stored.target.describe())
+        updated = await self._store.transition_task(
+            stored.record.id, {TaskState.PENDING}, TaskState.FAILED, now_ms=now_ms(),
+            result=TaskResult.failure(str(error)),
+        )
+        if updated is not None:
+            self._errors[stored.record.id] = error
+            self._mark_finished(stored.record.id)
+
+    def _assignment_timeout(self, stored: StoredTask) -> float:
+        if stored.assignment_timeout_secs is not None:
+            return stored.assignment_timeout_secs
+        overrides = [
+            s.record.config.slot_assignment_timeout_secs
+            for s in self._slots.values()
+            if s.record.config.slot_assignment_timeout_secs is not None
+            and stored.target.matches(s.id, s.record.config.role, s.record.config.name)
+        ]
+        return float(max(overrides)) if overrides else float(
+            self.config.slot_assignment_timeout_secs
+        )
+
+    def _min_assignment_timeout(self) -> float:
+        values = [self.config.slot_assignment_timeout_secs] + [
+            s.record.config.slot_assignment_timeout_secs
+            for s in self._slots.values()
+            if s.record.config.slot_assignment_timeout_secs is not None
+        ]
+        return float(min(values))
+
+    def _on_event(self, event: ExecutorEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed")
+        if event.kind in _PERSISTED_EVENTS and self._tg is not None:
+            self._tg.create_task(self._store.append_event(
+                str(event.kind), event.task_id, event.slot_id, event.data, event.at_ms
+            ))
+
+    # ── policy checks ───────────────────────────────────────────────
+
+    def _check_accepting(self) -> None:
+        if self._closed or not self._accepting:
+            raise PoolShutdown()
+
+    async def _check_budget(self) -> None:
+        limit = self.config.budget_microdollars
+        if limit is None:
+            return
+        spent = await self._store.get_spend()
+        if spent >= limit:
+            raise BudgetExhausted(spent, limit)
+
+
+def _join(reason: str, output: str) -> str:
+    return f"{reason}: {output}" if output and output != reason else reason
+
+
+def _default_executor(settings: Settings) -> Executor:
+    from claude_pool.executor import ClaudeCliExecutor
+
+    return ClaudeCliExecutor(settings.claude_bin, env=settings.env)

@@ -1,0 +1,120 @@
+"""A complete in-process executor for fast engine tests and benchmarks.
+
+It implements the same :class:`~claude_pool.executor.base.Executor` seam as the real CLI
+executor: results come from a handler (by default: echo the prompt), tasks can be held until a
+test releases them, cancellation and timeouts behave like the real thing (a failed result with
+the spend so far), and every request is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from claude_pool.executor.base import (
+    EventCallback,
+    EventKind,
+    ExecutionRequest,
+    ExecutorEvent,
+)
+from claude_pool.types import SlotId, TaskResult
+
+Handler = Callable[[ExecutionRequest], TaskResult | Awaitable[TaskResult]]
+
+
+def echo_handler(request: ExecutionRequest) -> TaskResult:
+    return TaskResult.success_result(f"done: {request.prompt}", cost_microdollars=1000, turns_used=1)
+
+
+@dataclass
+class FakeExecutor:
+    """Scriptable executor. ``hold`` keeps every task running until :meth:`release` (or until
+    its cancel event or timeout fires), which lets tests observe queues and running states
+    without sleeping."""
+
+    handler: Handler = echo_handler
+    hold: bool = False
+    model: str = "fake-model"
+    cancel_cost_microdollars: int = 0
+    """Spend reported by a task that is cancelled while held (like a CLI interrupted mid-turn)."""
+    requests: list[ExecutionRequest] = field(default_factory=list)
+    running: dict[str, ExecutionRequest] = field(default_factory=dict)
+    released_slots: list[SlotId] = field(default_factory=list)
+    closed: bool = False
+    _gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_running(self, count: int, timeout: float = 5.0) -> list[ExecutionRequest]:
+        """Wait until at least ``count`` tasks are running inside the executor."""
+        async with asyncio.timeout(timeout):
+            while len(self.running) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return list(self.running.values())
+
+    def release(self, task_id: str | None = None) -> None:
+        """Let one held task (or, with no id, every task from now on) finish."""
+        if task_id is None:
+            self.hold = False
+            for gate in self._gates.values():
+                gate.set()
+        else:
+            self._gates.setdefault(task_id, asyncio.Event()).set()
+
+    async def execute(
+        self, request: ExecutionRequest, on_event: EventCallback | None = None
+    ) -> TaskResult:
+        self.requests.append(request)
+        self.running[request.task_id] = request
+        self._changed.set()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            if on_event is not None:
+                on_event(ExecutorEvent(EventKind.PROCESS_STARTED, request.task_id,
+                                       request.slot_id, {"pid": 0, "restart": False}))
+            stopped = await self._wait_until_released(request) if self.hold else None
+            elapsed = int((loop.time() - started) * 1000)
+            if stopped is not None:
+                return stopped.with_elapsed_ms(elapsed)
+            result = self.handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+            result = result.with_elapsed_ms(elapsed)
+            if result.model is None:
+                result = result.with_model(request.config.model or self.model)
+            if on_event is not None:
+                on_event(ExecutorEvent(EventKind.RESULT, request.task_id, request.slot_id,
+                                       {"success": result.success}))
+            return result
+        finally:
+            self.running.pop(request.task_id, None)
+            self._gates.pop(request.task_id, None)
+            self._changed.set()
+
+    async def _wait_until_released(self, request: ExecutionRequest) -> TaskResult | None:
+        """None once released; a failed result if cancelled or timed out first."""
+        gate = self._gates.setdefault(request.task_id, asyncio.Event())
+        waiters = [asyncio.ensure_future(gate.wait()), asyncio.ensure_future(request.cancel.wait())]
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=request.timeout_secs, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if not done:
+            return TaskResult.failure(f"timed out after {request.timeout_secs:g}s")
+        if request.cancel.is_set():
+            return TaskResult.failure("cancelled while running").model_copy(
+                update={"cost_microdollars": self.cancel_cost_microdollars}
+            )
+        return None
+
+    async def release_slot(self, slot_id: SlotId) -> None:
+        self.released_slots.append(slot_id)
+
+    async def aclose(self) -> None:
+        self.closed = True

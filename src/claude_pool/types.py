@@ -1,0 +1,392 @@
+"""The domain model, kept field for field from the original seed (``types.rs``).
+
+Every model round-trips the JSON the original Rust types write: snake_case fields, snake_case enum
+values (the CLI's own spellings for ``PermissionMode`` and ``Effort``), ids as plain strings,
+``null`` for unset optionals except where the seed skips them (``TaskResult``'s failure details,
+``model`` and ``budget_exceeded``). Money is integer microdollars.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from typing import Any, NewType, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TaskId = NewType("TaskId", str)
+SlotId = NewType("SlotId", str)
+
+
+def now_ms() -> int:
+    """Current time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def new_task_id() -> TaskId:
+    """A random, collision-resistant task id (never derived from the clock)."""
+    return TaskId(f"task-{secrets.token_hex(8)}")
+
+
+def new_slot_id() -> SlotId:
+    """A random slot id."""
+    return SlotId(f"slot-{secrets.token_hex(4)}")
+
+
+def usd_to_microdollars(usd: float) -> int:
+    """Convert a USD amount to integer microdollars, rounding halves up (never below zero).
+
+    Rounds the amount as written (``repr``), so 0.0000025 is 3 microdollars as with Rust's
+    ``f64::round``, not 2 as Python's half-to-even ``round`` would make it.
+    """
+    if not math.isfinite(usd):
+        raise ValueError(f"not a finite amount of USD: {usd!r}")
+    micro = (Decimal(repr(float(usd))) * 1_000_000).to_integral_value(ROUND_HALF_UP)
+    return max(0, int(micro))
+
+
+def microdollars_to_usd(micro: int) -> float:
+    return micro / 1_000_000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", validate_assignment=False, populate_by_name=True)
+
+
+# ── Enums ────────────────────────────────────────────────────────────
+
+
+class PermissionMode(StrEnum):
+    """Claude Code permission modes, spelled as the CLI spells them."""
+
+    DEFAULT = "default"
+    ACCEPT_EDITS = "acceptEdits"
+    BYPASS_PERMISSIONS = "bypassPermissions"
+    DONT_ASK = "dontAsk"
+    PLAN = "plan"
+    AUTO = "auto"
+
+
+class Effort(StrEnum):
+    """Reasoning effort (maps to ``--effort``)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    XHIGH = "xhigh"
+    MAX = "max"
+
+
+class SlotMode(StrEnum):
+    """Persistent slots stay alive across tasks, resuming sessions; ephemeral slots are
+    created per task and destroyed after."""
+
+    PERSISTENT = "persistent"
+    EPHEMERAL = "ephemeral"
+
+
+class SlotState(StrEnum):
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPED = "stopped"
+    ERRORED = "errored"
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PENDING_REVIEW = "pending_review"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed, failed and cancelled never change again (pending_review may)."""
+        return self in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+# ── Configuration ────────────────────────────────────────────────────
+
+
+class ScalingConfig(_Model):
+    min_slots: int = Field(default=1, ge=0)
+    max_slots: int = Field(default=16, ge=1)
+
+
+class PoolConfig(_Model):
+    """Configuration that applies to all slots by default (slots override via SlotConfig)."""
+
+    model: str | None = None
+    """Claude model to use (e.g. "claude-haiku-4-5-20251001")."""
+    permission_mode: PermissionMode | None = PermissionMode.PLAN
+    max_turns: int | None = Field(default=None, ge=1)
+    system_prompt: str | None = None
+    """Appended to Claude Code's own system prompt for every task."""
+    allowed_tools: list[str] = Field(default_factory=list)
+    mcp_servers: dict[str, Any] = Field(default_factory=dict)
+    effort: Effort | None = None
+    fallback_model: str | None = None
+    budget_microdollars: int | None = Field(default=None, ge=0)
+    """Hard cap on the pool's total spend; new work is refused once reached."""
+    slot_mode: SlotMode = SlotMode.PERSISTENT
+    max_restarts: int = Field(default=3, ge=0)
+    worktree_isolation: bool = False
+    slot_assignment_timeout_secs: int = Field(default=300, ge=0)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    unattended_mode: bool = False
+    """When true, the default permission mode is ``dontAsk`` if none is set anywhere."""
+    detect_permission_prompts: bool = True
+    supervisor_enabled: bool = False
+    supervisor_interval_secs: int = Field(default=30, ge=1)
+    strict_mcp_config: bool = True
+    worktree_base_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _unattended_default_mode(self) -> Self:
+        # The seed's default mode is plan, yet unattended mode must choose dontAsk when no mode
+        # was given. Recording that choice here, not only when layering, keeps it stable across
+        # JSON round trips (a dumped config reloads with the mode it actually ran with).
+        if self.unattended_mode and "permission_mode" not in self.model_fields_set:
+            self.permission_mode = PermissionMode.DONT_ASK
+        return self
+
+
+class SlotConfig(_Model):
+    """Per-slot overrides plus the slot's identity (name, role, description)."""
+
+    model: str | None = None
+    permission_mode: PermissionMode | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    system_prompt: str | None = None
+    allowed_tools: list[str] | None = None
+    mcp_servers: dict[str, Any] | None = None
+    effort: Effort | None = None
+    fallback_model: str | None = None
+    role: str | None = None
+    name: str | None = None
+    description: str | None = None
+    slot_assignment_timeout_secs: int | None = Field(default=None, ge=0)
+
+
+class TaskOverrides(_Model):
+    """Per-task execution knobs, applied on top of the slot and pool config."""
+
+    model: str | None = None
+    permission_mode: PermissionMode | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    system_prompt: str | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    tools: list[str] | None = None
+    mcp_servers: dict[str, Any] | None = None
+    effort: Effort | None = None
+    fallback_model: str | None = None
+    json_schema: Any | None = None
+    max_budget_usd: float | None = Field(default=None, gt=0)
+
+
+# ── Slots ────────────────────────────────────────────────────────────
+
+
+class SlotRecord(_Model):
+    id: SlotId
+    state: SlotState = SlotState.IDLE
+    config: SlotConfig = Field(default_factory=SlotConfig)
+    current_task: TaskId | None = None
+    session_id: str | None = None
+    tasks_completed: int = 0
+    cost_microdollars: int = 0
+    restart_count: int = 0
+    worktree_path: str | None = None
+    mcp_config_path: str | None = Field(default=None, exclude=True)
+    """Slot-owned ``--mcp-config`` file; runtime only, never serialised (serde(skip))."""
+
+
+# ── Tasks ────────────────────────────────────────────────────────────
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _is_false(value: object) -> bool:
+    return value is False
+
+
+class TaskResult(_Model):
+    # Field-level exclusion (rather than a model serializer) mirrors serde's
+    # skip_serializing_if and keeps the serialization JSON schema that MCP tools publish.
+    output: str
+    success: bool
+    cost_microdollars: int = 0
+    turns_used: int = 0
+    elapsed_ms: int = 0
+    model: str | None = Field(default=None, exclude_if=_is_none)
+    session_id: str | None = None
+    failed_command: str | None = Field(default=None, exclude_if=_is_none)
+    exit_code: int | None = Field(default=None, exclude_if=_is_none)
+    stderr: str | None = Field(default=None, exclude_if=_is_none)
+    budget_exceeded: bool = Field(default=False, exclude_if=_is_false)
+
+    @classmethod
+    def success_result(cls, output: str, cost_microdollars: int, turns_used: int) -> Self:
+        """A successful result (the seed's ``TaskResult::success``)."""
+        return cls(
+            output=output, success=True, cost_microdollars=cost_microdollars, turns_used=turns_used
+        )
+
+    @classmethod
+    def failure(cls, output: str) -> Self:
+        """A failed result with zero cost (the seed's ``TaskResult::failure``)."""
+        return cls(output=output, success=False)
+
+    def with_model(self, model: str) -> Self:
+        return self.model_copy(update={"model": model})
+
+    def with_elapsed_ms(self, elapsed_ms: int) -> Self:
+        return self.model_copy(update={"elapsed_ms": elapsed_ms})
+
+    def with_session_id(self, session_id: str) -> Self:
+        return self.model_copy(update={"session_id": session_id})
+
+    def with_failure_details(
+        self, command: str | None, exit_code: int | None, stderr: str | None
+    ) -> Self:
+        return self.model_copy(
+            update={"failed_command": command, "exit_code": exit_code, "stderr": stderr}
+        )
+
+
+class _SuccessConstructor:
+    """``TaskResult.success(output, cost, turns)`` on the class is the seed's constructor, while
+    ``result.success`` on an instance stays the bool field (instance attributes win over this
+    non-data descriptor)."""
+
+    def __get__(self, obj: object, owner: type[TaskResult]) -> Any:
+        return owner.success_result
+
+
+setattr(TaskResult, "success", _SuccessConstructor())  # noqa: B010 - keeps the field's type for mypy
+
+
+class TaskRecord(_Model):
+    id: TaskId
+    prompt: str
+    state: TaskState = TaskState.PENDING
+    slot_id: SlotId | None = None
+    result: TaskResult | None = None
+    tags: list[str] = Field(default_factory=list)
+    config: TaskOverrides | None = None
+    review_required: bool = False
+    max_rejections: int = Field(default=3, ge=0)
+    rejection_count: int = 0
+    original_prompt: str | None = None
+    created_at_ms: int | None = None
+    started_at_ms: int | None = None
+    completed_at_ms: int | None = None
+
+    @classmethod
+    def new_pending(cls, id: TaskId, prompt: str) -> Self:
+        return cls(id=id, prompt=prompt, created_at_ms=now_ms())
+
+    def with_tags(self, tags: list[str]) -> Self:
+        return self.model_copy(update={"tags": list(tags)})
+
+    def with_config(self, config: TaskOverrides | None) -> Self:
+        return self.model_copy(update={"config": config})
+
+    def with_review(self, max_rejections: int) -> Self:
+        return self.model_copy(
+            update={
+                "review_required": True,
+                "max_rejections": max_rejections,
+                "original_prompt": self.prompt,
+            }
+        )
+
+    def transition_to(self, state: TaskState) -> None:
+        """Set the state, stamping ``started_at_ms`` (running) or ``completed_at_ms`` (ended)."""
+        self.state = state
+        now = now_ms()
+        if state is TaskState.RUNNING:
+            self.started_at_ms = now
+        elif state is not TaskState.PENDING:
+            self.completed_at_ms = now
+
+
+class TaskFilter(_Model):
+    state: TaskState | None = None
+    slot_id: SlotId | None = None
+    tags: list[str] | None = None
+    """Any of these tags matches."""
+
+
+# ── Metrics ──────────────────────────────────────────────────────────
+
+
+class ModelMetrics(_Model):
+    model: str = ""
+    task_count: int = 0
+    total_cost_microdollars: int = 0
+    avg_cost_microdollars: int = 0
+    avg_elapsed_ms: int = 0
+    total_turns: int = 0
+
+
+class SessionMetrics(_Model):
+    total_tasks: int = 0
+    completed_tasks: int = 0
+    failed_tasks: int = 0
+    cancelled_tasks: int = 0
+    running_tasks: int = 0
+    pending_tasks: int = 0
+    total_spend_microdollars: int = 0
+    avg_cost_microdollars: int = 0
+    max_cost_microdollars: int = 0
+    avg_elapsed_ms: int = 0
+    median_elapsed_ms: int = 0
+    max_elapsed_ms: int = 0
+    min_elapsed_ms: int = 0
+    avg_turns: float = 0.0
+    tasks_by_model: dict[str, int] = Field(default_factory=dict)
+    model_breakdown: list[ModelMetrics] = Field(default_factory=list)
+    session_start_ms: int = 0
+    session_duration_ms: int = 0
+
+
+class MetricsFilter(_Model):
+    since_ms: int | None = None
+    until_ms: int | None = None
+    tags: list[str] | None = None
+    model: str | None = None
+
+
+__all__ = [
+    "Effort",
+    "MetricsFilter",
+    "ModelMetrics",
+    "PermissionMode",
+    "PoolConfig",
+    "ScalingConfig",
+    "SessionMetrics",
+    "SlotConfig",
+    "SlotId",
+    "SlotMode",
+    "SlotRecord",
+    "SlotState",
+    "TaskFilter",
+    "TaskId",
+    "TaskOverrides",
+    "TaskRecord",
+    "TaskResult",
+    "TaskState",
+    "microdollars_to_usd",
+    "new_slot_id",
+    "new_task_id",
+    "now_ms",
+    "usd_to_microdollars",
+]

@@ -1,0 +1,275 @@
+"""Engine behaviour through the public seams: Pool + MemoryStore + FakeExecutor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from claude_pool import (
+    NoSlotAvailable,
+    Pool,
+    PoolConfig,
+    PoolShutdown,
+    SlotConfig,
+    SlotMode,
+    TaskNotFound,
+    TaskOverrides,
+    TaskResult,
+    TaskState,
+)
+from claude_pool.executor.base import ExecutionRequest
+from claude_pool.store import MemoryStore
+from claude_pool.testing.fake_executor import FakeExecutor
+
+
+def make_pool(executor: FakeExecutor, slots: int = 1, **kwargs: object) -> Pool:
+    config = kwargs.pop("config", None) or PoolConfig()
+    return Pool(config, slots=slots, store=MemoryStore(), executor=executor, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_run_returns_the_executor_result_and_records_it() -> None:
+    async with make_pool(FakeExecutor()) as pool:
+        result = await pool.run("hello")
+        assert result.success
+        assert result.output == "done: hello"
+        tasks = await pool.list_tasks()
+        assert [t.state for t in tasks] == [TaskState.COMPLETED]
+        assert tasks[0].started_at_ms is not None
+        assert tasks[0].completed_at_ms is not None
+        status = await pool.status()
+        assert status.spend_microdollars == 1000
+        assert status.slots[0].tasks_completed == 1
+
+
+async def test_higher_priority_runs_first_then_submission_order() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor) as pool:
+        first = await pool.submit("first")
+        await executor.wait_running(1)
+        low_a = await pool.submit("low a")
+        low_b = await pool.submit("low b")
+        high = await pool.submit("high", priority=5)
+        executor.release()
+        for task_id in (first, low_a, low_b, high):
+            await pool.wait(task_id, timeout=5)
+        order = [r.prompt for r in executor.requests]
+        assert order == ["first", "high", "low a", "low b"]
+        del low_a, low_b
+
+
+async def test_a_task_that_finds_no_slot_in_time_fails_with_no_slot_available() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor) as pool:
+        await pool.submit("occupies the only slot")
+        await executor.wait_running(1)
+        with pytest.raises(NoSlotAvailable) as caught:
+            await asyncio.wait_for(pool.run("waits", assignment_timeout=0.2), timeout=5)
+        assert caught.value.timeout_secs == pytest.approx(0.2)
+        failed = await pool.list_tasks()
+        assert failed[1].state is TaskState.FAILED
+        assert "no slot" in (failed[1].result.output if failed[1].result else "")
+        executor.release()
+
+
+async def test_slot_assignment_timeout_override_of_the_target_slot_is_honoured() -> None:
+    executor = FakeExecutor(hold=True)
+    slow_slot = SlotConfig(name="slow", slot_assignment_timeout_secs=0)
+    async with make_pool(executor, slots=1, slot_configs=[slow_slot],
+                         config=PoolConfig(slot_assignment_timeout_secs=300)) as pool:
+        await pool.submit("occupies the slot")
+        await executor.wait_running(1)
+        with pytest.raises(NoSlotAvailable):
+            await asyncio.wait_for(pool.run("for slow", name="slow"), timeout=5)
+        executor.release()
+
+
+async def test_cancel_pending_task_never_starts() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor) as pool:
+        await pool.submit("busy")
+        await executor.wait_running(1)
+        queued = await pool.submit("queued")
+        record = await pool.cancel(queued)
+        assert record.state is TaskState.CANCELLED
+        executor.release()
+        await pool.drain()
+        assert "queued" not in [r.prompt for r in executor.requests]
+
+
+async def test_cancel_running_task_stops_it_and_counts_its_spend() -> None:
+    def stopped_with_spend(request: ExecutionRequest) -> TaskResult:
+        return TaskResult.success_result("never", 0, 0)
+
+    executor = FakeExecutor(hold=True, handler=stopped_with_spend, cancel_cost_microdollars=2500)
+    async with make_pool(executor) as pool:
+        task_id = await pool.submit("long job")
+        await executor.wait_running(1)
+        record = await pool.cancel(task_id)
+        assert record.state is TaskState.CANCELLED
+        assert record.result is not None
+        assert record.result.cost_microdollars == 2500
+        assert not executor.running
+        assert (await pool.status()).spend_microdollars == 2500
+
+
+async def test_cancel_of_a_finished_task_leaves_it_alone() -> None:
+    async with make_pool(FakeExecutor()) as pool:
+        task_id = await pool.submit("quick")
+        await pool.wait(task_id, timeout=5)
+        record = await pool.cancel(task_id)
+        assert record.state is TaskState.COMPLETED
+
+
+async def test_cancel_of_an_unknown_task_raises_task_not_found() -> None:
+    async with make_pool(FakeExecutor()) as pool:
+        with pytest.raises(TaskNotFound):
+            await pool.cancel("task-doesnotexist")
+
+
+async def test_200_concurrent_submits_on_4_slots_each_end_exactly_once() -> None:
+    executor = FakeExecutor()
+    async with make_pool(executor, slots=4) as pool:
+        ids = await asyncio.gather(*(pool.submit(f"task {i}") for i in range(200)))
+        records = await asyncio.gather(*(pool.wait(t, timeout=20) for t in ids))
+        assert {r.state for r in records} == {TaskState.COMPLETED}
+        runs = Counter(r.task_id for r in executor.requests)
+        assert set(runs) == set(ids)
+        assert max(runs.values()) == 1
+        slots_used = {r.slot_id for r in executor.requests}
+        assert len(slots_used) == 4
+        status = await pool.status()
+        assert status.spend_microdollars == 200 * 1000
+        assert sum(s.tasks_completed for s in status.slots) == 200
+
+
+async def test_fan_out_reports_each_failure_in_its_own_item_in_input_order() -> None:
+    def handler(request: ExecutionRequest) -> TaskResult:
+        if "bad" in request.prompt:
+            return TaskResult.failure(f"failed: {request.prompt}")
+        return TaskResult.success_result(f"ok: {request.prompt}", 10, 1)
+
+    async with make_pool(FakeExecutor(handler=handler), slots=3) as pool:
+        results = await pool.fan_out(["one", "bad two", "three", "bad four", ""])
+        assert [r.success for r in results] == [True, False, True, False, False]
+        assert results[0].output == "ok: one"
+        assert results[1].output == "failed: bad two"
+        assert "empty" in results[4].output
+
+
+async def test_drain_under_load_returns_promptly_and_cancels_what_outlives_the_grace() -> None:
+    executor = FakeExecutor(hold=True)
+    pool = make_pool(executor, slots=4)
+    await pool.open()
+    for i in range(24):
+        await pool.submit(f"job {i}")
+    await executor.wait_running(4)
+    async with asyncio.timeout(5):
+        summary = await pool.drain(grace_secs=0.1)
+    assert summary.tasks_cancelled == 4
+    assert summary.tasks_left_pending == 20
+    assert summary.slots_stopped == 4
+    assert not executor.running
+    assert executor.closed
+    with pytest.raises(PoolShutdown):
+        await pool.submit("too late")
+    await pool.close()
+
+
+async def test_drain_lets_running_tasks_finish_within_the_grace_period() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor, slots=2) as pool:
+        ids = [await pool.submit(f"job {i}") for i in range(2)]
+        await executor.wait_running(2)
+        drain = asyncio.create_task(pool.drain(grace_secs=10))
+        executor.release()
+        summary = await asyncio.wait_for(drain, timeout=5)
+        assert summary.tasks_finished == 2
+        assert summary.tasks_cancelled == 0
+        for task_id in ids:
+            assert (await pool.get_task(task_id)).state is TaskState.COMPLETED
+
+
+async def test_task_timeout_fails_the_task() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor) as pool:
+        result = await pool.run("slow", timeout=0.1)
+        assert not result.success
+        assert "timed out" in result.output
+
+
+async def test_review_task_waits_for_review() -> None:
+    async with make_pool(FakeExecutor()) as pool:
+        task_id = await pool.submit("needs review", review=True)
+        record = await pool.wait(task_id, timeout=5)
+        assert record.state is TaskState.PENDING_REVIEW
+        assert record.original_prompt == "needs review"
+
+
+async def test_persistent_slot_resumes_its_session_and_ephemeral_does_not() -> None:
+    def handler(request: ExecutionRequest) -> TaskResult:
+        return TaskResult.success_result("ok", 1, 1).with_session_id(
+            request.session_id or f"session-for-{request.task_id}"
+        )
+
+    persistent = FakeExecutor(handler=handler)
+    async with make_pool(persistent) as pool:
+        await pool.run("one")
+        await pool.run("two")
+        await pool.run("three", fresh_session=True)
+    sessions = [r.session_id for r in persistent.requests]
+    assert sessions[0] is None
+    assert sessions[1] == f"session-for-{persistent.requests[0].task_id}"
+    assert sessions[2] is None
+
+    ephemeral = FakeExecutor(handler=handler)
+    async with make_pool(ephemeral, config=PoolConfig(slot_mode=SlotMode.EPHEMERAL)) as pool:
+        await pool.run("one")
+        await pool.run("two")
+    assert [r.session_id for r in ephemeral.requests] == [None, None]
+    assert {r.mode for r in ephemeral.requests} == {SlotMode.EPHEMERAL}
+
+
+async def test_tasks_targeted_at_a_role_run_only_on_slots_with_that_role() -> None:
+    executor = FakeExecutor()
+    configs = [SlotConfig(role="coder"), SlotConfig(role="reviewer")]
+    async with make_pool(executor, slots=2, slot_configs=configs) as pool:
+        reviewer = next(s for s in (await pool.status()).slots if s.config.role == "reviewer")
+        for i in range(6):
+            await pool.run(f"review {i}", role="reviewer")
+        assert {r.slot_id for r in executor.requests} == {reviewer.id}
+
+
+async def test_overrides_and_shared_context_reach_the_executor() -> None:
+    executor = FakeExecutor()
+    async with make_pool(executor, config=PoolConfig(system_prompt="Be brief.")) as pool:
+        await pool.store.context_set("repo", "claude-pool")
+        await pool.run("x", TaskOverrides(model="claude-haiku-4-5", max_turns=2))
+    config = executor.requests[0].config
+    assert config.model == "claude-haiku-4-5"
+    assert config.max_turns == 2
+    assert config.system_prompt is not None
+    assert config.system_prompt.startswith("Be brief.")
+    assert "repo: claude-pool" in config.system_prompt
+
+
+async def test_wait_times_out_with_timeout_error_while_the_task_runs() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor) as pool:
+        task_id = await pool.submit("slow")
+        await executor.wait_running(1)
+        with pytest.raises(TimeoutError):
+            await pool.wait(task_id, timeout=0.05)
+        assert await pool.result(task_id) is None
+        executor.release()
+        record = await pool.wait(task_id, timeout=5)
+        assert record.state is TaskState.COMPLETED
+
+
+async def test_submit_rejects_bad_input_with_a_clear_error() -> None:
+    async with make_pool(FakeExecutor()) as pool:
+        with pytest.raises(ValueError, match="empty"):
+            await pool.submit("   ")
+        with pytest.raises(ValueError, match="timeout"):
+            await pool.submit("x", timeout=-1)
