@@ -75,9 +75,13 @@ async def test_a_task_that_finds_no_slot_in_time_fails_with_no_slot_available() 
 
 async def test_slot_assignment_timeout_override_of_the_target_slot_is_honoured() -> None:
     executor = FakeExecutor(hold=True)
-    slow_slot = SlotConfig(name="slow", slot_assignment_timeout_secs=0)
-    async with make_pool(executor, slots=1, slot_configs=[slow_slot],
-                         config=PoolConfig(slot_assignment_timeout_secs=300)) as pool:
+    slow_slot = SlotConfig(name="slow", slot_assignment_timeout_secs=1)
+    async with make_pool(
+        executor,
+        slots=1,
+        slot_configs=[slow_slot],
+        config=PoolConfig(slot_assignment_timeout_secs=300),
+    ) as pool:
         await pool.submit("occupies the slot")
         await executor.wait_running(1)
         with pytest.raises(NoSlotAvailable):

@@ -23,8 +23,10 @@ from claude_pool.config import EffectiveConfig, Settings, effective_config
 from claude_pool.errors import (
     BudgetExhausted,
     ClaudePoolError,
+    InvalidTaskState,
     NoSlotAvailable,
     PoolShutdown,
+    ScalingError,
     SlotNotFound,
     TaskNotFound,
 )
@@ -36,7 +38,7 @@ from claude_pool.executor.base import (
 )
 from claude_pool.scheduler import Dispatcher
 from claude_pool.slot import RunningTask, Slot
-from claude_pool.store import Store, StoredTask, TaskTarget, open_store
+from claude_pool.store import Message, Store, StoredTask, TaskTarget, open_store
 from claude_pool.types import (
     MetricsFilter,
     PoolConfig,
@@ -78,6 +80,27 @@ class DrainSummary(BaseModel):
     total_spend_microdollars: int = 0
 
 
+class RejectOutcome(BaseModel):
+    """What ``reject()`` did: re-queued the task for another attempt, or failed it."""
+
+    requeued: bool
+    attempt: int
+    """With ``requeued``, the attempt now queued; otherwise the number of rejections."""
+    max_attempts: int
+    task: TaskRecord
+
+
+class RateLimitState(BaseModel):
+    """The API is pushing back: new tasks wait until ``until_ms``."""
+
+    until_ms: int
+    status: int | None = None
+    """HTTP status the CLI is retrying (429 rate limited, 529 overloaded, 5xx)."""
+    slots: dict[str, int] = Field(default_factory=dict)
+    """Slots whose CLI is retrying, with the time each expects to retry."""
+    message: str = ""
+
+
 class PoolStatus(BaseModel):
     worker_id: str
     slots: list[SlotRecord]
@@ -86,6 +109,8 @@ class PoolStatus(BaseModel):
     spend_microdollars: int = 0
     budget_microdollars: int | None = None
     shutting_down: bool = False
+    rate_limit: RateLimitState | None = None
+    """Set while the API pushes back (HTTP 429/529/5xx retries): dispatch pauses until then."""
 
 
 def _worker_id() -> str:
@@ -134,12 +159,13 @@ class Pool:
         self.settings = base
         self._slot_count = slots if slots is not None else base.slots
         self._slot_configs = list(slot_configs if slot_configs is not None else base.slot_configs)
-        self._task_timeout = task_timeout_secs if task_timeout_secs is not None else (
-            base.task_timeout_secs
+        self._task_timeout = (
+            task_timeout_secs if task_timeout_secs is not None else (base.task_timeout_secs)
         )
         self._cwd = Path(cwd or base.cwd or os.getcwd()).resolve()
         self._store: Store = (
-            store if store is not None and not isinstance(store, str)
+            store
+            if store is not None and not isinstance(store, str)
             else open_store(store or base.store)
         )
         self._executor: Executor | None = executor
@@ -149,6 +175,9 @@ class Pool:
         self._running: dict[TaskId, RunningTask] = {}
         self._finished: dict[TaskId, asyncio.Event] = {}
         self._errors: dict[TaskId, ClaudePoolError] = {}
+        self._reserved: dict[TaskId, int] = {}
+        self._rate_limit: RateLimitState | None = None
+        self._rate_limited_slots: dict[str, int] = {}
         self._listeners: list[EventListener] = []
         self._tg: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -163,6 +192,7 @@ class Pool:
             self._expire_unassigned,
             self._assignment_timeout,
             poll_secs=poll_secs,
+            gate=self._dispatch_gate,
         )
 
     # ── lifecycle ───────────────────────────────────────────────────
@@ -210,6 +240,10 @@ class Pool:
                 ),
                 self._tg.create_task(self._sync_loop(), name="pool-sync"),
             ]
+            if self.settings.auto_scale:
+                self._background.append(
+                    self._tg.create_task(self._autoscale_loop(), name="pool-autoscale")
+                )
         except BaseException:
             await self._shutdown_taskgroup()
             raise
@@ -251,7 +285,9 @@ class Pool:
             if recovered:
                 log.warning(
                     "recovered %d task(s) left running by dead pool process(es) %s (policy: %s)",
-                    len(recovered), sorted(dead), self.settings.recovery,
+                    len(recovered),
+                    sorted(dead),
+                    self.settings.recovery,
                 )
                 self._dispatcher.work.notify()
 
@@ -263,7 +299,8 @@ class Pool:
         history carry over to this pool)."""
         alive_since = now_ms() - int(self._stale_after_secs() * 1000)
         live = [
-            w for w in await self._store.live_workers(alive_since)
+            w
+            for w in await self._store.live_workers(alive_since)
             if w != self.worker_id and not _worker_is_dead_here(w)
         ]
         owned: set[SlotId] = set()
@@ -417,7 +454,9 @@ class Pool:
         return record.result or TaskResult.failure(f"task ended {record.state} without a result")
 
     async def fan_out(
-        self, prompts: Sequence[str], overrides: TaskOverrides | None = None,
+        self,
+        prompts: Sequence[str],
+        overrides: TaskOverrides | None = None,
         tags: Iterable[str] = (),
     ) -> list[TaskResult]:
         """Run several prompts side by side; one result per prompt, in input order. A failure
@@ -443,7 +482,10 @@ class Pool:
         Returns the task's record afterwards."""
         task_id = TaskId(task_id)
         cancelled = await self._store.transition_task(
-            task_id, {TaskState.PENDING}, TaskState.CANCELLED, now_ms=now_ms(),
+            task_id,
+            {TaskState.PENDING},
+            TaskState.CANCELLED,
+            now_ms=now_ms(),
             result=TaskResult.failure("cancelled before it started"),
         )
         if cancelled is not None:
@@ -461,7 +503,10 @@ class Pool:
             else:
                 # Running in another pool process: the state change is what it watches for.
                 await self._store.transition_task(
-                    task_id, {TaskState.RUNNING}, TaskState.CANCELLED, now_ms=now_ms(),
+                    task_id,
+                    {TaskState.RUNNING},
+                    TaskState.CANCELLED,
+                    now_ms=now_ms(),
                     result=TaskResult.failure("cancelled"),
                 )
             stored = await self._store.get_task(task_id)
@@ -492,6 +537,7 @@ class Pool:
             spend_microdollars=await self._store.get_spend(),
             budget_microdollars=self.config.budget_microdollars,
             shutting_down=not self._accepting,
+            rate_limit=self._current_rate_limit(),
         )
 
     async def session_metrics(self, filter: MetricsFilter | None = None) -> SessionMetrics:
@@ -507,6 +553,217 @@ class Pool:
         """Receive live executor events (text, tool calls, retries...). Returns a remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    # ── review gate ─────────────────────────────────────────────────
+
+    async def approve(self, task_id: TaskId | str) -> TaskRecord:
+        """Accept a result held for review: the task becomes ``completed``."""
+        updated = await self._store.transition_task(
+            TaskId(task_id), {TaskState.PENDING_REVIEW}, TaskState.COMPLETED, now_ms=now_ms()
+        )
+        if updated is None:
+            raise await self._wrong_state(task_id, "pending_review", "approve")
+        self._mark_finished(updated.id)
+        return updated
+
+    async def reject(self, task_id: TaskId | str, feedback: str) -> RejectOutcome:
+        """Send a result back: the task is queued again with the feedback appended to its
+        original prompt, or, once it has been rejected ``max_rejections`` times, it fails
+        carrying the last feedback. The outcome says which happened."""
+        if not feedback.strip():
+            raise ValueError("feedback must say what to change")
+        stored = await self._store.get_task(TaskId(task_id))
+        if stored is None:
+            raise TaskNotFound(task_id)
+        record = stored.record
+        if record.state is not TaskState.PENDING_REVIEW:
+            raise await self._wrong_state(task_id, "pending_review", "reject")
+        count = record.rejection_count + 1
+        original = record.original_prompt or record.prompt
+        now = now_ms()
+        if count >= record.max_rejections:
+            output = f"rejected {count} time(s), the limit; last feedback: {feedback}"
+            failed_result = (record.result or TaskResult.failure(output)).model_copy(
+                update={"success": False, "output": output}
+            )
+            updated = await self._store.transition_task(
+                record.id,
+                {TaskState.PENDING_REVIEW},
+                TaskState.FAILED,
+                now_ms=now,
+                result=failed_result,
+                rejection_count=count,
+            )
+            if updated is None:
+                raise await self._wrong_state(task_id, "pending_review", "reject")
+            self._mark_finished(record.id)
+            return RejectOutcome(
+                requeued=False, attempt=count, max_attempts=record.max_rejections, task=updated
+            )
+        prompt = (
+            f"{original}\n\n---\nA reviewer rejected your previous result "
+            f"(attempt {count + 1} of {record.max_rejections}). Feedback:\n{feedback}"
+        )
+        updated = await self._store.transition_task(
+            record.id,
+            {TaskState.PENDING_REVIEW},
+            TaskState.PENDING,
+            now_ms=now,
+            prompt=prompt,
+            rejection_count=count,
+            result=None,
+            slot_id=None,
+        )
+        if updated is None:
+            raise await self._wrong_state(task_id, "pending_review", "reject")
+        self._dispatcher.work.notify()
+        return RejectOutcome(
+            requeued=True, attempt=count + 1, max_attempts=record.max_rejections, task=updated
+        )
+
+    async def _wrong_state(
+        self, task_id: TaskId | str, expected: str, operation: str
+    ) -> ClaudePoolError:
+        stored = await self._store.get_task(TaskId(task_id))
+        if stored is None:
+            return TaskNotFound(task_id)
+        return InvalidTaskState(task_id, str(stored.record.state), expected, operation)
+
+    # ── slots: identity and scaling ─────────────────────────────────
+
+    def find_slots(
+        self, name: str | None = None, role: str | None = None, state: SlotState | None = None
+    ) -> list[SlotRecord]:
+        """Slots matching every given criterion."""
+        return [
+            s.record
+            for s in self._slots.values()
+            if (name is None or s.record.config.name == name)
+            and (role is None or s.record.config.role == role)
+            and (state is None or s.record.state is state)
+        ]
+
+    async def configure_slot(
+        self,
+        slot_id: SlotId | str,
+        *,
+        name: str | None = None,
+        role: str | None = None,
+        description: str | None = None,
+        **overrides: Any,
+    ) -> SlotRecord:
+        """Change a slot's identity (name, role, description) and/or its config overrides
+        (any ``SlotConfig`` field). Takes effect from the slot's next task."""
+        slot = self._slots.get(SlotId(slot_id))
+        if slot is None:
+            raise SlotNotFound(slot_id)
+        changes = {"name": name, "role": role, "description": description, **overrides}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = set(changes) - set(SlotConfig.model_fields)
+        if unknown:
+            raise ValueError(f"unknown slot settings: {', '.join(sorted(unknown))}")
+        config = SlotConfig.model_validate({**slot.record.config.model_dump(), **changes})
+        slot.record = await self._update_slot(slot, config=config)
+        self._dispatcher.work.notify()
+        return slot.record
+
+    async def scale_up(self, n: int = 1) -> list[SlotRecord]:
+        """Add ``n`` slots (within ``scaling.max_slots``)."""
+        if n < 1:
+            raise ValueError(f"scale_up needs a positive count, got {n}")
+        self._check_accepting()
+        self._check_bounds(len(self._slots) + n)
+        added = [
+            await self._add_slot(SlotRecord(id=new_slot_id(), config=SlotConfig()))
+            for _ in range(n)
+        ]
+        return [slot.record for slot in added]
+
+    async def scale_down(self, n: int = 1) -> list[SlotRecord]:
+        """Remove ``n`` slots (within ``scaling.min_slots``): idle slots first, least used
+        first; a slot that is running a task is never interrupted. Returns the removed slots;
+        fewer than ``n`` when not enough slots are idle."""
+        if n < 1:
+            raise ValueError(f"scale_down needs a positive count, got {n}")
+        self._check_bounds(len(self._slots) - n)
+        idle = sorted(
+            (s for s in self._slots.values() if s.running is None and not s.stopping),
+            key=lambda s: (s.record.tasks_completed, s.record.cost_microdollars),
+        )
+        removed = []
+        for slot in idle[:n]:
+            await self._remove_slot(slot)
+            removed.append(slot.record)
+        return removed
+
+    async def set_target_slots(self, n: int) -> list[SlotRecord]:
+        """Scale up or down to ``n`` slots; returns the slots afterwards."""
+        self._check_bounds(n)
+        current = len(self._slots)
+        if n > current:
+            await self.scale_up(n - current)
+        elif n < current:
+            await self.scale_down(current - n)
+        return self.slots
+
+    def _check_bounds(self, count: int) -> None:
+        scaling = self.config.scaling
+        if not scaling.min_slots <= count <= scaling.max_slots:
+            raise ScalingError(count, scaling.min_slots, scaling.max_slots)
+
+    async def _remove_slot(self, slot: Slot) -> None:
+        slot.stopping = True
+        self._dispatcher.work.notify()
+        if slot.loop_task is not None and not slot.loop_task.done():
+            slot.loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slot.loop_task
+        self._slots.pop(slot.id, None)
+        assert self._executor is not None
+        await self._executor.release_slot(slot.id)
+        slot.record = await self._update_slot(slot, state=SlotState.STOPPED, current_task=None)
+
+    # ── shared context and messages ─────────────────────────────────
+
+    async def context_set(self, key: str, value: str) -> None:
+        """Set a note that every task's system prompt carries from now on."""
+        if not key.strip():
+            raise ValueError("context key must not be empty")
+        await self._store.context_set(key, value)
+
+    async def context_get(self, key: str) -> str | None:
+        return await self._store.context_get(key)
+
+    async def context_delete(self, key: str) -> bool:
+        return await self._store.context_delete(key)
+
+    async def context_list(self) -> dict[str, str]:
+        return await self._store.context_list()
+
+    async def send_message(self, from_slot: str, to_slot: str, content: str) -> Message:
+        """Leave a message for a slot; it is delivered with that slot's next task."""
+        if (
+            SlotId(to_slot) not in self._slots
+            and await self._store.get_slot(SlotId(to_slot)) is None
+        ):
+            raise SlotNotFound(to_slot)
+        return await self._store.send_message(from_slot, to_slot, content, now_ms())
+
+    async def broadcast(self, from_slot: str, content: str) -> list[Message]:
+        """Send a message to every slot except the sender."""
+        return [
+            await self._store.send_message(from_slot, slot_id, content, now_ms())
+            for slot_id in self._slots
+            if slot_id != from_slot
+        ]
+
+    async def read_messages(self, slot_id: str) -> list[Message]:
+        """A slot's unread messages; they are marked read."""
+        return await self._store.read_messages(slot_id, drain=True)
+
+    async def peek_messages(self, slot_id: str) -> list[Message]:
+        """A slot's unread messages, left unread."""
+        return await self._store.read_messages(slot_id, drain=False)
 
     # ── draining ────────────────────────────────────────────────────
 
@@ -576,12 +833,13 @@ class Pool:
         slot.running = running
         result: TaskResult | None = None
         try:
-            slot.record = await self._update_slot(
-                slot, state=SlotState.BUSY, current_task=task.id
-            )
+            slot.record = await self._update_slot(slot, state=SlotState.BUSY, current_task=task.id)
             request = await self._build_request(slot, stored, running)
             assert self._executor is not None
             result = await self._executor.execute(request, self._on_event)
+        except BudgetExhausted as exc:
+            self._errors[task.id] = exc
+            result = TaskResult.failure(str(exc))
         except asyncio.CancelledError:
             result = TaskResult.failure("cancelled: the pool shut down while the task ran")
             raise
@@ -596,6 +854,9 @@ class Pool:
     ) -> ExecutionRequest:
         task = stored.record
         config = effective_config(self.config, slot.record.config, task.config)
+        cap = await self._reserve_budget(task.id, config.max_budget_usd)
+        if cap is not None:
+            config = replace(config, max_budget_usd=cap / 1_000_000)
         config = await self._with_shared_context(config)
         prompt = await self._with_messages(slot, task.prompt)
         fresh = slot.mode is SlotMode.EPHEMERAL or stored.fresh_session
@@ -607,7 +868,8 @@ class Pool:
             cwd=slot.cwd,
             mode=SlotMode.EPHEMERAL if slot.mode is SlotMode.EPHEMERAL else SlotMode.PERSISTENT,
             session_id=None if fresh else slot.record.session_id,
-            timeout_secs=stored.timeout_secs if stored.timeout_secs is not None
+            timeout_secs=stored.timeout_secs
+            if stored.timeout_secs is not None
             else self._task_timeout,
             cancel=running.cancel,
         )
@@ -662,7 +924,10 @@ class Pool:
                 current = await self._store.get_task(task.id)
                 if current is not None and current.record.state is TaskState.CANCELLED:
                     await self._store.transition_task(
-                        task.id, {TaskState.CANCELLED}, TaskState.CANCELLED, now_ms=now,
+                        task.id,
+                        {TaskState.CANCELLED},
+                        TaskState.CANCELLED,
+                        now_ms=now,
                         result=result.model_copy(update={"success": False}),
                     )
             session = slot.record.session_id
@@ -673,13 +938,16 @@ class Pool:
             slot.record = await self._update_slot(
                 slot, state=SlotState.IDLE, current_task=None, session_id=session
             )
-            slot.record = slot.record.model_copy(update={
-                "tasks_completed": slot.record.tasks_completed + (1 if result.success else 0),
-                "cost_microdollars": slot.record.cost_microdollars + result.cost_microdollars,
-            })
+            slot.record = slot.record.model_copy(
+                update={
+                    "tasks_completed": slot.record.tasks_completed + (1 if result.success else 0),
+                    "cost_microdollars": slot.record.cost_microdollars + result.cost_microdollars,
+                }
+            )
         except Exception:
             log.exception("task %s: recording its result failed", task.id)
         finally:
+            self._reserved.pop(task.id, None)
             slot.running = None
             slot.last_active_ms = now_ms()
             self._running.pop(task.id, None)
@@ -699,7 +967,10 @@ class Pool:
     async def _expire_unassigned(self, stored: StoredTask, limit: float) -> None:
         error = NoSlotAvailable(limit, stored.target.describe())
         updated = await self._store.transition_task(
-            stored.record.id, {TaskState.PENDING}, TaskState.FAILED, now_ms=now_ms(),
+            stored.record.id,
+            {TaskState.PENDING},
+            TaskState.FAILED,
+            now_ms=now_ms(),
             result=TaskResult.failure(str(error)),
         )
         if updated is not None:
@@ -715,8 +986,8 @@ class Pool:
             if s.record.config.slot_assignment_timeout_secs is not None
             and stored.target.matches(s.id, s.record.config.role, s.record.config.name)
         ]
-        return float(max(overrides)) if overrides else float(
-            self.config.slot_assignment_timeout_secs
+        return (
+            float(max(overrides)) if overrides else float(self.config.slot_assignment_timeout_secs)
         )
 
     def _min_assignment_timeout(self) -> float:
@@ -728,21 +999,118 @@ class Pool:
         return float(min(values))
 
     def _on_event(self, event: ExecutorEvent) -> None:
+        if event.kind is EventKind.API_RETRY:
+            self._note_api_retry(event)
         for listener in list(self._listeners):
             try:
                 listener(event)
             except Exception:
                 log.exception("event listener failed")
         if event.kind in _PERSISTED_EVENTS and self._tg is not None:
-            self._tg.create_task(self._store.append_event(
-                str(event.kind), event.task_id, event.slot_id, event.data, event.at_ms
-            ))
+            self._tg.create_task(
+                self._store.append_event(
+                    str(event.kind), event.task_id, event.slot_id, event.data, event.at_ms
+                )
+            )
+
+    # ── rate limits ─────────────────────────────────────────────────
+
+    def _note_api_retry(self, event: ExecutorEvent) -> None:
+        delay_ms = int(event.data.get("delay_ms") or 0)
+        until = event.at_ms + max(delay_ms, int(self._poll_secs * 1000))
+        status = event.data.get("status")
+        self._rate_limited_slots[event.slot_id] = until
+        current = self._rate_limit
+        if current is None or until > current.until_ms:
+            self._rate_limit = RateLimitState(
+                until_ms=until, status=status if isinstance(status, int) else None
+            )
+        log.warning(
+            "slot %s task %s: API answered %s, CLI retrying in %d ms (attempt %s)",
+            event.slot_id,
+            event.task_id,
+            status,
+            delay_ms,
+            event.data.get("attempt"),
+        )
+
+    def _current_rate_limit(self) -> RateLimitState | None:
+        now = now_ms()
+        state = self._rate_limit
+        if state is None or state.until_ms <= now:
+            self._rate_limit = None
+            self._rate_limited_slots.clear()
+            return None
+        slots = {k: v for k, v in self._rate_limited_slots.items() if v > now}
+        when = f"{(state.until_ms - now) / 1000:.1f}s"
+        return state.model_copy(
+            update={
+                "slots": slots,
+                "message": f"rate limited (HTTP {state.status or '?'}): dispatch resumes in {when}",
+            }
+        )
+
+    async def _dispatch_gate(self) -> None:
+        """Hold new dispatches while the API pushes back; resumes by itself."""
+        # A deadline that later retries may push back, so re-check after each sleep.
+        while (state := self._current_rate_limit()) is not None:  # noqa: ASYNC110
+            await asyncio.sleep((state.until_ms - now_ms()) / 1000)
+
+    # ── automatic scaling ───────────────────────────────────────────
+
+    async def _autoscale_loop(self) -> None:
+        """Grow while tasks wait and no slot is free; shrink slots idle for
+        ``scale_idle_secs``, never below ``scaling.min_slots``."""
+        scaling = self.config.scaling
+        idle_ms = int(self.settings.scale_idle_secs * 1000)
+        while True:
+            await asyncio.sleep(self._poll_secs)
+            try:
+                if not self._accepting:
+                    continue
+                counts = await self._store.count_tasks()
+                waiting = counts.get(TaskState.PENDING, 0)
+                free = [s for s in self._slots.values() if s.running is None and not s.stopping]
+                if waiting and not free and len(self._slots) < scaling.max_slots:
+                    await self.scale_up(1)
+                    log.info("auto-scaling: %d task(s) waiting, added a slot", waiting)
+                    continue
+                now = now_ms()
+                stale = [s for s in free if now - s.last_active_ms >= idle_ms]
+                if stale and not waiting and len(self._slots) > scaling.min_slots:
+                    await self.scale_down(1)
+                    log.info("auto-scaling: removed a slot idle for %ds", idle_ms // 1000)
+            except Exception:
+                log.exception("auto-scaling failed; will retry")
 
     # ── policy checks ───────────────────────────────────────────────
 
     def _check_accepting(self) -> None:
         if self._closed or not self._accepting:
             raise PoolShutdown()
+
+    async def _reserve_budget(self, task_id: TaskId, task_cap_usd: float | None) -> int | None:
+        """Reserve the part of the pool budget this task may spend, in microdollars.
+
+        Each running task gets a share of what is neither spent nor reserved by other running
+        tasks, split over the slots that could start work now, and the CLI is capped at that
+        (``--max-budget-usd``). So concurrent tasks together cannot pass the budget by more
+        than the API calls in flight when it is crossed. Returns None with no pool budget and
+        no per-task cap.
+        """
+        task_cap = round(task_cap_usd * 1_000_000) if task_cap_usd is not None else None
+        limit = self.config.budget_microdollars
+        if limit is None:
+            return task_cap
+        spent = await self._store.get_spend()
+        unreserved = limit - spent - sum(self._reserved.values())
+        if unreserved <= 0:
+            raise BudgetExhausted(spent, limit)
+        could_start = 1 + sum(1 for s in self._slots.values() if s.running is None)
+        share = max(1, unreserved // could_start)
+        cap = share if task_cap is None else min(task_cap, share)
+        self._reserved[task_id] = cap
+        return cap
 
     async def _check_budget(self) -> None:
         limit = self.config.budget_microdollars

@@ -58,6 +58,7 @@ class Dispatcher:
         assignment_timeout: AssignmentTimeout,
         *,
         poll_secs: float,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -65,6 +66,7 @@ class Dispatcher:
         self._expire = expire
         self._assignment_timeout = assignment_timeout
         self._poll_secs = poll_secs
+        self._gate = gate
         self.work = WorkSignal()
         self._deadlines: list[tuple[float, TaskId]] = []
         self._deadline_added = WorkSignal()
@@ -74,12 +76,13 @@ class Dispatcher:
     async def slot_loop(self, slot: Slot) -> None:
         """Claim and run tasks on one slot until the slot is told to stop."""
         while not slot.stopping:
+            if self._gate is not None:
+                await self._gate()
             ticket = self.work.ticket()
             try:
-                claimed = await self._store.claim_task(
-                    slot.id, slot.record.config.role, slot.record.config.name,
-                    self._worker_id, now_ms(),
-                )
+                claimed = await self._claim(slot)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("slot %s: claiming a task failed; retrying", slot.id)
                 await WorkSignal.wait(ticket, self._poll_secs)
@@ -88,6 +91,33 @@ class Dispatcher:
                 await WorkSignal.wait(ticket, self._poll_secs)
                 continue
             await self._run_claimed(slot, claimed)
+
+    async def _claim(self, slot: Slot) -> StoredTask | None:
+        """Claim atomically; if this loop is cancelled mid-claim (scale-down, drain), a task
+        the store already handed over goes back to the queue instead of being lost."""
+        claim = asyncio.ensure_future(
+            self._store.claim_task(
+                slot.id,
+                slot.record.config.role,
+                slot.record.config.name,
+                self._worker_id,
+                now_ms(),
+            )
+        )
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            claimed = await claim
+            if claimed is not None:
+                await self._store.transition_task(
+                    claimed.record.id,
+                    {TaskState.RUNNING},
+                    TaskState.PENDING,
+                    now_ms=now_ms(),
+                    slot_id=None,
+                )
+                self.work.notify()
+            raise
 
     # ── assignment deadlines ────────────────────────────────────────
 

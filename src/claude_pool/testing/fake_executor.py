@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from claude_pool.executor.base import (
     EventCallback,
@@ -22,10 +23,13 @@ from claude_pool.executor.base import (
 from claude_pool.types import SlotId, TaskResult
 
 Handler = Callable[[ExecutionRequest], TaskResult | Awaitable[TaskResult]]
+EventScript = Callable[[ExecutionRequest], Iterable[tuple[EventKind, dict[str, Any]]]]
 
 
 def echo_handler(request: ExecutionRequest) -> TaskResult:
-    return TaskResult.success_result(f"done: {request.prompt}", cost_microdollars=1000, turns_used=1)
+    return TaskResult.success_result(
+        f"done: {request.prompt}", cost_microdollars=1000, turns_used=1
+    )
 
 
 @dataclass
@@ -37,6 +41,8 @@ class FakeExecutor:
     handler: Handler = echo_handler
     hold: bool = False
     model: str = "fake-model"
+    events: EventScript | None = None
+    """Events to emit (kind, data) when a task starts, e.g. API retries."""
     cancel_cost_microdollars: int = 0
     """Spend reported by a task that is cancelled while held (like a CLI interrupted mid-turn)."""
     requests: list[ExecutionRequest] = field(default_factory=list)
@@ -73,8 +79,16 @@ class FakeExecutor:
         started = loop.time()
         try:
             if on_event is not None:
-                on_event(ExecutorEvent(EventKind.PROCESS_STARTED, request.task_id,
-                                       request.slot_id, {"pid": 0, "restart": False}))
+                on_event(
+                    ExecutorEvent(
+                        EventKind.PROCESS_STARTED,
+                        request.task_id,
+                        request.slot_id,
+                        {"pid": 0, "restart": False},
+                    )
+                )
+                for kind, data in self.events(request) if self.events else ():
+                    on_event(ExecutorEvent(kind, request.task_id, request.slot_id, data))
             stopped = await self._wait_until_released(request) if self.hold else None
             elapsed = int((loop.time() - started) * 1000)
             if stopped is not None:
@@ -86,8 +100,14 @@ class FakeExecutor:
             if result.model is None:
                 result = result.with_model(request.config.model or self.model)
             if on_event is not None:
-                on_event(ExecutorEvent(EventKind.RESULT, request.task_id, request.slot_id,
-                                       {"success": result.success}))
+                on_event(
+                    ExecutorEvent(
+                        EventKind.RESULT,
+                        request.task_id,
+                        request.slot_id,
+                        {"success": result.success},
+                    )
+                )
             return result
         finally:
             self.running.pop(request.task_id, None)
