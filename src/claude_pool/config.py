@@ -194,7 +194,8 @@ _SCALING_KEYS = frozenset(f"scaling_{name}" for name in ScalingConfig.model_fiel
 _SETTINGS_KEYS = frozenset(Settings.model_fields) - {"pool", "slot_configs", "env"}
 _FLAT_KEYS = _POOL_KEYS | _SCALING_KEYS | _SETTINGS_KEYS | {"budget_usd"}
 _FILE_TABLES = frozenset({"scaling", "mcp_servers", "slot", "env"})
-_ARGUMENT_TABLES = frozenset({"mcp_servers", "env", "slot_configs"})
+# (The slots' extra environment has no argument: ``env`` names the variables to read.)
+_ARGUMENT_TABLES = frozenset({"mcp_servers", "slot_configs"})
 # Relative paths in a config file are relative to the file, not to wherever the pool starts.
 _PATH_KEYS = frozenset({"store", "cwd", "worktree_base_dir", "claude_bin"})
 
@@ -363,24 +364,24 @@ def _read_env(env: Mapping[str, str]) -> _Layer:
 def _read_arguments(explicit: Mapping[str, Any]) -> _Layer:
     layer: _Layer = {}
     for key, value in explicit.items():
+        if key not in _FLAT_KEYS | _ARGUMENT_TABLES:
+            hint = _did_you_mean(key, _FLAT_KEYS | _ARGUMENT_TABLES)
+            raise ConfigError(key, value, f"unknown setting{hint} (from argument {key})")
         if value is None:
             continue
         source = f"from argument {key}"
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
-        if key in _ARGUMENT_TABLES - {"slot_configs"}:
+        if key == "mcp_servers":
             _add_table(layer, key, value, source)
         elif key == "slot_configs":
             if not isinstance(value, list | tuple):
                 raise ConfigError(key, value, f"must be a list of SlotConfig ({source})")
             layer[key] = _Given(list(value), source)
-        elif key in _FLAT_KEYS:
+        else:
             if isinstance(value, str) and _is_list_key(key):
                 value = _env_value(key, value)
             _add_flat(layer, key, value, source)
-        else:
-            hint = _did_you_mean(key, _FLAT_KEYS | _ARGUMENT_TABLES)
-            raise ConfigError(key, value, f"unknown setting{hint} ({source})")
     return layer
 
 
@@ -411,7 +412,8 @@ def _reason(error: ErrorDetails) -> str:
         value = error["input"]
         hint = _did_you_mean(value, allowed) if isinstance(value, str) else ""
         return f"must be one of {', '.join(allowed)}{hint}"
-    return str(error["msg"])
+    # pydantic says "Input should be greater than 0"; say it as the rest of our messages do.
+    return str(error["msg"]).replace("Input should be", "must be", 1)
 
 
 def _validation_error(exc: ValidationError, merged: _Layer) -> ConfigError:
