@@ -267,3 +267,23 @@ async def test_auto_scaling_grows_while_tasks_wait_and_shrinks_idle_slots() -> N
             while len(pool.slots) > 1:  # noqa: ASYNC110 - no event marks an idle timeout
                 await asyncio.sleep(0.02)
         assert len(pool.slots) == 1
+
+
+async def test_a_claimed_task_is_never_run_by_a_slot_and_completes_once() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor, slots=1) as pool:
+        await pool.submit("keeps the slot busy")
+        await executor.wait_running(1)
+        queued = [await pool.submit(f"queued {i}") for i in range(3)]
+        claims = await asyncio.gather(*(pool.claim() for _ in range(5)))
+        claimed = [c.id for c in claims if c is not None]
+        assert sorted(claimed) == sorted(queued)
+        done = await pool.complete_claimed(claimed[0], "did it myself", cost_microdollars=5)
+        assert done.state is TaskState.COMPLETED
+        with pytest.raises(InvalidTaskState):
+            await pool.complete_claimed(claimed[0], "again")
+        executor.release()
+        for task_id in claimed[1:]:
+            await pool.complete_claimed(task_id, "ok")
+        await pool.drain()
+    assert [r.prompt for r in executor.requests] == ["keeps the slot busy"]

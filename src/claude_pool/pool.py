@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 EventListener = Callable[[ExecutorEvent], None]
 
+_EXTERNAL_PREFIX = "external:"
+"""Slot id prefix of tasks claimed by an outside worker (see ``Pool.claim``)."""
+
 # Events worth keeping in the store (the chatty ones only go to live listeners).
 _PERSISTED_EVENTS = {EventKind.PROCESS_STARTED, EventKind.API_RETRY, EventKind.RATE_LIMIT}
 
@@ -553,6 +556,70 @@ class Pool:
         """Receive live executor events (text, tool calls, retries...). Returns a remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    # ── claiming work for an outside worker ─────────────────────────
+
+    async def claim(
+        self, task_id: TaskId | str | None = None, *, claimant: str = "coordinator"
+    ) -> TaskRecord | None:
+        """Take a queued task out of the queue for the caller to do itself: the given one, or
+        else the best untargeted one. The claim is atomic, so no slot (and no other claimant)
+        can ever run it too. Report back with :meth:`complete_claimed`. None when there is
+        nothing to claim."""
+        self._check_accepting()
+        slot_id = SlotId(f"{_EXTERNAL_PREFIX}{claimant}")
+        if task_id is None:
+            stored = await self._store.claim_task(slot_id, None, None, self.worker_id, now_ms())
+            return stored.record if stored is not None else None
+        claimed = await self._store.transition_task(
+            TaskId(task_id),
+            {TaskState.PENDING},
+            TaskState.RUNNING,
+            now_ms=now_ms(),
+            slot_id=slot_id,
+        )
+        if claimed is None:
+            raise await self._wrong_state(task_id, "pending", "claim")
+        return claimed
+
+    async def complete_claimed(
+        self,
+        task_id: TaskId | str,
+        output: str,
+        *,
+        success: bool = True,
+        cost_microdollars: int = 0,
+        turns_used: int = 0,
+    ) -> TaskRecord:
+        """Record the outcome of a task taken with :meth:`claim`."""
+        stored = await self._store.get_task(TaskId(task_id))
+        if stored is None:
+            raise TaskNotFound(task_id)
+        record = stored.record
+        if record.state is not TaskState.RUNNING or not (record.slot_id or "").startswith(
+            _EXTERNAL_PREFIX
+        ):
+            raise InvalidTaskState(task_id, str(record.state), "running under a claim", "complete")
+        result = TaskResult(
+            output=output,
+            success=success,
+            cost_microdollars=cost_microdollars,
+            turns_used=turns_used,
+            elapsed_ms=max(0, now_ms() - (record.started_at_ms or now_ms())),
+        )
+        if cost_microdollars:
+            await self._store.add_spend(cost_microdollars)
+        if not success:
+            target = TaskState.FAILED
+        else:
+            target = TaskState.PENDING_REVIEW if record.review_required else TaskState.COMPLETED
+        updated = await self._store.transition_task(
+            record.id, {TaskState.RUNNING}, target, now_ms=now_ms(), result=result
+        )
+        if updated is None:
+            raise await self._wrong_state(task_id, "running", "complete")
+        self._mark_finished(record.id)
+        return updated
 
     # ── review gate ─────────────────────────────────────────────────
 
