@@ -185,6 +185,9 @@ class Settings(BaseModel):
 
 
 CONFIG_ENV_VAR = "CLAUDE_POOL_CONFIG"
+NON_SETTING_ENV_VARS = frozenset({CONFIG_ENV_VAR, "CLAUDE_POOL_CACHE_DIR", "CLAUDE_POOL_TOKENS"})
+"""``CLAUDE_POOL_*`` variables that are not settings: the config file, the CLI install cache
+(see ``claude_pool.testing.claude_cli``) and the HTTP server's bearer tokens."""
 DEFAULT_CONFIG_FILE = "claude-pool.toml"
 _ENV_PREFIX = "CLAUDE_POOL_"
 
@@ -348,7 +351,7 @@ def _env_value(key: str, raw: str) -> Any:
 def _read_env(env: Mapping[str, str]) -> _Layer:
     layer: _Layer = {}
     for var, raw in sorted(env.items()):
-        if not var.startswith(_ENV_PREFIX) or var == CONFIG_ENV_VAR:
+        if not var.startswith(_ENV_PREFIX) or var in NON_SETTING_ENV_VARS:
             continue
         key = var[len(_ENV_PREFIX) :].lower()
         if key not in _FLAT_KEYS:

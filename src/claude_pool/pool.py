@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -227,7 +228,14 @@ class Pool:
             raise ClaudePoolError("this pool is already open")
         await self._store.open()
         if self._executor is None:
-            self._executor = _default_executor(self.settings)
+            self._executor = _default_executor(self.config, self.settings)
+        check = getattr(self._executor, "check", None)
+        if self._slot_count and check is not None:
+            try:
+                await check()  # a missing or too old CLI fails here, not on the first task
+            except BaseException:
+                await self._store.close()
+                raise
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         try:
@@ -1192,7 +1200,14 @@ def _join(reason: str, output: str) -> str:
     return f"{reason}: {output}" if output and output != reason else reason
 
 
-def _default_executor(settings: Settings) -> Executor:
+def _default_executor(config: PoolConfig, settings: Settings) -> Executor:
     from claude_pool.executor import ClaudeCliExecutor
+    from claude_pool.testing.claude_cli import find_claude
 
-    return ClaudeCliExecutor(settings.claude_bin, env=settings.env)
+    claude_bin: str | Path | None = settings.claude_bin
+    if claude_bin is None and shutil.which("claude") is None:
+        # Fall back to the project-local install that `make setup` creates.
+        claude_bin = find_claude()
+    return ClaudeCliExecutor(
+        claude_bin, env=settings.env, detect_permission_prompts=config.detect_permission_prompts
+    )

@@ -137,8 +137,8 @@ class Store(Protocol):
         to_state: TaskState,
         *,
         now_ms: int,
-        result: TaskResult | None | Any = UNSET,
-        slot_id: SlotId | None | Any = UNSET,
+        result: TaskResult | Any | None = UNSET,
+        slot_id: SlotId | Any | None = UNSET,
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
     ) -> TaskRecord | None:
@@ -151,8 +151,9 @@ class Store(Protocol):
     async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
         """Pending tasks submitted before the given time (for assignment timeouts)."""
 
-    async def recover_tasks(self, dead_workers: Collection[str], policy: RecoveryPolicy,
-                            now_ms: int) -> list[TaskId]:
+    async def recover_tasks(
+        self, dead_workers: Collection[str], policy: RecoveryPolicy, now_ms: int
+    ) -> list[TaskId]:
         """Tasks left running by the given workers are re-queued (pending, slot cleared) or
         failed with a clear reason. Returns their ids."""
 
@@ -180,8 +181,9 @@ class Store(Protocol):
     async def update_slot(self, slot_id: SlotId, **fields: Any) -> SlotRecord | None:
         """Set only the named SlotRecord fields; None if the slot does not exist."""
 
-    async def add_slot_cost(self, slot_id: SlotId, cost_microdollars: int,
-                            tasks_completed: int) -> None:
+    async def add_slot_cost(
+        self, slot_id: SlotId, cost_microdollars: int, tasks_completed: int
+    ) -> None:
         """Atomic increments of the slot's spend and completed-task count."""
 
     async def delete_slot(self, slot_id: SlotId) -> None: ...
@@ -205,24 +207,33 @@ class Store(Protocol):
 
     # ── messages ─────────────────────────────────────────────────────
 
-    async def send_message(self, from_slot: str, to_slot: str, content: str,
-                           now_ms: int) -> Message: ...
+    async def send_message(
+        self, from_slot: str, to_slot: str, content: str, now_ms: int
+    ) -> Message: ...
 
     async def read_messages(self, slot_id: str, *, drain: bool) -> list[Message]:
         """Unread messages for the slot, oldest first; ``drain`` marks them read atomically."""
 
     # ── events ───────────────────────────────────────────────────────
 
-    async def append_event(self, kind: str, task_id: str | None, slot_id: str | None,
-                           data: Mapping[str, Any], now_ms: int) -> int: ...
+    async def append_event(
+        self,
+        kind: str,
+        task_id: str | None,
+        slot_id: str | None,
+        data: Mapping[str, Any],
+        now_ms: int,
+    ) -> int: ...
 
-    async def list_events(self, *, task_id: str | None = None, after_id: int = 0,
-                          limit: int = 1000) -> list[EventRecord]: ...
+    async def list_events(
+        self, *, task_id: str | None = None, after_id: int = 0, limit: int = 1000
+    ) -> list[EventRecord]: ...
 
     # ── metrics ──────────────────────────────────────────────────────
 
-    async def session_metrics(self, filter: MetricsFilter | None,
-                              session_start_ms: int, now_ms: int) -> SessionMetrics:
+    async def session_metrics(
+        self, filter: MetricsFilter | None, session_start_ms: int, now_ms: int
+    ) -> SessionMetrics:
         """Aggregates computed where the data lives (SQL for database stores).
 
         Tasks in scope: ``since_ms <= created_at_ms < until_ms`` (each bound only when set; a

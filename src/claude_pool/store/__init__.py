@@ -1,0 +1,68 @@
+"""Where a pool keeps its state: the :class:`Store` protocol and its implementations.
+
+``open_store(url)`` picks one from a URL: ``":memory:"`` for :class:`MemoryStore`,
+``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or a plain file path for
+:class:`SqliteStore`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from claude_pool.errors import ConfigError
+from claude_pool.store.base import (
+    UNSET,
+    EventRecord,
+    Message,
+    RecoveryPolicy,
+    Store,
+    StoredTask,
+    TaskTarget,
+)
+from claude_pool.store.memory import MemoryStore
+from claude_pool.store.sqlite import SqliteStore
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url`` (not yet opened: call ``await store.open()``)."""
+    url = url.strip()
+    if url == ":memory:":
+        return MemoryStore()
+    match = _SCHEME.match(url)
+    if match is None:
+        if not url:
+            raise ConfigError("store", url, "give a file path, sqlite:///path or :memory:")
+        return SqliteStore(url)
+    scheme = match[1].lower()
+    if scheme in ("postgresql", "postgres"):
+        raise ConfigError(
+            "store",
+            url,
+            "the PostgreSQL store is not available yet; use a SQLite file path "
+            "(e.g. sqlite:///pool.db) for now",
+        )
+    if scheme == "sqlite":
+        # SQLAlchemy's convention: sqlite:///relative.db and sqlite:////absolute.db.
+        path = url[len("sqlite://") :]
+        if not path.startswith("/") or len(path) == 1:
+            raise ConfigError("store", url, "write sqlite:///relative.db or sqlite:////abs.db")
+        return SqliteStore(path[1:])
+    raise ConfigError(
+        "store", url, f"unknown store scheme {scheme!r}; use a file path, sqlite:/// or :memory:"
+    )
+
+
+__all__ = [
+    "UNSET",
+    "EventRecord",
+    "MemoryStore",
+    "Message",
+    "RecoveryPolicy",
+    "SqliteStore",
+    "Store",
+    "StoredTask",
+    "TaskTarget",
+    "open_store",
+]

@@ -1,0 +1,43 @@
+"""Rules every store applies the same way: which slot fields are stored, how partial updates
+are validated, what a task failed by recovery says."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from claude_pool.types import SlotId, SlotRecord, TaskResult
+
+SLOT_UPDATABLE_FIELDS = frozenset(SlotRecord.model_fields) - {"id", "mcp_config_path"}
+"""SlotRecord fields ``update_slot`` may set. ``mcp_config_path`` is runtime-only (the seed
+never serialises it), so no store keeps it."""
+
+
+def validate_slot_fields(slot_id: SlotId, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the names of a partial slot update and validate its values with the model."""
+    unknown = set(fields) - SLOT_UPDATABLE_FIELDS
+    if unknown:
+        raise ValueError(
+            f"update_slot cannot set {', '.join(sorted(unknown))}: the stored fields are "
+            f"{', '.join(sorted(SLOT_UPDATABLE_FIELDS))}"
+        )
+    validated = SlotRecord.model_validate({"id": slot_id, **fields})
+    return {name: getattr(validated, name) for name in fields}
+
+
+def stored_slot(slot: SlotRecord) -> SlotRecord:
+    """The slot as a store keeps it: a private copy without runtime-only fields."""
+    return slot.model_copy(deep=True, update={"mcp_config_path": None})
+
+
+def recovery_failure(worker_id: str) -> TaskResult:
+    return TaskResult.failure(
+        f"the pool process {worker_id!r} that was running this task stopped (no heartbeat) "
+        "before it finished, so the task was marked failed on recovery; submit it again to "
+        "re-run it"
+    )
+
+
+def normalise_tags(tags: list[str] | None) -> list[str] | None:
+    """``None`` and an empty list both mean "no tag filter"."""
+    return list(dict.fromkeys(tags)) if tags else None

@@ -1,0 +1,464 @@
+"""A complete store kept in process memory, for tests and throwaway pools.
+
+It is safe for any number of tasks on one event loop: no method awaits in the middle of an
+update, so every method is atomic. Records go in and come out as private copies, so a caller
+changing an object it holds never changes the store (the same as a database store).
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import json
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from claude_pool.errors import StoreError
+from claude_pool.store._common import (
+    normalise_tags,
+    recovery_failure,
+    stored_slot,
+    validate_slot_fields,
+)
+from claude_pool.store.base import (
+    UNSET,
+    EventRecord,
+    Message,
+    RecoveryPolicy,
+    StoredTask,
+)
+from claude_pool.types import (
+    MetricsFilter,
+    ModelMetrics,
+    SessionMetrics,
+    SlotId,
+    SlotRecord,
+    TaskFilter,
+    TaskId,
+    TaskRecord,
+    TaskResult,
+    TaskState,
+)
+
+
+def _copy_task(task: StoredTask) -> StoredTask:
+    return replace(task, record=task.record.model_copy(deep=True))
+
+
+class MemoryStore:
+    """The :class:`~claude_pool.store.base.Store` protocol over dictionaries."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[TaskId, StoredTask] = {}
+        # Pending tasks in claim order: (-priority, seq, id).
+        self._queue: list[tuple[int, int, TaskId]] = []
+        self._next_seq = 1
+        self._workers: dict[str, int] = {}
+        self._slots: dict[SlotId, tuple[SlotRecord, str]] = {}
+        self._spend = 0
+        self._context: dict[str, str] = {}
+        self._messages: list[Message] = []
+        self._delivered: set[int] = set()
+        self._next_message_id = 1
+        self._events: list[EventRecord] = []
+        self._closed = False
+
+    async def open(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the memory store is closed; open() it again before using it")
+
+    # ── tasks ────────────────────────────────────────────────────────
+
+    def _enqueue(self, task: StoredTask) -> None:
+        bisect.insort(self._queue, (-task.priority, task.seq, task.record.id))
+
+    def _dequeue(self, task: StoredTask) -> None:
+        key = (-task.priority, task.seq, task.record.id)
+        index = bisect.bisect_left(self._queue, key)
+        if index < len(self._queue) and self._queue[index] == key:
+            del self._queue[index]
+
+    async def insert_task(self, task: StoredTask) -> StoredTask:
+        self._check_open()
+        if task.record.id in self._tasks:
+            raise StoreError(
+                f"a task with id {task.record.id!r} already exists; give each task a new id "
+                "(claude_pool.types.new_task_id)"
+            )
+        stored = _copy_task(task)
+        stored.seq = self._next_seq
+        self._next_seq += 1
+        self._tasks[stored.record.id] = stored
+        if stored.record.state is TaskState.PENDING:
+            self._enqueue(stored)
+        return _copy_task(stored)
+
+    async def get_task(self, task_id: TaskId) -> StoredTask | None:
+        self._check_open()
+        stored = self._tasks.get(task_id)
+        return None if stored is None else _copy_task(stored)
+
+    async def list_tasks(
+        self, filter: TaskFilter | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TaskRecord]:
+        self._check_open()
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        tags = normalise_tags(filter.tags) if filter else None
+        out: list[TaskRecord] = []
+        skipped = 0
+        for stored in self._tasks.values():
+            if len(out) >= limit:
+                break
+            record = stored.record
+            if filter is not None:
+                if filter.state is not None and record.state is not filter.state:
+                    continue
+                if filter.slot_id is not None and record.slot_id != filter.slot_id:
+                    continue
+                if tags is not None and not any(tag in record.tags for tag in tags):
+                    continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            out.append(record.model_copy(deep=True))
+        return out
+
+    async def count_tasks(self) -> dict[TaskState, int]:
+        self._check_open()
+        return dict(Counter(stored.record.state for stored in self._tasks.values()))
+
+    async def claim_task(
+        self, slot_id: SlotId, role: str | None, name: str | None, worker_id: str, now_ms: int
+    ) -> StoredTask | None:
+        self._check_open()
+        for index, (_, _, task_id) in enumerate(self._queue):
+            stored = self._tasks[task_id]
+            if not stored.target.matches(slot_id, role, name):
+                continue
+            del self._queue[index]
+            record = stored.record
+            record.state = TaskState.RUNNING
+            record.slot_id = slot_id
+            record.started_at_ms = now_ms
+            stored.claimed_by = worker_id
+            return _copy_task(stored)
+        return None
+
+    async def transition_task(
+        self,
+        task_id: TaskId,
+        from_states: Collection[TaskState],
+        to_state: TaskState,
+        *,
+        now_ms: int,
+        result: TaskResult | Any | None = UNSET,
+        slot_id: SlotId | Any | None = UNSET,
+        prompt: str | Any = UNSET,
+        rejection_count: int | Any = UNSET,
+    ) -> TaskRecord | None:
+        self._check_open()
+        stored = self._tasks.get(task_id)
+        if stored is None or stored.record.state not in from_states:
+            return None
+        record = stored.record
+        if record.state is TaskState.PENDING:
+            self._dequeue(stored)
+        record.state = to_state
+        if result is not UNSET:
+            record.result = None if result is None else result.model_copy(deep=True)
+        if slot_id is not UNSET:
+            record.slot_id = slot_id
+        if prompt is not UNSET:
+            record.prompt = prompt
+        if rejection_count is not UNSET:
+            record.rejection_count = rejection_count
+        if to_state is TaskState.RUNNING:
+            record.started_at_ms = now_ms
+        else:
+            stored.claimed_by = None
+            if to_state is TaskState.PENDING:
+                record.started_at_ms = None
+                record.completed_at_ms = None
+                self._enqueue(stored)
+            else:
+                record.completed_at_ms = now_ms
+        return record.model_copy(deep=True)
+
+    async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
+        self._check_open()
+        return [
+            _copy_task(stored)
+            for stored in self._tasks.values()
+            if stored.record.state is TaskState.PENDING
+            and stored.record.created_at_ms is not None
+            and stored.record.created_at_ms < created_before_ms
+        ]
+
+    async def recover_tasks(
+        self, dead_workers: Collection[str], policy: RecoveryPolicy, now_ms: int
+    ) -> list[TaskId]:
+        self._check_open()
+        dead = set(dead_workers)
+        recovered: list[TaskId] = []
+        for stored in self._tasks.values():
+            record = stored.record
+            if record.state is not TaskState.RUNNING or stored.claimed_by not in dead:
+                continue
+            worker_id = stored.claimed_by
+            stored.claimed_by = None
+            if policy == "requeue":
+                record.state = TaskState.PENDING
+                record.slot_id = None
+                record.started_at_ms = None
+                self._enqueue(stored)
+            else:
+                record.state = TaskState.FAILED
+                record.result = recovery_failure(worker_id)
+                record.completed_at_ms = now_ms
+            recovered.append(record.id)
+        return recovered
+
+    # ── workers ──────────────────────────────────────────────────────
+
+    async def heartbeat_worker(self, worker_id: str, now_ms: int) -> None:
+        self._check_open()
+        self._workers[worker_id] = now_ms
+
+    async def remove_worker(self, worker_id: str) -> None:
+        self._check_open()
+        self._workers.pop(worker_id, None)
+
+    async def live_workers(self, alive_since_ms: int) -> list[str]:
+        self._check_open()
+        return sorted(w for w, seen in self._workers.items() if seen >= alive_since_ms)
+
+    async def stale_task_owners(self, alive_since_ms: int) -> list[str]:
+        self._check_open()
+        owners = {
+            stored.claimed_by
+            for stored in self._tasks.values()
+            if stored.record.state is TaskState.RUNNING and stored.claimed_by is not None
+        }
+        never = alive_since_ms - 1
+        return sorted(o for o in owners if self._workers.get(o, never) < alive_since_ms)
+
+    # ── slots ────────────────────────────────────────────────────────
+
+    async def upsert_slot(self, slot: SlotRecord, worker_id: str) -> None:
+        self._check_open()
+        self._slots[slot.id] = (stored_slot(slot), worker_id)
+
+    async def get_slot(self, slot_id: SlotId) -> SlotRecord | None:
+        self._check_open()
+        entry = self._slots.get(slot_id)
+        return None if entry is None else entry[0].model_copy(deep=True)
+
+    async def list_slots(self, worker_id: str | None = None) -> list[SlotRecord]:
+        self._check_open()
+        return [
+            slot.model_copy(deep=True)
+            for slot, owner in self._slots.values()
+            if worker_id is None or owner == worker_id
+        ]
+
+    async def update_slot(self, slot_id: SlotId, **fields: Any) -> SlotRecord | None:
+        self._check_open()
+        values = validate_slot_fields(slot_id, fields)
+        entry = self._slots.get(slot_id)
+        if entry is None:
+            return None
+        slot, owner = entry
+        updated = slot.model_copy(update=copy.deepcopy(values))
+        self._slots[slot_id] = (updated, owner)
+        return updated.model_copy(deep=True)
+
+    async def add_slot_cost(
+        self, slot_id: SlotId, cost_microdollars: int, tasks_completed: int
+    ) -> None:
+        self._check_open()
+        entry = self._slots.get(slot_id)
+        if entry is None:
+            return
+        slot, _ = entry
+        slot.cost_microdollars += cost_microdollars
+        slot.tasks_completed += tasks_completed
+
+    async def delete_slot(self, slot_id: SlotId) -> None:
+        self._check_open()
+        self._slots.pop(slot_id, None)
+
+    # ── spend ────────────────────────────────────────────────────────
+
+    async def add_spend(self, microdollars: int) -> int:
+        self._check_open()
+        self._spend += microdollars
+        return self._spend
+
+    async def get_spend(self) -> int:
+        self._check_open()
+        return self._spend
+
+    # ── shared context ───────────────────────────────────────────────
+
+    async def context_set(self, key: str, value: str) -> None:
+        self._check_open()
+        self._context[key] = value
+
+    async def context_get(self, key: str) -> str | None:
+        self._check_open()
+        return self._context.get(key)
+
+    async def context_delete(self, key: str) -> bool:
+        self._check_open()
+        return self._context.pop(key, None) is not None
+
+    async def context_list(self) -> dict[str, str]:
+        self._check_open()
+        return dict(sorted(self._context.items()))
+
+    # ── messages ─────────────────────────────────────────────────────
+
+    async def send_message(
+        self, from_slot: str, to_slot: str, content: str, now_ms: int
+    ) -> Message:
+        self._check_open()
+        message = Message(self._next_message_id, from_slot, to_slot, content, now_ms)
+        self._next_message_id += 1
+        self._messages.append(message)
+        return message
+
+    async def read_messages(self, slot_id: str, *, drain: bool) -> list[Message]:
+        self._check_open()
+        unread = [m for m in self._messages if m.to_slot == slot_id and m.id not in self._delivered]
+        if drain:
+            self._delivered.update(m.id for m in unread)
+        return unread
+
+    # ── events ───────────────────────────────────────────────────────
+
+    async def append_event(
+        self,
+        kind: str,
+        task_id: str | None,
+        slot_id: str | None,
+        data: Mapping[str, Any],
+        now_ms: int,
+    ) -> int:
+        self._check_open()
+        # Through JSON, so that what is stored is exactly what a database store would keep.
+        stored_data = json.loads(json.dumps(dict(data)))
+        event = EventRecord(len(self._events) + 1, kind, task_id, slot_id, stored_data, now_ms)
+        self._events.append(event)
+        return event.id
+
+    async def list_events(
+        self, *, task_id: str | None = None, after_id: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        self._check_open()
+        out: list[EventRecord] = []
+        for event in self._events[max(0, after_id) :]:
+            if len(out) >= limit:
+                break
+            if task_id is None or event.task_id == task_id:
+                out.append(replace(event, data=copy.deepcopy(event.data)))
+        return out
+
+    # ── metrics ──────────────────────────────────────────────────────
+
+    async def session_metrics(
+        self, filter: MetricsFilter | None, session_start_ms: int, now_ms: int
+    ) -> SessionMetrics:
+        self._check_open()
+        return compute_session_metrics(
+            (stored.record for stored in self._tasks.values()), filter, session_start_ms, now_ms
+        )
+
+
+def _in_scope(record: TaskRecord, filter: MetricsFilter, tags: list[str] | None) -> bool:
+    created = record.created_at_ms
+    if filter.since_ms is not None and (created is None or created < filter.since_ms):
+        return False
+    if filter.until_ms is not None and (created is None or created >= filter.until_ms):
+        return False
+    if tags is not None and not any(tag in record.tags for tag in tags):
+        return False
+    return filter.model is None or (
+        record.result is not None and record.result.model == filter.model
+    )
+
+
+def compute_session_metrics(
+    records: Iterable[TaskRecord],
+    filter: MetricsFilter | None,
+    session_start_ms: int,
+    now_ms: int,
+) -> SessionMetrics:
+    """Session metrics over task records, exactly as ``Store.session_metrics`` defines them."""
+    filter = filter or MetricsFilter()
+    tags = normalise_tags(filter.tags)
+    states: Counter[TaskState] = Counter()
+    spend = 0
+    completed: list[TaskResult] = []
+    per_model: dict[str, list[TaskResult]] = {}
+    for record in records:
+        if not _in_scope(record, filter, tags):
+            continue
+        states[record.state] += 1
+        result = record.result
+        if result is None:
+            continue
+        spend += result.cost_microdollars
+        if record.state is TaskState.COMPLETED:
+            completed.append(result)
+        if result.model is not None:
+            per_model.setdefault(result.model, []).append(result)
+
+    metrics = SessionMetrics(
+        total_tasks=sum(states.values()),
+        completed_tasks=states[TaskState.COMPLETED],
+        failed_tasks=states[TaskState.FAILED],
+        cancelled_tasks=states[TaskState.CANCELLED],
+        running_tasks=states[TaskState.RUNNING],
+        pending_tasks=states[TaskState.PENDING],
+        total_spend_microdollars=spend,
+        session_start_ms=session_start_ms,
+        session_duration_ms=max(0, now_ms - session_start_ms),
+    )
+    if completed:
+        count = len(completed)
+        costs = [r.cost_microdollars for r in completed]
+        elapsed = sorted(r.elapsed_ms for r in completed)
+        middle = (count - 1) // 2
+        metrics.avg_cost_microdollars = sum(costs) // count
+        metrics.max_cost_microdollars = max(costs)
+        metrics.avg_elapsed_ms = sum(elapsed) // count
+        metrics.min_elapsed_ms = elapsed[0]
+        metrics.max_elapsed_ms = elapsed[-1]
+        metrics.median_elapsed_ms = (
+            elapsed[middle] if count % 2 else (elapsed[middle] + elapsed[middle + 1]) // 2
+        )
+        metrics.avg_turns = sum(r.turns_used for r in completed) / count
+    breakdown = [
+        ModelMetrics(
+            model=model,
+            task_count=len(results),
+            total_cost_microdollars=sum(r.cost_microdollars for r in results),
+            avg_cost_microdollars=sum(r.cost_microdollars for r in results) // len(results),
+            avg_elapsed_ms=sum(r.elapsed_ms for r in results) // len(results),
+            total_turns=sum(r.turns_used for r in results),
+        )
+        for model, results in per_model.items()
+    ]
+    breakdown.sort(key=lambda m: (-m.total_cost_microdollars, m.model))
+    metrics.model_breakdown = breakdown
+    metrics.tasks_by_model = {m.model: m.task_count for m in breakdown}
+    return metrics

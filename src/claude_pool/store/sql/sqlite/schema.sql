@@ -1,0 +1,115 @@
+-- Current schema of the SQLite store. It must equal the result of applying every file in
+-- migrations/ in order (tests/test_store_sqlite.py checks this). To change the schema, add the
+-- next numbered migration and update this file to match.
+
+-- Tasks. Scheduling facts and the result figures that queries need are columns; the prompt,
+-- the overrides and the full result are kept as text, last in the row so that scans over the
+-- small columns stay cheap.
+CREATE TABLE tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    slot_id TEXT,
+    target_slot TEXT,
+    target_role TEXT,
+    target_name TEXT,
+    claimed_by TEXT,
+    created_at_ms INTEGER,
+    started_at_ms INTEGER,
+    completed_at_ms INTEGER,
+    review_required INTEGER NOT NULL DEFAULT 0,
+    max_rejections INTEGER NOT NULL DEFAULT 3,
+    rejection_count INTEGER NOT NULL DEFAULT 0,
+    timeout_secs REAL,
+    assignment_timeout_secs REAL,
+    fresh_session INTEGER NOT NULL DEFAULT 0,
+    cost_microdollars INTEGER,
+    elapsed_ms INTEGER,
+    turns_used INTEGER,
+    model TEXT,
+    success INTEGER,
+    tags_json TEXT NOT NULL DEFAULT '[]',
+    config_json TEXT,
+    original_prompt TEXT,
+    prompt TEXT NOT NULL,
+    result_json TEXT
+);
+
+-- Claims: the queue order, over pending tasks only.
+CREATE INDEX tasks_queue ON tasks (state, priority DESC, seq) WHERE state = 'pending';
+-- Listing by state in submission order; counts by state.
+CREATE INDEX tasks_state ON tasks (state, seq);
+CREATE INDEX tasks_slot ON tasks (slot_id, seq);
+CREATE INDEX tasks_claimed_by ON tasks (claimed_by) WHERE claimed_by IS NOT NULL;
+-- Session metrics read these two covering indexes, never the wide rows: one pass grouped by
+-- state and model, and the median walked in elapsed order.
+CREATE INDEX tasks_metrics ON tasks (
+    state, model, elapsed_ms, cost_microdollars, turns_used, created_at_ms
+);
+CREATE INDEX tasks_elapsed ON tasks (state, elapsed_ms, model, created_at_ms);
+
+CREATE TABLE task_tags (
+    task_seq INTEGER NOT NULL REFERENCES tasks (seq) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (task_seq, tag)
+);
+
+CREATE INDEX task_tags_tag ON task_tags (tag, task_seq);
+
+-- Pool processes sharing this store, and when each was last seen alive.
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    last_heartbeat_ms INTEGER NOT NULL
+);
+
+CREATE TABLE slots (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    worker_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    current_task TEXT,
+    session_id TEXT,
+    tasks_completed INTEGER NOT NULL DEFAULT 0,
+    cost_microdollars INTEGER NOT NULL DEFAULT 0,
+    restart_count INTEGER NOT NULL DEFAULT 0,
+    worktree_path TEXT,
+    config_json TEXT NOT NULL
+);
+
+CREATE INDEX slots_worker ON slots (worker_id, seq);
+
+-- Named integer counters; 'spend_microdollars' is the pool's total spend.
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+
+INSERT INTO counters (name, value) VALUES ('spend_microdollars', 0);
+
+CREATE TABLE context (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    from_slot TEXT NOT NULL,
+    to_slot TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE INDEX messages_unread ON messages (to_slot, id) WHERE delivered = 0;
+
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    task_id TEXT,
+    slot_id TEXT,
+    created_at_ms INTEGER NOT NULL,
+    data_json TEXT NOT NULL
+);
+
+CREATE INDEX events_task ON events (task_id, id) WHERE task_id IS NOT NULL;

@@ -1,0 +1,809 @@
+"""The contract every :class:`~claude_pool.store.base.Store` must meet, as a pytest suite.
+
+Every store shipped with claude-pool runs it, and a third-party store can too: subclass
+:class:`StoreContract` in a test module (its name must start with ``Test``) and provide a
+``store`` fixture that yields an opened, empty store::
+
+    import pytest_asyncio
+    from claude_pool.testing.store_contract import StoreContract
+
+    class TestMyStore(StoreContract):
+        @pytest_asyncio.fixture
+        async def store(self):
+            store = MyStore(...)
+            await store.open()
+            yield store
+            await store.close()
+
+Tests need pytest and pytest-asyncio. They pass timestamps explicitly, so they are
+deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from claude_pool.errors import StoreError
+from claude_pool.store.base import UNSET, Store, StoredTask, TaskTarget
+from claude_pool.types import (
+    MetricsFilter,
+    ModelMetrics,
+    SlotConfig,
+    SlotId,
+    SlotRecord,
+    SlotState,
+    TaskFilter,
+    TaskId,
+    TaskOverrides,
+    TaskRecord,
+    TaskResult,
+    TaskState,
+    new_task_id,
+)
+
+T0 = 1_700_000_000_000
+"""A fixed "now" for the tests (ms since the epoch)."""
+
+_counter = itertools.count(1)
+
+
+def make_task(
+    prompt: str = "do something",
+    *,
+    task_id: str | None = None,
+    state: TaskState = TaskState.PENDING,
+    priority: int = 0,
+    target: TaskTarget | None = None,
+    tags: list[str] | None = None,
+    created_at_ms: int | None = T0,
+    result: TaskResult | None = None,
+    slot_id: str | None = None,
+    **stored: Any,
+) -> StoredTask:
+    """A task to insert; every field not given keeps its default."""
+    record = TaskRecord(
+        id=TaskId(task_id or new_task_id()),
+        prompt=prompt,
+        state=state,
+        tags=tags or [],
+        created_at_ms=created_at_ms,
+        result=result,
+        slot_id=SlotId(slot_id) if slot_id else None,
+    )
+    return StoredTask(record=record, priority=priority, target=target or TaskTarget(), **stored)
+
+
+def make_result(
+    cost: int = 0,
+    elapsed: int = 0,
+    turns: int = 0,
+    model: str | None = None,
+    success: bool = True,
+) -> TaskResult:
+    return TaskResult(
+        output=f"output {next(_counter)}",
+        success=success,
+        cost_microdollars=cost,
+        elapsed_ms=elapsed,
+        turns_used=turns,
+        model=model,
+    )
+
+
+def slot_record(slot_id: str, **fields: Any) -> SlotRecord:
+    return SlotRecord(id=SlotId(slot_id), **fields)
+
+
+async def claim(store: Store, slot: str = "slot-a", *, role: str | None = None,
+                name: str | None = None, worker: str = "worker-1",
+                now: int = T0 + 10) -> StoredTask | None:  # fmt: skip
+    return await store.claim_task(SlotId(slot), role, name, worker, now)
+
+
+@pytest.mark.asyncio
+class StoreContract:
+    """Behaviour shared by every store. Subclasses provide the ``store`` fixture."""
+
+    # ── tasks: insert, get, list, count ──────────────────────────────
+
+    async def test_insert_assigns_increasing_seq_and_get_returns_the_same_task(
+        self, store: Store
+    ) -> None:
+        config = TaskOverrides(model="m1", allowed_tools=["Read"], max_budget_usd=0.5)
+        first = make_task(
+            "first",
+            priority=3,
+            target=TaskTarget(role="reviewer"),
+            tags=["a", "b"],
+            timeout_secs=12.5,
+            assignment_timeout_secs=7.0,
+            fresh_session=True,
+        )
+        first.record.config = config
+        first.record.review_required = True
+        first.record.max_rejections = 5
+        first.record.original_prompt = "first"
+        a = await store.insert_task(first)
+        b = await store.insert_task(make_task("second"))
+        assert a.seq > 0
+        assert b.seq > a.seq
+
+        got = await store.get_task(a.record.id)
+        assert got is not None
+        assert got == a
+        assert got.record.config == config
+        assert got.priority == 3
+        assert got.target == TaskTarget(role="reviewer")
+        assert got.timeout_secs == 12.5
+        assert got.assignment_timeout_secs == 7.0
+        assert got.fresh_session is True
+        assert got.claimed_by is None
+        assert got.record.tags == ["a", "b"]
+
+    async def test_insert_does_not_keep_a_reference_to_the_caller_object(
+        self, store: Store
+    ) -> None:
+        task = make_task("original")
+        await store.insert_task(task)
+        task.record.prompt = "changed after insert"
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        assert got.record.prompt == "original"
+        got.record.prompt = "changed after get"
+        again = await store.get_task(task.record.id)
+        assert again is not None
+        assert again.record.prompt == "original"
+
+    async def test_a_task_with_a_result_round_trips_exactly(self, store: Store) -> None:
+        result = make_result(cost=123, elapsed=456, turns=7, model="claude-x", success=False)
+        result = result.with_failure_details("claude -p", 2, "boom").with_session_id("sess-1")
+        task = make_task(state=TaskState.FAILED, result=result, slot_id="slot-z")
+        task.record.started_at_ms = T0 + 1
+        task.record.completed_at_ms = T0 + 2
+        await store.insert_task(task)
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        assert got.record == task.record
+        assert got.record.result is not None
+        assert got.record.result.model_dump_json() == result.model_dump_json()
+
+    async def test_inserting_a_duplicate_id_is_a_store_error(self, store: Store) -> None:
+        task = make_task()
+        await store.insert_task(task)
+        with pytest.raises(StoreError, match="already exists"):
+            await store.insert_task(make_task(task_id=task.record.id))
+
+    async def test_get_unknown_task_is_none(self, store: Store) -> None:
+        assert await store.get_task(TaskId("task-missing")) is None
+
+    async def test_list_tasks_is_in_submission_order_with_limit_and_offset(
+        self, store: Store
+    ) -> None:
+        ids = [(await store.insert_task(make_task(f"p{i}", priority=i % 3))).record.id
+               for i in range(7)]  # fmt: skip
+        assert [t.id for t in await store.list_tasks()] == ids
+        assert [t.id for t in await store.list_tasks(limit=3)] == ids[:3]
+        assert [t.id for t in await store.list_tasks(limit=3, offset=5)] == ids[5:]
+        assert await store.list_tasks(limit=0) == []
+        assert await store.list_tasks(offset=7) == []
+
+    async def test_list_tasks_filters_by_state_slot_and_any_tag(self, store: Store) -> None:
+        a = await store.insert_task(make_task("a", tags=["red", "big"]))
+        b = await store.insert_task(make_task("b", tags=["blue"]))
+        c = await store.insert_task(make_task("c", tags=["red"]))
+        d = await store.insert_task(make_task("d"))
+        await claim(store, "slot-1")  # claims a
+        await claim(store, "slot-2")  # claims b
+
+        def ids(records: list[TaskRecord]) -> list[str]:
+            return [r.id for r in records]
+
+        running = await store.list_tasks(TaskFilter(state=TaskState.RUNNING))
+        assert ids(running) == [a.record.id, b.record.id]
+        pending = await store.list_tasks(TaskFilter(state=TaskState.PENDING))
+        assert ids(pending) == [c.record.id, d.record.id]
+        on_slot_2 = await store.list_tasks(TaskFilter(slot_id=SlotId("slot-2")))
+        assert ids(on_slot_2) == [b.record.id]
+        red = await store.list_tasks(TaskFilter(tags=["red"]))
+        assert ids(red) == [a.record.id, c.record.id]
+        red_or_blue = await store.list_tasks(TaskFilter(tags=["red", "blue"]))
+        assert ids(red_or_blue) == [a.record.id, b.record.id, c.record.id]
+        red_pending = await store.list_tasks(TaskFilter(tags=["red"], state=TaskState.PENDING))
+        assert ids(red_pending) == [c.record.id]
+        assert await store.list_tasks(TaskFilter(tags=["green"])) == []
+        assert len(await store.list_tasks(TaskFilter(tags=[]))) == 4
+        assert ids(await store.list_tasks(TaskFilter(tags=["red"]), limit=1, offset=1)) == [
+            c.record.id
+        ]
+
+    async def test_a_task_listed_once_even_when_several_tags_match(self, store: Store) -> None:
+        await store.insert_task(make_task(tags=["x", "y", "x"]))
+        assert len(await store.list_tasks(TaskFilter(tags=["x", "y"]))) == 1
+
+    async def test_count_tasks_counts_each_state(self, store: Store) -> None:
+        assert {k: v for k, v in (await store.count_tasks()).items() if v} == {}
+        for _ in range(3):
+            await store.insert_task(make_task())
+        await store.insert_task(make_task(state=TaskState.COMPLETED, result=make_result()))
+        await claim(store)
+        counts = {k: v for k, v in (await store.count_tasks()).items() if v}
+        assert counts == {TaskState.PENDING: 2, TaskState.RUNNING: 1, TaskState.COMPLETED: 1}
+
+    # ── claims ───────────────────────────────────────────────────────
+
+    async def test_claim_takes_highest_priority_then_oldest(self, store: Store) -> None:
+        low = await store.insert_task(make_task("low", priority=0))
+        high1 = await store.insert_task(make_task("high1", priority=5))
+        mid = await store.insert_task(make_task("mid", priority=2))
+        high2 = await store.insert_task(make_task("high2", priority=5))
+        negative = await store.insert_task(make_task("negative", priority=-1))
+        order = []
+        while (task := await claim(store)) is not None:
+            order.append(task.record.id)
+        assert order == [r.record.id for r in (high1, high2, mid, low, negative)]
+
+    async def test_claim_marks_the_task_running_on_the_slot(self, store: Store) -> None:
+        task = await store.insert_task(make_task(tags=["t"]))
+        claimed = await claim(store, "slot-9", worker="worker-7", now=T0 + 99)
+        assert claimed is not None
+        assert claimed.record.id == task.record.id
+        assert claimed.record.state is TaskState.RUNNING
+        assert claimed.record.slot_id == "slot-9"
+        assert claimed.record.started_at_ms == T0 + 99
+        assert claimed.claimed_by == "worker-7"
+        assert claimed.seq == task.seq
+        assert await store.get_task(task.record.id) == claimed
+
+    async def test_claim_returns_none_when_nothing_is_pending(self, store: Store) -> None:
+        assert await claim(store) is None
+        await store.insert_task(make_task(state=TaskState.COMPLETED, result=make_result()))
+        assert await claim(store) is None
+
+    async def test_claim_honours_slot_role_and_name_targets(self, store: Store) -> None:
+        for_slot = await store.insert_task(make_task(target=TaskTarget(slot_id=SlotId("s2"))))
+        for_role = await store.insert_task(make_task(target=TaskTarget(role="reviewer")))
+        for_name = await store.insert_task(make_task(target=TaskTarget(name="alice")))
+        for_both = await store.insert_task(
+            make_task(target=TaskTarget(role="reviewer", name="bob"))
+        )
+
+        assert await claim(store, "s1") is None
+        assert await claim(store, "s1", role="writer", name="carol") is None
+        got = await claim(store, "s1", role="reviewer", name="carol")
+        assert got is not None
+        assert got.record.id == for_role.record.id
+        assert await claim(store, "s1", role="reviewer", name="carol") is None
+        got = await claim(store, "s3", role="reviewer", name="bob")
+        assert got is not None
+        assert got.record.id == for_both.record.id
+        got = await claim(store, "s4", name="alice")
+        assert got is not None
+        assert got.record.id == for_name.record.id
+        got = await claim(store, "s2")
+        assert got is not None
+        assert got.record.id == for_slot.record.id
+
+    async def test_claim_skips_tasks_targeted_elsewhere_to_reach_later_ones(
+        self, store: Store
+    ) -> None:
+        await store.insert_task(make_task(priority=9, target=TaskTarget(slot_id=SlotId("other"))))
+        free = await store.insert_task(make_task(priority=0))
+        got = await claim(store, "mine")
+        assert got is not None
+        assert got.record.id == free.record.id
+
+    async def test_concurrent_claims_take_each_task_exactly_once(self, store: Store) -> None:
+        tasks = [await store.insert_task(make_task(f"p{i}")) for i in range(200)]
+
+        async def claimer(n: int) -> list[str]:
+            got: list[str] = []
+            while (task := await claim(store, f"slot-{n}", worker=f"w{n % 3}")) is not None:
+                got.append(task.record.id)
+            return got
+
+        results = await asyncio.gather(*(claimer(n) for n in range(50)))
+        claimed = Counter(task_id for ids in results for task_id in ids)
+        assert set(claimed) == {t.record.id for t in tasks}
+        assert set(claimed.values()) == {1}
+        assert (await store.count_tasks()).get(TaskState.PENDING, 0) == 0
+
+    # ── transitions ──────────────────────────────────────────────────
+
+    async def test_transition_sets_state_fields_and_completed_stamp(self, store: Store) -> None:
+        task = await store.insert_task(make_task())
+        await claim(store, "slot-1", worker="w1", now=T0 + 5)
+        result = make_result(cost=10, elapsed=20, turns=3, model="m")
+        done = await store.transition_task(
+            task.record.id, [TaskState.RUNNING], TaskState.COMPLETED, now_ms=T0 + 50,
+            result=result,
+        )  # fmt: skip
+        assert done is not None
+        assert done.state is TaskState.COMPLETED
+        assert done.result == result
+        assert done.started_at_ms == T0 + 5
+        assert done.completed_at_ms == T0 + 50
+        assert done.slot_id == "slot-1"
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.record == done
+        assert stored.claimed_by is None
+
+    async def test_transition_from_a_wrong_state_changes_nothing(self, store: Store) -> None:
+        task = await store.insert_task(make_task())
+        before = await store.get_task(task.record.id)
+        refused = await store.transition_task(
+            task.record.id,
+            [TaskState.RUNNING],
+            TaskState.COMPLETED,
+            now_ms=T0 + 1,
+            result=make_result(cost=5),
+            prompt="changed",
+        )
+        assert refused is None
+        assert await store.get_task(task.record.id) == before
+        refused = await store.transition_task(
+            task.record.id, [], TaskState.CANCELLED, now_ms=T0 + 1
+        )
+        assert refused is None
+        assert await store.get_task(task.record.id) == before
+
+    async def test_transition_of_an_unknown_task_is_none(self, store: Store) -> None:
+        got = await store.transition_task(
+            TaskId("task-missing"), [TaskState.PENDING], TaskState.CANCELLED, now_ms=T0
+        )
+        assert got is None
+
+    async def test_racing_transitions_end_in_exactly_one_terminal_state(self, store: Store) -> None:
+        task = await store.insert_task(make_task())
+        await claim(store)
+        targets = [TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED] * 10
+        outcomes = await asyncio.gather(
+            *(
+                store.transition_task(
+                    task.record.id, [TaskState.RUNNING], to, now_ms=T0 + 1, result=make_result()
+                )
+                for to in targets
+            )
+        )
+        winners = [o for o in outcomes if o is not None]
+        assert len(winners) == 1
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.record.state is winners[0].state
+
+    async def test_unset_fields_are_left_alone_and_none_clears_them(self, store: Store) -> None:
+        task = await store.insert_task(make_task("prompt"))
+        await claim(store, "slot-1")
+        review = await store.transition_task(
+            task.record.id, [TaskState.RUNNING], TaskState.PENDING_REVIEW, now_ms=T0 + 20,
+            result=make_result(cost=7, model="m"),
+        )  # fmt: skip
+        assert review is not None
+        assert review.result is not None
+        unchanged = await store.transition_task(
+            task.record.id, [TaskState.PENDING_REVIEW], TaskState.PENDING_REVIEW, now_ms=T0 + 21,
+            result=UNSET, slot_id=UNSET, prompt=UNSET, rejection_count=UNSET,
+        )  # fmt: skip
+        assert unchanged is not None
+        assert unchanged.result == review.result
+        assert unchanged.slot_id == "slot-1"
+        assert unchanged.prompt == "prompt"
+        requeued = await store.transition_task(
+            task.record.id, [TaskState.PENDING_REVIEW], TaskState.PENDING, now_ms=T0 + 30,
+            result=None, slot_id=None, prompt="prompt\n\nfeedback", rejection_count=1,
+        )  # fmt: skip
+        assert requeued is not None
+        assert requeued.state is TaskState.PENDING
+        assert requeued.result is None
+        assert requeued.slot_id is None
+        assert requeued.prompt == "prompt\n\nfeedback"
+        assert requeued.rejection_count == 1
+        assert requeued.started_at_ms is None
+        assert requeued.completed_at_ms is None
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.record == requeued
+
+    async def test_a_requeued_task_can_be_claimed_again(self, store: Store) -> None:
+        task = await store.insert_task(make_task())
+        await claim(store)
+        await store.transition_task(
+            task.record.id, [TaskState.RUNNING], TaskState.PENDING, now_ms=T0 + 1, slot_id=None
+        )
+        again = await claim(store, "slot-b", worker="w2", now=T0 + 2)
+        assert again is not None
+        assert again.record.id == task.record.id
+        assert again.claimed_by == "w2"
+        assert again.record.started_at_ms == T0 + 2
+
+    async def test_transition_to_running_stamps_start_and_keeps_the_claim(
+        self, store: Store
+    ) -> None:
+        task = await store.insert_task(make_task())
+        await claim(store, worker="w1", now=T0 + 1)
+        again = await store.transition_task(
+            task.record.id, [TaskState.RUNNING], TaskState.RUNNING, now_ms=T0 + 9
+        )
+        assert again is not None
+        assert again.started_at_ms == T0 + 9
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.claimed_by == "w1"
+
+    async def test_cancelling_a_pending_task_means_it_is_never_claimed(self, store: Store) -> None:
+        task = await store.insert_task(make_task())
+        cancelled = await store.transition_task(
+            task.record.id, [TaskState.PENDING], TaskState.CANCELLED, now_ms=T0 + 3
+        )
+        assert cancelled is not None
+        assert cancelled.completed_at_ms == T0 + 3
+        assert cancelled.started_at_ms is None
+        assert await claim(store) is None
+
+    async def test_pending_tasks_older_than_lists_only_old_pending_tasks(
+        self, store: Store
+    ) -> None:
+        old = await store.insert_task(make_task(created_at_ms=T0 - 1000))
+        older_running = await store.insert_task(make_task(created_at_ms=T0 - 2000, priority=9))
+        await claim(store)
+        boundary = await store.insert_task(make_task(created_at_ms=T0))
+        await store.insert_task(make_task(created_at_ms=T0 + 1000))
+        got = await store.pending_tasks_older_than(T0)
+        assert [t.record.id for t in got] == [old.record.id]
+        assert older_running.record.id not in [t.record.id for t in got]
+        got = await store.pending_tasks_older_than(T0 + 1)
+        assert [t.record.id for t in got] == [old.record.id, boundary.record.id]
+
+    # ── recovery and workers ─────────────────────────────────────────
+
+    async def _running_for(self, store: Store, workers: list[str]) -> list[StoredTask]:
+        for _ in workers:
+            await store.insert_task(make_task())
+        claimed = []
+        for worker in workers:
+            task = await claim(store, f"slot-{worker}", worker=worker)
+            assert task is not None
+            claimed.append(task)
+        return claimed
+
+    async def test_recover_requeue_puts_dead_workers_tasks_back_in_the_queue(
+        self, store: Store
+    ) -> None:
+        dead1, dead2, alive = await self._running_for(store, ["dead", "dead", "alive"])
+        recovered = await store.recover_tasks(["dead", "ghost"], "requeue", T0 + 100)
+        assert sorted(recovered) == sorted([dead1.record.id, dead2.record.id])
+        for task in (dead1, dead2):
+            stored = await store.get_task(task.record.id)
+            assert stored is not None
+            assert stored.record.state is TaskState.PENDING
+            assert stored.record.slot_id is None
+            assert stored.record.started_at_ms is None
+            assert stored.claimed_by is None
+        kept = await store.get_task(alive.record.id)
+        assert kept is not None
+        assert kept.record.state is TaskState.RUNNING
+        assert kept.claimed_by == "alive"
+        again = await claim(store, "slot-new", worker="new")
+        assert again is not None
+        assert again.record.id == dead1.record.id
+
+    async def test_recover_fail_ends_dead_workers_tasks_with_a_reason(self, store: Store) -> None:
+        (dead,) = await self._running_for(store, ["dead"])
+        recovered = await store.recover_tasks(["dead"], "fail", T0 + 100)
+        assert recovered == [dead.record.id]
+        stored = await store.get_task(dead.record.id)
+        assert stored is not None
+        record = stored.record
+        assert record.state is TaskState.FAILED
+        assert record.completed_at_ms == T0 + 100
+        assert record.result is not None
+        assert not record.result.success
+        assert "dead" in record.result.output
+        assert "heartbeat" in record.result.output
+        assert stored.claimed_by is None
+        assert await store.recover_tasks(["dead"], "fail", T0 + 200) == []
+
+    async def test_recover_with_no_dead_workers_changes_nothing(self, store: Store) -> None:
+        (task,) = await self._running_for(store, ["w"])
+        assert await store.recover_tasks([], "requeue", T0) == []
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.record.state is TaskState.RUNNING
+
+    async def test_heartbeats_tell_live_workers_from_stale_task_owners(self, store: Store) -> None:
+        await store.heartbeat_worker("fresh", T0 + 50)
+        await store.heartbeat_worker("old", T0 - 50)
+        await store.heartbeat_worker("idle", T0 - 50)
+        await self._running_for(store, ["fresh", "old", "never-seen", "old"])
+        assert await store.live_workers(T0) == ["fresh"]
+        assert sorted(await store.live_workers(T0 - 50)) == ["fresh", "idle", "old"]
+        assert sorted(await store.stale_task_owners(T0)) == ["never-seen", "old"]
+        await store.heartbeat_worker("old", T0 + 60)
+        assert await store.stale_task_owners(T0) == ["never-seen"]
+        await store.remove_worker("fresh")
+        assert sorted(await store.live_workers(T0)) == ["old"]
+        assert sorted(await store.stale_task_owners(T0)) == ["fresh", "never-seen"]
+        await store.remove_worker("nobody")
+
+    # ── slots ────────────────────────────────────────────────────────
+
+    async def test_upsert_get_and_list_slots_by_worker(self, store: Store) -> None:
+        config = SlotConfig(name="alice", role="reviewer", model="m", allowed_tools=["Read"])
+        a = slot_record("slot-a", config=config, session_id="s1", worktree_path="/tmp/wt")
+        b = slot_record("slot-b", state=SlotState.BUSY, current_task=TaskId("task-1"))
+        c = slot_record("slot-c")
+        await store.upsert_slot(a, "w1")
+        await store.upsert_slot(b, "w2")
+        await store.upsert_slot(c, "w1")
+        assert await store.get_slot(SlotId("slot-a")) == a
+        assert await store.get_slot(SlotId("slot-missing")) is None
+        assert [s.id for s in await store.list_slots()] == ["slot-a", "slot-b", "slot-c"]
+        assert [s.id for s in await store.list_slots("w1")] == ["slot-a", "slot-c"]
+        assert await store.list_slots("w2") == [b]
+        assert await store.list_slots("nobody") == []
+
+        moved = a.model_copy(update={"state": SlotState.STOPPED, "restart_count": 2})
+        await store.upsert_slot(moved, "w2")
+        assert await store.get_slot(SlotId("slot-a")) == moved
+        assert [s.id for s in await store.list_slots()] == ["slot-a", "slot-b", "slot-c"]
+        assert [s.id for s in await store.list_slots("w2")] == ["slot-a", "slot-b"]
+
+    async def test_the_runtime_mcp_config_path_is_not_stored(self, store: Store) -> None:
+        await store.upsert_slot(slot_record("slot-a", mcp_config_path="/tmp/x.json"), "w")
+        got = await store.get_slot(SlotId("slot-a"))
+        assert got is not None
+        assert got.mcp_config_path is None
+        with pytest.raises(ValueError, match="mcp_config_path"):
+            await store.update_slot(SlotId("slot-a"), mcp_config_path="/tmp/y.json")
+
+    async def test_update_slot_sets_only_the_named_fields(self, store: Store) -> None:
+        await store.upsert_slot(slot_record("slot-a", session_id="s1", cost_microdollars=5), "w")
+        updated = await store.update_slot(
+            SlotId("slot-a"), state=SlotState.BUSY, current_task=TaskId("task-1")
+        )
+        assert updated is not None
+        assert updated.state is SlotState.BUSY
+        assert updated.current_task == "task-1"
+        assert updated.session_id == "s1"
+        assert updated.cost_microdollars == 5
+        assert await store.get_slot(SlotId("slot-a")) == updated
+
+        config = SlotConfig(name="n", role="r")
+        updated = await store.update_slot(
+            SlotId("slot-a"), config=config, current_task=None, state="idle"
+        )
+        assert updated is not None
+        assert updated.config == config
+        assert updated.current_task is None
+        assert updated.state is SlotState.IDLE
+        same = await store.update_slot(SlotId("slot-a"))
+        assert same == updated
+
+    async def test_update_slot_of_a_missing_slot_is_none(self, store: Store) -> None:
+        assert await store.update_slot(SlotId("slot-x"), state=SlotState.BUSY) is None
+
+    async def test_update_slot_rejects_unknown_fields_and_bad_values(self, store: Store) -> None:
+        await store.upsert_slot(slot_record("slot-a"), "w")
+        with pytest.raises(ValueError, match="colour"):
+            await store.update_slot(SlotId("slot-a"), colour="blue")
+        with pytest.raises(ValueError, match="state"):
+            await store.update_slot(SlotId("slot-a"), state="sleeping")
+        with pytest.raises(ValueError, match="cannot set id"):
+            await store.update_slot(SlotId("slot-a"), id="slot-b")
+        got = await store.get_slot(SlotId("slot-a"))
+        assert got == slot_record("slot-a")
+
+    async def test_add_slot_cost_increments_without_losing_concurrent_adds(
+        self, store: Store
+    ) -> None:
+        await store.upsert_slot(slot_record("slot-a", cost_microdollars=10), "w")
+        await asyncio.gather(*(store.add_slot_cost(SlotId("slot-a"), 3, 1) for _ in range(40)))
+        await store.update_slot(SlotId("slot-a"), state=SlotState.BUSY)
+        got = await store.get_slot(SlotId("slot-a"))
+        assert got is not None
+        assert got.cost_microdollars == 130
+        assert got.tasks_completed == 40
+        assert got.state is SlotState.BUSY
+        await store.add_slot_cost(SlotId("slot-missing"), 5, 1)
+
+    async def test_delete_slot_removes_it(self, store: Store) -> None:
+        await store.upsert_slot(slot_record("slot-a"), "w")
+        await store.upsert_slot(slot_record("slot-b"), "w")
+        await store.delete_slot(SlotId("slot-a"))
+        await store.delete_slot(SlotId("slot-missing"))
+        assert await store.get_slot(SlotId("slot-a")) is None
+        assert [s.id for s in await store.list_slots()] == ["slot-b"]
+
+    # ── spend and context ────────────────────────────────────────────
+
+    async def test_spend_starts_at_zero_and_concurrent_adds_are_all_counted(
+        self, store: Store
+    ) -> None:
+        assert await store.get_spend() == 0
+        totals = await asyncio.gather(*(store.add_spend(7) for _ in range(100)))
+        assert await store.get_spend() == 700
+        assert sorted(totals) == [7 * (i + 1) for i in range(100)]
+        assert await store.add_spend(0) == 700
+
+    async def test_context_set_get_list_and_delete(self, store: Store) -> None:
+        assert await store.context_get("k") is None
+        assert await store.context_list() == {}
+        await store.context_set("b", "2")
+        await store.context_set("a", "1")
+        await store.context_set("b", "two")
+        assert await store.context_get("b") == "two"
+        assert await store.context_list() == {"a": "1", "b": "two"}
+        assert list(await store.context_list()) == ["a", "b"]
+        assert await store.context_delete("a") is True
+        assert await store.context_delete("a") is False
+        assert await store.context_list() == {"b": "two"}
+        await store.context_set("empty", "")
+        assert await store.context_get("empty") == ""
+
+    # ── messages ─────────────────────────────────────────────────────
+
+    async def test_messages_are_peeked_then_drained_oldest_first(self, store: Store) -> None:
+        m1 = await store.send_message("slot-a", "slot-b", "hello", T0 + 1)
+        await store.send_message("slot-a", "slot-c", "not for b", T0 + 2)
+        m3 = await store.send_message("slot-c", "slot-b", "again", T0 + 3)
+        assert m1.id < m3.id
+        assert (m1.from_slot, m1.to_slot, m1.content, m1.created_at_ms) == (
+            "slot-a", "slot-b", "hello", T0 + 1,
+        )  # fmt: skip
+        assert await store.read_messages("slot-b", drain=False) == [m1, m3]
+        assert await store.read_messages("slot-b", drain=False) == [m1, m3]
+        assert await store.read_messages("slot-b", drain=True) == [m1, m3]
+        assert await store.read_messages("slot-b", drain=True) == []
+        assert await store.read_messages("slot-b", drain=False) == []
+        m4 = await store.send_message("slot-a", "slot-b", "later", T0 + 4)
+        assert await store.read_messages("slot-b", drain=True) == [m4]
+        assert [m.content for m in await store.read_messages("slot-c", drain=False)] == [
+            "not for b"
+        ]
+
+    async def test_concurrent_drains_never_deliver_a_message_twice(self, store: Store) -> None:
+        sent = [await store.send_message("a", "b", f"m{i}", T0 + i) for i in range(100)]
+
+        async def drain_some() -> list[int]:
+            got: list[int] = []
+            for _ in range(5):
+                got.extend(m.id for m in await store.read_messages("b", drain=True))
+            return got
+
+        drained = await asyncio.gather(*(drain_some() for _ in range(10)))
+        delivered = Counter(i for ids in drained for i in ids)
+        assert set(delivered) == {m.id for m in sent}
+        assert set(delivered.values()) == {1}
+
+    # ── events ───────────────────────────────────────────────────────
+
+    async def test_events_are_listed_in_order_after_an_id(self, store: Store) -> None:
+        e1 = await store.append_event("submitted", "task-1", None, {"prompt": "p"}, T0)
+        e2 = await store.append_event("started", "task-1", "slot-a", {}, T0 + 1)
+        e3 = await store.append_event(
+            "note", None, "slot-a", {"n": 1, "nested": {"x": [1, 2]}}, T0 + 2
+        )
+        e4 = await store.append_event("completed", "task-1", "slot-a", {"ok": True}, T0 + 3)
+        assert e1 < e2 < e3 < e4
+        events = await store.list_events()
+        assert [e.id for e in events] == [e1, e2, e3, e4]
+        assert (events[2].kind, events[2].task_id, events[2].slot_id) == ("note", None, "slot-a")
+        assert events[2].data == {"n": 1, "nested": {"x": [1, 2]}}
+        assert events[2].created_at_ms == T0 + 2
+        assert [e.id for e in await store.list_events(after_id=e2)] == [e3, e4]
+        assert [e.id for e in await store.list_events(task_id="task-1")] == [e1, e2, e4]
+        assert [e.id for e in await store.list_events(task_id="task-1", after_id=e1, limit=1)] == [
+            e2
+        ]
+        assert await store.list_events(after_id=e4) == []
+        assert await store.list_events(task_id="task-other") == []
+
+    async def test_event_data_is_a_copy(self, store: Store) -> None:
+        data: dict[str, Any] = {"items": [1]}
+        await store.append_event("k", None, None, data, T0)
+        data["items"].append(2)
+        (event,) = await store.list_events()
+        assert event.data == {"items": [1]}
+
+    # ── metrics ──────────────────────────────────────────────────────
+
+    async def _metrics_fixture(self, store: Store) -> None:
+        """Nine tasks; the expected figures in the tests below are computed by hand."""
+
+        async def add(state: TaskState, result: TaskResult | None, created: int,
+                      tags: list[str] | None = None) -> None:  # fmt: skip
+            await store.insert_task(make_task(state=state, result=result, created_at_ms=created,
+                                              tags=tags))  # fmt: skip
+
+        done = TaskState.COMPLETED
+        await add(done, make_result(100, 1000, 2, "A"), T0 + 1000, ["x"])
+        await add(done, make_result(300, 3000, 4, "A"), T0 + 2000)
+        await add(done, make_result(50, 2001, 1, "B"), T0 + 3000, ["y"])
+        await add(done, make_result(51, 4001, 2, "B"), T0 + 4000, ["x", "y"])
+        await add(TaskState.FAILED, make_result(70, 500, 1, "A", False), T0 + 5000)
+        await add(TaskState.CANCELLED, make_result(20, 100, 0, None, False), T0 + 6000)
+        await add(TaskState.RUNNING, None, T0 + 7000)
+        await add(TaskState.PENDING, None, T0 + 8000, ["x"])
+        await add(TaskState.PENDING_REVIEW, make_result(10, 300, 1, "B"), T0 + 9000)
+
+    async def test_session_metrics_over_all_tasks(self, store: Store) -> None:
+        await self._metrics_fixture(store)
+        m = await store.session_metrics(None, T0, T0 + 60_000)
+        assert (m.total_tasks, m.completed_tasks, m.failed_tasks) == (9, 4, 1)
+        assert (m.cancelled_tasks, m.running_tasks, m.pending_tasks) == (1, 1, 1)
+        assert m.total_spend_microdollars == 100 + 300 + 50 + 51 + 70 + 20 + 10
+        assert m.avg_cost_microdollars == 125  # 501 // 4
+        assert m.max_cost_microdollars == 300
+        assert m.avg_elapsed_ms == 2500  # 10002 // 4
+        assert m.median_elapsed_ms == 2500  # (2001 + 3000) // 2
+        assert (m.min_elapsed_ms, m.max_elapsed_ms) == (1000, 4001)
+        assert m.avg_turns == pytest.approx(2.25)  # 9 / 4
+        assert m.tasks_by_model == {"A": 3, "B": 3}
+        assert m.model_breakdown == [
+            ModelMetrics(model="A", task_count=3, total_cost_microdollars=470,
+                         avg_cost_microdollars=156, avg_elapsed_ms=1500, total_turns=7),
+            ModelMetrics(model="B", task_count=3, total_cost_microdollars=111,
+                         avg_cost_microdollars=37, avg_elapsed_ms=2100, total_turns=4),
+        ]  # fmt: skip
+        assert (m.session_start_ms, m.session_duration_ms) == (T0, 60_000)
+
+    async def test_session_metrics_of_an_empty_store_are_zero(self, store: Store) -> None:
+        m = await store.session_metrics(None, T0, T0 - 5)
+        assert m.model_dump() == {
+            **type(m)().model_dump(),
+            "session_start_ms": T0,
+            "session_duration_ms": 0,
+        }
+
+    async def test_session_metrics_filter_by_creation_time(self, store: Store) -> None:
+        await self._metrics_fixture(store)
+        # since is inclusive, until exclusive: tasks 2, 3 and 4 (created 2000..4000).
+        m = await store.session_metrics(
+            MetricsFilter(since_ms=T0 + 2000, until_ms=T0 + 5000), T0, T0
+        )
+        assert (m.total_tasks, m.completed_tasks, m.failed_tasks) == (3, 3, 0)
+        assert m.total_spend_microdollars == 401
+        assert m.avg_cost_microdollars == 133
+        assert m.median_elapsed_ms == 3000
+        assert (m.min_elapsed_ms, m.max_elapsed_ms, m.avg_elapsed_ms) == (2001, 4001, 3000)
+        assert m.avg_turns == pytest.approx(7 / 3)
+        assert m.tasks_by_model == {"A": 1, "B": 2}
+
+    async def test_session_metrics_filter_by_any_tag(self, store: Store) -> None:
+        await self._metrics_fixture(store)
+        m = await store.session_metrics(MetricsFilter(tags=["x"]), T0, T0)
+        # tasks 1, 4 and 8 (task 4 has both tags but counts once)
+        assert (m.total_tasks, m.completed_tasks, m.pending_tasks) == (3, 2, 1)
+        assert m.total_spend_microdollars == 151
+        assert m.median_elapsed_ms == 2500  # (1000 + 4001) // 2
+        m = await store.session_metrics(MetricsFilter(tags=["x", "y"]), T0, T0)
+        assert m.total_tasks == 4
+        assert m.total_spend_microdollars == 201
+
+    async def test_session_metrics_filter_by_model(self, store: Store) -> None:
+        await self._metrics_fixture(store)
+        m = await store.session_metrics(MetricsFilter(model="B"), T0, T0)
+        # tasks 3, 4 (completed) and 9 (pending review)
+        assert m.total_tasks == 3
+        assert (m.completed_tasks, m.running_tasks, m.pending_tasks) == (2, 0, 0)
+        assert m.total_spend_microdollars == 111
+        assert m.avg_cost_microdollars == 50  # 101 // 2
+        assert m.median_elapsed_ms == 3001  # (2001 + 4001) // 2
+        assert m.tasks_by_model == {"B": 3}
+        assert [b.model for b in m.model_breakdown] == ["B"]
+        m = await store.session_metrics(MetricsFilter(model="none-such"), T0, T0)
+        assert m.total_tasks == 0
+
+    async def test_session_metrics_median_of_an_odd_count_is_the_middle_value(
+        self, store: Store
+    ) -> None:
+        for elapsed in (9, 1, 5, 7, 3):
+            result = make_result(elapsed=elapsed, model="m")
+            await store.insert_task(make_task(state=TaskState.COMPLETED, result=result))
+        m = await store.session_metrics(None, T0, T0)
+        assert (m.median_elapsed_ms, m.avg_elapsed_ms) == (5, 5)

@@ -1,0 +1,516 @@
+"""The SQLite store meets the store contract, and keeps its data like a database should."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from claude_pool.errors import ConfigError, StoreError
+from claude_pool.store import MemoryStore, SqliteStore, Store, open_store
+from claude_pool.store.sqlite import APPLICATION_ID, migrations, schema_sql, split_statements
+from claude_pool.testing.store_contract import T0, StoreContract, make_result, make_task
+from claude_pool.types import SlotId, SlotRecord, SlotState, TaskState
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        store = SqliteStore(tmp_path / "pool.db")
+        await store.open()
+        yield store
+        await store.close()
+
+
+class TestSqliteStoreInMemory(StoreContract):
+    """A private in-memory database: every operation takes the store's thread."""
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[Store]:
+        store = SqliteStore(":memory:")
+        await store.open()
+        yield store
+        await store.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "pool.db"
+
+
+def test_sqlite_store_implements_the_store_protocol(tmp_path: Path) -> None:
+    assert isinstance(SqliteStore(tmp_path / "x.db"), Store)
+
+
+async def test_everything_survives_close_and_reopen(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    pending = await store.insert_task(make_task("later", tags=["keep"], priority=2))
+    running = await store.insert_task(make_task("now", priority=9))
+    await store.claim_task(SlotId("slot-a"), None, None, "worker-1", T0 + 1)
+    await store.upsert_slot(SlotRecord(id=SlotId("slot-a"), session_id="sess"), "worker-1")
+    await store.add_slot_cost(SlotId("slot-a"), 42, 1)
+    await store.add_spend(1234)
+    await store.context_set("goal", "ship it")
+    message = await store.send_message("slot-b", "slot-a", "hi", T0)
+    event = await store.append_event("submitted", pending.record.id, None, {"n": 1}, T0)
+    await store.heartbeat_worker("worker-1", T0)
+    await store.close()
+
+    reopened = SqliteStore(db_path)
+    await reopened.open()
+    try:
+        got = await reopened.get_task(pending.record.id)
+        assert got == pending
+        still_running = await reopened.get_task(running.record.id)
+        assert still_running is not None
+        assert still_running.record.state is TaskState.RUNNING
+        assert still_running.claimed_by == "worker-1"
+        slot = await reopened.get_slot(SlotId("slot-a"))
+        assert slot is not None
+        assert (slot.session_id, slot.cost_microdollars, slot.tasks_completed) == ("sess", 42, 1)
+        assert await reopened.get_spend() == 1234
+        assert await reopened.context_list() == {"goal": "ship it"}
+        assert await reopened.read_messages("slot-a", drain=False) == [message]
+        assert [e.id for e in await reopened.list_events()] == [event]
+        assert await reopened.live_workers(T0) == ["worker-1"]
+        # New tasks still come after the old ones.
+        newer = await reopened.insert_task(make_task("newer"))
+        assert newer.seq > running.seq
+    finally:
+        await reopened.close()
+
+
+async def test_two_store_objects_on_one_file_never_claim_a_task_twice(db_path: Path) -> None:
+    first, second = SqliteStore(db_path), SqliteStore(db_path)
+    await first.open()
+    await second.open()
+    try:
+        tasks = await first.insert_tasks(make_task(f"p{i}") for i in range(200))
+
+        async def claimer(store: SqliteStore, n: int) -> list[str]:
+            got: list[str] = []
+            while True:
+                task = await store.claim_task(SlotId(f"slot-{n}"), None, None, f"w{n}", T0)
+                if task is None:
+                    return got
+                got.append(task.record.id)
+
+        results = await asyncio.gather(
+            *(claimer(first if n % 2 else second, n) for n in range(20)),
+            *(first.add_spend(1) for _ in range(50)),
+            *(second.add_spend(1) for _ in range(50)),
+        )
+        claimed = Counter(i for ids in results[:20] if isinstance(ids, list) for i in ids)
+        assert set(claimed) == {t.record.id for t in tasks}
+        assert set(claimed.values()) == {1}
+        assert await first.get_spend() == 100
+        assert await second.get_spend() == 100
+    finally:
+        await first.close()
+        await second.close()
+
+
+_CLAIMER_SCRIPT = """
+import asyncio, json, sys
+from claude_pool.store import SqliteStore
+from claude_pool.types import SlotId
+
+async def main():
+    store = SqliteStore(sys.argv[1])
+    await store.open()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    claimed = []
+    while (task := await store.claim_task(SlotId("other"), None, None, "other", 0)) is not None:
+        claimed.append(task.record.id)
+    await store.close()
+    print(json.dumps(claimed), flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_another_process_and_this_one_never_claim_a_task_twice(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    tasks = await store.insert_tasks(make_task(f"p{i}") for i in range(300))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CLAIMER_SCRIPT,
+        str(db_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            assert await child.stdout.readline() == b"ready\n"
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+            mine: list[str] = []
+            while (task := await store.claim_task(SlotId("s"), None, None, "me", T0)) is not None:
+                mine.append(task.record.id)
+            theirs = json.loads(await child.stdout.readline())
+            assert await child.wait() == 0
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        await store.close()
+    claimed = Counter(mine + theirs)
+    assert set(claimed) == {t.record.id for t in tasks}
+    assert set(claimed.values()) == {1}
+
+
+async def test_a_task_inserted_by_one_store_object_is_claimed_by_another(db_path: Path) -> None:
+    submitter, worker = SqliteStore(db_path), SqliteStore(db_path)
+    await submitter.open()
+    await worker.open()
+    try:
+        task = await submitter.insert_task(make_task("from the CLI"))
+        claimed = await worker.claim_task(SlotId("slot-a"), None, None, "w", T0)
+        assert claimed is not None
+        assert claimed.record.id == task.record.id
+        seen = await submitter.get_task(task.record.id)
+        assert seen is not None
+        assert seen.record.state is TaskState.RUNNING
+    finally:
+        await submitter.close()
+        await worker.close()
+
+
+def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
+    ).fetchall()
+    return [(t, n, tbl, re.sub(r"\s+", " ", sql).strip()) for t, n, tbl, sql in rows]
+
+
+def test_applying_every_migration_yields_exactly_the_current_schema() -> None:
+    migrated = sqlite3.connect(":memory:")
+    for migration in migrations():
+        for statement in split_statements(migration.sql):
+            migrated.execute(statement)
+    current = sqlite3.connect(":memory:")
+    for statement in split_statements(schema_sql()):
+        current.execute(statement)
+    assert _schema_of(migrated) == _schema_of(current)
+    assert _schema_of(current), "the schema defines tables"
+    assert (
+        migrated.execute("SELECT * FROM counters").fetchall()
+        == current.execute("SELECT * FROM counters").fetchall()
+    )
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    found = migrations()
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    assert found[0].name == "0001_initial.sql"
+
+
+async def test_a_new_database_is_in_wal_mode_at_the_latest_schema_version(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations()[-1].version
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    conn.close()
+
+
+async def test_opening_twice_and_closing_twice_is_harmless(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.open()
+    await store.close()
+    await store.close()
+
+
+async def test_using_a_store_that_is_not_open_is_a_store_error(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    with pytest.raises(StoreError, match=r"not open; call open\(\) first"):
+        await store.get_spend()
+
+
+@pytest.fixture
+def corrupt_db(db_path: Path) -> Path:
+    db_path.write_bytes(b"this is not a database at all" * 100)
+    return db_path
+
+
+async def test_a_corrupt_file_gives_a_store_error_that_says_what_to_do(corrupt_db: Path) -> None:
+    db_path = corrupt_db
+    store = SqliteStore(db_path)
+    with pytest.raises(StoreError, match="not a claude-pool SQLite database") as info:
+        await store.open()
+    assert str(db_path) in str(info.value)
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+async def test_an_unusable_path_gives_a_store_error_that_says_what_to_do(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(StoreError, match="writable directory"):
+        await SqliteStore(not_a_dir / "pool.db").open()
+    with pytest.raises(StoreError, match="writable"):
+        await SqliteStore(tmp_path).open()  # a directory, not a file
+
+
+async def test_a_database_from_a_newer_claude_pool_is_refused(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    with pytest.raises(StoreError, match="upgrade claude-pool"):
+        await SqliteStore(db_path).open()
+
+
+async def test_a_database_of_another_application_is_refused(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not a claude-pool database"):
+        await SqliteStore(db_path).open()
+
+
+async def test_parent_directories_are_created(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "a" / "b" / "pool.db")
+    await store.open()
+    await store.close()
+    assert (tmp_path / "a" / "b" / "pool.db").is_file()
+
+
+async def test_a_cancelled_claim_leaves_no_task_claimed(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    task = await store.insert_task(make_task())
+    # Another connection holds the write lock, so the claim is still in flight when cancelled.
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    claim = asyncio.create_task(store.claim_task(SlotId("s"), None, None, "w", T0))
+    await asyncio.sleep(0)  # let the claim reach the database thread
+    claim.cancel()
+    blocker.execute("COMMIT")
+    blocker.close()
+    with pytest.raises(asyncio.CancelledError):
+        await claim
+    await store.close()  # waits for the claim to be taken back
+
+    await store.open()
+    stored = await store.get_task(task.record.id)
+    assert stored is not None
+    assert stored.record.state is TaskState.PENDING
+    assert stored.claimed_by is None
+    again = await store.claim_task(SlotId("s"), None, None, "w", T0)
+    assert again is not None
+    assert again.record.id == task.record.id
+    await store.close()
+
+
+async def test_a_claim_cancelled_at_any_point_is_either_returned_or_undone(
+    db_path: Path,
+) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    for yields in range(6):
+        task = await store.insert_task(make_task())
+        claim = asyncio.create_task(store.claim_task(SlotId("s"), None, None, "w", T0))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        claim.cancel()
+        try:
+            claimed = await claim
+        except asyncio.CancelledError:
+            claimed = None
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        expected = TaskState.PENDING if claimed is None else TaskState.RUNNING
+        assert stored.record.state is expected, f"cancelled after {yields} yields"
+        if claimed is None:
+            await store.transition_task(
+                task.record.id, [TaskState.PENDING], TaskState.CANCELLED, now_ms=T0
+            )
+        else:
+            await store.transition_task(
+                task.record.id, [TaskState.RUNNING], TaskState.CANCELLED, now_ms=T0
+            )
+    await store.close()
+
+
+async def test_a_cancelled_drain_loses_no_message(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    sent = await store.send_message("a", "b", "important", T0)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    drain = asyncio.create_task(store.read_messages("b", drain=True))
+    await asyncio.sleep(0)
+    drain.cancel()
+    blocker.execute("COMMIT")
+    blocker.close()
+    with pytest.raises(asyncio.CancelledError):
+        await drain
+    await store.close()
+    await store.open()
+    assert await store.read_messages("b", drain=True) == [sent]
+    await store.close()
+
+
+async def test_a_write_while_another_process_holds_the_lock_waits_for_it(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        adding = asyncio.create_task(store.add_spend(5))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not adding.done()
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert await adding == 5
+    assert await store.get_spend() == 5
+    await store.close()
+
+
+async def test_a_loop_of_store_calls_lets_other_tasks_run(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    ran = asyncio.Event()
+
+    async def other() -> None:
+        ran.set()
+
+    other_task = asyncio.create_task(other())
+    for _ in range(20):
+        await store.get_spend()
+        if ran.is_set():
+            break
+    assert ran.is_set()
+    await other_task
+    await store.close()
+
+
+async def test_the_wal_file_stays_bounded_under_a_stream_of_writes(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    wal = Path(f"{db_path}-wal")
+    for i in range(1500):
+        await store.insert_task(make_task(f"task {i} " + "x" * 200))
+    # Unchecked, 1,500 inserts leave about 50 MB of WAL; checkpoints keep it to a few MB.
+    size = wal_size(wal)
+    assert size is not None
+    assert size < 16_000_000
+    await store.close()
+    assert wal_size(wal) is None, "closing the last connection removes the WAL"
+
+
+def wal_size(path: Path) -> int | None:
+    return path.stat().st_size if path.exists() else None
+
+
+async def test_bulk_insert_assigns_seq_in_order_and_indexes_tags(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        single = await store.insert_task(make_task("single"))
+        batch = await store.insert_tasks(
+            make_task(f"b{i}", tags=["bulk"], state=TaskState.COMPLETED, result=make_result(i))
+            for i in range(5)
+        )
+        assert [t.seq for t in batch] == list(range(single.seq + 1, single.seq + 6))
+        listed = await store.list_tasks()
+        assert [t.id for t in listed] == [single.record.id, *(t.record.id for t in batch)]
+        metrics = await store.session_metrics(None, T0, T0)
+        assert metrics.total_spend_microdollars == 10
+        with pytest.raises(StoreError, match="already exists"):
+            await store.insert_tasks([make_task(task_id=single.record.id)])
+        later = await store.insert_task(make_task("later"))
+        assert later.seq == batch[-1].seq + 1
+    finally:
+        await store.close()
+
+
+async def test_store_errors_chain_the_sqlite_error(db_path: Path) -> None:
+    store = SqliteStore(db_path, busy_timeout_ms=50)
+    await store.open()
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="busy timeout") as info:
+            await store.add_spend(1)
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert await store.add_spend(1) == 1
+    await store.close()
+
+
+def test_the_sql_files_ship_inside_the_package() -> None:
+    from importlib.resources import files
+
+    sql = files("claude_pool.store") / "sql" / "sqlite"
+    assert "CREATE TABLE tasks" in (sql / "schema.sql").read_text()
+    assert (sql / "migrations" / "0001_initial.sql").is_file()
+
+
+# ── open_store ───────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("relative/pool.db", "relative/pool.db"),
+        ("/abs/pool.db", "/abs/pool.db"),
+        ("sqlite:///relative/pool.db", "relative/pool.db"),
+        ("sqlite:////abs/pool.db", "/abs/pool.db"),
+    ],
+)
+def test_open_store_gives_a_sqlite_store_for_paths_and_sqlite_urls(url: str, expected: str) -> None:
+    store = open_store(url)
+    assert isinstance(store, SqliteStore)
+    assert store.path == str(Path(expected).absolute())
+
+
+def test_open_store_gives_a_memory_store_for_memory() -> None:
+    assert isinstance(open_store(":memory:"), MemoryStore)
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h/db", "postgres://h/db"])
+def test_open_store_says_the_postgres_store_is_not_available_yet(url: str) -> None:
+    with pytest.raises(ConfigError, match="PostgreSQL store is not available yet"):
+        open_store(url)
+
+
+@pytest.mark.parametrize("url", ["mysql://h/db", "", "sqlite://"])
+def test_open_store_rejects_unknown_or_empty_urls(url: str) -> None:
+    with pytest.raises(ConfigError):
+        open_store(url)
+
+
+async def test_slot_state_is_stored_as_its_json_spelling(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.upsert_slot(SlotRecord(id=SlotId("s"), state=SlotState.ERRORED), "w")
+    await store.insert_task(make_task(task_id="task-x", state=TaskState.PENDING_REVIEW))
+    await store.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT state FROM slots").fetchone() == ("errored",)
+    assert conn.execute("SELECT state FROM tasks").fetchone() == ("pending_review",)
+    conn.close()
