@@ -1,0 +1,266 @@
+"""The pool end to end: the real Claude Code CLI against the mock Anthropic API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from claude_pool import Pool, PoolConfig, SlotMode, TaskState
+from claude_pool.executor import ClaudeCliExecutor, EventKind, ExecutorEvent
+from claude_pool.store import MemoryStore
+from claude_pool.store.sqlite import SqliteStore
+from claude_pool.testing.mock_api import (
+    DEFAULT_MODEL,
+    MockAnthropicAPI,
+    Reply,
+    Usage,
+    expected_cost_usd,
+)
+
+pytestmark = pytest.mark.cli
+
+PoolFactory = Callable[..., Pool]
+
+
+@pytest.fixture
+def make_pool(claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path) -> PoolFactory:
+    def make(slots: int = 1, mode: SlotMode = SlotMode.PERSISTENT, **kwargs: object) -> Pool:
+        config = PoolConfig(model=DEFAULT_MODEL, slot_mode=mode)
+        executor = ClaudeCliExecutor(claude_bin, env=cli_env)
+        store = kwargs.pop("store", None) or MemoryStore()
+        return Pool(
+            config,
+            slots=slots,
+            store=store,
+            executor=executor,
+            cwd=cli_cwd,  # type: ignore[arg-type]
+            **kwargs,
+        )  # type: ignore[arg-type]
+
+    return make
+
+
+def claude_pids(binary: Path, ancestor: int | None = None) -> set[int]:
+    """Live processes running this Claude Code binary (descendants of ``ancestor`` only, if
+    given: other tests on the machine may run the CLI at the same time)."""
+    target = binary.resolve()
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "exe")).resolve() != target:
+                continue
+        except OSError:
+            continue
+        pid = int(entry.name)
+        if pid_alive(pid) and (ancestor is None or ancestor in _ancestors(pid)):
+            pids.add(pid)
+    return pids
+
+
+def _ancestors(pid: int) -> set[int]:
+    found = set()
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        found.add(pid)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "Z"
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - external processes have no event to await
+            await asyncio.sleep(0.05)
+
+
+async def test_run_and_submit_return_the_cli_result_with_its_real_cost(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    usage = Usage(input_tokens=1000, output_tokens=200)
+    mock_api.on(Reply("hello from the mock", usage=usage), prompt="say hello")
+    mock_api.on(Reply("queued answer", usage=usage), prompt="queued work")
+    async with make_pool() as pool:
+        result = await pool.run("say hello")
+        assert result.success, result.output
+        assert result.output == "hello from the mock"
+        assert result.turns_used == 1
+        assert result.model == DEFAULT_MODEL
+        assert result.cost_microdollars == round(expected_cost_usd(DEFAULT_MODEL, usage) * 1e6)
+        task_id = await pool.submit("queued work")
+        record = await pool.wait(task_id, timeout=30)
+        assert record.state is TaskState.COMPLETED
+        assert await pool.result(task_id) == record.result
+        assert record.result is not None
+        assert record.result.output == "queued answer"
+        status = await pool.status()
+        assert status.spend_microdollars == 2 * result.cost_microdollars
+
+
+async def test_persistent_slot_keeps_the_conversation_and_ephemeral_does_not(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    async with make_pool(mode=SlotMode.PERSISTENT) as pool:
+        await pool.run("remember the word avocado")
+        await pool.run("which word?")
+    seen = mock_api.main_requests[-1]
+    assert "remember the word avocado" in str(seen.messages)
+
+    mock_api.reset()
+    async with make_pool(mode=SlotMode.EPHEMERAL) as pool:
+        await pool.run("remember the word papaya")
+        await pool.run("which word now?")
+    seen = mock_api.main_requests[-1]
+    assert "which word now?" in str(seen.messages)
+    assert "papaya" not in str(seen.messages)
+
+
+async def test_cancel_of_a_running_task_kills_its_cli_process(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, claude_bin: Path
+) -> None:
+    mock_api.on(Reply("too late", delay=60), prompt="slow job")
+    started: list[ExecutorEvent] = []
+    async with make_pool() as pool:
+        pool.add_listener(
+            lambda e: started.append(e) if e.kind is EventKind.PROCESS_STARTED else None
+        )
+        task_id = await pool.submit("slow job")
+        await asyncio.to_thread(mock_api.wait_for_requests, 1, 30)
+        pid = int(started[-1].data["pid"])
+        assert pid_alive(pid)
+        record = await asyncio.wait_for(pool.cancel(task_id), timeout=30)
+        assert record.state is TaskState.CANCELLED
+        assert not pid_alive(pid)
+
+
+# ── crash recovery through `claude-pool worker` ─────────────────────
+
+
+@pytest.fixture
+def worker_env(cli_env: dict[str, str], claude_bin: Path) -> dict[str, str]:
+    env = {k: v for k, v in cli_env.items() if not k.startswith("CLAUDE_POOL_")}
+    env["CLAUDE_POOL_CLAUDE_BIN"] = str(claude_bin)
+    env["CLAUDE_POOL_HEARTBEAT_SECS"] = "0.5"
+    return env
+
+
+@pytest.fixture
+def start_worker(
+    worker_env: dict[str, str], cli_cwd: Path, tmp_path: Path
+) -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
+
+    def start(db: Path) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
+        logs.append(log)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "claude_pool.cli",
+                "worker",
+                "--store",
+                str(db),
+                "--slots",
+                "2",
+                "--model",
+                DEFAULT_MODEL,
+                "--permission-mode",
+                "dontAsk",
+            ],
+            cwd=cli_cwd,
+            env=worker_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    for log in logs:
+        log.close()
+
+
+@pytest.fixture
+async def client_of() -> AsyncIterator[Callable[[Path], Pool]]:
+    opened: list[Pool] = []
+
+    def open_client(db: Path) -> Pool:
+        pool = Pool(PoolConfig(), slots=0, store=SqliteStore(db))
+        opened.append(pool)
+        return pool
+
+    yield open_client
+    for pool in opened:
+        await pool.close()
+
+
+async def test_a_pool_killed_mid_work_is_finished_by_the_next_one_with_nothing_lost(
+    mock_api: MockAnthropicAPI,
+    start_worker: Callable[[Path], subprocess.Popen[bytes]],
+    client_of: Callable[[Path], Pool],
+    claude_bin: Path,
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pool.db"
+    slow = mock_api.on(Reply("slow finished", delay=120), prompt="slow task")
+    client = client_of(db)
+    await client.open()
+    ids = [await client.submit(f"slow task {i}") for i in range(2)]
+    ids += [await client.submit(f"quick task {i}") for i in range(3)]
+
+    first = start_worker(db)
+    await asyncio.to_thread(mock_api.wait_for_requests, 2, 30)
+    running = [t for t in await client.list_tasks() if t.state is TaskState.RUNNING]
+    assert len(running) == 2
+    workers_children = claude_pids(claude_bin, ancestor=first.pid)
+    assert len(workers_children) == 2
+
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    await wait_until(lambda: not any(pid_alive(p) for p in workers_children), timeout=15)
+
+    slow.times = 0  # from now on the re-queued slow tasks answer at once
+    second = start_worker(db)
+    records = [await client.wait(task_id, timeout=60) for task_id in ids]
+    assert [r.state for r in records] == [TaskState.COMPLETED] * 5
+    assert all(r.result is not None and r.result.success for r in records)
+
+    second_children = claude_pids(claude_bin, ancestor=second.pid)
+    assert second_children, "persistent slots keep a warm CLI process"
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=60) == 0
+    assert not any(pid_alive(p) for p in second_children)
+    prompts = [r.prompt for r in mock_api.main_requests]
+    for i in range(3):
+        assert prompts.count(f"quick task {i}") == 1, "a queued task ran twice"
