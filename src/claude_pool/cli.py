@@ -288,7 +288,10 @@ def tasks(
     if as_json:
         _print_json([r.model_dump(mode="json") for r in records])
         return
-    table = Table("id", "state", "slot", "cost $", "turns", "prompt", title="tasks")
+    table = Table(title="tasks")
+    for name in ("id", "state", "slot", "cost $", "turns"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("prompt", overflow="ellipsis", no_wrap=True, max_width=60)
     for r in records:
         res = r.result
         table.add_row(
@@ -321,7 +324,9 @@ def status(
     if as_json:
         _print_json(data)
         return
-    table = Table("slot", "state", "name/role", "task", "done", "cost $", title="slots")
+    table = Table(title="slots")
+    for name in ("slot", "state", "name/role", "task", "done", "cost $"):
+        table.add_column(name, no_wrap=True)
     for s in data["slots"]:
         cfg = s["config"]
         table.add_row(
