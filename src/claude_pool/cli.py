@@ -289,7 +289,9 @@ def tasks(
         _print_json([r.model_dump(mode="json") for r in records])
         return
     table = Table(title="tasks")
-    for name in ("id", "state", "slot", "cost $", "turns"):
+    # Ids are copied into other commands, so they are never shortened.
+    table.add_column("id", no_wrap=True, min_width=max((len(r.id) for r in records), default=2))
+    for name in ("state", "slot", "cost $", "turns"):
         table.add_column(name, no_wrap=True)
     table.add_column("prompt", overflow="ellipsis", no_wrap=True, max_width=60)
     for r in records:
