@@ -1,0 +1,79 @@
+"""Shared fixtures: the mock Anthropic API and the real Claude Code CLI pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from claude_pool.testing.claude_cli import CliRun, ensure_claude, mock_cli_env, run_print
+from claude_pool.testing.mock_api import MockAnthropicAPI
+
+CLI_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The pinned Claude Code CLI (installed on first use)."""
+    return ensure_claude()
+
+
+@pytest.fixture
+def mock_api() -> Iterator[MockAnthropicAPI]:
+    """A running mock Anthropic API with fresh state."""
+    with MockAnthropicAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path) -> Path:
+    """An isolated HOME for the CLI (its sessions and settings land here)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def cli_cwd(tmp_path: Path) -> Path:
+    """An empty working directory for the CLI."""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    return cwd
+
+
+@pytest.fixture
+def cli_env(mock_api: MockAnthropicAPI, cli_home: Path) -> dict[str, str]:
+    """Environment that points the CLI at ``mock_api`` with ``cli_home`` as HOME."""
+    return mock_cli_env(mock_api.base_url, cli_home)
+
+
+class RunClaude(Protocol):
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        cwd: Path | None = None,
+        timeout: float = CLI_TIMEOUT,
+    ) -> CliRun: ...
+
+
+@pytest.fixture
+def run_claude(claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path) -> RunClaude:
+    """Run ``claude -p --output-format stream-json --verbose *args`` against the mock.
+
+    Put the prompt after ``--`` in ``args`` (or pass it as ``input``). Returns a ``CliRun``.
+    """
+
+    def run(
+        *args: str,
+        input: str | None = None,
+        cwd: Path | None = None,
+        timeout: float = CLI_TIMEOUT,
+    ) -> CliRun:
+        return run_print(
+            claude_bin, args, env=cli_env, cwd=cwd or cli_cwd, input=input, timeout=timeout
+        )
+
+    return run
