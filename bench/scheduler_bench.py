@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +23,9 @@ from claude_pool.executor.base import ExecutionRequest
 from claude_pool.store import MemoryStore, Store
 from claude_pool.store.sqlite import SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from store_bench import completed_task  # noqa: E402
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -65,8 +70,9 @@ async def paced_latency(store: Store, tasks: int, slots: int) -> dict[str, float
         latencies.append(time.perf_counter() - marks[request.task_id])
         return TaskResult.success_result("ok", 10, 1)
 
-    async with Pool(PoolConfig(), slots=slots, store=store,
-                    executor=FakeExecutor(handler=handler)) as pool:
+    async with Pool(
+        PoolConfig(), slots=slots, store=store, executor=FakeExecutor(handler=handler)
+    ) as pool:
         for i in range(tasks):
             mark = time.perf_counter()
             task_id = await pool.submit(f"paced {i}")
@@ -76,14 +82,14 @@ async def paced_latency(store: Store, tasks: int, slots: int) -> dict[str, float
 
 
 async def big_store_queries(path: Path, rows: int) -> dict[str, float]:
-    from bench.store_bench import fill_completed_tasks  # type: ignore[import-not-found]
-
+    rng = random.Random(7)
     store = SqliteStore(path)
     await store.open()
-    await fill_completed_tasks(store, rows)
+    await store.insert_tasks(completed_task(i, rng) for i in range(rows))
     await store.close()
-    async with Pool(PoolConfig(), slots=4, store=SqliteStore(path),
-                    executor=FakeExecutor()) as pool:
+    async with Pool(
+        PoolConfig(), slots=4, store=SqliteStore(path), executor=FakeExecutor()
+    ) as pool:
         timings: dict[str, list[float]] = {"status_ms": [], "list_50_ms": []}
         for _ in range(20):
             t0 = time.perf_counter()
@@ -113,10 +119,14 @@ async def main() -> None:
             await throughput(SqliteStore(Path(tmp) / "tp.db"), args.tasks, args.slots),
         )
         show("memory: paced dispatch", await paced_latency(MemoryStore(), 500, args.slots))
-        show("sqlite: paced dispatch",
-             await paced_latency(SqliteStore(Path(tmp) / "paced.db"), 500, args.slots))
-        show(f"sqlite: {args.rows:,} tasks stored",
-             await big_store_queries(Path(tmp) / "big.db", args.rows))
+        show(
+            "sqlite: paced dispatch",
+            await paced_latency(SqliteStore(Path(tmp) / "paced.db"), 500, args.slots),
+        )
+        show(
+            f"sqlite: {args.rows:,} tasks stored",
+            await big_store_queries(Path(tmp) / "big.db", args.rows),
+        )
 
 
 if __name__ == "__main__":

@@ -248,7 +248,7 @@ async def test_tasks_targeted_at_a_role_run_only_on_slots_with_that_role() -> No
 async def test_overrides_and_shared_context_reach_the_executor() -> None:
     executor = FakeExecutor()
     async with make_pool(executor, config=PoolConfig(system_prompt="Be brief.")) as pool:
-        await pool.store.context_set("repo", "claude-pool")
+        await pool.context_set("repo", "claude-pool")
         await pool.run("x", TaskOverrides(model="claude-haiku-4-5", max_turns=2))
     config = executor.requests[0].config
     assert config.model == "claude-haiku-4-5"

@@ -103,7 +103,10 @@ class PermissionPromptDetected(ClaudePoolError):
 
 
 class ClaudeCliError(ClaudePoolError):
-    """The Claude Code CLI failed: ``command`` (secrets redacted), ``exit_code``, ``stderr`` tail."""
+    """The Claude Code CLI failed.
+
+    ``command`` is the command line with secrets redacted; ``stderr`` is its tail.
+    """
 
     def __init__(
         self, message: str, *, exit_code: int | None, stderr: str, command: str | None

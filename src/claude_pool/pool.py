@@ -180,6 +180,7 @@ class Pool:
         self._finished: dict[TaskId, asyncio.Event] = {}
         self._errors: dict[TaskId, ClaudePoolError] = {}
         self._reserved: dict[TaskId, int] = {}
+        self._context_cache: dict[str, str] | None = None
         self._rate_limit: RateLimitState | None = None
         self._rate_limited_slots: dict[str, int] = {}
         self._listeners: list[EventListener] = []
@@ -363,6 +364,7 @@ class Pool:
                     if stored is not None and stored.record.state is not TaskState.RUNNING:
                         running.cancel_reason = f"task became {stored.record.state} elsewhere"
                         running.cancel.set()
+                self._context_cache = None
                 self._dispatcher.work.notify()
             except Exception:
                 log.exception("store sync failed; will retry")
@@ -805,11 +807,13 @@ class Pool:
         if not key.strip():
             raise ValueError("context key must not be empty")
         await self._store.context_set(key, value)
+        self._context_cache = None
 
     async def context_get(self, key: str) -> str | None:
         return await self._store.context_get(key)
 
     async def context_delete(self, key: str) -> bool:
+        self._context_cache = None
         return await self._store.context_delete(key)
 
     async def context_list(self) -> dict[str, str]:
@@ -908,7 +912,10 @@ class Pool:
         slot.running = running
         result: TaskResult | None = None
         try:
-            slot.record = await self._update_slot(slot, state=SlotState.BUSY, current_task=task.id)
+            # The claim already marked the slot busy in the store.
+            slot.record = slot.record.model_copy(
+                update={"state": SlotState.BUSY, "current_task": task.id}
+            )
             request = await self._build_request(slot, stored, running)
             assert self._executor is not None
             result = await self._executor.execute(request, self._on_event)
@@ -933,7 +940,7 @@ class Pool:
         if cap is not None:
             config = replace(config, max_budget_usd=cap / 1_000_000)
         config = await self._with_shared_context(config)
-        prompt = await self._with_messages(slot, task.prompt)
+        prompt = await self._with_messages(slot, running, task.prompt)
         fresh = slot.mode is SlotMode.EPHEMERAL or stored.fresh_session
         return ExecutionRequest(
             task_id=task.id,
@@ -949,8 +956,15 @@ class Pool:
             cancel=running.cancel,
         )
 
+    async def _shared_context(self) -> dict[str, str]:
+        """The shared context, cached between sync ticks (other processes' changes show up
+        within ``poll_secs``; this pool's own at once)."""
+        if self._context_cache is None:
+            self._context_cache = await self._store.context_list()
+        return self._context_cache
+
     async def _with_shared_context(self, config: EffectiveConfig) -> EffectiveConfig:
-        context = await self._store.context_list()
+        context = await self._shared_context()
         if not context:
             return config
         notes = "\n".join(f"- {key}: {value}" for key, value in sorted(context.items()))
@@ -958,8 +972,9 @@ class Pool:
         prompt = f"{config.system_prompt}\n\n{block}" if config.system_prompt else block
         return replace(config, system_prompt=prompt)
 
-    async def _with_messages(self, slot: Slot, prompt: str) -> str:
+    async def _with_messages(self, slot: Slot, running: RunningTask, prompt: str) -> str:
         messages = await self._store.read_messages(slot.id, drain=False)
+        running.delivered_messages = len(messages)
         if not messages:
             return prompt
         lines = "\n".join(f"- from {m.from_slot}: {m.content}" for m in messages)
@@ -972,12 +987,7 @@ class Pool:
         task = stored.record
         result = result or TaskResult.failure("the task ended without a result")
         try:
-            if result.cost_microdollars:
-                await self._store.add_spend(result.cost_microdollars)
-            await self._store.add_slot_cost(
-                slot.id, result.cost_microdollars, 1 if result.success else 0
-            )
-            if result.success:
+            if result.success and running.delivered_messages:
                 await self._store.read_messages(slot.id, drain=True)
             if running.cancel.is_set():
                 target = TaskState.CANCELLED
@@ -989,36 +999,42 @@ class Pool:
                 target = TaskState.PENDING_REVIEW if task.review_required else TaskState.COMPLETED
             else:
                 target = TaskState.FAILED
-            now = now_ms()
-            updated = await self._store.transition_task(
-                task.id, {TaskState.RUNNING}, target, now_ms=now, result=result
-            )
-            if updated is None:
-                # Someone else ended it first (e.g. a cancel from another process): keep their
-                # state, but attach what the run actually cost and said.
-                current = await self._store.get_task(task.id)
-                if current is not None and current.record.state is TaskState.CANCELLED:
-                    await self._store.transition_task(
-                        task.id,
-                        {TaskState.CANCELLED},
-                        TaskState.CANCELLED,
-                        now_ms=now,
-                        result=result.model_copy(update={"success": False}),
-                    )
             session = slot.record.session_id
             if slot.mode is SlotMode.EPHEMERAL:
                 session = None
             elif result.session_id:
                 session = result.session_id
-            slot.record = await self._update_slot(
-                slot, state=SlotState.IDLE, current_task=None, session_id=session
+            slot_fields = {"state": SlotState.IDLE, "current_task": None, "session_id": session}
+            completed = 1 if result.success else 0
+            now = now_ms()
+            updated = await self._store.settle_task(
+                task.id,
+                {TaskState.RUNNING},
+                target,
+                now_ms=now,
+                result=result,
+                slot_id=slot.id,
+                spend=result.cost_microdollars,
+                tasks_completed=completed,
+                slot_fields=slot_fields,
             )
             slot.record = slot.record.model_copy(
                 update={
-                    "tasks_completed": slot.record.tasks_completed + (1 if result.success else 0),
+                    **slot_fields,
+                    "tasks_completed": slot.record.tasks_completed + completed,
                     "cost_microdollars": slot.record.cost_microdollars + result.cost_microdollars,
                 }
             )
+            if updated is None:
+                # Someone else ended it first (e.g. a cancel from another process): keep their
+                # state, but attach what the run actually cost and said.
+                await self._store.transition_task(
+                    task.id,
+                    {TaskState.CANCELLED},
+                    TaskState.CANCELLED,
+                    now_ms=now,
+                    result=result.model_copy(update={"success": False}),
+                )
         except Exception:
             log.exception("task %s: recording its result failed", task.id)
         finally:

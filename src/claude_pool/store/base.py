@@ -128,7 +128,8 @@ class Store(Protocol):
     ) -> StoredTask | None:
         """Atomically take the best pending task this slot may run (highest priority, then
         lowest ``seq``; target must match), marking it running on this slot, stamping
-        ``started_at_ms`` and ``claimed_by``. None when there is nothing for this slot."""
+        ``started_at_ms`` and ``claimed_by``, and marking the slot (if stored) busy with it.
+        None when there is nothing for this slot."""
 
     async def transition_task(
         self,
@@ -147,6 +148,25 @@ class Store(Protocol):
         ``completed_at_ms`` (any other non-pending state), clear ``claimed_by`` unless running.
         Moving back to pending (a re-queue) clears both stamps. Returns the updated record, or
         None if the task does not exist or was not in an allowed state."""
+
+    async def settle_task(
+        self,
+        task_id: TaskId,
+        from_states: Collection[TaskState],
+        to_state: TaskState,
+        *,
+        now_ms: int,
+        result: TaskResult,
+        slot_id: SlotId,
+        spend: int,
+        tasks_completed: int,
+        slot_fields: Mapping[str, Any],
+    ) -> TaskRecord | None:
+        """Record a finished run in one atomic write: add ``spend`` to the pool's total and to
+        the slot's cost (with ``tasks_completed``), set the slot's ``slot_fields``, and
+        compare-and-set the task to ``to_state`` with ``result`` (as ``transition_task``).
+        The spend and slot changes apply even when the task has left ``from_states`` (then
+        None is returned): money spent is spent."""
 
     async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
         """Pending tasks submitted before the given time (for assignment timeouts)."""

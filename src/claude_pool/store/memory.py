@@ -35,6 +35,7 @@ from claude_pool.types import (
     SessionMetrics,
     SlotId,
     SlotRecord,
+    SlotState,
     TaskFilter,
     TaskId,
     TaskRecord,
@@ -150,6 +151,11 @@ class MemoryStore:
             record.slot_id = slot_id
             record.started_at_ms = now_ms
             stored.claimed_by = worker_id
+            entry = self._slots.get(slot_id)
+            if entry is not None:
+                slot, owner = entry
+                busy = {"state": SlotState.BUSY, "current_task": task_id}
+                self._slots[slot_id] = (slot.model_copy(update=busy), owner)
             return _copy_task(stored)
         return None
 
@@ -166,6 +172,28 @@ class MemoryStore:
         rejection_count: int | Any = UNSET,
     ) -> TaskRecord | None:
         self._check_open()
+        fields = {
+            "result": result,
+            "slot_id": slot_id,
+            "prompt": prompt,
+            "rejection_count": rejection_count,
+        }
+        return self._transition(
+            task_id,
+            from_states,
+            to_state,
+            now_ms,
+            {k: v for k, v in fields.items() if v is not UNSET},
+        )
+
+    def _transition(
+        self,
+        task_id: TaskId,
+        from_states: Collection[TaskState],
+        to_state: TaskState,
+        now_ms: int,
+        fields: Mapping[str, Any],
+    ) -> TaskRecord | None:
         stored = self._tasks.get(task_id)
         if stored is None or stored.record.state not in from_states:
             return None
@@ -173,14 +201,15 @@ class MemoryStore:
         if record.state is TaskState.PENDING:
             self._dequeue(stored)
         record.state = to_state
-        if result is not UNSET:
+        if "result" in fields:
+            result = fields["result"]
             record.result = None if result is None else result.model_copy(deep=True)
-        if slot_id is not UNSET:
-            record.slot_id = slot_id
-        if prompt is not UNSET:
-            record.prompt = prompt
-        if rejection_count is not UNSET:
-            record.rejection_count = rejection_count
+        if "slot_id" in fields:
+            record.slot_id = fields["slot_id"]
+        if "prompt" in fields:
+            record.prompt = fields["prompt"]
+        if "rejection_count" in fields:
+            record.rejection_count = fields["rejection_count"]
         if to_state is TaskState.RUNNING:
             record.started_at_ms = now_ms
         else:
@@ -192,6 +221,32 @@ class MemoryStore:
             else:
                 record.completed_at_ms = now_ms
         return record.model_copy(deep=True)
+
+    async def settle_task(
+        self,
+        task_id: TaskId,
+        from_states: Collection[TaskState],
+        to_state: TaskState,
+        *,
+        now_ms: int,
+        result: TaskResult,
+        slot_id: SlotId,
+        spend: int,
+        tasks_completed: int,
+        slot_fields: Mapping[str, Any],
+    ) -> TaskRecord | None:
+        self._check_open()
+        values = validate_slot_fields(slot_id, dict(slot_fields))
+        # No await below: the whole settlement happens at once.
+        self._spend += spend
+        entry = self._slots.get(slot_id)
+        if entry is not None:
+            slot, owner = entry
+            slot = slot.model_copy(update=copy.deepcopy(values))
+            slot.cost_microdollars += spend
+            slot.tasks_completed += tasks_completed
+            self._slots[slot_id] = (slot, owner)
+        return self._transition(task_id, from_states, to_state, now_ms, {"result": result})
 
     async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
         self._check_open()

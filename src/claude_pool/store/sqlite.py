@@ -326,6 +326,41 @@ def _translate(path: str, operation: str, exc: sqlite3.Error) -> StoreError:
 # ── the database thread ──────────────────────────────────────────────
 
 
+def _transition(
+    conn: sqlite3.Connection,
+    task_id: str,
+    from_states: Collection[TaskState],
+    to_state: TaskState,
+    now_ms: int,
+    fields: dict[str, Any],
+) -> TaskRecord | None:
+    """The compare-and-set UPDATE of a task, inside the caller's write transaction."""
+    states = [TaskState(s).value for s in from_states]
+    sets = ["state = ?"]
+    params: list[Any] = [to_state.value]
+    if to_state is TaskState.RUNNING:
+        sets.append("started_at_ms = ?")
+        params.append(now_ms)
+    elif to_state is TaskState.PENDING:
+        sets.append("claimed_by = NULL, started_at_ms = NULL, completed_at_ms = NULL")
+    else:
+        sets.append("claimed_by = NULL, completed_at_ms = ?")
+        params.append(now_ms)
+    if "result" in fields:
+        sets.append(_RESULT_SETS)
+        params.extend(_result_values(fields["result"]))
+    for name in ("slot_id", "prompt", "rejection_count"):
+        if name in fields:
+            sets.append(f"{name} = ?")
+            params.append(fields[name])
+    row = conn.execute(
+        f"UPDATE tasks SET {', '.join(sets)} WHERE id = ? "
+        f"AND state IN ({_placeholders(len(states))}) RETURNING {_TASK_COLUMNS}",
+        (*params, task_id, *states),
+    ).fetchone()
+    return None if row is None else _record_from_row(row)
+
+
 class _Database:
     """Synchronous operations on one connection.
 
@@ -541,7 +576,14 @@ class _Database:
     ) -> StoredTask | None:
         with self.write() as conn:
             row = conn.execute(_CLAIM, (slot_id, worker_id, now_ms, slot_id, role, name)).fetchone()
-        return None if row is None else _task_from_row(row)
+            if row is None:
+                return None
+            task = _task_from_row(row)
+            conn.execute(
+                "UPDATE slots SET state = 'busy', current_task = ? WHERE id = ?",
+                (task.record.id, slot_id),
+            )
+        return task
 
     def unclaim_task(self, task: StoredTask) -> None:
         with self.write() as conn:
@@ -555,33 +597,39 @@ class _Database:
         now_ms: int,
         fields: dict[str, Any],
     ) -> TaskRecord | None:
-        states = [TaskState(s).value for s in from_states]
-        if not states:
+        if not from_states:
             return None
-        sets = ["state = ?"]
-        params: list[Any] = [to_state.value]
-        if to_state is TaskState.RUNNING:
-            sets.append("started_at_ms = ?")
-            params.append(now_ms)
-        elif to_state is TaskState.PENDING:
-            sets.append("claimed_by = NULL, started_at_ms = NULL, completed_at_ms = NULL")
-        else:
-            sets.append("claimed_by = NULL, completed_at_ms = ?")
-            params.append(now_ms)
-        if "result" in fields:
-            sets.append(_RESULT_SETS)
-            params.extend(_result_values(fields["result"]))
-        for name in ("slot_id", "prompt", "rejection_count"):
-            if name in fields:
-                sets.append(f"{name} = ?")
-                params.append(fields[name])
         with self.write() as conn:
-            row = conn.execute(
-                f"UPDATE tasks SET {', '.join(sets)} WHERE id = ? "
-                f"AND state IN ({_placeholders(len(states))}) RETURNING {_TASK_COLUMNS}",
-                (*params, task_id, *states),
-            ).fetchone()
-        return None if row is None else _record_from_row(row)
+            return _transition(conn, task_id, from_states, to_state, now_ms, fields)
+
+    def settle_task(
+        self,
+        task_id: str,
+        from_states: Collection[TaskState],
+        to_state: TaskState,
+        now_ms: int,
+        result: TaskResult,
+        slot_id: str,
+        spend: int,
+        tasks_completed: int,
+        slot_values: dict[str, Any],
+    ) -> TaskRecord | None:
+        columns = [_slot_column_value(name, value) for name, value in slot_values.items()]
+        sets = "".join(f", {c} = ?" for c, _ in columns)
+        with self.write() as conn:
+            if spend:
+                conn.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'spend_microdollars'",
+                    (spend,),
+                )
+            conn.execute(
+                "UPDATE slots SET cost_microdollars = cost_microdollars + ?, "
+                f"tasks_completed = tasks_completed + ?{sets} WHERE id = ?",
+                (spend, tasks_completed, *(v for _, v in columns), slot_id),
+            )
+            if not from_states:
+                return None
+            return _transition(conn, task_id, from_states, to_state, now_ms, {"result": result})
 
     def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
         rows = self.conn.execute(
@@ -915,7 +963,7 @@ def _metrics_from_groups(
 # ── the async store ──────────────────────────────────────────────────
 
 
-_CHECKPOINT_EVERY = 128
+_CHECKPOINT_EVERY = 384
 """Quick-path write transactions between two WAL checkpoints (run on the store's thread)."""
 
 
@@ -1208,6 +1256,34 @@ class SqliteStore:
 
     async def list_slots(self, worker_id: str | None = None) -> list[SlotRecord]:
         return await self._quick("listing slots", _Database.list_slots, worker_id)
+
+    async def settle_task(
+        self,
+        task_id: TaskId,
+        from_states: Collection[TaskState],
+        to_state: TaskState,
+        *,
+        now_ms: int,
+        result: TaskResult,
+        slot_id: SlotId,
+        spend: int,
+        tasks_completed: int,
+        slot_fields: Mapping[str, Any],
+    ) -> TaskRecord | None:
+        values = validate_slot_fields(slot_id, dict(slot_fields))
+        return await self._quick(
+            "recording a finished task",
+            _Database.settle_task,
+            task_id,
+            list(from_states),
+            TaskState(to_state),
+            now_ms,
+            result,
+            slot_id,
+            spend,
+            tasks_completed,
+            values,
+        )
 
     async def update_slot(self, slot_id: SlotId, **fields: Any) -> SlotRecord | None:
         values = validate_slot_fields(slot_id, fields)

@@ -598,6 +598,58 @@ class StoreContract:
         got = await store.get_slot(SlotId("slot-a"))
         assert got == slot_record("slot-a")
 
+    async def test_claim_marks_the_claiming_slot_busy_with_the_task(self, store: Store) -> None:
+        await store.upsert_slot(slot_record("slot-a"), "w")
+        task = await store.insert_task(make_task())
+        await claim(store)
+        slot = await store.get_slot(SlotId("slot-a"))
+        assert slot is not None
+        assert (slot.state, slot.current_task) == (SlotState.BUSY, task.record.id)
+
+    async def test_settle_task_records_spend_slot_and_final_state_at_once(
+        self, store: Store
+    ) -> None:
+        await store.upsert_slot(slot_record("slot-a", state=SlotState.BUSY), "w")
+        task = await store.insert_task(make_task())
+        await claim(store)
+        result = make_result(cost=250, turns=2)
+        settled = await store.settle_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=T0 + 50,
+            result=result, slot_id=SlotId("slot-a"), spend=250, tasks_completed=1,
+            slot_fields={"state": SlotState.IDLE, "current_task": None, "session_id": "s-1"},
+        )  # fmt: skip
+        assert settled is not None
+        assert settled.state is TaskState.COMPLETED
+        assert settled.result == result
+        assert settled.completed_at_ms == T0 + 50
+        assert await store.get_spend() == 250
+        slot = await store.get_slot(SlotId("slot-a"))
+        assert slot is not None
+        assert (slot.state, slot.session_id) == (SlotState.IDLE, "s-1")
+        assert (slot.cost_microdollars, slot.tasks_completed) == (250, 1)
+
+    async def test_settle_task_keeps_the_spend_when_the_task_already_ended(
+        self, store: Store
+    ) -> None:
+        await store.upsert_slot(slot_record("slot-a"), "w")
+        task = await store.insert_task(make_task())
+        await claim(store)
+        await store.transition_task(task.record.id, {TaskState.RUNNING}, TaskState.CANCELLED,
+                                    now_ms=T0 + 20)  # fmt: skip
+        settled = await store.settle_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=T0 + 50,
+            result=make_result(cost=99), slot_id=SlotId("slot-a"), spend=99,
+            tasks_completed=0, slot_fields={},
+        )  # fmt: skip
+        assert settled is None
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        assert got.record.state is TaskState.CANCELLED
+        assert await store.get_spend() == 99
+        slot = await store.get_slot(SlotId("slot-a"))
+        assert slot is not None
+        assert slot.cost_microdollars == 99
+
     async def test_add_slot_cost_increments_without_losing_concurrent_adds(
         self, store: Store
     ) -> None:
