@@ -25,7 +25,7 @@ from claude_pool.store.sqlite import SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from store_bench import completed_task  # noqa: E402
+from store_bench import completed_task
 
 
 def percentile(values: list[float], pct: float) -> float:

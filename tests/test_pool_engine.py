@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -277,3 +278,22 @@ async def test_submit_rejects_bad_input_with_a_clear_error() -> None:
             await pool.submit("   ")
         with pytest.raises(ValueError, match="timeout"):
             await pool.submit("x", timeout=-1)
+
+
+async def test_a_task_with_its_own_directory_runs_one_shot_outside_the_slot_session(
+    tmp_path: Path,
+) -> None:
+    def handler(request: ExecutionRequest) -> TaskResult:
+        return TaskResult.success_result("ok", 1, 1).with_session_id(f"s-{request.prompt}")
+
+    executor = FakeExecutor(handler=handler)
+    async with make_pool(executor, cwd=tmp_path / "slot") as pool:
+        await pool.run("home")
+        await pool.run("away", cwd=tmp_path / "chain")
+        await pool.run("home again")
+    home, away, again = executor.requests
+    assert away.cwd == (tmp_path / "chain").resolve()
+    assert away.mode is SlotMode.EPHEMERAL
+    assert away.session_id is None
+    assert again.cwd == home.cwd
+    assert again.session_id == "s-home"

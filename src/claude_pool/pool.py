@@ -386,12 +386,14 @@ class Pool:
         name: str | None = None,
         fresh_session: bool = False,
         assignment_timeout: float | None = None,
+        cwd: str | Path | None = None,
     ) -> TaskId:
         """Queue a task and return its id at once.
 
         ``priority``: higher runs first, equal priorities in submission order. ``timeout``: the
         task's run-time limit in seconds (default: the pool's). ``slot``/``role``/``name``
         restrict which slots may run it. ``fresh_session`` runs it in a new conversation.
+        ``cwd`` runs it in another directory than its slot's (in a fresh one-shot session).
         """
         self._check_accepting()
         if not prompt or not prompt.strip():
@@ -413,6 +415,7 @@ class Pool:
                 timeout_secs=timeout,
                 assignment_timeout_secs=assignment_timeout,
                 fresh_session=fresh_session,
+                cwd=_real_path(cwd) if cwd is not None else None,
             )
         )
         self._dispatcher.track_deadline(stored)
@@ -941,14 +944,19 @@ class Pool:
             config = replace(config, max_budget_usd=cap / 1_000_000)
         config = await self._with_shared_context(config)
         prompt = await self._with_messages(slot, running, task.prompt)
-        fresh = slot.mode is SlotMode.EPHEMERAL or stored.fresh_session
+        elsewhere = stored.cwd is not None and Path(stored.cwd) != slot.cwd
+        # A conversation resumes only where it was recorded, so a task in another directory
+        # runs one-shot and leaves the slot's warm process and session alone.
+        one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
+        fresh = one_shot or stored.fresh_session
+        running.one_shot = elsewhere
         return ExecutionRequest(
             task_id=task.id,
             slot_id=slot.id,
             prompt=prompt,
             config=config,
-            cwd=slot.cwd,
-            mode=SlotMode.EPHEMERAL if slot.mode is SlotMode.EPHEMERAL else SlotMode.PERSISTENT,
+            cwd=Path(stored.cwd) if elsewhere and stored.cwd else slot.cwd,
+            mode=SlotMode.EPHEMERAL if one_shot else SlotMode.PERSISTENT,
             session_id=None if fresh else slot.record.session_id,
             timeout_secs=stored.timeout_secs
             if stored.timeout_secs is not None
@@ -1002,7 +1010,7 @@ class Pool:
             session = slot.record.session_id
             if slot.mode is SlotMode.EPHEMERAL:
                 session = None
-            elif result.session_id:
+            elif result.session_id and not running.one_shot:
                 session = result.session_id
             slot_fields = {"state": SlotState.IDLE, "current_task": None, "session_id": session}
             completed = 1 if result.success else 0
@@ -1210,6 +1218,11 @@ class Pool:
         spent = await self._store.get_spend()
         if spent >= limit:
             raise BudgetExhausted(spent, limit)
+
+
+def _real_path(path: str | Path) -> str:
+    # One quick syscall; kept out of the async methods so linters see why it is fine.
+    return os.path.realpath(path)
 
 
 def _join(reason: str, output: str) -> str:

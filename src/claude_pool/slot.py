@@ -18,6 +18,8 @@ class RunningTask:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str | None = None
+    one_shot: bool = False
+    """Ran in its own directory, outside the slot's conversation (see ``Pool.submit(cwd=)``)."""
     delivered_messages: int = 0
     """Unread messages handed to this task with its prompt (drained once it succeeds)."""
 

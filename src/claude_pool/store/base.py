@@ -63,6 +63,9 @@ class StoredTask:
     """How long it may wait for a slot; None means the pool/slot default."""
     fresh_session: bool = False
     """Run in a new conversation even on a persistent slot."""
+    cwd: str | None = None
+    """Working directory for this task (e.g. a chain's worktree); None is the slot's own.
+    A task in another directory than its slot's always starts a new conversation."""
     claimed_by: str | None = None
     """Id of the worker (pool process) that claimed it while running."""
     seq: int = 0

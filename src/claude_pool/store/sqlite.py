@@ -137,7 +137,7 @@ _TASK_COLUMNS = (
     "seq, id, state, priority, slot_id, target_slot, target_role, target_name, claimed_by, "
     "created_at_ms, started_at_ms, completed_at_ms, review_required, max_rejections, "
     "rejection_count, timeout_secs, assignment_timeout_secs, fresh_session, tags_json, "
-    "config_json, original_prompt, prompt, result_json"
+    "config_json, original_prompt, prompt, result_json, cwd"
 )
 
 _SLOT_COLUMNS = (
@@ -183,6 +183,7 @@ def _task_from_row(row: Sequence[Any]) -> StoredTask:
         fresh_session=bool(row[17]),
         claimed_by=row[8],
         seq=row[0],
+        cwd=row[23],
     )
 
 
@@ -225,6 +226,7 @@ def _task_values(task: StoredTask) -> tuple[Any, ...]:
         record.original_prompt,
         record.prompt,
         *_result_values(record.result),
+        task.cwd,
     )
 
 
@@ -233,8 +235,8 @@ _INSERT_TASK = (
     "claimed_by, created_at_ms, started_at_ms, completed_at_ms, review_required, "
     "max_rejections, rejection_count, timeout_secs, assignment_timeout_secs, fresh_session, "
     "tags_json, config_json, original_prompt, prompt, result_json, cost_microdollars, "
-    "elapsed_ms, turns_used, model, success) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "elapsed_ms, turns_used, model, success, cwd) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _INSERT_TASK_WITH_SEQ = _INSERT_TASK.replace("(id,", "(seq, id,", 1).replace(

@@ -598,6 +598,17 @@ class StoreContract:
         got = await store.get_slot(SlotId("slot-a"))
         assert got == slot_record("slot-a")
 
+    async def test_a_task_keeps_its_own_working_directory(self, store: Store) -> None:
+        task = make_task()
+        task.cwd = "/tmp/chain-worktree"
+        await store.insert_task(task)
+        claimed = await claim(store)
+        assert claimed is not None
+        assert claimed.cwd == "/tmp/chain-worktree"
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        assert got.cwd == "/tmp/chain-worktree"
+
     async def test_claim_marks_the_claiming_slot_busy_with_the_task(self, store: Store) -> None:
         await store.upsert_slot(slot_record("slot-a"), "w")
         task = await store.insert_task(make_task())

@@ -34,7 +34,7 @@ CREATE TABLE tasks (
     original_prompt TEXT,
     prompt TEXT NOT NULL,
     result_json TEXT
-);
+, cwd TEXT); -- cwd: added by migration 0002, spelled as ALTER TABLE writes it
 
 -- Claims: the queue order, over pending tasks only.
 CREATE INDEX tasks_queue ON tasks (state, priority DESC, seq) WHERE state = 'pending';
