@@ -280,6 +280,18 @@ async def test_a_fresh_session_request_starts_a_new_conversation(
     assert len(recorder.of(EventKind.PROCESS_STARTED)) == 2
 
 
+async def test_a_session_that_was_never_saved_gives_way_to_a_new_conversation(
+    slot: Slot, mock_api: MockAnthropicAPI
+) -> None:
+    """Regression: a task killed before its first turn left a session id that no CLI could
+    resume, and every later task on the slot failed with "No conversation found"."""
+    result = await slot.run("carry on", session_id="3f1c2d9e-0000-4000-8000-000000000000")
+
+    assert result.success, result.output
+    assert result.session_id != "3f1c2d9e-0000-4000-8000-000000000000"
+    assert mock_api.last_request.user_texts == ["carry on"]
+
+
 async def test_a_per_task_budget_gets_a_process_of_its_own(
     slot: Slot, mock_api: MockAnthropicAPI, recorder: Recorder
 ) -> None:

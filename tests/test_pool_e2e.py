@@ -264,3 +264,30 @@ async def test_a_pool_killed_mid_work_is_finished_by_the_next_one_with_nothing_l
     prompts = [r.prompt for r in mock_api.main_requests]
     for i in range(3):
         assert prompts.count(f"quick task {i}") == 1, "a queued task ran twice"
+
+
+async def test_a_crashing_slot_goes_errored_and_the_supervisor_restores_it(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    mock_api.on(Reply("never arrives", delay=60), prompt="doomed")
+    started: list[ExecutorEvent] = []
+    async with make_pool() as pool:
+        pool.config.max_restarts = 1
+        pool.add_listener(
+            lambda e: started.append(e) if e.kind is EventKind.PROCESS_STARTED else None
+        )
+        for attempt in range(2):
+            task_id = await pool.submit(f"doomed {attempt}")
+            await asyncio.to_thread(mock_api.wait_for_requests, attempt + 1, 30)
+            os.kill(int(started[-1].data["pid"]), signal.SIGKILL)
+            record = await pool.wait(task_id, timeout=30)
+            assert record.state is TaskState.FAILED
+            assert record.result is not None
+            assert "exited unexpectedly" in record.result.output
+        assert started[-1].data["restart"] is True
+        assert pool.slots[0].state.value == "errored"
+        report = await pool.supervisor.check_once()
+        assert report.restored_slots == [pool.slots[0].id]
+        result = await pool.run("alive again")
+        assert result.success, result.output
+        assert pool.slots[0].restart_count == 2

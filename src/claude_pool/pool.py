@@ -40,6 +40,7 @@ from claude_pool.executor.base import (
 from claude_pool.scheduler import Dispatcher
 from claude_pool.slot import RunningTask, Slot
 from claude_pool.store import Message, Store, StoredTask, TaskTarget, open_store
+from claude_pool.supervisor import Supervisor
 from claude_pool.types import (
     MetricsFilter,
     PoolConfig,
@@ -181,6 +182,7 @@ class Pool:
         self._errors: dict[TaskId, ClaudePoolError] = {}
         self._reserved: dict[TaskId, int] = {}
         self._context_cache: dict[str, str] | None = None
+        self.supervisor = Supervisor(self)
         self._rate_limit: RateLimitState | None = None
         self._rate_limited_slots: dict[str, int] = {}
         self._listeners: list[EventListener] = []
@@ -252,6 +254,13 @@ class Pool:
                 ),
                 self._tg.create_task(self._sync_loop(), name="pool-sync"),
             ]
+            if self.config.supervisor_enabled:
+                self._background.append(
+                    self._tg.create_task(
+                        self.supervisor.run(self.config.supervisor_interval_secs),
+                        name="pool-supervisor",
+                    )
+                )
             if self.settings.auto_scale:
                 self._background.append(
                     self._tg.create_task(self._autoscale_loop(), name="pool-autoscale")
@@ -950,6 +959,9 @@ class Pool:
         one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
         fresh = one_shot or stored.fresh_session
         running.one_shot = elsewhere
+        running.timeout_secs = (
+            stored.timeout_secs if stored.timeout_secs is not None else self._task_timeout
+        )
         return ExecutionRequest(
             task_id=task.id,
             slot_id=slot.id,
@@ -958,9 +970,7 @@ class Pool:
             cwd=Path(stored.cwd) if elsewhere and stored.cwd else slot.cwd,
             mode=SlotMode.EPHEMERAL if one_shot else SlotMode.PERSISTENT,
             session_id=None if fresh else slot.record.session_id,
-            timeout_secs=stored.timeout_secs
-            if stored.timeout_secs is not None
-            else self._task_timeout,
+            timeout_secs=running.timeout_secs,
             cancel=running.cancel,
         )
 
@@ -1010,9 +1020,16 @@ class Pool:
             session = slot.record.session_id
             if slot.mode is SlotMode.EPHEMERAL:
                 session = None
-            elif result.session_id and not running.one_shot:
+            elif result.session_id and not running.one_shot and not running.crashed:
+                # A run that died may never have saved its conversation: keep the last one
+                # known to be resumable.
                 session = result.session_id
-            slot_fields = {"state": SlotState.IDLE, "current_task": None, "session_id": session}
+            slot_fields: dict[str, Any] = {
+                "state": SlotState.IDLE,
+                "current_task": None,
+                "session_id": session,
+            }
+            slot_fields.update(self._crash_accounting(slot, running, result))
             completed = 1 if result.success else 0
             now = now_ms()
             updated = await self._store.settle_task(
@@ -1052,6 +1069,39 @@ class Pool:
             self._running.pop(task.id, None)
             running.finished.set()
             self._mark_finished(task.id)
+
+    def _crash_accounting(
+        self, slot: Slot, running: RunningTask, result: TaskResult
+    ) -> dict[str, Any]:
+        """A dead CLI process is restarted (with --resume) for the next task, up to
+        ``max_restarts`` crashes in a row; past that the slot is errored."""
+        if not running.crashed:
+            if result.success:
+                slot.crash_streak = 0
+            return {}
+        slot.crash_streak += 1
+        if slot.crash_streak > self.config.max_restarts:
+            log.error(
+                "slot %s: its CLI process died %d times in a row; the slot is now errored",
+                slot.id,
+                slot.crash_streak,
+            )
+            return {"state": SlotState.ERRORED}
+        log.warning("slot %s: its CLI process died; it restarts for the next task", slot.id)
+        return {"restart_count": slot.record.restart_count + 1}
+
+    async def _restore_slot(self, slot: Slot) -> None:
+        """Bring an errored slot back: a new process and a new conversation."""
+        assert self._executor is not None
+        await self._executor.release_slot(slot.id)
+        slot.crash_streak = 0
+        slot.record = await self._update_slot(
+            slot,
+            state=SlotState.IDLE,
+            session_id=None,
+            restart_count=slot.record.restart_count + 1,
+        )
+        self._dispatcher.work.notify()
 
     async def _update_slot(self, slot: Slot, **fields: Any) -> SlotRecord:
         """Write the named fields to the store and return the slot's updated local record."""
@@ -1100,6 +1150,10 @@ class Pool:
     def _on_event(self, event: ExecutorEvent) -> None:
         if event.kind is EventKind.API_RETRY:
             self._note_api_retry(event)
+        elif event.kind is EventKind.PROCESS_EXITED:
+            running = self._running.get(event.task_id)
+            if running is not None:
+                running.crashed = True
         for listener in list(self._listeners):
             try:
                 listener(event)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from claude_pool.slot import Slot
 from claude_pool.store.base import Store, StoredTask
-from claude_pool.types import TaskId, TaskState, now_ms
+from claude_pool.types import SlotState, TaskId, TaskState, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ class Dispatcher:
             if self._gate is not None:
                 await self._gate()
             ticket = self.work.ticket()
+            if slot.record.state is SlotState.ERRORED:
+                # Waits for the supervisor (or a person) to restore it.
+                await WorkSignal.wait(ticket, self._poll_secs)
+                continue
             try:
                 claimed = await self._claim(slot)
             except asyncio.CancelledError:

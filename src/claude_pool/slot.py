@@ -18,6 +18,10 @@ class RunningTask:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str | None = None
+    started_ms: int = field(default_factory=now_ms)
+    timeout_secs: float | None = None
+    crashed: bool = False
+    """The CLI process died under this task."""
     one_shot: bool = False
     """Ran in its own directory, outside the slot's conversation (see ``Pool.submit(cwd=)``)."""
     delivered_messages: int = 0
@@ -39,6 +43,8 @@ class Slot:
     running: RunningTask | None = None
     stopping: bool = False
     last_active_ms: int = field(default_factory=now_ms)
+    crash_streak: int = 0
+    """Tasks in a row whose CLI process died; past ``max_restarts`` the slot is errored."""
 
     @property
     def id(self) -> SlotId:

@@ -22,6 +22,8 @@ from claude_pool.types import SlotId, SlotMode, TaskId, TaskResult, now_ms
 class EventKind(StrEnum):
     PROCESS_STARTED = "process_started"
     """A CLI process started (data: pid, resumed session id, restart flag)."""
+    PROCESS_EXITED = "process_exited"
+    """A CLI process died unexpectedly mid-task (data: pid, exit_code, reason)."""
     SESSION = "session"
     """The CLI reported its session id and model (data: session_id, model, tools)."""
     ASSISTANT_TEXT = "assistant_text"

@@ -23,7 +23,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -285,9 +285,20 @@ class ClaudeCliExecutor:
             mcp_path = self._write_mcp_config(slot, request.slot_id, config)
         except OSError as exc:
             return TaskResult.failure(f"could not write the slot's MCP config file: {exc}")
-        if request.mode is SlotMode.EPHEMERAL:
-            return await self._run_ephemeral(slot, request, emit, mcp_path)
-        return await self._run_persistent(slot, request, emit, mcp_path)
+        run = self._run_ephemeral if request.mode is SlotMode.EPHEMERAL else self._run_persistent
+        result = await run(slot, request, emit, mcp_path)
+        if request.session_id and _lost_session(result) and not request.cancel.is_set():
+            # The conversation was never saved (its first turn died, or the CLI's files are
+            # gone): carry on in a new one rather than failing every task of the slot.
+            logger.warning(
+                "slot %s: session %s cannot be resumed (%s); starting a new conversation",
+                request.slot_id,
+                request.session_id,
+                result.output[:200],
+            )
+            await self._stop_slot_process(slot, graceful=False)
+            result = await run(slot, replace(request, session_id=None), emit, mcp_path)
+        return result
 
     async def _run_ephemeral(
         self,
@@ -314,9 +325,11 @@ class ClaudeCliExecutor:
                     "reason": "ephemeral",
                 },
             )
-            result, _ = await self._run_task(
+            result, outcome = await self._run_task(
                 proc, request, emit, sink, TurnTracker(), previous_total=None
             )
+            if outcome == _Outcome.DIED:
+                _emit_exit(emit, proc, result)
             return result
         finally:
             await self._close(proc, graceful=True)
@@ -371,6 +384,8 @@ class ClaudeCliExecutor:
             slot.last_total_usd = tracker.total_cost_usd
         else:
             slot.crashed = outcome in (_Outcome.DIED, _Outcome.TIMED_OUT)
+            if outcome == _Outcome.DIED:
+                _emit_exit(emit, proc, result)
             await self._stop_slot_process(slot, graceful=outcome == _Outcome.CANCELLED)
         return result
 
@@ -706,6 +721,17 @@ class _Emitter:
             self._callback(event)
         except Exception:
             logger.exception("event callback failed for task %s", self.task_id)
+
+
+def _lost_session(result: TaskResult) -> bool:
+    return not result.success and "No conversation found with session ID" in result.output
+
+
+def _emit_exit(emit: _Emitter, proc: CliProcess, result: TaskResult) -> None:
+    emit(
+        EventKind.PROCESS_EXITED,
+        {"pid": proc.pid, "exit_code": proc.returncode, "reason": result.output[:500]},
+    )
 
 
 def _describe_exit(code: int | None) -> str:
