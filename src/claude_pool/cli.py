@@ -34,6 +34,8 @@ from claude_pool.errors import (
 from claude_pool.executor.base import EventKind, ExecutorEvent
 from claude_pool.pool import Pool
 from claude_pool.types import (
+    Effort,
+    PermissionMode,
     TaskFilter,
     TaskOverrides,
     TaskRecord,
@@ -108,10 +110,16 @@ async def _client(settings: Settings) -> AsyncIterator[Pool]:
         await pool.close()
 
 
-def _overrides(model: str | None, max_turns: int | None, permission_mode: str | None,
-               max_budget_usd: float | None) -> TaskOverrides | None:
+def _overrides(
+    model: str | None,
+    max_turns: int | None,
+    permission_mode: str | None,
+    max_budget_usd: float | None,
+) -> TaskOverrides | None:
     values = {
-        "model": model, "max_turns": max_turns, "permission_mode": permission_mode,
+        "model": model,
+        "max_turns": max_turns,
+        "permission_mode": permission_mode,
         "max_budget_usd": max_budget_usd,
     }
     given = {k: v for k, v in values.items() if v is not None}
@@ -152,8 +160,9 @@ def _show_record(record: TaskRecord, as_json: bool) -> None:
         )
 
 
-async def _wait_with_progress(pool: Pool, task_id: str, timeout: float | None,
-                              quiet: bool) -> TaskRecord:
+async def _wait_with_progress(
+    pool: Pool, task_id: str, timeout: float | None, quiet: bool
+) -> TaskRecord:
     """Wait for a task, showing its state (and live output when it runs in this process)."""
     started = now_ms()
     latest: list[str] = []
@@ -211,8 +220,9 @@ def submit(
     async def go() -> str:
         async with _client(settings) as pool:
             try:
-                return await pool.submit(prompt, overrides, tag or (), priority=priority,
-                                         timeout=timeout, review=review)
+                return await pool.submit(
+                    prompt, overrides, tag or (), priority=priority, timeout=timeout, review=review
+                )
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)
 
@@ -297,7 +307,9 @@ def tasks(
     for r in records:
         res = r.result
         table.add_row(
-            r.id, str(r.state), r.slot_id or "-",
+            r.id,
+            str(r.state),
+            r.slot_id or "-",
             f"{microdollars_to_usd(res.cost_microdollars):.4f}" if res else "-",
             str(res.turns_used) if res else "-",
             r.prompt.replace("\n", " ")[:60],
@@ -332,8 +344,11 @@ def status(
     for s in data["slots"]:
         cfg = s["config"]
         table.add_row(
-            s["id"], s["state"], cfg.get("name") or cfg.get("role") or "-",
-            s["current_task"] or "-", str(s["tasks_completed"]),
+            s["id"],
+            s["state"],
+            cfg.get("name") or cfg.get("role") or "-",
+            s["current_task"] or "-",
+            str(s["tasks_completed"]),
             f"{microdollars_to_usd(s['cost_microdollars']):.4f}",
         )
     out.print(table)
@@ -396,8 +411,9 @@ def worker(
 ) -> None:
     """Run a pool that executes whatever is queued in the store until SIGINT/SIGTERM, which
     drain it (running tasks finish within the grace period)."""
-    settings = _settings(config, store=store, slots=slots, model=model,
-                         permission_mode=permission_mode)
+    settings = _settings(
+        config, store=store, slots=slots, model=model, permission_mode=permission_mode
+    )
     _run(_worker(settings))
 
 
@@ -419,6 +435,170 @@ async def _worker(settings: Settings) -> None:
             f"drained: {summary.tasks_finished} finished, {summary.tasks_cancelled} cancelled, "
             f"{summary.tasks_left_pending} left queued"
         )
+
+
+# ── serve: the MCP server ───────────────────────────────────────────
+
+_TOKENS_ENV = "CLAUDE_POOL_TOKENS"
+
+
+def _read_mcp_config(path: str) -> dict[str, Any]:
+    """The servers of an MCP config file (``{"mcpServers": {...}}`` as in .mcp.json, or the
+    bare mapping of servers by name)."""
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        _fail(f"cannot read the MCP config file {path}: {exc.strerror or exc}", EXIT_USAGE)
+    except ValueError as exc:
+        _fail(f"the MCP config file {path} is not valid JSON: {exc}", EXIT_USAGE)
+    servers = data.get("mcpServers", data) if isinstance(data, dict) else None
+    if not isinstance(servers, dict) or not all(isinstance(v, dict) for v in servers.values()):
+        _fail(
+            f'the MCP config file {path} must hold {{"mcpServers": {{"name": {{...}}}}}}, '
+            "as .mcp.json does",
+            EXIT_USAGE,
+        )
+    return servers
+
+
+@app.command()
+def serve(
+    http: Annotated[
+        bool, typer.Option("--http", help="Serve streamable HTTP (at /mcp) instead of stdio.")
+    ] = False,
+    host: Annotated[
+        str, typer.Option(help="HTTP address; other than loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8765,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--token",
+            help=f"Bearer token HTTP clients must send (repeatable; also ${_TOKENS_ENV}, "
+            "comma-separated).",
+        ),
+    ] = None,
+    slots: Annotated[int | None, typer.Option(min=0, help="Initial number of slots.")] = None,
+    min_slots: Annotated[int | None, typer.Option(min=0, help="Fewest slots.")] = None,
+    max_slots: Annotated[int | None, typer.Option(min=1, help="Most slots.")] = None,
+    auto_scale: Annotated[
+        bool | None,
+        typer.Option("--auto-scale/--no-auto-scale", help="Grow and shrink with the queue."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Default model.")] = None,
+    fallback_model: Annotated[
+        str | None, typer.Option(help="Model to use when the default is overloaded.")
+    ] = None,
+    permission_mode: Annotated[
+        PermissionMode | None, typer.Option(help="Default permission mode (default: plan).")
+    ] = None,
+    effort: Annotated[Effort | None, typer.Option(help="Default reasoning effort.")] = None,
+    system_prompt: Annotated[
+        str | None, typer.Option(help="Appended to every task's system prompt.")
+    ] = None,
+    max_turns: Annotated[int | None, typer.Option(min=1, help="Default turn limit.")] = None,
+    allowed_tool: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-tool", help="Tool every slot may use (repeatable)."),
+    ] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(min=0, help="Hard cap on the pool's total spend, in USD.")
+    ] = None,
+    worktree_isolation: Annotated[
+        bool | None,
+        typer.Option(
+            "--worktree-isolation/--no-worktree-isolation",
+            help="Give each slot its own git worktree.",
+        ),
+    ] = None,
+    mcp_config: Annotated[
+        str | None,
+        typer.Option("--mcp-config", help="JSON file of MCP servers the slots get (.mcp.json)."),
+    ] = None,
+    strict_mcp_config: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict-mcp-config/--no-strict-mcp-config",
+            help="Slots use only the pool's MCP servers, not the project's (default: strict).",
+        ),
+    ] = None,
+    unattended: Annotated[
+        bool | None,
+        typer.Option(
+            "--unattended/--no-unattended", help="Default permission mode dontAsk, not plan."
+        ),
+    ] = None,
+    task_timeout: Annotated[
+        float | None, typer.Option(min=0.001, help="Default per-task time limit in seconds.")
+    ] = None,
+    cwd: Annotated[str | None, typer.Option(help="Working directory of the slots.")] = None,
+    log_level: Annotated[
+        str, typer.Option(help="Log level on stderr (debug, info, warning, error).")
+    ] = "warning",
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the pool as an MCP server: stdio for a Claude Code session (add it with
+    `claude mcp add claude-pool -- claude-pool serve`), or streamable HTTP with --http.
+    Stops when the client disconnects (stdio) or on Ctrl-C/SIGTERM, draining the pool."""
+    import os
+
+    from claude_pool.mcp import check_http_binding, parse_tokens
+    from claude_pool.mcp import serve as serve_mcp
+
+    tokens = [*(token or ()), *parse_tokens(os.environ.get(_TOKENS_ENV))]
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        _fail(f"--log-level {log_level!r}: use debug, info, warning or error", EXIT_USAGE)
+    if http:
+        try:
+            check_http_binding(host, tokens)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
+    explicit: dict[str, Any] = {
+        "store": store,
+        "slots": slots,
+        "scaling_min_slots": min_slots,
+        "scaling_max_slots": max_slots,
+        "auto_scale": auto_scale,
+        "model": model,
+        "fallback_model": fallback_model,
+        "permission_mode": permission_mode,
+        "effort": effort,
+        "system_prompt": system_prompt,
+        "max_turns": max_turns,
+        "allowed_tools": allowed_tool,
+        "budget_usd": budget_usd,
+        "worktree_isolation": worktree_isolation,
+        "mcp_servers": _read_mcp_config(mcp_config) if mcp_config else None,
+        "strict_mcp_config": strict_mcp_config,
+        "unattended_mode": unattended,
+        "task_timeout_secs": task_timeout,
+        "cwd": cwd,
+    }
+    # The token variable belongs to this command, not to the pool settings.
+    env = {k: v for k, v in os.environ.items() if k != _TOKENS_ENV}
+    try:
+        settings = load_settings(config, env=env, **explicit)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    summary = _run(
+        serve_mcp(
+            settings,
+            "http" if http else "stdio",
+            host,
+            port,
+            tokens,
+            log_level=level,  # type: ignore[arg-type]  # checked above
+        )
+    )
+    err.print(
+        f"claude-pool serve stopped: {summary.tasks_finished} task(s) finished, "
+        f"{summary.tasks_cancelled} cancelled, {summary.tasks_left_pending} left queued; "
+        f"spent ${microdollars_to_usd(summary.total_spend_microdollars):.4f}"
+    )
 
 
 def main() -> None:

@@ -1,0 +1,143 @@
+"""``claude-pool serve``: its refusals, and the whole path over stdio with the real Claude Code
+CLI against the mock Anthropic API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.types import TextResourceContents
+from typer.testing import CliRunner
+
+from claude_pool.cli import EXIT_USAGE, app
+from claude_pool.testing.mock_api import DEFAULT_MODEL, MockAnthropicAPI, Reply
+
+WAIT = 60.0
+
+
+def test_serve_refuses_a_non_loopback_address_without_a_token() -> None:
+    run = CliRunner().invoke(app, ["serve", "--http", "--host", "0.0.0.0", "--store", ":memory:"])
+    assert run.exit_code == EXIT_USAGE
+    assert "needs a bearer token" in run.output
+    assert "--token" in run.output
+
+
+def test_serve_refuses_an_mcp_config_file_that_is_not_json(tmp_path: Path) -> None:
+    config = tmp_path / "servers.json"
+    config.write_text("{not json")
+    run = CliRunner().invoke(app, ["serve", "--store", ":memory:", "--mcp-config", str(config)])
+    assert run.exit_code == EXIT_USAGE
+    assert "not valid JSON" in run.output
+
+
+def test_serve_refuses_settings_that_do_not_fit(tmp_path: Path) -> None:
+    run = CliRunner().invoke(
+        app, ["serve", "--store", ":memory:", "--slots", "5", "--max-slots", "2"]
+    )
+    assert run.exit_code == EXIT_USAGE
+    assert "slots" in run.output
+
+
+@pytest.mark.cli
+async def test_serve_over_stdio_runs_tasks_on_the_real_cli_with_the_flags_given(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    mock_api.on(Reply("pong from the mock"), prompt="ping")
+    servers = tmp_path / "servers.json"
+    servers.write_text(json.dumps({"mcpServers": {}}))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        **cli_env,
+        "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin),
+        "CLAUDE_POOL_TOKENS": "only-for-http",
+    }
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=[
+            "-m",
+            "claude_pool.cli",
+            "serve",
+            "--store",
+            ":memory:",
+            "--slots",
+            "3",
+            "--max-slots",
+            "5",
+            "--budget-usd",
+            "2.5",
+            "--model",
+            DEFAULT_MODEL,
+            "--mcp-config",
+            str(servers),
+            "--task-timeout",
+            "45",
+            "--cwd",
+            str(work),
+        ],
+        env=env,
+        cwd=str(tmp_path),
+    )
+    async with Client(params, mode="legacy") as client:
+        status = await call(client, "pool_status")
+        outcome = await call(client, "pool_run", prompt="ping")
+        budget = await client.read_resource("pool://budget")
+    assert len(status["slots"]) == 3
+    assert status["budget_microdollars"] == 2_500_000
+    assert outcome["state"] == "completed", outcome
+    assert outcome["result"]["output"] == "pong from the mock"
+    assert outcome["result"]["cost_microdollars"] > 0
+    [request] = mock_api.main_requests
+    assert request.model == DEFAULT_MODEL
+    [content] = budget.contents
+    assert isinstance(content, TextResourceContents)
+    assert json.loads(content.text)["spend_microdollars"] == outcome["result"]["cost_microdollars"]
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await asyncio.wait_for(client.call_tool(tool, arguments), WAIT)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return dict(result.structured_content)
+
+
+@pytest.mark.cli
+def test_sigterm_stops_an_http_server_after_draining_the_pool(
+    claude_bin: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**cli_env, "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "claude_pool.cli", "serve", "--http", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--store", ":memory:", "--token", "t0ken"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first_line = process.stderr.readline()  # the server logs where it listens, then waits
+        assert f"127.0.0.1:{port}/mcp" in first_line
+        assert "bearer token required" in first_line
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "claude-pool serve stopped: 0 task(s) finished" in err
+    assert out == ""
