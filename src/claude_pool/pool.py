@@ -37,7 +37,7 @@ from claude_pool.executor.base import (
     Executor,
     ExecutorEvent,
 )
-from claude_pool.scheduler import Dispatcher
+from claude_pool.scheduler import Dispatcher, WorkSignal
 from claude_pool.slot import RunningTask, Slot
 from claude_pool.store import Message, Store, StoredTask, TaskTarget, open_store
 from claude_pool.supervisor import Supervisor
@@ -181,6 +181,9 @@ class Pool:
         self._finished: dict[TaskId, asyncio.Event] = {}
         self._errors: dict[TaskId, ClaudePoolError] = {}
         self._reserved: dict[TaskId, int] = {}
+        self._budget_settled = WorkSignal()
+        self._successes = 0
+        self._success_spend = 0
         self._context_cache: dict[str, str] | None = None
         self.supervisor = Supervisor(self)
         self._rate_limit: RateLimitState | None = None
@@ -1063,7 +1066,11 @@ class Pool:
         except Exception:
             log.exception("task %s: recording its result failed", task.id)
         finally:
-            self._reserved.pop(task.id, None)
+            if self._reserved.pop(task.id, None) is not None:
+                self._budget_settled.notify()
+            if result is not None and result.success and result.cost_microdollars:
+                self._successes += 1
+                self._success_spend += result.cost_microdollars
             slot.running = None
             slot.last_active_ms = now_ms()
             self._running.pop(task.id, None)
@@ -1245,22 +1252,37 @@ class Pool:
     async def _reserve_budget(self, task_id: TaskId, task_cap_usd: float | None) -> int | None:
         """Reserve the part of the pool budget this task may spend, in microdollars.
 
-        Each running task gets a share of what is neither spent nor reserved by other running
-        tasks, split over the slots that could start work now, and the CLI is capped at that
-        (``--max-budget-usd``). So concurrent tasks together cannot pass the budget by more
-        than the API calls in flight when it is crossed. Returns None with no pool budget and
-        no per-task cap.
+        A task's cap (passed to the CLI as ``--max-budget-usd``) never exceeds what is neither
+        spent nor reserved by other running tasks, so all caps together fit the budget and
+        concurrent tasks cannot pass it by more than the API calls in flight when it is
+        crossed (the CLI stops after the call that crosses a cap). Within that, a task gets
+        an even share over the slots that could start work now, or, once the pool has seen
+        what a successful task costs, at least that much (with a margin), waiting for running
+        tasks to settle while less than that is free. It fails with ``BudgetExhausted`` only
+        when nothing is reserved and the budget is spent. Returns None with no
+        pool budget and no per-task cap.
         """
         task_cap = round(task_cap_usd * 1_000_000) if task_cap_usd is not None else None
         limit = self.config.budget_microdollars
         if limit is None:
             return task_cap
-        spent = await self._store.get_spend()
-        unreserved = limit - spent - sum(self._reserved.values())
-        if unreserved <= 0:
-            raise BudgetExhausted(spent, limit)
+        # Once tasks have succeeded, a task should start with about what one costs (with a
+        # margin); with less than that free, waiting for running tasks to settle beats
+        # starting a task that is bound to stop at its cap.
+        wanted = self._success_spend * 3 // (2 * self._successes) if self._successes else 1
+        while True:
+            ticket = self._budget_settled.ticket()
+            spent = await self._store.get_spend()
+            unreserved = limit - spent - sum(self._reserved.values())
+            if not self._reserved:
+                if unreserved <= 0:
+                    raise BudgetExhausted(spent, limit)
+                break
+            if unreserved >= wanted:
+                break
+            await WorkSignal.wait(ticket, self._poll_secs)
         could_start = 1 + sum(1 for s in self._slots.values() if s.running is None)
-        share = max(1, unreserved // could_start)
+        share = max(1, unreserved // could_start, min(unreserved, wanted))
         cap = share if task_cap is None else min(task_cap, share)
         self._reserved[task_id] = cap
         return cap

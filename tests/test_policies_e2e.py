@@ -1,0 +1,118 @@
+"""Pool policies with the real Claude Code CLI against the mock API: budget, review, shared
+context and messages, and rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from claude_pool import BudgetExhausted, Pool, PoolConfig, SlotMode, TaskState
+from claude_pool.executor import ClaudeCliExecutor, EventKind, ExecutorEvent
+from claude_pool.store import MemoryStore
+from claude_pool.testing.mock_api import (
+    DEFAULT_MODEL,
+    MockAnthropicAPI,
+    Reply,
+    Usage,
+    expected_cost_usd,
+)
+
+pytestmark = pytest.mark.cli
+
+PoolFactory = Callable[..., Pool]
+
+
+@pytest.fixture
+def make_pool(claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path) -> PoolFactory:
+    def make(slots: int = 1, **config: object) -> Pool:
+        pool_config = PoolConfig(model=DEFAULT_MODEL, **config)  # type: ignore[arg-type]
+        executor = ClaudeCliExecutor(claude_bin, env=cli_env)
+        return Pool(pool_config, slots=slots, store=MemoryStore(), executor=executor, cwd=cli_cwd)
+
+    return make
+
+
+async def test_concurrent_tasks_against_a_budget_never_overshoot_more_than_calls_in_flight(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    usage = Usage(input_tokens=1000, output_tokens=1000)
+    call_usd = expected_cost_usd(DEFAULT_MODEL, usage)
+    mock_api.default = Reply("done", usage=usage, delay=0.2)
+    budget = round(call_usd * 6.5 * 1_000_000)
+    slots = 4
+    async with make_pool(slots=slots, budget_microdollars=budget,
+                         slot_mode=SlotMode.EPHEMERAL) as pool:  # fmt: skip
+        results = await pool.fan_out([f"job {i}" for i in range(8)])
+        spent = (await pool.status()).spend_microdollars
+        assert spent == sum(r.cost_microdollars for r in results)
+        assert spent <= budget + slots * round(call_usd * 1_000_000)
+        assert any(r.success for r in results)
+        assert any(not r.success for r in results)
+        with pytest.raises(BudgetExhausted):
+            await pool.submit("one more")
+    assert len(mock_api.main_requests) <= 8
+
+
+async def test_a_rejected_task_runs_again_with_the_feedback_in_its_prompt(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    async with make_pool() as pool:
+        task_id = await pool.submit("write a slogan for tea", review=True, max_rejections=2)
+        record = await pool.wait(task_id, timeout=30)
+        assert record.state is TaskState.PENDING_REVIEW
+        outcome = await pool.reject(task_id, "mention green tea")
+        assert outcome.requeued
+        record = await pool.wait(task_id, timeout=30)
+        assert record.state is TaskState.PENDING_REVIEW
+        prompt = mock_api.main_requests[-1].prompt
+        assert "write a slogan for tea" in prompt
+        assert "mention green tea" in prompt
+        assert "attempt 2 of 2" in prompt
+        assert (await pool.approve(task_id)).state is TaskState.COMPLETED
+
+
+async def test_shared_context_and_messages_reach_the_cli(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    async with make_pool(system_prompt="Answer in French.") as pool:
+        await pool.context_set("environment", "staging only")
+        slot_id = pool.slots[0].id
+        await pool.send_message("coordinator", slot_id, "the API moved to /v2")
+        result = await pool.run("deploy the service")
+        assert result.success, result.output
+        request = mock_api.main_requests[-1]
+        assert "staging only" in request.system
+        assert "Answer in French." in request.system
+        assert "You are Claude Code" in request.system, "Claude Code's own prompt is kept"
+        assert "the API moved to /v2" in request.prompt
+        assert await pool.peek_messages(slot_id) == []
+
+
+async def test_a_429_storm_pauses_dispatch_and_no_task_is_lost(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    mock_api.fail(429, times=2)
+    retried = asyncio.Event()
+
+    def on_event(event: ExecutorEvent) -> None:
+        if event.kind is EventKind.API_RETRY:
+            retried.set()
+
+    async with make_pool(slots=2) as pool:
+        pool.add_listener(on_event)
+        first = await pool.submit("first")
+        await asyncio.wait_for(retried.wait(), timeout=30)
+        status = await pool.status()
+        assert status.rate_limit is not None
+        assert status.rate_limit.status == 429
+        paused_until = status.rate_limit.until_ms
+        later = [await pool.submit(f"later {i}") for i in range(3)]
+        records = [await pool.wait(t, timeout=60) for t in [first, *later]]
+        assert [r.state for r in records] == [TaskState.COMPLETED] * 4
+        for record in records[1:]:
+            assert record.started_at_ms is not None
+            assert record.started_at_ms >= paused_until
+        assert (await pool.status()).rate_limit is None
