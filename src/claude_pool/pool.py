@@ -38,6 +38,7 @@ from claude_pool.executor.base import (
     ExecutorEvent,
 )
 from claude_pool.scheduler import Dispatcher, WorkSignal
+from claude_pool.skills import SkillRegistry
 from claude_pool.slot import RunningTask, Slot
 from claude_pool.store import Message, Store, StoredTask, TaskTarget, open_store
 from claude_pool.supervisor import Supervisor
@@ -186,6 +187,7 @@ class Pool:
         self._success_spend = 0
         self._context_cache: dict[str, str] | None = None
         self.supervisor = Supervisor(self)
+        self._skills: SkillRegistry | None = None
         self._rate_limit: RateLimitState | None = None
         self._rate_limited_slots: dict[str, int] = {}
         self._listeners: list[EventListener] = []
@@ -222,6 +224,18 @@ class Pool:
     @property
     def store(self) -> Store:
         return self._store
+
+    @property
+    def cwd(self) -> Path:
+        """The directory slots work in (unless worktree isolation gives each its own)."""
+        return self._cwd
+
+    @property
+    def skills(self) -> SkillRegistry:
+        """Skills available to this pool: built-in, global, project (under ``cwd``), runtime."""
+        if self._skills is None:
+            self._skills = SkillRegistry.for_project(self._cwd)
+        return self._skills
 
     @property
     def slots(self) -> list[SlotRecord]:
