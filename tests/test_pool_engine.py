@@ -297,3 +297,20 @@ async def test_a_task_with_its_own_directory_runs_one_shot_outside_the_slot_sess
     assert away.session_id is None
     assert again.cwd == home.cwd
     assert again.session_id == "s-home"
+
+
+async def test_cancelling_run_or_fan_out_cancels_their_tasks() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor, slots=2) as pool:
+        waiting = asyncio.create_task(pool.run("abandoned"))
+        fanned = asyncio.create_task(pool.fan_out(["part a", "part b"]))
+        await executor.wait_running(2)
+        waiting.cancel()
+        fanned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        with pytest.raises(asyncio.CancelledError):
+            await fanned
+        states = {t.prompt: t.state for t in await pool.list_tasks()}
+        assert states == dict.fromkeys(["abandoned", "part a", "part b"], TaskState.CANCELLED)
+        assert not executor.running

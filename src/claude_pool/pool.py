@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +20,14 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field
 
+from claude_pool.chain import (
+    ChainResult,
+    ChainRunner,
+    ChainSpec,
+    ChainState,
+    SkillResolver,
+    new_chain_id,
+)
 from claude_pool.config import EffectiveConfig, Settings, effective_config
 from claude_pool.errors import (
     BudgetExhausted,
@@ -30,6 +38,7 @@ from claude_pool.errors import (
     ScalingError,
     SlotNotFound,
     TaskNotFound,
+    WorktreeError,
 )
 from claude_pool.executor.base import (
     EventKind,
@@ -44,6 +53,7 @@ from claude_pool.store import Message, Store, StoredTask, TaskTarget, open_store
 from claude_pool.supervisor import Supervisor
 from claude_pool.types import (
     MetricsFilter,
+    PermissionMode,
     PoolConfig,
     SessionMetrics,
     SlotConfig,
@@ -61,10 +71,13 @@ from claude_pool.types import (
     new_task_id,
     now_ms,
 )
+from claude_pool.worktree import WorktreeManager, WorktreeReport, find_repo_root
 
 log = logging.getLogger(__name__)
 
 EventListener = Callable[[ExecutorEvent], None]
+
+_MAX_REMEMBERED_ERRORS = 10_000
 
 _EXTERNAL_PREFIX = "external:"
 """Slot id prefix of tasks claimed by an outside worker (see ``Pool.claim``)."""
@@ -84,6 +97,13 @@ class DrainSummary(BaseModel):
     """Queued tasks left in the store for the next pool (or cancelled with cancel_pending)."""
     slots_stopped: int = 0
     total_spend_microdollars: int = 0
+    chains_interrupted: int = 0
+    """Chains stopped mid-way; they stay ``running`` in the store and a pool opened on it
+    resumes them."""
+    worktrees: list[WorktreeReport] = Field(default_factory=list)
+    """What happened to each slot's and chain's worktree (or clone)."""
+    kept_branches: list[str] = Field(default_factory=list)
+    """Branches kept because they hold work found on no other branch (see ``worktrees``)."""
 
 
 class RejectOutcome(BaseModel):
@@ -114,6 +134,10 @@ class PoolStatus(BaseModel):
     """Number of tasks in each state, across the whole store."""
     spend_microdollars: int = 0
     budget_microdollars: int | None = None
+    model: str | None = None
+    """The pool's default model (tasks and slots may override it)."""
+    permission_mode: PermissionMode | None = None
+    slot_mode: SlotMode = SlotMode.PERSISTENT
     shutting_down: bool = False
     rate_limit: RateLimitState | None = None
     """Set while the API pushes back (HTTP 429/529/5xx retries): dispatch pauses until then."""
@@ -197,6 +221,18 @@ class Pool:
         self._closed = False
         self._drain_summary: DrainSummary | None = None
         self._started_ms = now_ms()
+        self.skill_resolver: SkillResolver | None = None
+        """Turns a chain step's skill into a prompt; None: the project's skill registry."""
+        self._worktrees: WorktreeManager | None = None
+        self._worktrees_lock = asyncio.Lock()
+        self._worktree_reports: list[WorktreeReport] = []
+        self._chains = ChainRunner(
+            self,
+            spawn=self._spawn_chain,
+            worktrees=self._worktree_manager,
+            cwd=self._cwd,
+            accepting=lambda: self._accepting,
+        )
         self._dispatcher = Dispatcher(
             self._store,
             self.worker_id,
@@ -256,13 +292,22 @@ class Pool:
             except BaseException:
                 await self._store.close()
                 raise
+        if self.config.worktree_isolation:
+            try:
+                await find_repo_root(self._cwd)  # outside a git repository: fail here, clearly
+            except BaseException:
+                await self._store.close()
+                raise
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         try:
             await self._store.heartbeat_worker(self.worker_id, now_ms())
             await self._recover()
+            if self.config.worktree_isolation:
+                await self._worktree_manager()
             await self._start_slots(self._slot_count)
             self._accepting = True
+            await self._resume_chains()
             self._background = [
                 self._tg.create_task(self._heartbeat_loop(), name="pool-heartbeat"),
                 self._tg.create_task(
@@ -360,8 +405,11 @@ class Pool:
 
     async def _add_slot(self, record: SlotRecord) -> Slot:
         assert self._tg is not None
+        cwd = self._cwd
+        if self.config.worktree_isolation or record.worktree_path is not None:
+            record, cwd = await self._slot_workdir(record)
         await self._store.upsert_slot(record, self.worker_id)
-        slot = Slot(record=record, cwd=self._cwd, mode=self.config.slot_mode)
+        slot = Slot(record=record, cwd=cwd, mode=self.config.slot_mode)
         self._slots[slot.id] = slot
         slot.loop_task = self._tg.create_task(
             self._dispatcher.slot_loop(slot), name=f"slot-{slot.id}"
@@ -489,11 +537,24 @@ class Pool:
         raises ``NoSlotAvailable``.
         """
         task_id = await self.submit(prompt, overrides, tags, **submit_options)
-        record = await self.wait(task_id)
+        try:
+            record = await self.wait(task_id)
+        except asyncio.CancelledError:
+            # Whoever waited is gone: the task goes too (structured concurrency).
+            await asyncio.shield(self._cancel_quietly([task_id]))
+            raise
         error = self._errors.pop(task_id, None)
         if error is not None:
             raise error
         return record.result or TaskResult.failure(f"task ended {record.state} without a result")
+
+    async def _cancel_quietly(self, task_ids: Sequence[TaskId]) -> None:
+        for task_id in task_ids:
+            try:
+                async with asyncio.timeout(self._kill_budget_secs()):
+                    await self.cancel(task_id)
+            except Exception:
+                log.exception("cancelling task %s failed", task_id)
 
     async def fan_out(
         self,
@@ -578,6 +639,9 @@ class Pool:
             tasks={str(state): n for state, n in counts.items()},
             spend_microdollars=await self._store.get_spend(),
             budget_microdollars=self.config.budget_microdollars,
+            model=self.config.model,
+            permission_mode=effective_config(self.config).permission_mode,
+            slot_mode=self.config.slot_mode,
             shutting_down=not self._accepting,
             rate_limit=self._current_rate_limit(),
         )
@@ -827,6 +891,7 @@ class Pool:
         self._slots.pop(slot.id, None)
         assert self._executor is not None
         await self._executor.release_slot(slot.id)
+        await self._finish_slot_worktree(slot)
         slot.record = await self._update_slot(slot, state=SlotState.STOPPED, current_task=None)
 
     # ── shared context and messages ─────────────────────────────────
@@ -872,6 +937,163 @@ class Pool:
     async def peek_messages(self, slot_id: str) -> list[Message]:
         """A slot's unread messages, left unread."""
         return await self._store.read_messages(slot_id, drain=False)
+
+    # ── chains and worktrees ────────────────────────────────────────
+
+    async def chain(
+        self,
+        spec: ChainSpec | Mapping[str, Any],
+        *,
+        skill_resolver: SkillResolver | None = None,
+        timeout: float | None = None,
+    ) -> ChainResult:
+        """Run a chain and wait for it: its steps in order, each as a task (see
+        :mod:`claude_pool.chain`). A failed step ends it ``failed`` with the rest skipped."""
+        chain_id = await self.submit_chain(spec, skill_resolver=skill_resolver)
+        return await self.wait_chain(chain_id, timeout)
+
+    async def submit_chain(
+        self, spec: ChainSpec | Mapping[str, Any], *, skill_resolver: SkillResolver | None = None
+    ) -> str:
+        """Start a chain in the background and return its id at once; follow it with
+        :meth:`chain_result` or :meth:`wait_chain`."""
+        self._check_accepting()
+        spec = spec if isinstance(spec, ChainSpec) else ChainSpec.model_validate(spec)
+        return await self._chains.submit(spec, skill_resolver or self._skill_resolver())
+
+    async def fan_out_chains(
+        self,
+        specs: Sequence[ChainSpec | Mapping[str, Any]],
+        *,
+        skill_resolver: SkillResolver | None = None,
+    ) -> list[ChainResult]:
+        """Run independent chains side by side; one result per spec, in input order. A chain
+        that fails (even one refused at submission) never discards the others."""
+
+        async def one(spec: ChainSpec | Mapping[str, Any]) -> ChainResult:
+            try:
+                return await self.chain(spec, skill_resolver=skill_resolver)
+            except (ClaudePoolError, ValueError) as exc:
+                name = spec.name if isinstance(spec, ChainSpec) else spec.get("name")
+                return ChainResult(
+                    id=new_chain_id(),
+                    name=name if isinstance(name, str) else None,
+                    state=ChainState.FAILED,
+                    error=f"the chain was not started: {exc}",
+                )
+
+        async with asyncio.TaskGroup() as tg:
+            futures = [tg.create_task(one(spec)) for spec in specs]
+        return [f.result() for f in futures]
+
+    async def chain_result(self, chain_id: str) -> ChainResult:
+        """A chain's progress: state, current step, the running step's output so far, and the
+        finished steps with their outputs and costs."""
+        return await self._chains.get(chain_id)
+
+    async def wait_chain(self, chain_id: str, timeout: float | None = None) -> ChainResult:
+        """Wait until the chain ends; ``TimeoutError`` if ``timeout`` seconds pass first."""
+        return await self._chains.wait(chain_id, timeout, self._poll_secs * 4)
+
+    async def cancel_chain(self, chain_id: str) -> ChainResult:
+        """Cancel a chain: its running step's task is cancelled (its process stopped), the
+        remaining steps are skipped and the chain ends ``cancelled``. A finished chain is left
+        alone."""
+        return await self._chains.cancel(chain_id)
+
+    async def list_chains(
+        self, state: ChainState | str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[ChainResult]:
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        return await self._chains.list_chains(
+            ChainState(state) if state is not None else None, limit, offset
+        )
+
+    @property
+    def worktree_reports(self) -> list[WorktreeReport]:
+        """What this pool did with the slot worktrees it removed (scale-down, drain) and with
+        leftovers of crashed pools it cleaned, oldest first."""
+        return list(self._worktree_reports)
+
+    def _spawn_chain(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        if self._tg is None:
+            coro.close()
+            raise PoolShutdown()
+        return self._tg.create_task(coro, name=name)
+
+    def _skill_resolver(self) -> SkillResolver:
+        if self.skill_resolver is None:
+            self.skill_resolver = _registry_resolver(self._cwd)
+        return self.skill_resolver
+
+    async def _resume_chains(self) -> None:
+        await self._chains.resume_orphans(await self._live_workers(), self._skill_resolver())
+
+    async def _live_workers(self) -> set[str]:
+        alive_since = now_ms() - int(self._stale_after_secs() * 1000)
+        return {
+            w
+            for w in await self._store.live_workers(alive_since)
+            if w != self.worker_id and not _worker_is_dead_here(w)
+        }
+
+    async def _worktree_manager(self) -> WorktreeManager:
+        """The worktrees of the pool's repository; the first call also cleans what crashed
+        pools left behind (``WorktreeError`` outside a git repository)."""
+        async with self._worktrees_lock:
+            if self._worktrees is None:
+                manager = await WorktreeManager.for_directory(
+                    self._cwd, self.config.worktree_base_dir, self.worker_id
+                )
+                keep = {str(manager.path_for(s.id)) for s in await self._adoptable_slots()}
+                for state in (ChainState.RUNNING, ChainState.PENDING):
+                    for chain in await self._chains.list_chains(state, limit=1_000_000):
+                        if chain.workdir is not None:
+                            keep.add(chain.workdir)
+                reports = await manager.cleanup_leftovers(
+                    keep, lambda owner: not _worker_is_dead_here(owner)
+                )
+                self._worktree_reports.extend(reports)
+                self._worktrees = manager
+            return self._worktrees
+
+    async def _slot_workdir(self, record: SlotRecord) -> tuple[SlotRecord, Path]:
+        """The slot's record and working directory: its own worktree with isolation on. A
+        conversation resumes only in the directory it was recorded in, so a slot whose
+        directory changes starts a new one."""
+        if not self.config.worktree_isolation:
+            return record.model_copy(update={"worktree_path": None, "session_id": None}), self._cwd
+        manager = await self._worktree_manager()
+        path = await manager.ensure(record.id)
+        update: dict[str, Any] = {"worktree_path": str(path)}
+        if record.worktree_path != str(path):
+            update["session_id"] = None
+        return record.model_copy(update=update), manager.workdir_in(path, self._cwd)
+
+    async def _finish_slot_worktree(self, slot: Slot) -> WorktreeReport | None:
+        """Remove a stopped slot's worktree; work in it is kept on its branch (reported)."""
+        path = slot.record.worktree_path
+        if path is None or self._worktrees is None:
+            return None
+        try:
+            report = await self._worktrees.finish(
+                Path(path), self._worktrees.branch_for(slot.id), f"slot {slot.id}"
+            )
+        except (WorktreeError, OSError):
+            log.exception("slot %s: removing its worktree %s failed; left in place", slot.id, path)
+            return None
+        self._worktree_reports.append(report)
+        return report
+
+    async def _drain_chains_and_worktrees(self, summary: DrainSummary) -> None:
+        summary.chains_interrupted, reports = await self._chains.stop()
+        for slot in list(self._slots.values()):
+            report = await self._finish_slot_worktree(slot)
+            if report is not None:
+                reports.append(report)
+        summary.worktrees = reports
+        summary.kept_branches = [b for r in reports for b in r.kept_branches]
 
     # ── draining ────────────────────────────────────────────────────
 
@@ -923,6 +1145,7 @@ class Pool:
                 update={"state": SlotState.STOPPED, "current_task": None}
             )
             summary.slots_stopped += 1
+        await self._drain_chains_and_worktrees(summary)
         await self._executor.aclose()
         summary.total_spend_microdollars = await self._store.get_spend()
         self._drain_summary = summary
@@ -949,7 +1172,7 @@ class Pool:
             assert self._executor is not None
             result = await self._executor.execute(request, self._on_event)
         except BudgetExhausted as exc:
-            self._errors[task.id] = exc
+            self._remember_error(task.id, exc)
             result = TaskResult.failure(str(exc))
         except asyncio.CancelledError:
             result = TaskResult.failure("cancelled: the pool shut down while the task ran")
@@ -1129,6 +1352,12 @@ class Pool:
         await self._store.update_slot(slot.id, **fields)
         return slot.record.model_copy(update=fields)
 
+    def _remember_error(self, task_id: TaskId, error: ClaudePoolError) -> None:
+        """Keep why a task never ran, for ``run`` to raise; bounded, oldest forgotten."""
+        self._errors[task_id] = error
+        while len(self._errors) > _MAX_REMEMBERED_ERRORS:
+            del self._errors[next(iter(self._errors))]
+
     def _mark_finished(self, task_id: TaskId) -> None:
         event = self._finished.pop(task_id, None)
         if event is not None:
@@ -1144,7 +1373,7 @@ class Pool:
             result=TaskResult.failure(str(error)),
         )
         if updated is not None:
-            self._errors[stored.record.id] = error
+            self._remember_error(stored.record.id, error)
             self._mark_finished(stored.record.id)
 
     def _assignment_timeout(self, stored: StoredTask) -> float:
@@ -1317,6 +1546,23 @@ def _real_path(path: str | Path) -> str:
 
 def _join(reason: str, output: str) -> str:
     return f"{reason}: {output}" if output and output != reason else reason
+
+
+def _registry_resolver(cwd: Path) -> SkillResolver:
+    """Chain skill steps resolved by the project's skill registry (built-in, global, project),
+    loaded on first use."""
+    registry: Any = None
+
+    def resolve(name: str, args: Mapping[str, str]) -> tuple[str, TaskOverrides | None]:
+        nonlocal registry
+        if registry is None:
+            from claude_pool.skills import SkillRegistry
+
+            registry = SkillRegistry.for_project(cwd)
+        skill = registry.get(name)
+        return skill.render(dict(args)), skill.overrides
+
+    return resolve
 
 
 def _default_executor(config: PoolConfig, settings: Settings) -> Executor:
