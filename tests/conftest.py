@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
+from claude_pool import Pool, PoolConfig
+from claude_pool.executor import ClaudeCliExecutor
+from claude_pool.store import MemoryStore, Store
 from claude_pool.testing.claude_cli import CliRun, ensure_claude, mock_cli_env, run_print
-from claude_pool.testing.mock_api import MockAnthropicAPI
+from claude_pool.testing.mock_api import DEFAULT_MODEL, MockAnthropicAPI
 
 CLI_TIMEOUT = 30.0
 
@@ -77,3 +80,23 @@ def run_claude(claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path) -> RunC
         )
 
     return run
+
+
+PoolFactory = Callable[..., Pool]
+
+
+@pytest.fixture
+def make_pool(claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path) -> PoolFactory:
+    """Build a ``Pool`` whose slots run the real CLI against ``mock_api`` in ``cli_cwd``.
+
+    ``make_pool(slots=1, store=None, **pool_config)``: the store defaults to memory, the
+    model to the mock's ``DEFAULT_MODEL``; other keywords are ``PoolConfig`` fields.
+    """
+
+    def make(slots: int = 1, store: Store | None = None, **config: Any) -> Pool:
+        config.setdefault("model", DEFAULT_MODEL)
+        executor = ClaudeCliExecutor(claude_bin, env=cli_env)
+        return Pool(PoolConfig(**config), slots=slots, store=store or MemoryStore(),
+                    executor=executor, cwd=cli_cwd)  # fmt: skip
+
+    return make

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from claude_pool import BudgetExhausted, Pool, PoolConfig, SlotMode, TaskState
-from claude_pool.executor import ClaudeCliExecutor, EventKind, ExecutorEvent
-from claude_pool.store import MemoryStore
+from claude_pool import BudgetExhausted, Pool, SlotMode, TaskState
+from claude_pool.executor import EventKind, ExecutorEvent
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
     MockAnthropicAPI,
@@ -23,16 +21,6 @@ from claude_pool.testing.mock_api import (
 pytestmark = pytest.mark.cli
 
 PoolFactory = Callable[..., Pool]
-
-
-@pytest.fixture
-def make_pool(claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path) -> PoolFactory:
-    def make(slots: int = 1, **config: object) -> Pool:
-        pool_config = PoolConfig(model=DEFAULT_MODEL, **config)  # type: ignore[arg-type]
-        executor = ClaudeCliExecutor(claude_bin, env=cli_env)
-        return Pool(pool_config, slots=slots, store=MemoryStore(), executor=executor, cwd=cli_cwd)
-
-    return make
 
 
 async def test_concurrent_tasks_against_a_budget_never_overshoot_more_than_calls_in_flight(

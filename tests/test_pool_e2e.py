@@ -14,8 +14,7 @@ from typing import IO
 import pytest
 
 from claude_pool import Pool, PoolConfig, SlotMode, TaskState
-from claude_pool.executor import ClaudeCliExecutor, EventKind, ExecutorEvent
-from claude_pool.store import MemoryStore
+from claude_pool.executor import EventKind, ExecutorEvent
 from claude_pool.store.sqlite import SqliteStore
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
@@ -28,24 +27,6 @@ from claude_pool.testing.mock_api import (
 pytestmark = pytest.mark.cli
 
 PoolFactory = Callable[..., Pool]
-
-
-@pytest.fixture
-def make_pool(claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path) -> PoolFactory:
-    def make(slots: int = 1, mode: SlotMode = SlotMode.PERSISTENT, **kwargs: object) -> Pool:
-        config = PoolConfig(model=DEFAULT_MODEL, slot_mode=mode)
-        executor = ClaudeCliExecutor(claude_bin, env=cli_env)
-        store = kwargs.pop("store", None) or MemoryStore()
-        return Pool(
-            config,
-            slots=slots,
-            store=store,
-            executor=executor,
-            cwd=cli_cwd,  # type: ignore[arg-type]
-            **kwargs,
-        )  # type: ignore[arg-type]
-
-    return make
 
 
 def claude_pids(binary: Path, ancestor: int | None = None) -> set[int]:
@@ -125,14 +106,14 @@ async def test_run_and_submit_return_the_cli_result_with_its_real_cost(
 async def test_persistent_slot_keeps_the_conversation_and_ephemeral_does_not(
     make_pool: PoolFactory, mock_api: MockAnthropicAPI
 ) -> None:
-    async with make_pool(mode=SlotMode.PERSISTENT) as pool:
+    async with make_pool(slot_mode=SlotMode.PERSISTENT) as pool:
         await pool.run("remember the word avocado")
         await pool.run("which word?")
     seen = mock_api.main_requests[-1]
     assert "remember the word avocado" in str(seen.messages)
 
     mock_api.reset()
-    async with make_pool(mode=SlotMode.EPHEMERAL) as pool:
+    async with make_pool(slot_mode=SlotMode.EPHEMERAL) as pool:
         await pool.run("remember the word papaya")
         await pool.run("which word now?")
     seen = mock_api.main_requests[-1]
