@@ -2,7 +2,9 @@
 stores; then status/list latency on a store holding 100,000 tasks.
 
 Prints figures only. Goals: >= 2,000 tasks/s on SQLite, p99 dispatch latency < 10 ms,
-status < 50 ms on 100,000 tasks.
+status < 50 ms on 100,000 tasks. Throughput is the median of three runs of 10,000 tasks
+submitted at once on 4 slots; dispatch latency is measured one task at a time, so that it
+is not queueing time.
 
     .venv/bin/python bench/scheduler_bench.py [--tasks 10000] [--slots 4]
 """
@@ -16,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from claude_pool import Pool, PoolConfig, TaskResult
@@ -35,10 +38,11 @@ def percentile(values: list[float], pct: float) -> float:
 
 async def throughput(store: Store, tasks: int, slots: int) -> dict[str, float]:
     submitted: dict[str, float] = {}
-    latencies: list[float] = []
+    started: dict[str, float] = {}
 
     def handler(request: ExecutionRequest) -> TaskResult:
-        latencies.append(time.perf_counter() - submitted[request.task_id])
+        # A slot may start a task before submit() has returned its id to the loop below.
+        started[request.task_id] = time.perf_counter()
         return TaskResult.success_result("ok", 10, 1)
 
     executor = FakeExecutor(handler=handler)
@@ -53,21 +57,32 @@ async def throughput(store: Store, tasks: int, slots: int) -> dict[str, float]:
         for task_id in ids:
             await pool.wait(task_id)
         elapsed = time.perf_counter() - start
+    latencies = [started[t] - submitted[t] for t in ids]
+    # With every task submitted at once, submit-to-start time is mostly queueing.
     return {
         "tasks_per_sec": tasks / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
+        "queue_wait_p50_ms": percentile(latencies, 50) * 1000,
+        "queue_wait_p99_ms": percentile(latencies, 99) * 1000,
         "elapsed_s": elapsed,
     }
 
 
+async def throughput_runs(make_store: Callable[[int], Store], tasks: int, slots: int,
+                          runs: int = 3) -> dict[str, float]:  # fmt: skip
+    """Median of several runs (this 2-core machine is shared; single runs vary)."""
+    results = [await throughput(make_store(i), tasks, slots) for i in range(runs)]
+    rates = sorted(r["tasks_per_sec"] for r in results)
+    median = next(r for r in results if r["tasks_per_sec"] == rates[len(rates) // 2])
+    return {**median, "min_tasks_per_sec": rates[0], "max_tasks_per_sec": rates[-1]}
+
+
 async def paced_latency(store: Store, tasks: int, slots: int) -> dict[str, float]:
-    """Dispatch latency when slots are free (submit → executor start), one task at a time."""
-    latencies: list[float] = []
+    """Dispatch latency: submit → executor start while a slot is free, one task at a time."""
     marks: dict[str, float] = {}
+    started: dict[str, float] = {}
 
     def handler(request: ExecutionRequest) -> TaskResult:
-        latencies.append(time.perf_counter() - marks[request.task_id])
+        started[request.task_id] = time.perf_counter()
         return TaskResult.success_result("ok", 10, 1)
 
     async with Pool(
@@ -78,7 +93,11 @@ async def paced_latency(store: Store, tasks: int, slots: int) -> dict[str, float
             task_id = await pool.submit(f"paced {i}")
             marks[task_id] = mark
             await pool.wait(task_id)
-    return {"p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
+    latencies = [started[t] - marks[t] for t in marks]
+    return {
+        "dispatch_p50_ms": percentile(latencies, 50) * 1000,
+        "dispatch_p99_ms": percentile(latencies, 99) * 1000,
+    }
 
 
 async def big_store_queries(path: Path, rows: int) -> dict[str, float]:
@@ -113,10 +132,15 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        show(f"memory: {args.tasks} tasks", await throughput(MemoryStore(), args.tasks, args.slots))
+        show(
+            f"memory: {args.tasks} tasks",
+            await throughput_runs(lambda _: MemoryStore(), args.tasks, args.slots),
+        )
         show(
             f"sqlite: {args.tasks} tasks",
-            await throughput(SqliteStore(Path(tmp) / "tp.db"), args.tasks, args.slots),
+            await throughput_runs(
+                lambda i: SqliteStore(Path(tmp) / f"tp{i}.db"), args.tasks, args.slots
+            ),
         )
         show("memory: paced dispatch", await paced_latency(MemoryStore(), 500, args.slots))
         show(

@@ -83,7 +83,12 @@ _EXTERNAL_PREFIX = "external:"
 """Slot id prefix of tasks claimed by an outside worker (see ``Pool.claim``)."""
 
 # Events worth keeping in the store (the chatty ones only go to live listeners).
-_PERSISTED_EVENTS = {EventKind.PROCESS_STARTED, EventKind.API_RETRY, EventKind.RATE_LIMIT}
+_PERSISTED_EVENTS = {
+    EventKind.PROCESS_EXITED,
+    EventKind.API_RETRY,
+    EventKind.RATE_LIMIT,
+    EventKind.PERMISSION_DENIED,
+}
 
 
 class DrainSummary(BaseModel):
@@ -1272,7 +1277,7 @@ class Pool:
             slot_fields.update(self._crash_accounting(slot, running, result))
             completed = 1 if result.success else 0
             now = now_ms()
-            updated = await self._store.settle_task(
+            moved = await self._store.settle_task(
                 task.id,
                 {TaskState.RUNNING},
                 target,
@@ -1290,7 +1295,7 @@ class Pool:
                     "cost_microdollars": slot.record.cost_microdollars + result.cost_microdollars,
                 }
             )
-            if updated is None:
+            if not moved:
                 # Someone else ended it first (e.g. a cancel from another process): keep their
                 # state, but attach what the run actually cost and said.
                 await self._store.transition_task(

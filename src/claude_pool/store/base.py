@@ -164,12 +164,12 @@ class Store(Protocol):
         spend: int,
         tasks_completed: int,
         slot_fields: Mapping[str, Any],
-    ) -> TaskRecord | None:
+    ) -> bool:
         """Record a finished run in one atomic write: add ``spend`` to the pool's total and to
         the slot's cost (with ``tasks_completed``), set the slot's ``slot_fields``, and
         compare-and-set the task to ``to_state`` with ``result`` (as ``transition_task``).
-        The spend and slot changes apply even when the task has left ``from_states`` (then
-        None is returned): money spent is spent."""
+        Returns whether the task moved. The spend and slot changes apply even when it had
+        left ``from_states``: money spent is spent."""
 
     async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
         """Pending tasks submitted before the given time (for assignment timeouts)."""
@@ -251,6 +251,25 @@ class Store(Protocol):
     async def list_events(
         self, *, task_id: str | None = None, after_id: int = 0, limit: int = 1000
     ) -> list[EventRecord]: ...
+
+    # ── chains ───────────────────────────────────────────────────────
+
+    async def upsert_chain(
+        self, chain_id: str, data: Mapping[str, Any], state: str, now_ms: int
+    ) -> None:
+        """Create or replace a chain's progress document (JSON-serialisable) and its state.
+        The first upsert of an id stamps its creation time, which orders :meth:`list_chains`;
+        later ones replace the document and state and keep that place."""
+
+    async def get_chain(self, chain_id: str) -> dict[str, Any] | None:
+        """The document last upserted for the chain, as it reads back from JSON (a private
+        copy), or None."""
+
+    async def list_chains(
+        self, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Chain documents in creation order (oldest first); with ``state``, only the chains
+        last upserted with that state."""
 
     # ── metrics ──────────────────────────────────────────────────────
 

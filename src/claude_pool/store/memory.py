@@ -64,6 +64,8 @@ class MemoryStore:
         self._delivered: set[int] = set()
         self._next_message_id = 1
         self._events: list[EventRecord] = []
+        # Chain id -> (state, JSON text of the document); dicts keep creation order.
+        self._chains: dict[str, tuple[str, str]] = {}
         self._closed = False
 
     async def open(self) -> None:
@@ -234,7 +236,7 @@ class MemoryStore:
         spend: int,
         tasks_completed: int,
         slot_fields: Mapping[str, Any],
-    ) -> TaskRecord | None:
+    ) -> bool:
         self._check_open()
         values = validate_slot_fields(slot_id, dict(slot_fields))
         # No await below: the whole settlement happens at once.
@@ -246,7 +248,8 @@ class MemoryStore:
             slot.cost_microdollars += spend
             slot.tasks_completed += tasks_completed
             self._slots[slot_id] = (slot, owner)
-        return self._transition(task_id, from_states, to_state, now_ms, {"result": result})
+        moved = self._transition(task_id, from_states, to_state, now_ms, {"result": result})
+        return moved is not None
 
     async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
         self._check_open()
@@ -426,6 +429,29 @@ class MemoryStore:
             if task_id is None or event.task_id == task_id:
                 out.append(replace(event, data=copy.deepcopy(event.data)))
         return out
+
+    # ── chains ───────────────────────────────────────────────────────
+
+    async def upsert_chain(
+        self, chain_id: str, data: Mapping[str, Any], state: str, now_ms: int
+    ) -> None:
+        self._check_open()
+        # Kept as JSON text, so that what is stored is exactly what a database store keeps.
+        self._chains[chain_id] = (state, json.dumps(dict(data)))
+
+    async def get_chain(self, chain_id: str) -> dict[str, Any] | None:
+        self._check_open()
+        entry = self._chains.get(chain_id)
+        return None if entry is None else dict(json.loads(entry[1]))
+
+    async def list_chains(
+        self, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        self._check_open()
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        matching = [text for s, text in self._chains.values() if state is None or s == state]
+        return [dict(json.loads(text)) for text in matching[offset : offset + limit]]
 
     # ── metrics ──────────────────────────────────────────────────────
 

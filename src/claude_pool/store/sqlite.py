@@ -328,6 +328,10 @@ def _translate(path: str, operation: str, exc: sqlite3.Error) -> StoreError:
 # ── the database thread ──────────────────────────────────────────────
 
 
+_MOVED = TaskRecord(id=TaskId("moved"), prompt="-")
+"""Stands for "the task moved" where the caller does not need the record."""
+
+
 def _transition(
     conn: sqlite3.Connection,
     task_id: str,
@@ -335,8 +339,11 @@ def _transition(
     to_state: TaskState,
     now_ms: int,
     fields: dict[str, Any],
+    *,
+    parse: bool = True,
 ) -> TaskRecord | None:
-    """The compare-and-set UPDATE of a task, inside the caller's write transaction."""
+    """The compare-and-set UPDATE of a task, inside the caller's write transaction. With
+    ``parse=False`` the returned record is a placeholder (only None-or-not matters)."""
     states = [TaskState(s).value for s in from_states]
     sets = ["state = ?"]
     params: list[Any] = [to_state.value]
@@ -355,12 +362,15 @@ def _transition(
         if name in fields:
             sets.append(f"{name} = ?")
             params.append(fields[name])
+    returning = _TASK_COLUMNS if parse else "id"
     row = conn.execute(
         f"UPDATE tasks SET {', '.join(sets)} WHERE id = ? "
-        f"AND state IN ({_placeholders(len(states))}) RETURNING {_TASK_COLUMNS}",
+        f"AND state IN ({_placeholders(len(states))}) RETURNING {returning}",
         (*params, task_id, *states),
     ).fetchone()
-    return None if row is None else _record_from_row(row)
+    if row is None:
+        return None
+    return _record_from_row(row) if parse else _MOVED
 
 
 class _Database:
@@ -615,7 +625,7 @@ class _Database:
         spend: int,
         tasks_completed: int,
         slot_values: dict[str, Any],
-    ) -> TaskRecord | None:
+    ) -> bool:
         columns = [_slot_column_value(name, value) for name, value in slot_values.items()]
         sets = "".join(f", {c} = ?" for c, _ in columns)
         with self.write() as conn:
@@ -630,8 +640,13 @@ class _Database:
                 (spend, tasks_completed, *(v for _, v in columns), slot_id),
             )
             if not from_states:
-                return None
-            return _transition(conn, task_id, from_states, to_state, now_ms, {"result": result})
+                return False
+            return (
+                _transition(
+                    conn, task_id, from_states, to_state, now_ms, {"result": result}, parse=False
+                )
+                is not None
+            )
 
     def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
         rows = self.conn.execute(
@@ -864,6 +879,29 @@ class _Database:
             )
             for r in rows
         ]
+
+    # chains
+
+    def upsert_chain(self, chain_id: str, data: str, state: str, now_ms: int) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO chains (id, state, created_at_ms, updated_at_ms, data_json) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+                "updated_at_ms = excluded.updated_at_ms, data_json = excluded.data_json",
+                (chain_id, state, now_ms, now_ms, data),
+            )
+
+    def get_chain(self, chain_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT data_json FROM chains WHERE id = ?", (chain_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def list_chains(self, state: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        where, params = ("WHERE state = ? ", (state,)) if state is not None else ("", ())
+        rows = self.conn.execute(
+            f"SELECT data_json FROM chains {where}ORDER BY seq LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        ).fetchall()
+        return [dict(json.loads(row[0])) for row in rows]
 
     # metrics
 
@@ -1271,7 +1309,7 @@ class SqliteStore:
         spend: int,
         tasks_completed: int,
         slot_fields: Mapping[str, Any],
-    ) -> TaskRecord | None:
+    ) -> bool:
         values = validate_slot_fields(slot_id, dict(slot_fields))
         return await self._quick(
             "recording a finished task",
@@ -1371,6 +1409,30 @@ class SqliteStore:
         self, *, task_id: str | None = None, after_id: int = 0, limit: int = 1000
     ) -> list[EventRecord]:
         return await self._run("listing events", _Database.list_events, task_id, after_id, limit)
+
+    # ── chains ───────────────────────────────────────────────────────
+
+    async def upsert_chain(
+        self, chain_id: str, data: Mapping[str, Any], state: str, now_ms: int
+    ) -> None:
+        await self._quick(
+            "saving a chain",
+            _Database.upsert_chain,
+            chain_id,
+            json.dumps(dict(data)),
+            state,
+            now_ms,
+        )
+
+    async def get_chain(self, chain_id: str) -> dict[str, Any] | None:
+        return await self._quick("reading a chain", _Database.get_chain, chain_id)
+
+    async def list_chains(
+        self, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        return await self._run("listing chains", _Database.list_chains, state, limit, offset)
 
     # ── metrics ──────────────────────────────────────────────────────
 

@@ -629,10 +629,12 @@ class StoreContract:
             result=result, slot_id=SlotId("slot-a"), spend=250, tasks_completed=1,
             slot_fields={"state": SlotState.IDLE, "current_task": None, "session_id": "s-1"},
         )  # fmt: skip
-        assert settled is not None
-        assert settled.state is TaskState.COMPLETED
-        assert settled.result == result
-        assert settled.completed_at_ms == T0 + 50
+        assert settled is True
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        assert got.record.state is TaskState.COMPLETED
+        assert got.record.result == result
+        assert got.record.completed_at_ms == T0 + 50
         assert await store.get_spend() == 250
         slot = await store.get_slot(SlotId("slot-a"))
         assert slot is not None
@@ -652,7 +654,7 @@ class StoreContract:
             result=make_result(cost=99), slot_id=SlotId("slot-a"), spend=99,
             tasks_completed=0, slot_fields={},
         )  # fmt: skip
-        assert settled is None
+        assert settled is False
         got = await store.get_task(task.record.id)
         assert got is not None
         assert got.record.state is TaskState.CANCELLED
@@ -772,6 +774,46 @@ class StoreContract:
         data["items"].append(2)
         (event,) = await store.list_events()
         assert event.data == {"items": [1]}
+
+    # ── chains ───────────────────────────────────────────────────────
+
+    async def test_a_chain_document_reads_back_as_written_and_upsert_replaces_it(
+        self, store: Store
+    ) -> None:
+        assert await store.get_chain("chain-1") is None
+        doc: dict[str, Any] = {"id": "chain-1", "steps": [{"name": "a", "cost": 5}], "n": None}
+        await store.upsert_chain("chain-1", doc, "running", T0)
+        assert await store.get_chain("chain-1") == doc
+        doc["steps"].append({"name": "b"})  # the store kept its own copy
+        assert await store.get_chain("chain-1") == {
+            "id": "chain-1",
+            "steps": [{"name": "a", "cost": 5}],
+            "n": None,
+        }
+        await store.upsert_chain("chain-1", {"id": "chain-1", "done": True}, "completed", T0 + 1)
+        assert await store.get_chain("chain-1") == {"id": "chain-1", "done": True}
+        read = await store.get_chain("chain-1")
+        assert read is not None
+        read["done"] = False
+        assert await store.get_chain("chain-1") == {"id": "chain-1", "done": True}
+
+    async def test_chains_list_in_creation_order_by_their_last_state(self, store: Store) -> None:
+        for i, state in enumerate(["running", "completed", "running", "failed"]):
+            await store.upsert_chain(f"chain-{i}", {"id": f"chain-{i}"}, state, T0 + i)
+        # An update keeps the chain's place and changes the state it is listed under.
+        await store.upsert_chain("chain-0", {"id": "chain-0", "v": 2}, "completed", T0 + 10)
+        ids = [c["id"] for c in await store.list_chains()]
+        assert ids == ["chain-0", "chain-1", "chain-2", "chain-3"]
+        assert [c["id"] for c in await store.list_chains("running")] == ["chain-2"]
+        assert [c["id"] for c in await store.list_chains("completed")] == ["chain-0", "chain-1"]
+        assert (await store.list_chains("completed"))[0] == {"id": "chain-0", "v": 2}
+        assert [c["id"] for c in await store.list_chains(limit=2, offset=1)] == [
+            "chain-1",
+            "chain-2",
+        ]
+        assert await store.list_chains("cancelled") == []
+        with pytest.raises(ValueError, match="negative"):
+            await store.list_chains(limit=-1)
 
     # ── metrics ──────────────────────────────────────────────────────
 
