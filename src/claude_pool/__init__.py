@@ -1,8 +1,20 @@
 """claude-pool: run many Claude Code CLI sessions as one managed pool."""
 
+from claude_pool.chain import (
+    ChainIsolation,
+    ChainResult,
+    ChainSpec,
+    ChainState,
+    ChainStep,
+    SkillResolver,
+    StepAttempt,
+    StepResult,
+    StepState,
+)
 from claude_pool.config import EffectiveConfig, Settings, effective_config, load_settings
 from claude_pool.errors import (
     BudgetExhausted,
+    ChainNotFound,
     ClaudeCliError,
     ClaudeCliNotFound,
     ClaudeCliTooOld,
@@ -17,6 +29,7 @@ from claude_pool.errors import (
     StoreError,
     TaskNotFound,
     TaskTimeout,
+    WorktreeError,
 )
 from claude_pool.pool import DrainSummary, Pool, PoolStatus
 from claude_pool.types import (
@@ -40,11 +53,18 @@ from claude_pool.types import (
     TaskState,
     now_ms,
 )
+from claude_pool.worktree import WorktreeReport
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BudgetExhausted",
+    "ChainIsolation",
+    "ChainNotFound",
+    "ChainResult",
+    "ChainSpec",
+    "ChainState",
+    "ChainStep",
     "ClaudeCliError",
     "ClaudeCliNotFound",
     "ClaudeCliTooOld",
@@ -67,12 +87,16 @@ __all__ = [
     "ScalingError",
     "SessionMetrics",
     "Settings",
+    "SkillResolver",
     "SlotConfig",
     "SlotId",
     "SlotMode",
     "SlotNotFound",
     "SlotRecord",
     "SlotState",
+    "StepAttempt",
+    "StepResult",
+    "StepState",
     "StoreError",
     "TaskFilter",
     "TaskId",
@@ -82,6 +106,8 @@ __all__ = [
     "TaskResult",
     "TaskState",
     "TaskTimeout",
+    "WorktreeError",
+    "WorktreeReport",
     "__version__",
     "effective_config",
     "load_settings",

@@ -145,8 +145,36 @@ class StoreError(ClaudePoolError):
     """The store failed (database unreachable, corrupt, locked...)."""
 
 
+class WorktreeError(ClaudePoolError):
+    """A git worktree or clone could not be created, inspected or removed.
+
+    ``path`` is the directory concerned, ``command`` the git command that failed (if any) and
+    ``stderr`` its error output.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        command: str | None = None,
+        stderr: str = "",
+    ) -> None:
+        self.path = path
+        self.command = command
+        self.stderr = stderr
+        super().__init__(message)
+
+
+class ChainNotFound(ClaudePoolError):
+    def __init__(self, chain_id: str) -> None:
+        self.chain_id = chain_id
+        super().__init__(f"no chain with id {chain_id!r}; list chains to see the known ids")
+
+
 __all__ = [
     "BudgetExhausted",
+    "ChainNotFound",
     "ClaudeCliError",
     "ClaudeCliNotFound",
     "ClaudeCliTooOld",
@@ -161,4 +189,5 @@ __all__ = [
     "StoreError",
     "TaskNotFound",
     "TaskTimeout",
+    "WorktreeError",
 ]

@@ -227,7 +227,7 @@ class Pool:
         self._drain_summary: DrainSummary | None = None
         self._started_ms = now_ms()
         self.skill_resolver: SkillResolver | None = None
-        """Turns a chain step's skill into a prompt; None: the project's skill registry."""
+        """Turns a chain step's skill into a prompt; None: :attr:`skills`."""
         self._worktrees: WorktreeManager | None = None
         self._worktrees_lock = asyncio.Lock()
         self._worktree_reports: list[WorktreeReport] = []
@@ -1028,9 +1028,14 @@ class Pool:
         return self._tg.create_task(coro, name=name)
 
     def _skill_resolver(self) -> SkillResolver:
-        if self.skill_resolver is None:
-            self.skill_resolver = _registry_resolver(self._cwd)
-        return self.skill_resolver
+        return self.skill_resolver or self._resolve_skill
+
+    def _resolve_skill(
+        self, name: str, args: Mapping[str, str]
+    ) -> tuple[str, TaskOverrides | None]:
+        """A chain's skill step, from this pool's skill registry (:attr:`skills`)."""
+        skill = self.skills.get(name)
+        return skill.render(dict(args)), skill.overrides
 
     async def _resume_chains(self) -> None:
         await self._chains.resume_orphans(await self._live_workers(), self._skill_resolver())
@@ -1551,23 +1556,6 @@ def _real_path(path: str | Path) -> str:
 
 def _join(reason: str, output: str) -> str:
     return f"{reason}: {output}" if output and output != reason else reason
-
-
-def _registry_resolver(cwd: Path) -> SkillResolver:
-    """Chain skill steps resolved by the project's skill registry (built-in, global, project),
-    loaded on first use."""
-    registry: Any = None
-
-    def resolve(name: str, args: Mapping[str, str]) -> tuple[str, TaskOverrides | None]:
-        nonlocal registry
-        if registry is None:
-            from claude_pool.skills import SkillRegistry
-
-            registry = SkillRegistry.for_project(cwd)
-        skill = registry.get(name)
-        return skill.render(dict(args)), skill.overrides
-
-    return resolve
 
 
 def _default_executor(config: PoolConfig, settings: Settings) -> Executor:
