@@ -1,0 +1,78 @@
+"""The README's examples work: its Python example runs against the real CLI and the mock API."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from claude_pool.testing.claude_cli import run_print
+from claude_pool.testing.mock_api import MockAnthropicAPI, Reply
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), re.DOTALL | re.MULTILINE)
+
+
+@pytest.mark.cli
+def test_the_readme_python_example_runs_and_prints_its_results(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    example = code_blocks("python")[0]
+    mock_api.on(Reply("Hello, how are you today?"), prompt="Say hello in five words.")
+    mock_api.on(Reply("Seven."), prompt="Name a prime number.")
+    mock_api.on(Reply("Teal."), prompt="Name a colour.")
+    script = tmp_path / "example.py"
+    script.write_text(example)
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**cli_env, "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert re.fullmatch(r"Hello, how are you today\? \(\$0\.\d{4}, 1 turns\)", lines[0])
+    assert lines[1:] == ["ok Seven.", "ok Teal."]
+    assert len(mock_api.main_requests) == 3
+
+
+@pytest.mark.cli
+def test_claude_code_connects_to_claude_pool_with_the_readmes_mcp_json(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    configs = [json.loads(block) for block in code_blocks("json")]
+    [stdio] = [c for c in configs if "command" in c["mcpServers"]["claude-pool"]]
+    [http] = [c for c in configs if "url" in c["mcpServers"]["claude-pool"]]
+    assert http["mcpServers"]["claude-pool"]["url"].endswith("/mcp")
+    (tmp_path / ".mcp.json").write_text(json.dumps(stdio))
+    # `claude-pool` as installed next to this Python; the server inherits the CLI's env.
+    scripts = Path(sys.executable).parent
+    assert (scripts / "claude-pool").is_file()
+    env = {
+        **cli_env,
+        "PATH": f"{scripts}{os.pathsep}{cli_env.get('PATH', '')}",
+        "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin),
+    }
+    run = run_print(
+        claude_bin,
+        ["--mcp-config", str(tmp_path / ".mcp.json"), "--", "which tools do you have?"],
+        env=env,
+        cwd=tmp_path,
+    )
+    [init] = run.of_type("system", "init")
+    [server] = init["mcp_servers"]
+    assert (server["name"], server["status"]) == ("claude-pool", "connected"), server
+    offered = mock_api.main_requests[0].available_tool_names
+    assert "mcp__claude-pool__pool_fan_out" in offered
+    assert "mcp__claude-pool__pool_submit" in offered
