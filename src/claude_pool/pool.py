@@ -20,6 +20,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field
 
+from claude_pool.budget import BudgetLedger
 from claude_pool.chain import (
     ChainResult,
     ChainRunner,
@@ -46,7 +47,8 @@ from claude_pool.executor.base import (
     Executor,
     ExecutorEvent,
 )
-from claude_pool.scheduler import Dispatcher, WorkSignal
+from claude_pool.ratelimit import RateLimiter, RateLimitState
+from claude_pool.scheduler import Dispatcher
 from claude_pool.skills import SkillRegistry
 from claude_pool.slot import RunningTask, Slot
 from claude_pool.store import Message, Store, StoredTask, TaskTarget, open_store
@@ -119,17 +121,6 @@ class RejectOutcome(BaseModel):
     """With ``requeued``, the attempt now queued; otherwise the number of rejections."""
     max_attempts: int
     task: TaskRecord
-
-
-class RateLimitState(BaseModel):
-    """The API is pushing back: new tasks wait until ``until_ms``."""
-
-    until_ms: int
-    status: int | None = None
-    """HTTP status the CLI is retrying (429 rate limited, 529 overloaded, 5xx)."""
-    slots: dict[str, int] = Field(default_factory=dict)
-    """Slots whose CLI is retrying, with the time each expects to retry."""
-    message: str = ""
 
 
 class PoolStatus(BaseModel):
@@ -210,15 +201,13 @@ class Pool:
         self._running: dict[TaskId, RunningTask] = {}
         self._finished: dict[TaskId, asyncio.Event] = {}
         self._errors: dict[TaskId, ClaudePoolError] = {}
-        self._reserved: dict[TaskId, int] = {}
-        self._budget_settled = WorkSignal()
-        self._successes = 0
-        self._success_spend = 0
+        self._budget = BudgetLedger(
+            self._store, lambda: self.config.budget_microdollars, poll_secs=poll_secs
+        )
         self._context_cache: dict[str, str] | None = None
         self.supervisor = Supervisor(self)
         self._skills: SkillRegistry | None = None
-        self._rate_limit: RateLimitState | None = None
-        self._rate_limited_slots: dict[str, int] = {}
+        self._rate_limits = RateLimiter(min_pause_secs=poll_secs)
         self._listeners: list[EventListener] = []
         self._tg: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -245,7 +234,7 @@ class Pool:
             self._expire_unassigned,
             self._assignment_timeout,
             poll_secs=poll_secs,
-            gate=self._dispatch_gate,
+            gate=self._rate_limits.gate,
         )
 
     # ── lifecycle ───────────────────────────────────────────────────
@@ -481,7 +470,7 @@ class Pool:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_rejections < 0:
             raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
-        await self._check_budget()
+        await self._budget.check()
         record = TaskRecord.new_pending(new_task_id(), prompt)
         record = record.with_tags(list(tags)).with_config(overrides)
         if review:
@@ -648,7 +637,7 @@ class Pool:
             permission_mode=effective_config(self.config).permission_mode,
             slot_mode=self.config.slot_mode,
             shutting_down=not self._accepting,
-            rate_limit=self._current_rate_limit(),
+            rate_limit=self._rate_limits.current(),
         )
 
     async def session_metrics(self, filter: MetricsFilter | None = None) -> SessionMetrics:
@@ -1198,7 +1187,7 @@ class Pool:
     ) -> ExecutionRequest:
         task = stored.record
         config = effective_config(self.config, slot.record.config, task.config)
-        cap = await self._reserve_budget(task.id, config.max_budget_usd)
+        cap = await self._budget.reserve(task.id, config.max_budget_usd, self._idle_slots)
         if cap is not None:
             config = replace(config, max_budget_usd=cap / 1_000_000)
         config = await self._with_shared_context(config)
@@ -1313,11 +1302,7 @@ class Pool:
         except Exception:
             log.exception("task %s: recording its result failed", task.id)
         finally:
-            if self._reserved.pop(task.id, None) is not None:
-                self._budget_settled.notify()
-            if result is not None and result.success and result.cost_microdollars:
-                self._successes += 1
-                self._success_spend += result.cost_microdollars
+            self._budget.settle(task.id, result)
             slot.running = None
             slot.last_active_ms = now_ms()
             self._running.pop(task.id, None)
@@ -1409,7 +1394,7 @@ class Pool:
 
     def _on_event(self, event: ExecutorEvent) -> None:
         if event.kind is EventKind.API_RETRY:
-            self._note_api_retry(event)
+            self._rate_limits.note_api_retry(event)
         elif event.kind is EventKind.PROCESS_EXITED:
             running = self._running.get(event.task_id)
             if running is not None:
@@ -1425,49 +1410,6 @@ class Pool:
                     str(event.kind), event.task_id, event.slot_id, event.data, event.at_ms
                 )
             )
-
-    # ── rate limits ─────────────────────────────────────────────────
-
-    def _note_api_retry(self, event: ExecutorEvent) -> None:
-        delay_ms = int(event.data.get("delay_ms") or 0)
-        until = event.at_ms + max(delay_ms, int(self._poll_secs * 1000))
-        status = event.data.get("status")
-        self._rate_limited_slots[event.slot_id] = until
-        current = self._rate_limit
-        if current is None or until > current.until_ms:
-            self._rate_limit = RateLimitState(
-                until_ms=until, status=status if isinstance(status, int) else None
-            )
-        log.warning(
-            "slot %s task %s: API answered %s, CLI retrying in %d ms (attempt %s)",
-            event.slot_id,
-            event.task_id,
-            status,
-            delay_ms,
-            event.data.get("attempt"),
-        )
-
-    def _current_rate_limit(self) -> RateLimitState | None:
-        now = now_ms()
-        state = self._rate_limit
-        if state is None or state.until_ms <= now:
-            self._rate_limit = None
-            self._rate_limited_slots.clear()
-            return None
-        slots = {k: v for k, v in self._rate_limited_slots.items() if v > now}
-        when = f"{(state.until_ms - now) / 1000:.1f}s"
-        return state.model_copy(
-            update={
-                "slots": slots,
-                "message": f"rate limited (HTTP {state.status or '?'}): dispatch resumes in {when}",
-            }
-        )
-
-    async def _dispatch_gate(self) -> None:
-        """Hold new dispatches while the API pushes back; resumes by itself."""
-        # A deadline that later retries may push back, so re-check after each sleep.
-        while (state := self._current_rate_limit()) is not None:  # noqa: ASYNC110
-            await asyncio.sleep((state.until_ms - now_ms()) / 1000)
 
     # ── automatic scaling ───────────────────────────────────────────
 
@@ -1498,55 +1440,13 @@ class Pool:
 
     # ── policy checks ───────────────────────────────────────────────
 
+    def _idle_slots(self) -> int:
+        """Slots that could start a task now, counting the one asking."""
+        return 1 + sum(1 for s in self._slots.values() if s.running is None)
+
     def _check_accepting(self) -> None:
         if self._closed or not self._accepting:
             raise PoolShutdown()
-
-    async def _reserve_budget(self, task_id: TaskId, task_cap_usd: float | None) -> int | None:
-        """Reserve the part of the pool budget this task may spend, in microdollars.
-
-        A task's cap (passed to the CLI as ``--max-budget-usd``) never exceeds what is neither
-        spent nor reserved by other running tasks, so all caps together fit the budget and
-        concurrent tasks cannot pass it by more than the API calls in flight when it is
-        crossed (the CLI stops after the call that crosses a cap). Within that, a task gets
-        an even share over the slots that could start work now, or, once the pool has seen
-        what a successful task costs, at least that much (with a margin), waiting for running
-        tasks to settle while less than that is free. It fails with ``BudgetExhausted`` only
-        when nothing is reserved and the budget is spent. Returns None with no
-        pool budget and no per-task cap.
-        """
-        task_cap = round(task_cap_usd * 1_000_000) if task_cap_usd is not None else None
-        limit = self.config.budget_microdollars
-        if limit is None:
-            return task_cap
-        # Once tasks have succeeded, a task should start with about what one costs (with a
-        # margin); with less than that free, waiting for running tasks to settle beats
-        # starting a task that is bound to stop at its cap.
-        wanted = self._success_spend * 3 // (2 * self._successes) if self._successes else 1
-        while True:
-            ticket = self._budget_settled.ticket()
-            spent = await self._store.get_spend()
-            unreserved = limit - spent - sum(self._reserved.values())
-            if not self._reserved:
-                if unreserved <= 0:
-                    raise BudgetExhausted(spent, limit)
-                break
-            if unreserved >= wanted:
-                break
-            await WorkSignal.wait(ticket, self._poll_secs)
-        could_start = 1 + sum(1 for s in self._slots.values() if s.running is None)
-        share = max(1, unreserved // could_start, min(unreserved, wanted))
-        cap = share if task_cap is None else min(task_cap, share)
-        self._reserved[task_id] = cap
-        return cap
-
-    async def _check_budget(self) -> None:
-        limit = self.config.budget_microdollars
-        if limit is None:
-            return
-        spent = await self._store.get_spend()
-        if spent >= limit:
-            raise BudgetExhausted(spent, limit)
 
 
 def _real_path(path: str | Path) -> str:
