@@ -55,6 +55,23 @@ ALL_TOOLS = {
     "pool_broadcast",
     "pool_read_messages",
     "pool_peek_messages",
+    # chains, skills, workflows, routing (tests/test_mcp_skills.py)
+    "pool_chain",
+    "pool_submit_chain",
+    "pool_fan_out_chains",
+    "pool_chain_result",
+    "pool_cancel_chain",
+    "pool_skill_list",
+    "pool_skill_get",
+    "pool_skill_add",
+    "pool_skill_remove",
+    "pool_skill_save",
+    "pool_skill_eject",
+    "pool_skill_run",
+    "pool_workflow_list",
+    "pool_invoke_workflow",
+    "pool_route",
+    "pool_auto",
 }
 
 
@@ -145,6 +162,10 @@ async def test_every_tool_is_listed_with_description_schemas_and_annotations() -
         "context_get",
         "context_list",
         "pool_peek_messages",
+        "pool_chain_result",
+        "pool_skill_list",
+        "pool_skill_get",
+        "pool_workflow_list",
     }
     for destructive in ("pool_cancel", "pool_drain", "pool_scale_down", "context_delete"):
         hints = tools[destructive].annotations
@@ -570,7 +591,7 @@ async def test_resources_show_status_slots_budget_context_and_results() -> None:
         with pytest.raises(MCPError, match="no slot"):
             await client.read_resource("pool://slots/slot-nope")
     assert listed == {"pool://status", "pool://slots", "pool://budget", "pool://context"}
-    assert templates == {"pool://slots/{id}", "pool://results/{id}"}
+    assert templates == {"pool://slots/{id}", "pool://results/{id}", "pool://chains/{id}"}
     assert status["tasks"] == {"completed": 1}
     assert len(slots) == 2
     assert slot["id"] == slot_id

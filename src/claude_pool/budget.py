@@ -18,9 +18,7 @@ from claude_pool.types import TaskId, TaskResult
 
 
 class BudgetLedger:
-    def __init__(
-        self, store: Store, limit: Callable[[], int | None], *, poll_secs: float
-    ) -> None:
+    def __init__(self, store: Store, limit: Callable[[], int | None], *, poll_secs: float) -> None:
         self._store = store
         self._limit = limit
         """The budget in microdollars (None: no budget), read at each use so that a change to

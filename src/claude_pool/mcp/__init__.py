@@ -9,6 +9,7 @@ from claude_pool.mcp.auth import BearerTokenMiddleware, is_loopback, parse_token
 from claude_pool.mcp.resources import POOL_RESOURCE_GROUPS, register_pool_resources
 from claude_pool.mcp.server import (
     DEFAULT_PORT,
+    DEFAULT_TOOL_GROUPS,
     INSTRUCTIONS,
     MCP_PATH,
     build_server,
@@ -21,6 +22,7 @@ from claude_pool.mcp.tools import POOL_TOOL_GROUPS, ToolGroup, pool_tool, tool_e
 
 __all__ = [
     "DEFAULT_PORT",
+    "DEFAULT_TOOL_GROUPS",
     "INSTRUCTIONS",
     "MCP_PATH",
     "POOL_RESOURCE_GROUPS",

@@ -23,7 +23,9 @@ from claude_pool.config import Settings
 from claude_pool.errors import ConfigError
 from claude_pool.executor.base import Executor
 from claude_pool.mcp.auth import BearerTokenMiddleware, is_loopback
+from claude_pool.mcp.chain_tools import register_chain_tools
 from claude_pool.mcp.resources import POOL_RESOURCE_GROUPS, ResourceGroup
+from claude_pool.mcp.skill_tools import SKILL_TOOL_GROUPS
 from claude_pool.mcp.tools import POOL_TOOL_GROUPS, ToolGroup
 from claude_pool.pool import DrainSummary, Pool
 
@@ -33,6 +35,14 @@ SERVER_NAME = "claude-pool"
 MCP_PATH = "/mcp"
 DEFAULT_PORT = 8765
 _SHUTDOWN_SECS = 10
+
+DEFAULT_TOOL_GROUPS: tuple[ToolGroup, ...] = (
+    *POOL_TOOL_GROUPS,
+    register_chain_tools,
+    *SKILL_TOOL_GROUPS,
+)
+"""The engine's tools, then chains (with pool://chains/{id}), skills (also as prompts),
+workflows and routing."""
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -63,6 +73,10 @@ How to use it well:
   it too); report it with pool_complete_claimed.
 - Capacity: pool_scale_up / pool_scale_down / pool_set_target_slots change the number of slots.
   pool_cancel stops a task. pool_drain stops the whole pool for good: only when asked.
+- Staged work: pool_chain runs ordered steps (later steps get {previous_output} and earlier
+  steps' output_vars); pool_invoke_workflow runs a named one (pool_workflow_list). Skills
+  (pool_skill_list) are ready-made prompts: pool_skill_run runs one on a slot. pool_auto lets
+  the pool decide between one task, parallel tasks and a chain.
 - Failed tasks are results (success=false with the reason), not tool errors; a tool error
   means the call itself was wrong and says how to fix it.
 """
@@ -73,7 +87,7 @@ def build_server(
     *,
     name: str = SERVER_NAME,
     instructions: str = INSTRUCTIONS,
-    tool_groups: Iterable[ToolGroup] = POOL_TOOL_GROUPS,
+    tool_groups: Iterable[ToolGroup] = DEFAULT_TOOL_GROUPS,
     resource_groups: Iterable[ResourceGroup] = POOL_RESOURCE_GROUPS,
     log_level: LogLevel = "WARNING",
 ) -> MCPServer[Any]:

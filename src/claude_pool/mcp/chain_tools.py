@@ -1,0 +1,388 @@
+"""Chains as MCP tools: ``pool_chain``, ``pool_submit_chain``, ``pool_fan_out_chains``,
+``pool_chain_result``, ``pool_cancel_chain``, and the resource ``pool://chains/{id}``.
+
+The tools translate to :meth:`Pool.chain` and friends (see :mod:`claude_pool.chain` for what a
+chain is). Skill steps are resolved by the pool's own skill registry, so a skill added at
+runtime (``pool_skill_add``) can be a chain step at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated, Any
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from pydantic import BaseModel, Field
+
+from claude_pool.chain import (
+    ChainIsolation,
+    ChainResult,
+    ChainSpec,
+    ChainState,
+    ChainStep,
+    SkillResolver,
+    StepState,
+)
+from claude_pool.errors import ChainNotFound, ClaudePoolError
+from claude_pool.invocation import skill_resolver
+from claude_pool.mcp.models import MAX_LIST_ITEMS, Name, Tags
+from claude_pool.mcp.progress import ProgressReporter, reporter_for
+from claude_pool.mcp.tools import READ_ONLY, REMOVES, RUNS_WORK, ToolContext, pool_tool
+from claude_pool.pool import Pool
+
+log = logging.getLogger(__name__)
+
+POLL_SECS = 0.5
+"""How often a waiting chain call looks at the chain's progress to report it."""
+_CANCEL_SECS = 30.0
+_DEFAULT_WAIT_SECS = 300.0
+_MAX_WAIT_SECS = 3_600.0
+_MAX_STEPS = 100
+
+
+# ── results ─────────────────────────────────────────────────────────
+
+
+class ChainOutcome(BaseModel):
+    """A chain's state and, once it has ended, its outcome; ``chain`` has every step."""
+
+    chain_id: str
+    state: ChainState
+    finished: bool = Field(description="True once the chain has ended.")
+    success: bool = Field(description="True when every step completed.")
+    output: str | None = Field(None, description="The last step's output, once it completed.")
+    current_step: str | None = Field(None, description="The running step, while it runs.")
+    total_cost_microdollars: int = Field(description="Every step attempt's real cost so far.")
+    error: str | None = None
+    kept_branch: str | None = Field(
+        None, description="Git branch kept after the chain because it holds its work."
+    )
+    chain: ChainResult = Field(description="Every step: state, output, variables, attempts, cost.")
+    note: str | None = Field(None, description="What to do next, when there is something.")
+
+    @classmethod
+    def of(cls, result: ChainResult, note: str | None = None) -> ChainOutcome:
+        finished = result.state.is_terminal
+        if note is None and not finished:
+            note = "not finished yet; call pool_chain_result with wait=true to wait for it"
+        return cls(
+            chain_id=result.id,
+            state=result.state,
+            finished=finished,
+            success=result.success,
+            output=result.output,
+            current_step=result.current_step_name,
+            total_cost_microdollars=result.total_cost_microdollars,
+            error=result.error,
+            kept_branch=result.kept_branch,
+            chain=result,
+            note=note,
+        )
+
+
+class ChainSubmitted(BaseModel):
+    chain_id: str
+    note: str = "started; follow it with pool_chain_result (wait=true blocks until it ends)"
+
+
+class ChainFanOutResult(BaseModel):
+    chains: list[ChainOutcome] = Field(description="One outcome per chain, in input order.")
+    succeeded: int
+    failed: int
+    total_cost_microdollars: int
+
+
+# ── arguments ───────────────────────────────────────────────────────
+
+Steps = Annotated[
+    list[ChainStep],
+    Field(
+        min_length=1,
+        max_length=_MAX_STEPS,
+        description=(
+            "The steps, in order. Each has a prompt (or a skill with args), and optionally a "
+            "name, overrides, retries, recovery_prompt (may use {error}), output_vars "
+            '(variable -> dot path into the step\'s JSON output, e.g. {"branch": "branch"}) and '
+            "timeout_secs. Prompts may use {previous_output} and {steps.<step>.<var>}."
+        ),
+    ),
+]
+Isolation = Annotated[
+    ChainIsolation,
+    Field(
+        description=(
+            "Where the steps run: worktree (default: a git worktree of the chain's own, its "
+            "work kept on branch claude-pool/<chain id>), clone (a fresh git clone), or none "
+            "(the pool's directory, shared with everything else)."
+        )
+    ),
+]
+ChainName = Annotated[Name | None, Field(description="A label for the chain.")]
+ChainIdArg = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        description="A chain id as returned by pool_submit_chain or pool_chain (chain-...).",
+    ),
+]
+WaitSecs = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        le=_MAX_WAIT_SECS,
+        description=f"Most seconds to wait (default {_DEFAULT_WAIT_SECS:g}).",
+    ),
+]
+
+
+class ChainSpecArg(BaseModel):
+    """One chain of pool_fan_out_chains."""
+
+    steps: Steps
+    isolation: Isolation = ChainIsolation.WORKTREE
+    name: ChainName = None
+    tags: Tags | None = None
+
+    def to_spec(self) -> ChainSpec:
+        return ChainSpec(
+            steps=self.steps, isolation=self.isolation, name=self.name, tags=self.tags or []
+        )
+
+
+def _spec(
+    steps: list[ChainStep], isolation: ChainIsolation, name: str | None, tags: list[str] | None
+) -> ChainSpec:
+    return ChainSpec(steps=steps, isolation=isolation, name=name, tags=tags or [])
+
+
+# ── following a chain ───────────────────────────────────────────────
+
+
+async def follow_chain(
+    pool: Pool, reporter: ProgressReporter, chain_id: str, timeout: float | None
+) -> ChainResult:
+    """Wait for a chain, reporting each step as it starts and ends, and the running step's task
+    events. ``TimeoutError`` after ``timeout`` seconds."""
+    waiter = asyncio.ensure_future(pool.wait_chain(chain_id, timeout))
+    reported: dict[str, tuple[StepState, str | None]] = {}
+
+    def report(snapshot: ChainResult) -> None:
+        total = len(snapshot.steps)
+        for step in snapshot.steps:
+            task = snapshot.current_task_id if step.state is StepState.RUNNING else None
+            seen = (step.state, task)
+            if step.state is StepState.PENDING or reported.get(step.name) == seen:
+                continue
+            reported[step.name] = seen
+            if task is not None:
+                reporter.watch(task)
+            reporter.note(
+                f"{chain_id}: step {step.index + 1} of {total} ({step.name}) {step.state}"
+                + (f" as {task}" if task else "")
+            )
+
+    try:
+        while not waiter.done():
+            report(await pool.chain_result(chain_id))
+            await asyncio.wait({waiter}, timeout=POLL_SECS)
+        result = waiter.result()
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+    report(result)
+    reporter.note(f"{chain_id}: {result.state}")
+    return result
+
+
+async def cancel_chain_quietly(pool: Pool, chain_id: str) -> None:
+    """Cancel a chain on behalf of a tool call that was itself cancelled; shielded, bounded."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_SECS):
+        try:
+            await pool.cancel_chain(chain_id)
+        except Exception:
+            log.exception("could not cancel chain %s after its tool call was cancelled", chain_id)
+
+
+async def run_chain_reporting(
+    pool: Pool, ctx: ToolContext, spec: ChainSpec, resolver: SkillResolver
+) -> ChainResult:
+    """Start ``spec`` and wait for it with progress; cancelling the call cancels the chain."""
+    chain_id = await pool.submit_chain(spec, skill_resolver=resolver)
+    async with reporter_for(pool, ctx) as reporter:
+        reporter.note(f"{chain_id}: started ({len(spec.steps)} steps)")
+        try:
+            return await follow_chain(pool, reporter, chain_id, None)
+        except asyncio.CancelledError:
+            await cancel_chain_quietly(pool, chain_id)
+            raise
+
+
+# ── tools ───────────────────────────────────────────────────────────
+
+
+def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
+    """pool_chain, pool_submit_chain, pool_fan_out_chains, pool_chain_result,
+    pool_cancel_chain, and the pool://chains/{id} resource."""
+    resolver = skill_resolver(pool.skills)
+
+    @pool_tool(server, "pool_chain", RUNS_WORK, "Run a chain of steps and wait for it")
+    async def pool_chain(
+        steps: Steps,
+        ctx: ToolContext,
+        isolation: Isolation = ChainIsolation.WORKTREE,
+        name: ChainName = None,
+        tags: Tags | None = None,
+    ) -> ChainOutcome:
+        """Run ordered steps, each as one pool task that starts where the previous one ended,
+        and wait for the whole chain. Use it for staged work (plan, then implement, then test)
+        where each step needs the one before; for independent work use pool_fan_out.
+
+        A step is a prompt, or a skill (see pool_skill_list) with args. Placeholders:
+        {previous_output} is the prior step's output; {steps.<step>.<var>} is an output
+        variable of an earlier step (output_vars map a variable to a dot path into that step's
+        JSON output, e.g. ask for JSON with overrides.json_schema). A failed step is retried
+        `retries` times, then its recovery_prompt runs ({error} says what failed); if that fails
+        too the chain fails and the rest is skipped. By default the chain works in a git
+        worktree of its own and keeps its work on branch claude-pool/<chain id>.
+
+        Returns the chain's state, the last step's output and every step's output, variables
+        and real cost (failed attempts included). Progress notifications report each step and
+        the running task's activity. Costs money; steps may edit files if their permission mode
+        allows it. Cancelling this call cancels the chain."""
+        spec = _spec(steps, isolation, name, tags)
+        return ChainOutcome.of(await run_chain_reporting(pool, ctx, spec, resolver))
+
+    @pool_tool(server, "pool_submit_chain", RUNS_WORK, "Start a chain in the background")
+    async def pool_submit_chain(
+        steps: Steps,
+        isolation: Isolation = ChainIsolation.WORKTREE,
+        name: ChainName = None,
+        tags: Tags | None = None,
+    ) -> ChainSubmitted:
+        """Start a chain (see pool_chain for steps and placeholders) and return its id at once.
+        Follow it with pool_chain_result (current step, the running step's output so far,
+        finished steps), wait for it with pool_chain_result wait=true, stop it with
+        pool_cancel_chain. Costs money as it runs."""
+        spec = _spec(steps, isolation, name, tags)
+        return ChainSubmitted(chain_id=await pool.submit_chain(spec, skill_resolver=resolver))
+
+    @pool_tool(server, "pool_fan_out_chains", RUNS_WORK, "Run several chains in parallel")
+    async def pool_fan_out_chains(
+        chains: Annotated[
+            list[ChainSpecArg],
+            Field(
+                min_length=1,
+                max_length=MAX_LIST_ITEMS,
+                description="Independent chains, each with its steps (see pool_chain).",
+            ),
+        ],
+        ctx: ToolContext,
+    ) -> ChainFanOutResult:
+        """Run independent chains side by side (e.g. the same pipeline for several issues) and
+        wait for all of them. Returns one outcome per chain, in input order; a chain that fails,
+        or could not even start, never discards the others. Progress notifications count
+        finished chains. Costs money; cancelling this call cancels the chains."""
+        total = len(chains)
+        outcomes: list[ChainOutcome | None] = [None] * total
+        started: dict[int, str] = {}
+        for index, arg in enumerate(chains):
+            try:
+                started[index] = await pool.submit_chain(arg.to_spec(), skill_resolver=resolver)
+            except (ClaudePoolError, ValueError) as exc:
+                failed = ChainResult(
+                    id="", name=arg.name, state=ChainState.FAILED, error=f"not started: {exc}"
+                )
+                outcomes[index] = ChainOutcome.of(failed)
+        async with reporter_for(pool, ctx) as reporter:
+            done = total - len(started)
+            reporter.advance(done, total, f"started {len(started)} of {total} chains")
+
+            async def collect(index: int, chain_id: str) -> None:
+                nonlocal done
+                result = await pool.wait_chain(chain_id)
+                outcomes[index] = ChainOutcome.of(result)
+                done += 1
+                reporter.advance(done, total, f"{chain_id}: {result.state}")
+
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for index, chain_id in started.items():
+                        tg.create_task(collect(index, chain_id))
+            except asyncio.CancelledError:
+                for chain_id in started.values():
+                    await cancel_chain_quietly(pool, chain_id)
+                raise
+        items = [o for o in outcomes if o is not None]
+        succeeded = sum(1 for o in items if o.success)
+        return ChainFanOutResult(
+            chains=items,
+            succeeded=succeeded,
+            failed=len(items) - succeeded,
+            total_cost_microdollars=sum(o.total_cost_microdollars for o in items),
+        )
+
+    @pool_tool(server, "pool_chain_result", READ_ONLY, "Get (or wait for) a chain's result")
+    async def pool_chain_result(
+        chain_id: ChainIdArg,
+        ctx: ToolContext,
+        wait: Annotated[
+            bool, Field(description="Wait until the chain ends (bounded by timeout_secs).")
+        ] = False,
+        timeout_secs: WaitSecs = None,
+    ) -> ChainOutcome:
+        """A chain's progress and, once it has ended, its outcome: state, the step running now
+        and its output so far, and each finished step's output, variables and cost. With
+        wait=true, blocks until the chain ends, at most timeout_secs (default 300); if time
+        runs out you get finished=false and can call again. Waiting reports progress."""
+        if not wait:
+            return ChainOutcome.of(await pool.chain_result(chain_id))
+        limit = timeout_secs or _DEFAULT_WAIT_SECS
+        async with reporter_for(pool, ctx) as reporter:
+            try:
+                result = await follow_chain(pool, reporter, chain_id, limit)
+            except TimeoutError:
+                result = await pool.chain_result(chain_id)
+                return ChainOutcome.of(
+                    result,
+                    note=f"still {result.state} after {limit:g}s; call again to keep waiting",
+                )
+        return ChainOutcome.of(result)
+
+    @pool_tool(server, "pool_cancel_chain", REMOVES, "Cancel a chain")
+    async def pool_cancel_chain(chain_id: ChainIdArg) -> ChainOutcome:
+        """Cancel a chain: the running step's task is stopped, the remaining steps are skipped
+        and the chain ends cancelled (what it spent still counts; its worktree's work is kept
+        on its branch). A finished chain is left as it was."""
+        return ChainOutcome.of(await pool.cancel_chain(chain_id))
+
+    @server.resource(
+        "pool://chains/{id}",
+        name="chain",
+        title="One chain",
+        description="A chain's progress and outcome: state, current step, every step's result.",
+        mime_type="application/json",
+    )
+    async def chain(id: str) -> str:
+        try:
+            return (await pool.chain_result(id)).model_dump_json(indent=2)
+        except ChainNotFound as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+
+
+__all__ = [
+    "ChainFanOutResult",
+    "ChainOutcome",
+    "ChainSpecArg",
+    "ChainSubmitted",
+    "cancel_chain_quietly",
+    "follow_chain",
+    "register_chain_tools",
+    "run_chain_reporting",
+]

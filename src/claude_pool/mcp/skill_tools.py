@@ -1,0 +1,727 @@
+"""Skills, workflows and auto-routing as MCP tools, and skills as MCP prompts.
+
+Tools: ``pool_skill_list``, ``pool_skill_get``, ``pool_skill_add``, ``pool_skill_remove``,
+``pool_skill_save``, ``pool_skill_eject``, ``pool_skill_run``, ``pool_workflow_list``,
+``pool_invoke_workflow``, ``pool_route`` and ``pool_auto``. They act on the pool's skill registry
+(:attr:`Pool.skills`), the built-in workflows (:mod:`claude_pool.workflows`, run as chains) and
+:mod:`claude_pool.routing`.
+
+Every skill of the registry is also an MCP prompt (same name, its declared arguments), kept in
+step with the registry through ``SkillRegistry.on_change``. When the change comes through one of
+these tools, clients are told the prompt list changed: ``notifications/prompts/list_changed`` on
+a handshake (2025-era) session, a ``PromptsListChanged`` event for ``subscriptions/listen``
+streams (2026-07-28). The SDK gives no way to reach sessions outside a request, so a change made
+elsewhere (a host program calling ``pool.skills.add``) updates the prompts silently: clients see
+it on their next ``prompts/list``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.prompts.base import Prompt as McpPrompt
+from mcp.server.mcpserver.prompts.base import PromptArgument
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from claude_pool.chain import ChainIsolation
+from claude_pool.errors import ClaudePoolError
+from claude_pool.invocation import merge_overrides, skill_resolver, workflow_chain
+from claude_pool.mcp.chain_tools import ChainOutcome, run_chain_reporting
+from claude_pool.mcp.models import (
+    MAX_PROMPT_CHARS,
+    Name,
+    Prompt,
+    Tags,
+    TaskOutcome,
+    TaskOverridesArg,
+    TimeoutSecs,
+    overrides_of,
+)
+from claude_pool.mcp.progress import ProgressReporter, reporter_for
+from claude_pool.mcp.tools import (
+    CHANGES,
+    READ_ONLY,
+    REMOVES,
+    RUNS_WORK,
+    ToolContext,
+    ToolGroup,
+    pool_tool,
+)
+from claude_pool.pool import Pool
+from claude_pool.routing import AutoResult, RouteDecision, RouteHints, RouteKind, auto, route
+from claude_pool.skills import (
+    GLOBAL_SKILLS_DIR,
+    Skill,
+    SkillArgument,
+    SkillError,
+    SkillRegistry,
+    SkillScope,
+    SkillSource,
+    parse_skill,
+)
+from claude_pool.types import TaskFilter, TaskOverrides
+from claude_pool.workflows import Workflow, WorkflowParameter, WorkflowRegistry
+
+log = logging.getLogger(__name__)
+
+SETS_FILES = REMOVES
+"""Writes a file (replacing one only with overwrite=true); repeating it changes nothing more."""
+CLASSIFIES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+)
+"""One cheap model call that changes nothing (it is a task, so it costs a little)."""
+
+_POLL_SECS = 0.5
+"""How often pool_auto looks for the tasks it started, to report their progress."""
+_CANCEL_SECS = 30.0
+FREE_TEXT_ARGUMENT = "arguments"
+"""The one prompt argument of a skill that declares none: free text, split like a shell line."""
+
+
+# ── results ─────────────────────────────────────────────────────────
+
+
+class SkillSummary(BaseModel):
+    name: str
+    description: str
+    scope: SkillScope = Field(
+        description="task: run it with pool_skill_run; coordinator: instructions for you to "
+        "follow (read it with pool_skill_get); chain: meant as a chain step."
+    )
+    source: SkillSource = Field(description="Where the winning definition comes from.")
+    argument_hint: str | None = None
+    arguments: list[SkillArgument] = Field(default_factory=list)
+    shadows: list[SkillSource] = Field(
+        default_factory=list, description="Lower sources that also define it (hidden by this one)."
+    )
+    path: str | None = Field(None, description="The file it was read from, if any.")
+
+    @classmethod
+    def of(cls, skill: Skill, registry: SkillRegistry) -> SkillSummary:
+        lower = [d.source for d in registry.definitions(skill.name) if d.source != skill.source]
+        return cls(
+            name=skill.name,
+            description=skill.description,
+            scope=skill.scope,
+            source=skill.source,
+            argument_hint=skill.argument_hint,
+            arguments=skill.arguments,
+            shadows=lower if registry.get(skill.name) is skill else [],
+            path=str(skill.path) if skill.path is not None else None,
+        )
+
+
+class SkillDetail(SkillSummary):
+    body: str = Field(description="The prompt template.")
+    overrides: TaskOverrides | None = Field(None, description="Task settings a run gets.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    markdown: str = Field(description="The whole skill as SKILL.md text.")
+
+    @classmethod
+    def of_skill(cls, skill: Skill, registry: SkillRegistry) -> SkillDetail:
+        summary = SkillSummary.of(skill, registry)
+        return cls(
+            **summary.model_dump(),
+            body=skill.body,
+            overrides=skill.overrides,
+            metadata=skill.metadata,
+            markdown=skill.to_markdown(),
+        )
+
+
+class SkillList(BaseModel):
+    skills: list[SkillSummary]
+    load_errors: list[str] = Field(
+        default_factory=list, description="Skill files that could not be read, with the reason."
+    )
+
+
+class SkillChanged(BaseModel):
+    name: str
+    action: Literal["added", "replaced", "removed", "saved", "ejected"]
+    path: str | None = Field(None, description="The file written, for save and eject.")
+    now: SkillSummary | None = Field(
+        None, description="The definition in effect now (None: no skill of that name is left)."
+    )
+    note: str
+
+
+class SkillRun(BaseModel):
+    skill: str
+    prompt: str = Field(description="The rendered prompt the task runs.")
+    overrides: TaskOverrides | None = Field(
+        None, description="The task's settings: the skill's, with yours on top."
+    )
+    outcome: TaskOutcome
+
+
+class WorkflowStepView(BaseModel):
+    name: str
+    skill: str | None = None
+    prompt: str | None = None
+
+
+class WorkflowView(BaseModel):
+    name: str
+    description: str
+    parameters: list[WorkflowParameter]
+    steps: list[WorkflowStepView]
+
+    @classmethod
+    def of(cls, workflow: Workflow) -> WorkflowView:
+        return cls(
+            name=workflow.name,
+            description=workflow.description,
+            parameters=workflow.parameters,
+            steps=[
+                WorkflowStepView(name=s.name, skill=s.skill, prompt=s.prompt)
+                for s in workflow.steps
+            ],
+        )
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowView]
+
+
+class WorkflowRun(BaseModel):
+    workflow: str
+    engine: Literal["chain"] = Field(
+        "chain", description="How it ran: as a chain (pool_chain_result follows it)."
+    )
+    outcome: ChainOutcome
+
+
+# ── argument types ──────────────────────────────────────────────────
+
+SkillName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="A skill name, e.g. code-review (pool_skill_list shows them).",
+    ),
+]
+SkillText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description=(
+            "The whole SKILL.md: YAML front matter between '---' lines (name, description, "
+            "arguments with required flags, scope, overrides), then the prompt template using "
+            "{argument} placeholders."
+        ),
+        json_schema_extra={"maxLength": MAX_PROMPT_CHARS},
+    ),
+]
+Overrides = Annotated[
+    TaskOverridesArg | None,
+    Field(description="Per-task settings (model, permission mode, tools, budget...)."),
+]
+SkillArgs = Annotated[
+    dict[Name, str] | None,
+    Field(description="The skill's arguments by name (see its `arguments`)."),
+]
+FreeArgs = Annotated[
+    str | None,
+    Field(
+        description=(
+            "Or: all arguments as one line, split like a shell command line, in declaration "
+            'order (extra words go to the last argument), e.g. "src/app.py be strict".'
+        ),
+        json_schema_extra={"maxLength": MAX_PROMPT_CHARS},
+    ),
+]
+Wait = Annotated[
+    bool,
+    Field(description="Wait for the result (default). False: return at once with the id."),
+]
+Overwrite = Annotated[bool, Field(description="Replace an existing file.")]
+RouteModel = Annotated[
+    Name | None, Field(description="Model for the routing call (default: a cheap one).")
+]
+MaxParallel = Annotated[
+    int, Field(ge=1, le=100, description="At most this many tasks side by side.")
+]
+MaxSteps = Annotated[int, Field(ge=1, le=50, description="At most this many chain steps.")]
+Preference = Annotated[
+    RouteKind | None, Field(description="The shape to choose when it fits the request.")
+]
+Domain = Annotated[
+    str | None,
+    Field(max_length=1_000, description='What the work is about, e.g. "Python web backend".'),
+]
+
+
+def _skill_args(args: dict[str, str] | None, arguments: str | None) -> Mapping[str, str] | str:
+    if args is not None and arguments is not None:
+        raise ValueError(
+            "give the skill's arguments either by name (args) or as one line, not both"
+        )
+    if arguments is not None:
+        return arguments
+    return args or {}
+
+
+# ── skills as prompts ───────────────────────────────────────────────
+
+
+class SkillPrompts:
+    """Keeps one MCP prompt per skill of ``registry`` on ``server``."""
+
+    def __init__(self, server: MCPServer[Any], registry: SkillRegistry) -> None:
+        self._server = server
+        self._registry = registry
+        self._exposed: dict[str, Skill] = {}
+        self.sync()
+        registry.on_change(self.sync)
+
+    def sync(self) -> None:
+        wanted = {skill.name: skill for skill in self._registry}
+        for name, skill in list(self._exposed.items()):
+            if wanted.get(name) != skill:
+                self._server.remove_prompt(name)
+                del self._exposed[name]
+        for name, skill in wanted.items():
+            if name not in self._exposed:
+                self._server.add_prompt(_prompt_for(skill))
+                self._exposed[name] = skill
+
+
+def _prompt_for(skill: Skill) -> McpPrompt:
+    if skill.arguments:
+        arguments = [
+            PromptArgument(
+                name=a.name,
+                description=a.description or None,
+                required=a.required and a.default is None,
+            )
+            for a in skill.arguments
+        ]
+    else:
+        arguments = [
+            PromptArgument(
+                name=FREE_TEXT_ARGUMENT,
+                description="Anything the skill should work on ($ARGUMENTS).",
+                required=False,
+            )
+        ]
+    description = skill.description
+    if skill.argument_hint:
+        description = f"{description} Arguments: {skill.argument_hint}"
+    if skill.scope is SkillScope.TASK:
+        description += f" (To hand it to a pool slot instead: pool_skill_run name={skill.name}.)"
+
+    async def render(**values: str) -> str:
+        args: Mapping[str, str] | str = (
+            values if skill.arguments else values.get(FREE_TEXT_ARGUMENT) or ""
+        )
+        try:
+            return skill.render(args)
+        except ClaudePoolError as exc:
+            # The SDK hides other errors behind "Error rendering prompt"; say what was wrong.
+            raise MCPError(INVALID_PARAMS, str(exc)) from exc
+
+    return McpPrompt(
+        name=skill.name,
+        title=skill.name,
+        description=description,
+        arguments=arguments,
+        fn=render,
+    )
+
+
+async def announce_prompts_changed(ctx: ToolContext) -> None:
+    """Tell the client behind this tool call that the prompt list changed (both protocol eras;
+    a client that does not listen just misses it)."""
+    with contextlib.suppress(Exception):
+        await ctx.notify_prompts_changed()
+    try:
+        await ctx.session.send_prompt_list_changed()
+    except Exception as exc:
+        log.debug("could not send prompts/list_changed: %r", exc)
+
+
+# ── skill tools ─────────────────────────────────────────────────────
+
+
+def register_skill_tools(server: MCPServer[Any], pool: Pool) -> None:
+    """pool_skill_* tools, and every skill as an MCP prompt."""
+    registry = pool.skills
+    SkillPrompts(server, registry)
+
+    @pool_tool(server, "pool_skill_list", READ_ONLY, "List skills")
+    async def pool_skill_list(
+        scope: Annotated[SkillScope | None, Field(description="Only skills of this scope.")] = None,
+        source: Annotated[
+            SkillSource | None,
+            Field(
+                description="Only this source's skills (builtin, global, project, runtime), "
+                "including ones a later source overrides."
+            ),
+        ] = None,
+    ) -> SkillList:
+        """The skills this pool knows: reusable prompt templates (code review, implement, write
+        tests, refactor, summarise, pre-push checks, create PR...) with their arguments.
+        Task skills run on a slot with pool_skill_run; coordinator skills are instructions for
+        you (read them with pool_skill_get). Later sources win: builtin < global < project <
+        runtime. Each skill is also offered as an MCP prompt of the same name."""
+        return SkillList(
+            skills=[SkillSummary.of(s, registry) for s in registry.list(scope, source)],
+            load_errors=[str(issue) for issue in registry.errors],
+        )
+
+    @pool_tool(server, "pool_skill_get", READ_ONLY, "Read a skill")
+    async def pool_skill_get(name: SkillName) -> SkillDetail:
+        """One skill in full: its arguments, the task settings a run gets, its template and its
+        SKILL.md text (a starting point for pool_skill_add)."""
+        return SkillDetail.of_skill(registry.get(name), registry)
+
+    @pool_tool(server, "pool_skill_add", CHANGES, "Add a skill")
+    async def pool_skill_add(skill_md: SkillText, ctx: ToolContext) -> SkillChanged:
+        """Add a skill for this server's lifetime from SKILL.md text, or replace one added
+        before; it wins over built-in and on-disk skills of the same name until removed. Keep
+        it with pool_skill_save. Example:
+        ---
+        name: explain
+        description: Explain code to a given reader.
+        arguments:
+          - {name: path, description: File to explain, required: true}
+          - {name: reader, description: Who reads it}
+        overrides: {permission_mode: dontAsk, allowed_tools: [Read, Grep]}
+        ---
+        Explain {path} for {reader}."""
+        if len(skill_md) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the skill is over {MAX_PROMPT_CHARS:,} characters")
+        parsed = parse_skill(skill_md)
+        replaced = any(s.name == parsed.name for s in registry.list(source=SkillSource.RUNTIME))
+        skill = registry.add(parsed)
+        await announce_prompts_changed(ctx)
+        return SkillChanged(
+            name=skill.name,
+            action="replaced" if replaced else "added",
+            now=SkillSummary.of(skill, registry),
+            note=f"run it with pool_skill_run name={skill.name}; keep it with pool_skill_save",
+        )
+
+    @pool_tool(server, "pool_skill_remove", REMOVES, "Remove a runtime skill")
+    async def pool_skill_remove(name: SkillName, ctx: ToolContext) -> SkillChanged:
+        """Remove a skill added with pool_skill_add. A built-in, global or project skill of the
+        same name (if any) is in effect again. Skills from files are not removed this way
+        (delete the file); built-ins cannot be removed."""
+        registry.remove(name)
+        await announce_prompts_changed(ctx)
+        now = registry.get(name) if name in registry else None
+        return SkillChanged(
+            name=name,
+            action="removed",
+            now=SkillSummary.of(now, registry) if now is not None else None,
+            note=f"the {now.source} definition is in effect again" if now else "no such skill now",
+        )
+
+    @pool_tool(server, "pool_skill_save", SETS_FILES, "Save a skill to disk")
+    async def pool_skill_save(
+        name: SkillName,
+        ctx: ToolContext,
+        location: Annotated[
+            Literal["project", "global"],
+            Field(
+                description="project: .claude-pool/skills in the pool's directory (default); "
+                "global: ~/.claude-pool/skills, for every project."
+            ),
+        ] = "project",
+        overwrite: Overwrite = False,
+    ) -> SkillChanged:
+        """Write a skill (usually one added with pool_skill_add) to <dir>/<name>/SKILL.md so it
+        outlives this server. Refuses to replace an existing file unless overwrite=true."""
+        directory = registry.project_dir if location == "project" else _global_dir(registry)
+        path = registry.save(name, directory, overwrite=overwrite)
+        await announce_prompts_changed(ctx)
+        return SkillChanged(
+            name=name,
+            action="saved",
+            path=str(path),
+            now=SkillSummary.of(registry.get(name), registry),
+            note=f"saved to {path}",
+        )
+
+    @pool_tool(server, "pool_skill_eject", SETS_FILES, "Copy a built-in skill for editing")
+    async def pool_skill_eject(
+        name: SkillName, ctx: ToolContext, overwrite: Overwrite = False
+    ) -> SkillChanged:
+        """Copy a built-in skill (its whole folder) into the project's .claude-pool/skills so
+        it can be edited; the copy then wins over the built-in. Refuses to replace an existing
+        copy unless overwrite=true."""
+        path = registry.eject(name, overwrite=overwrite)
+        await announce_prompts_changed(ctx)
+        return SkillChanged(
+            name=name,
+            action="ejected",
+            path=str(path),
+            now=SkillSummary.of(registry.get(name), registry),
+            note=f"edit {path}; the project copy is in effect",
+        )
+
+    @pool_tool(server, "pool_skill_run", RUNS_WORK, "Run a skill as a task")
+    async def pool_skill_run(
+        name: SkillName,
+        ctx: ToolContext,
+        args: SkillArgs = None,
+        arguments: FreeArgs = None,
+        overrides: Overrides = None,
+        tags: Tags | None = None,
+        wait: Wait = True,
+        timeout_secs: TimeoutSecs = None,
+        role: Annotated[
+            Name | None, Field(description="Run only on a slot with this role.")
+        ] = None,
+        fresh_session: Annotated[
+            bool, Field(description="Start a new conversation on the slot.")
+        ] = False,
+    ) -> SkillRun:
+        """Render a task skill with its arguments and run it on a pool slot, with the skill's
+        own task settings (e.g. read-only tools for a review) and your overrides on top.
+        With wait=true (default) returns the finished task (a failed task is a result with
+        success=false) and reports progress; with wait=false returns at once with the task id
+        for pool_result. Missing required or unknown arguments are refused, naming them.
+        Costs money; the task may edit files if its permission mode allows it. Cancelling a
+        waiting call cancels the task."""
+        skill = registry.get(name)
+        if skill.scope is SkillScope.COORDINATOR:
+            raise SkillError(
+                f"skill {name!r} is a coordinator skill: instructions for you, not a task for "
+                "a slot; read it with pool_skill_get (or use the MCP prompt) and follow it"
+            )
+        prompt = skill.render(_skill_args(args, arguments))
+        task_overrides = merge_overrides(skill.overrides, overrides_of(overrides))
+        task_id = await pool.submit(
+            prompt,
+            task_overrides,
+            [*(tags or ()), f"skill:{skill.name}"],
+            timeout=timeout_secs,
+            role=role,
+            fresh_session=fresh_session,
+        )
+        if not wait:
+            record = await pool.get_task(task_id)
+        else:
+            async with reporter_for(pool, ctx) as reporter:
+                reporter.note(f"{task_id}: queued ({skill.name})")
+                reporter.watch(task_id)
+                try:
+                    record = await pool.wait(task_id)
+                except asyncio.CancelledError:
+                    await _cancel_task_quietly(pool, task_id)
+                    raise
+                reporter.note(f"{task_id}: {record.state}")
+        return SkillRun(
+            skill=skill.name,
+            prompt=prompt,
+            overrides=task_overrides,
+            outcome=TaskOutcome.of(record),
+        )
+
+
+def _global_dir(registry: SkillRegistry) -> Path:
+    return registry.global_dir or GLOBAL_SKILLS_DIR.expanduser()
+
+
+async def _cancel_task_quietly(pool: Pool, task_id: str) -> None:
+    """Cancel a task for a tool call that was itself cancelled; shielded and bounded."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_SECS):
+        try:
+            await pool.cancel(task_id)
+        except Exception:
+            log.exception("could not cancel task %s after its tool call was cancelled", task_id)
+
+
+# ── workflows ───────────────────────────────────────────────────────
+
+
+def register_workflow_tools(
+    server: MCPServer[Any], pool: Pool, workflows: WorkflowRegistry | None = None
+) -> None:
+    """pool_workflow_list and pool_invoke_workflow."""
+    registry = workflows or WorkflowRegistry()
+    resolver = skill_resolver(pool.skills)
+
+    @pool_tool(server, "pool_workflow_list", READ_ONLY, "List workflows")
+    async def pool_workflow_list() -> WorkflowList:
+        """The named workflows (e.g. issue-to-pr, refactor-and-test, review-and-fix): ready-made
+        chains of skills with their parameters and steps. Run one with pool_invoke_workflow."""
+        return WorkflowList(workflows=[WorkflowView.of(w) for w in registry.list()])
+
+    @pool_tool(server, "pool_invoke_workflow", RUNS_WORK, "Run a workflow")
+    async def pool_invoke_workflow(
+        name: Annotated[Name, Field(description="A workflow name (pool_workflow_list).")],
+        ctx: ToolContext,
+        params: Annotated[
+            dict[Name, str] | None,
+            Field(description='The workflow\'s parameters by name, e.g. {"issue": "123"}.'),
+        ] = None,
+        overrides: Annotated[
+            TaskOverridesArg | None,
+            Field(
+                description="Task settings for every step; a step's own settings (e.g. a "
+                "read-only planning step) win over these."
+            ),
+        ] = None,
+        tags: Tags | None = None,
+        isolation: Annotated[
+            ChainIsolation,
+            Field(
+                description="worktree (default: a git worktree of its own, work kept on "
+                "branch claude-pool/<chain id>), clone, or none (the pool's directory)."
+            ),
+        ] = ChainIsolation.WORKTREE,
+        wait: Wait = True,
+    ) -> WorkflowRun:
+        """Run a named workflow: its parameters are filled in and its steps run as a chain
+        (each step a pool task, later steps using earlier ones' output). With wait=true
+        (default) returns the chain's outcome with every step's output and cost, reporting
+        each step as progress; with wait=false returns at once with the chain id for
+        pool_chain_result. Unknown workflows, and missing or unknown parameters, are refused
+        naming what is wrong. Costs money; its steps may edit files and push branches if their
+        settings allow it (issue-to-pr opens a PR). Cancelling a waiting call cancels it."""
+        workflow = registry.get(name)
+        spec = workflow_chain(workflow, params or {}, pool.skills, overrides_of(overrides))
+        spec = spec.model_copy(update={"isolation": isolation, "tags": [*(tags or ()), *spec.tags]})
+        if not wait:
+            chain_id = await pool.submit_chain(spec, skill_resolver=resolver)
+            result = await pool.chain_result(chain_id)
+        else:
+            result = await run_chain_reporting(pool, ctx, spec, resolver)
+        return WorkflowRun(workflow=workflow.name, outcome=ChainOutcome.of(result))
+
+
+# ── routing ─────────────────────────────────────────────────────────
+
+
+def register_routing_tools(server: MCPServer[Any], pool: Pool) -> None:
+    """pool_route and pool_auto."""
+
+    @pool_tool(server, "pool_route", CLASSIFIES, "Classify how a request should run")
+    async def pool_route(
+        request: Prompt,
+        max_parallel: MaxParallel = 8,
+        max_steps: MaxSteps = 6,
+        preference: Preference = None,
+        domain: Domain = None,
+        model: RouteModel = None,
+    ) -> RouteDecision:
+        """Decide, without running it, how a request would best be run: as one task (single),
+        as independent parts side by side (parallel, with the sub-prompts), or as ordered
+        steps (chain, with the steps). One cheap, tool-less model call (a few tenths of a cent);
+        if it fails the answer is single with fallback_reason set. Use pool_auto to route and
+        run in one go."""
+        hints = RouteHints(
+            max_parallel=max_parallel, max_steps=max_steps, preference=preference, domain=domain
+        )
+        return await route(pool, request, hints, model=model)
+
+    @pool_tool(server, "pool_auto", RUNS_WORK, "Route a request and run it")
+    async def pool_auto(
+        request: Prompt,
+        ctx: ToolContext,
+        max_parallel: MaxParallel = 8,
+        max_steps: MaxSteps = 6,
+        preference: Preference = None,
+        domain: Domain = None,
+        model: RouteModel = None,
+        overrides: Overrides = None,
+        tags: Tags | None = None,
+    ) -> AutoResult:
+        """Hand over a request and let the pool decide how to run it: a cheap model call
+        classifies it (see pool_route), then it runs as one task, as parallel tasks, or as a
+        chain of steps, and you get the combined output, each part's result and the total cost
+        (routing included). Task failures are results (success=false), not errors. Progress
+        notifications report the routing decision and each task's activity. Costs money;
+        overrides apply to every task (not to the routing call)."""
+        hints = RouteHints(
+            max_parallel=max_parallel, max_steps=max_steps, preference=preference, domain=domain
+        )
+        marker = f"auto-call:{secrets.token_hex(4)}"
+        async with reporter_for(pool, ctx) as reporter:
+            reporter.note("routing the request")
+            run = auto(
+                pool,
+                request,
+                hints,
+                overrides=overrides_of(overrides),
+                tags=[*(tags or ()), marker],
+                model=model,
+            )
+            return await _following_tagged(pool, reporter, marker, run)
+
+
+async def _following_tagged(
+    pool: Pool, reporter: ProgressReporter, tag: str, work: Awaitable[AutoResult]
+) -> AutoResult:
+    """Await ``work``, reporting the tasks tagged ``tag`` as they appear (and their events);
+    cancelling cancels those tasks."""
+    runner = asyncio.ensure_future(work)
+    seen: set[str] = set()
+
+    async def look() -> None:
+        for record in await pool.list_tasks(TaskFilter(tags=[tag]), 1_000, 0):
+            if record.id not in seen:
+                seen.add(record.id)
+                reporter.watch(record.id)
+                reporter.note(f"{record.id}: {record.state}: {_first_words(record.prompt)}")
+
+    try:
+        while not runner.done():
+            await look()
+            await asyncio.wait({runner}, timeout=_POLL_SECS)
+        result = runner.result()
+        await look()  # tasks that came and went between two looks
+    except asyncio.CancelledError:
+        runner.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_SECS):
+            await asyncio.wait({runner})
+        for task_id in seen:
+            await _cancel_task_quietly(pool, task_id)
+        raise
+    decision = result.decision
+    reporter.note(f"ran as {decision.kind}: {'succeeded' if result.success else 'failed'}")
+    return result
+
+
+def _first_words(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+SKILL_TOOL_GROUPS: tuple[ToolGroup, ...] = (
+    register_skill_tools,
+    register_workflow_tools,
+    register_routing_tools,
+)
+"""Skills (and skill prompts), workflows and routing, in the order they are listed."""
+
+__all__ = [
+    "SKILL_TOOL_GROUPS",
+    "SkillChanged",
+    "SkillDetail",
+    "SkillList",
+    "SkillPrompts",
+    "SkillRun",
+    "SkillSummary",
+    "WorkflowList",
+    "WorkflowRun",
+    "WorkflowView",
+    "announce_prompts_changed",
+    "register_routing_tools",
+    "register_skill_tools",
+    "register_workflow_tools",
+]
