@@ -628,3 +628,9 @@ def test_microdollars_convert_back_to_usd() -> None:
 def test_usd_to_microdollars_rejects_non_finite_amounts(usd: float) -> None:
     with pytest.raises(ValueError, match="finite"):
         usd_to_microdollars(usd)
+
+
+@pytest.mark.parametrize("model", [PoolConfig, SlotConfig, TaskOverrides])
+def test_a_misspelled_setting_is_an_error_not_silently_dropped(model: type[BaseModel]) -> None:
+    with pytest.raises(ValidationError, match="max_turn"):
+        model.model_validate({"max_turn": 3})

@@ -47,6 +47,7 @@ from claude_pool.executor.base import (
     Executor,
     ExecutorEvent,
 )
+from claude_pool.invocation import skill_resolver
 from claude_pool.ratelimit import RateLimiter, RateLimitState
 from claude_pool.scheduler import Dispatcher
 from claude_pool.skills import SkillRegistry
@@ -1017,14 +1018,8 @@ class Pool:
         return self._tg.create_task(coro, name=name)
 
     def _skill_resolver(self) -> SkillResolver:
-        return self.skill_resolver or self._resolve_skill
-
-    def _resolve_skill(
-        self, name: str, args: Mapping[str, str]
-    ) -> tuple[str, TaskOverrides | None]:
-        """A chain's skill step, from this pool's skill registry (:attr:`skills`)."""
-        skill = self.skills.get(name)
-        return skill.render(dict(args)), skill.overrides
+        """Chain skill steps come from :attr:`skills` unless ``skill_resolver`` is set."""
+        return self.skill_resolver or skill_resolver(self.skills)
 
     async def _resume_chains(self) -> None:
         await self._chains.resume_orphans(await self._live_workers(), self._skill_resolver())

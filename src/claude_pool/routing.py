@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from claude_pool.chain import ChainIsolation, ChainSpec, ChainStep, StepState
 from claude_pool.errors import ClaudePoolError
 from claude_pool.pool import Pool
 from claude_pool.types import TaskOverrides, TaskResult
@@ -366,8 +367,8 @@ async def run_steps_sequentially(
     """A minimal chain runner: each step is one ``pool.run``, its ``{previous_output}`` filled
     with the prior step's output; the first failure stops the chain.
 
-    Stand-in until the chain engine (``claude_pool.chain``) exists; :func:`auto` takes any
-    :data:`ChainRunner`, so swapping it in changes nothing else here.
+    Kept for callers that want plain tasks without chain records; :func:`auto` runs chains
+    with :func:`run_as_chain`.
     """
     parts: list[AutoPart] = []
     previous: AutoPart | None = None
@@ -390,6 +391,45 @@ async def run_steps_sequentially(
     return parts, []
 
 
+async def run_as_chain(
+    pool: Pool,
+    steps: Sequence[RouteStep],
+    overrides: TaskOverrides | None,
+    tags: Sequence[str],
+) -> tuple[list[AutoPart], list[str]]:
+    """Run the steps with the chain engine (``Pool.chain``) in the pool's own directory: its
+    progress is kept in the store, visible through ``chain_result`` and resumed after a
+    crash. A step that does not place ``{previous_output}`` gets the prior output appended."""
+    chain_steps = [
+        ChainStep(
+            name=step.name,
+            prompt=step.prompt
+            if index == 0 or PREVIOUS_OUTPUT in step.prompt
+            else f"{step.prompt}\n\nOutput of the previous step ({steps[index - 1].name}):\n"
+            f"{PREVIOUS_OUTPUT}",
+            overrides=overrides,
+        )
+        for index, step in enumerate(steps)
+    ]
+    spec = ChainSpec(steps=chain_steps, isolation=ChainIsolation.NONE, name="auto", tags=list(tags))
+    chain = await pool.chain(spec)
+    parts: list[AutoPart] = []
+    skipped: list[str] = []
+    for step, result in zip(chain_steps, chain.steps, strict=True):
+        if result.state in (StepState.PENDING, StepState.SKIPPED):
+            skipped.append(result.name)
+            continue
+        success = result.state is StepState.COMPLETED
+        output = result.output if success else (result.error or str(result.state))
+        task_result = TaskResult(
+            output=output or "",
+            success=success,
+            cost_microdollars=result.cost_microdollars,
+        )
+        parts.append(AutoPart(name=result.name, prompt=step.prompt or "", result=task_result))
+    return parts, skipped
+
+
 async def auto(
     pool: Pool,
     request: str,
@@ -398,7 +438,7 @@ async def auto(
     overrides: TaskOverrides | None = None,
     tags: Sequence[str] = (),
     model: str | None = None,
-    chain_runner: ChainRunner = run_steps_sequentially,
+    chain_runner: ChainRunner = run_as_chain,
 ) -> AutoResult:
     """Route ``request`` (see :func:`route`) and run it that way, with ``overrides`` and
     ``tags`` on every task it runs. Task failures (including pool errors such as a spent
@@ -455,5 +495,6 @@ __all__ = [
     "auto",
     "route",
     "routing_prompt",
+    "run_as_chain",
     "run_steps_sequentially",
 ]

@@ -56,6 +56,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=False, populate_by_name=True)
 
 
+class _Settings(_Model):
+    """Configuration: a misspelled key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # ── Enums ────────────────────────────────────────────────────────────
 
 
@@ -112,12 +118,12 @@ class TaskState(StrEnum):
 # ── Configuration ────────────────────────────────────────────────────
 
 
-class ScalingConfig(_Model):
+class ScalingConfig(_Settings):
     min_slots: int = Field(default=1, ge=0)
     max_slots: int = Field(default=16, ge=1)
 
 
-class PoolConfig(_Model):
+class PoolConfig(_Settings):
     """Configuration that applies to all slots by default (slots override via SlotConfig)."""
 
     model: str | None = None
@@ -155,7 +161,7 @@ class PoolConfig(_Model):
         return self
 
 
-class SlotConfig(_Model):
+class SlotConfig(_Settings):
     """Per-slot overrides plus the slot's identity (name, role, description)."""
 
     model: str | None = None
@@ -172,7 +178,7 @@ class SlotConfig(_Model):
     slot_assignment_timeout_secs: int | None = Field(default=None, ge=0)
 
 
-class TaskOverrides(_Model):
+class TaskOverrides(_Settings):
     """Per-task execution knobs, applied on top of the slot and pool config."""
 
     model: str | None = None
