@@ -48,6 +48,35 @@ def test_the_readme_python_example_runs_and_prints_its_results(
 
 
 @pytest.mark.cli
+def test_the_readme_chain_example_runs_its_three_steps(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    example = code_blocks("python")[1]
+    mock_api.on(Reply('{"risks": ["data loss", "downtime"]}'), prompt="List the risks")
+    mock_api.on(Reply("Back up first."), prompt="How do we avoid: data loss?")
+    mock_api.on(Reply("Back up, then migrate."), prompt="Summarise in one line: Back up first.")
+    script = tmp_path / "chain_example.py"
+    script.write_text(example)
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**cli_env, "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:3] == [
+        'plan completed {"risks": ["data loss", "downtime"]}',
+        "mitigate completed Back up first.",
+        "summary completed Back up, then migrate.",
+    ]
+    assert re.fullmatch(r"completed \$0\.\d{4}", lines[3])
+
+
+@pytest.mark.cli
 def test_claude_code_connects_to_claude_pool_with_the_readmes_mcp_json(
     claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
