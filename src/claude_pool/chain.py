@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from claude_pool.config import merge_overrides
 from claude_pool.errors import (
     ChainNotFound,
     ClaudePoolError,
@@ -732,7 +733,7 @@ class ChainRunner:
             prompt, skill_overrides = run.resolver(spec.skill, args)
         except ClaudePoolError as exc:
             raise ClaudePoolError(f"skill {spec.skill!r}: {exc}") from exc
-        return prompt, _merge_overrides(skill_overrides, spec.overrides)
+        return prompt, merge_overrides(skill_overrides, spec.overrides)
 
     async def _finish_attempt(self, run: _Run, index: int, attempt: StepAttempt) -> None:
         assert attempt.task_id is not None
@@ -884,13 +885,6 @@ def _next_action(
     if failures <= spec.retries:
         return "run"
     return "recover" if spec.recovery_prompt else "failed"
-
-
-def _merge_overrides(base: TaskOverrides | None, top: TaskOverrides | None) -> TaskOverrides | None:
-    """``top``'s fields over ``base``'s (a step's own overrides win over its skill's)."""
-    if base is None or top is None:
-        return top or base
-    return base.model_copy(update=top.model_dump(exclude_unset=True))
 
 
 __all__ = [

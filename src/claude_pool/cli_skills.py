@@ -27,7 +27,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from claude_pool.chain import ChainIsolation, ChainResult, StepState
-from claude_pool.invocation import merge_overrides, skill_resolver, workflow_chain
+from claude_pool.config import merge_overrides
+from claude_pool.invocation import skill_resolver, workflow_chain
 from claude_pool.routing import AutoResult, RouteHints, RouteKind, auto
 from claude_pool.skills import (
     SKILL_FILE,

@@ -105,6 +105,14 @@ def effective_config(
 # ── Settings: everything a running pool needs, loaded from file, environment and arguments ──
 
 
+def merge_overrides(base: TaskOverrides | None, top: TaskOverrides | None) -> TaskOverrides | None:
+    """``top``'s fields (those it sets) over ``base``'s: e.g. a caller's overrides over a
+    skill's, or a chain step's own over its skill's."""
+    if base is None or top is None:
+        return top or base
+    return base.model_copy(update=top.model_dump(exclude_unset=True))
+
+
 class _SlotCountError(ValueError):
     """The slot count does not fit the scaling bounds; names the setting to change."""
 

@@ -1,6 +1,5 @@
 """Turning skills and workflows into runnable work, shared by the MCP tools and the CLI.
 
-- :func:`merge_overrides`: task settings layered (a skill's, then the caller's);
 - :func:`skill_resolver`: chain skill steps resolved by a given registry (runtime skills too);
 - :func:`workflow_chain`: a workflow with its parameters as a :class:`~claude_pool.chain.ChainSpec`.
 """
@@ -10,16 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from claude_pool.chain import ChainSpec, ChainStep, SkillResolver
+from claude_pool.config import merge_overrides
 from claude_pool.skills import SkillRegistry
 from claude_pool.types import TaskOverrides
 from claude_pool.workflows import Workflow
-
-
-def merge_overrides(base: TaskOverrides | None, top: TaskOverrides | None) -> TaskOverrides | None:
-    """``top``'s fields (those it sets) over ``base``'s."""
-    if base is None or top is None:
-        return top or base
-    return base.model_copy(update=top.model_dump(exclude_unset=True))
 
 
 def skill_resolver(registry: SkillRegistry) -> SkillResolver:
@@ -55,4 +48,4 @@ def workflow_chain(
     return ChainSpec(steps=steps, name=workflow.name, tags=[f"workflow:{workflow.name}"])
 
 
-__all__ = ["merge_overrides", "skill_resolver", "workflow_chain"]
+__all__ = ["skill_resolver", "workflow_chain"]

@@ -34,8 +34,9 @@ from mcp.types import INVALID_PARAMS, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from claude_pool.chain import ChainIsolation
+from claude_pool.config import merge_overrides
 from claude_pool.errors import ClaudePoolError
-from claude_pool.invocation import merge_overrides, skill_resolver, workflow_chain
+from claude_pool.invocation import skill_resolver, workflow_chain
 from claude_pool.mcp.chain_tools import ChainOutcome, run_chain_reporting
 from claude_pool.mcp.models import (
     MAX_PROMPT_CHARS,
