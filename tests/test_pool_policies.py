@@ -287,3 +287,70 @@ async def test_a_claimed_task_is_never_run_by_a_slot_and_completes_once() -> Non
             await pool.complete_claimed(task_id, "ok")
         await pool.drain()
     assert [r.prompt for r in executor.requests] == ["keeps the slot busy"]
+
+
+async def test_a_task_waiting_for_budget_can_be_cancelled() -> None:
+    """Regression: cancel() hung on a task waiting for budget held by running tasks."""
+
+    def spend_some(request: ExecutionRequest) -> TaskResult:
+        return TaskResult.success_result("spent", 400_000, 1)
+
+    executor = FakeExecutor(handler=spend_some)
+    config = PoolConfig(budget_microdollars=1_000_000)
+    async with make_pool(executor, slots=2, config=config) as pool:
+        await pool.run("teaches the pool what a task costs")
+        executor.hold = True
+        holder = await pool.submit("holds most of what is left")
+        await executor.wait_running(1)
+        waiting = await pool.submit("waits for budget")
+        async with asyncio.timeout(5):
+            while (await pool.get_task(waiting)).state is not TaskState.RUNNING:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        record = await asyncio.wait_for(pool.cancel(waiting), timeout=5)
+        assert record.state is TaskState.CANCELLED
+        assert record.result is not None
+        assert "waiting for budget" in record.result.output
+        assert [r.prompt for r in executor.requests][-1] == "holds most of what is left"
+        executor.release()
+        await pool.wait(holder, timeout=5)
+
+
+async def test_waiting_for_budget_counts_against_the_task_timeout() -> None:
+    def spend_some(request: ExecutionRequest) -> TaskResult:
+        return TaskResult.success_result("spent", 400_000, 1)
+
+    executor = FakeExecutor(handler=spend_some)
+    config = PoolConfig(budget_microdollars=1_000_000)
+    async with make_pool(executor, slots=2, config=config) as pool:
+        await pool.run("teaches the pool what a task costs")
+        executor.hold = True
+        await pool.submit("holds most of what is left")
+        await executor.wait_running(1)
+        result = await pool.run("cannot wait long", timeout=0.2)
+        assert not result.success
+        assert "timed out after 0.2s waiting for budget" in result.output
+        executor.release()
+
+
+async def test_concurrent_scale_downs_never_go_below_min_slots() -> None:
+    """Regression: two scale_down(1) calls both passed the bounds check."""
+    config = PoolConfig(scaling=ScalingConfig(min_slots=1, max_slots=4))
+    async with make_pool(FakeExecutor(), slots=2, config=config) as pool:
+        outcomes = await asyncio.gather(
+            pool.scale_down(1), pool.scale_down(1), return_exceptions=True
+        )
+        assert len(pool.slots) == 1
+        assert sum(isinstance(o, ScalingError) for o in outcomes) == 1
+
+
+async def test_a_run_that_succeeded_as_the_cancel_came_stays_completed() -> None:
+    def finishes_then_cancel_arrives(request: ExecutionRequest) -> TaskResult:
+        request.cancel.set()
+        return TaskResult.success_result("finished", 10, 1)
+
+    async with make_pool(FakeExecutor(handler=finishes_then_cancel_arrives)) as pool:
+        task_id = await pool.submit("x")
+        record = await pool.wait(task_id, timeout=5)
+        assert record.state is TaskState.COMPLETED
+        assert record.result is not None
+        assert record.result.output == "finished"

@@ -120,3 +120,16 @@ async def test_the_supervisor_requeues_a_task_marked_running_here_that_nothing_r
         assert report.tasks_requeued == [orphan.id]
         await store.transition_task(orphan.id, {TaskState.PENDING}, TaskState.CANCELLED,
                                     now_ms=now_ms())  # fmt: skip
+
+
+async def test_with_supervisor_enabled_an_errored_slot_comes_back_by_itself() -> None:
+    executor = FakeExecutor(handler=handler, events=crash_on_prompt)
+    config = PoolConfig(max_restarts=1, supervisor_enabled=True, supervisor_interval_secs=1)
+    async with Pool(config, slots=1, store=MemoryStore(), executor=executor) as pool:
+        await pool.run("crash a")
+        await pool.run("crash b")
+        assert pool.slots[0].state is SlotState.ERRORED
+        queued = await pool.submit("runs once the supervisor has restored the slot")
+        record = await pool.wait(queued, timeout=10)
+        assert record.state is TaskState.COMPLETED
+        assert pool.supervisor.restores == {pool.slots[0].id: 1}

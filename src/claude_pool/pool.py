@@ -206,6 +206,7 @@ class Pool:
             self._store, lambda: self.config.budget_microdollars, poll_secs=poll_secs
         )
         self._context_cache: dict[str, str] | None = None
+        self._scaling = asyncio.Lock()
         self.supervisor = Supervisor(self)
         self._skills: SkillRegistry | None = None
         self._rate_limits = RateLimiter(min_pause_secs=poll_secs)
@@ -836,6 +837,32 @@ class Pool:
         """Add ``n`` slots (within ``scaling.max_slots``)."""
         if n < 1:
             raise ValueError(f"scale_up needs a positive count, got {n}")
+        async with self._scaling:
+            return await self._scale_up(n)
+
+    async def scale_down(self, n: int = 1) -> list[SlotRecord]:
+        """Remove ``n`` slots (within ``scaling.min_slots``): idle slots first, least used
+        first; a slot that is running a task is never interrupted. Returns the removed slots;
+        fewer than ``n`` when not enough slots are idle."""
+        if n < 1:
+            raise ValueError(f"scale_down needs a positive count, got {n}")
+        async with self._scaling:
+            return await self._scale_down(n)
+
+    async def set_target_slots(self, n: int) -> list[SlotRecord]:
+        """Scale up or down to ``n`` slots; returns the slots afterwards."""
+        async with self._scaling:
+            self._check_bounds(n)
+            current = len(self._slots)
+            if n > current:
+                await self._scale_up(n - current)
+            elif n < current:
+                await self._scale_down(current - n)
+            return self.slots
+
+    # One scaling change at a time: the bounds are checked against the slots as they are.
+
+    async def _scale_up(self, n: int) -> list[SlotRecord]:
         self._check_accepting()
         self._check_bounds(len(self._slots) + n)
         added = [
@@ -844,12 +871,7 @@ class Pool:
         ]
         return [slot.record for slot in added]
 
-    async def scale_down(self, n: int = 1) -> list[SlotRecord]:
-        """Remove ``n`` slots (within ``scaling.min_slots``): idle slots first, least used
-        first; a slot that is running a task is never interrupted. Returns the removed slots;
-        fewer than ``n`` when not enough slots are idle."""
-        if n < 1:
-            raise ValueError(f"scale_down needs a positive count, got {n}")
+    async def _scale_down(self, n: int) -> list[SlotRecord]:
         self._check_bounds(len(self._slots) - n)
         idle = sorted(
             (s for s in self._slots.values() if s.running is None and not s.stopping),
@@ -860,16 +882,6 @@ class Pool:
             await self._remove_slot(slot)
             removed.append(slot.record)
         return removed
-
-    async def set_target_slots(self, n: int) -> list[SlotRecord]:
-        """Scale up or down to ``n`` slots; returns the slots afterwards."""
-        self._check_bounds(n)
-        current = len(self._slots)
-        if n > current:
-            await self.scale_up(n - current)
-        elif n < current:
-            await self.scale_down(current - n)
-        return self.slots
 
     def _check_bounds(self, count: int) -> None:
         scaling = self.config.scaling
@@ -1168,6 +1180,8 @@ class Pool:
         except BudgetExhausted as exc:
             self._remember_error(task.id, exc)
             result = TaskResult.failure(str(exc))
+        except _NotStarted as exc:
+            result = TaskResult.failure(str(exc))
         except asyncio.CancelledError:
             result = TaskResult.failure("cancelled: the pool shut down while the task ran")
             raise
@@ -1181,8 +1195,11 @@ class Pool:
         self, slot: Slot, stored: StoredTask, running: RunningTask
     ) -> ExecutionRequest:
         task = stored.record
+        running.timeout_secs = (
+            stored.timeout_secs if stored.timeout_secs is not None else self._task_timeout
+        )
         config = effective_config(self.config, slot.record.config, task.config)
-        cap = await self._budget.reserve(task.id, config.max_budget_usd, self._idle_slots)
+        cap = await self._await_budget(running, config.max_budget_usd)
         if cap is not None:
             config = replace(config, max_budget_usd=cap / 1_000_000)
         config = await self._with_shared_context(config)
@@ -1193,9 +1210,6 @@ class Pool:
         one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
         fresh = one_shot or stored.fresh_session
         running.one_shot = elsewhere
-        running.timeout_secs = (
-            stored.timeout_secs if stored.timeout_secs is not None else self._task_timeout
-        )
         return ExecutionRequest(
             task_id=task.id,
             slot_id=slot.id,
@@ -1206,6 +1220,32 @@ class Pool:
             session_id=None if fresh else slot.record.session_id,
             timeout_secs=running.timeout_secs,
             cancel=running.cancel,
+        )
+
+    async def _await_budget(self, running: RunningTask, task_cap_usd: float | None) -> int | None:
+        """Reserve the task's budget; waiting for it can be cancelled and counts against the
+        task's timeout like the run itself."""
+        reserve = asyncio.ensure_future(
+            self._budget.reserve(running.task_id, task_cap_usd, self._idle_slots)
+        )
+        stop = asyncio.ensure_future(running.cancel.wait())
+        try:
+            await asyncio.wait(
+                {reserve, stop}, timeout=running.timeout_secs,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+        finally:
+            stop.cancel()
+        if reserve.done():
+            return reserve.result()
+        # Nothing is reserved until reserve() returns, so stopping it here loses nothing.
+        reserve.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reserve
+        if running.cancel.is_set():
+            raise _NotStarted("cancelled while waiting for budget")
+        raise _NotStarted(
+            f"timed out after {running.timeout_secs:g}s waiting for budget held by running tasks"
         )
 
     async def _shared_context(self) -> dict[str, str]:
@@ -1241,7 +1281,8 @@ class Pool:
         try:
             if result.success and running.delivered_messages:
                 await self._store.read_messages(slot.id, drain=True)
-            if running.cancel.is_set():
+            if running.cancel.is_set() and not result.success:
+                # (A run that succeeded just as the cancel came stays completed: it is done.)
                 target = TaskState.CANCELLED
                 reason = running.cancel_reason or "cancelled"
                 result = result.model_copy(
@@ -1442,6 +1483,10 @@ class Pool:
     def _check_accepting(self) -> None:
         if self._closed or not self._accepting:
             raise PoolShutdown()
+
+
+class _NotStarted(Exception):
+    """A claimed task stopped before its CLI started (cancelled, or timed out waiting)."""
 
 
 def _real_path(path: str | Path) -> str:
