@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
@@ -181,6 +181,15 @@ class Settings(BaseModel):
     """Working directory for slots; None is the process's working directory."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment for slot processes."""
+    http: bool = False
+    """``claude-pool serve``: streamable HTTP (at ``/mcp``) instead of stdio."""
+    host: str = Field(default="127.0.0.1", min_length=1)
+    """HTTP address to bind; anything but loopback needs ``tokens``."""
+    port: int = Field(default=8765, ge=0, le=65_535)
+    """HTTP port (0: any free port)."""
+    tokens: list[SecretStr] = Field(default_factory=list)
+    """Bearer tokens HTTP clients must send. Only from ``CLAUDE_POOL_TOKENS`` or arguments,
+    never from a config file: those get committed and shared."""
 
     @model_validator(mode="after")
     def _fit_slots_to_scaling(self) -> Self:
@@ -193,11 +202,18 @@ class Settings(BaseModel):
 
 
 CONFIG_ENV_VAR = "CLAUDE_POOL_CONFIG"
-NON_SETTING_ENV_VARS = frozenset({CONFIG_ENV_VAR, "CLAUDE_POOL_CACHE_DIR", "CLAUDE_POOL_TOKENS"})
+NON_SETTING_ENV_VARS = frozenset(
+    {CONFIG_ENV_VAR, "CLAUDE_POOL_CACHE_DIR", "CLAUDE_POOL_TOKENS", "CLAUDE_POOL_PROCESS"}
+)
 """``CLAUDE_POOL_*`` variables that are not settings: the config file, the CLI install cache
-(see ``claude_pool.testing.claude_cli``) and the HTTP server's bearer tokens."""
+(see ``claude_pool.testing.claude_cli``), the HTTP server's bearer tokens, and the marker every
+process a slot's CLI starts carries (see ``claude_pool.executor.orphans``)."""
 DEFAULT_CONFIG_FILE = "claude-pool.toml"
 _ENV_PREFIX = "CLAUDE_POOL_"
+TOKENS_ENV_VAR = "CLAUDE_POOL_TOKENS"
+"""The ``tokens`` setting, comma- or space-separated. Read on its own (it is in
+:data:`NON_SETTING_ENV_VARS` for the generic loop), as the one place a secret may come from
+besides an argument."""
 
 # Flat keys name a setting the same way in the file, as CLAUDE_POOL_<KEY> and as an argument.
 _POOL_KEYS = frozenset(PoolConfig.model_fields) - {"scaling", "mcp_servers"}
@@ -209,6 +225,9 @@ _FILE_TABLES = frozenset({"scaling", "mcp_servers", "slot", "env"})
 _ARGUMENT_TABLES = frozenset({"mcp_servers", "slot_configs"})
 # Relative paths in a config file are relative to the file, not to wherever the pool starts.
 _PATH_KEYS = frozenset({"store", "cwd", "worktree_base_dir", "claude_bin"})
+# Secrets: refused in a config file, and never repeated in an error message.
+_SECRET_KEYS = frozenset({"tokens"})
+_HIDDEN = "<hidden>"
 
 
 def _field_info(key: str) -> FieldInfo | None:
@@ -335,6 +354,13 @@ def _read_file(path: Path, how: str) -> _Layer:
             for index, table in enumerate(value):
                 _check_table_keys(f"slot[{index}]", table, SlotConfig.model_fields, source)
             layer["slot_configs"] = _Given(value, source)
+        elif key in _SECRET_KEYS:
+            raise ConfigError(
+                key,
+                _HIDDEN,
+                "secrets do not belong in a config file, which tends to be committed or shared "
+                f"({source}); set {TOKENS_ENV_VAR} or pass --token instead",
+            )
         elif key in _FLAT_KEYS:
             _add_flat(layer, key, _resolve_path(key, value, base), source)
         else:
@@ -369,6 +395,8 @@ def _read_env(env: Mapping[str, str]) -> _Layer:
         if raw == "":
             continue  # set but empty counts as not set
         _add_flat(layer, key, _env_value(key, raw), f"from environment variable {var}")
+    if tokens := env.get(TOKENS_ENV_VAR, "").replace(",", " ").split():
+        layer["tokens"] = _Given(tokens, f"from environment variable {TOKENS_ENV_VAR}")
     return layer
 
 
@@ -436,7 +464,8 @@ def _validation_error(exc: ValidationError, merged: _Layer) -> ConfigError:
         key, entry = _error_key(error["loc"])
         value, reason = error["input"], _reason(error)
     given = merged.get(entry)
-    return ConfigError(key, value, f"{reason} ({given.source})" if given else reason)
+    shown: object = _HIDDEN if entry in _SECRET_KEYS else value
+    return ConfigError(key, shown, f"{reason} ({given.source})" if given else reason)
 
 
 def _build(merged: _Layer) -> Settings:
@@ -469,8 +498,9 @@ def load_settings(
     ``[scaling]``, ``[mcp_servers.NAME]``, ``[[slot]]`` and ``[env]`` tables. Each flat key is
     also ``CLAUDE_POOL_<KEY>`` (lists comma-separated, ``[scaling]`` as ``SCALING_MIN_SLOTS``)
     and a keyword argument (None means not given). MCP servers and environment entries merge by
-    name across sources. Any invalid or unknown setting raises :class:`ConfigError` naming the
-    key, the value and where it came from.
+    name across sources. Bearer ``tokens`` come only from ``$CLAUDE_POOL_TOKENS`` or an argument,
+    never from the file. Any invalid or unknown setting raises :class:`ConfigError` naming the
+    key, the value (secrets hidden) and where it came from.
     """
     env = os.environ if env is None else env
     merged: _Layer = {}

@@ -2,7 +2,9 @@
 
 Every process runs in its own session (so its process group holds the CLI and whatever it
 starts: tool commands, MCP servers), asks the kernel to kill it when the thread that started it
-dies (``PR_SET_PDEATHSIG``, Linux), and is recorded in a registry that an ``atexit`` hook empties.
+dies (``PR_SET_PDEATHSIG``, Linux), and is recorded in a registry that an ``atexit`` hook empties
+and carries a marker in its environment (:mod:`claude_pool.executor.orphans`) by which its tool
+processes are ended with it, and found and killed by the next pool if this one is killed.
 Teardown escalates close stdin → wait → SIGTERM to the group → wait → SIGKILL → reap, with
 explicit timeouts, and is shielded from cancellation.
 """
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from claude_pool.executor import orphans
 from claude_pool.executor.protocol import parse_line
 
 logger = logging.getLogger(__name__)
@@ -81,8 +84,11 @@ class CliProcess:
         argv: Sequence[str],
         cwd: Path,
         on_stderr_line: Callable[[str], None] | None,
+        marker: str | None = None,
     ) -> None:
         self._proc = proc
+        self.marker = marker
+        """Carried in the environment of the CLI and everything it starts."""
         self.argv: tuple[str, ...] = tuple(argv)
         self.cwd = cwd
         self.pid: int = proc.pid
@@ -107,18 +113,20 @@ class CliProcess:
         on_stderr_line: Callable[[str], None] | None = None,
     ) -> CliProcess:
         """Start ``argv`` in ``cwd`` in a new process group. Raises ``OSError`` if it cannot."""
+        orphans.reap_orphans_once()
+        marker = orphans.new_marker()
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=str(cwd),
-            env=dict(env),
+            env={**env, orphans.MARKER_ENV: marker},
             start_new_session=True,
             preexec_fn=_die_with_parent_hook(),
         )
         logger.debug("started CLI pid %d in %s", proc.pid, cwd)
-        return cls(proc, argv, cwd, on_stderr_line)
+        return cls(proc, argv, cwd, on_stderr_line, marker)
 
     @property
     def returncode(self) -> int | None:
@@ -279,6 +287,9 @@ class CliProcess:
             return self.returncode
         finally:
             _LIVE.pop(self.pid, None)
+            # The CLI's tool commands run in sessions of their own: end them too.
+            if self.marker is not None:
+                orphans.kill_marked(self.marker)
 
     def signal_group(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the process group (the CLI and everything it started)."""
