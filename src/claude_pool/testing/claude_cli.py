@@ -88,12 +88,6 @@ def claude_version(binary: Path) -> str | None:
     return ".".join(map(str, version)) if version else None
 
 
-def _good_enough(binary: Path) -> bool:
-    found = _parse_version(claude_version(binary) or "")
-    pinned = _parse_version(CLAUDE_CODE_VERSION)
-    return found is not None and pinned is not None and found >= pinned
-
-
 def _installed_candidates(install_dir: Path) -> Iterator[Path]:
     modules = install_dir / "node_modules"
     # The npm wrapper's bin is a hard link to the native binary when postinstall ran or the
@@ -113,14 +107,15 @@ def _find_installed(install_dir: Path) -> Path | None:
 def find_claude() -> Path | None:
     """The CLI to test with, or None.
 
-    In order: ``$CLAUDE_POOL_CLAUDE_BIN`` (used as is), a ``claude`` on PATH at least as new as
-    the pinned version, the copy installed in the project cache.
+    In order: ``$CLAUDE_POOL_CLAUDE_BIN`` (used as is), a ``claude`` on PATH of exactly the
+    pinned version (the tests and the mock rely on its exact behaviour; a newer one on PATH is
+    common on a developer's machine), the copy installed in the project cache.
     """
     explicit = os.environ.get("CLAUDE_POOL_CLAUDE_BIN")
     if explicit:
         return Path(explicit)
     on_path = shutil.which("claude")
-    if on_path is not None and _good_enough(Path(on_path)):
+    if on_path is not None and claude_version(Path(on_path)) == CLAUDE_CODE_VERSION:
         return Path(on_path)
     return _find_installed(_install_dir())
 
