@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,11 +18,12 @@ from claude_pool import (
     SlotMode,
     TaskNotFound,
     TaskOverrides,
+    TaskRecord,
     TaskResult,
     TaskState,
 )
 from claude_pool.executor.base import ExecutionRequest
-from claude_pool.store import MemoryStore
+from claude_pool.store import MemoryStore, StoredTask
 from claude_pool.testing.fake_executor import FakeExecutor
 
 
@@ -313,4 +315,41 @@ async def test_cancelling_run_or_fan_out_cancels_their_tasks() -> None:
             await fanned
         states = {t.prompt: t.state for t in await pool.list_tasks()}
         assert states == dict.fromkeys(["abandoned", "part a", "part b"], TaskState.CANCELLED)
+        assert not executor.running
+
+
+class CancelsRightAfterClaims(MemoryStore):
+    """A store through which a cancel() arrives just after a claim committed, before the
+    claiming slot has resumed (the window between claim and registration)."""
+
+    pool: Pool | None = None
+    cancelled: list[TaskRecord] = []
+
+    async def claim_task(self, *args: Any, **kwargs: Any) -> StoredTask | None:
+        claimed = await super().claim_task(*args, **kwargs)
+        if claimed is not None and self.pool is not None:
+            canceller = asyncio.ensure_future(self.pool.cancel(claimed.record.id))
+            canceller.add_done_callback(lambda f: self.cancelled.append(f.result()))
+            await asyncio.sleep(0)  # let cancel() run its first steps inside the window
+        return claimed
+
+
+async def test_cancel_in_the_claim_window_waits_for_the_process_to_stop() -> None:
+    """Regression: a cancel landing between a claim and the task's registration returned
+    while the task went on running for up to poll_secs."""
+    store = CancelsRightAfterClaims()
+    executor = FakeExecutor(hold=True)
+    async with Pool(PoolConfig(), slots=1, store=store, executor=executor) as pool:
+        store.pool = pool
+        task_id = await pool.submit("claimed and cancelled at once")
+        record = await pool.wait(task_id, timeout=5)
+        assert record.state is TaskState.CANCELLED
+        async with asyncio.timeout(5):
+            while not store.cancelled:  # noqa: ASYNC110 - the canceller's callback
+                await asyncio.sleep(0)
+        returned = store.cancelled[0]
+        assert returned.state is TaskState.CANCELLED
+        # cancel() returned only once the run had stopped: with the run's own result.
+        assert returned.result is not None
+        assert "while running" in returned.result.output
         assert not executor.running

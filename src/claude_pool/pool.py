@@ -81,6 +81,8 @@ log = logging.getLogger(__name__)
 EventListener = Callable[[ExecutorEvent], None]
 
 _MAX_REMEMBERED_ERRORS = 10_000
+_REGISTRATION_TURNS = 1_000
+"""Event-loop turns cancel() waits for a just-claimed task to be registered as running."""
 
 _EXTERNAL_PREFIX = "external:"
 """Slot id prefix of tasks claimed by an outside worker (see ``Pool.claim``)."""
@@ -387,8 +389,12 @@ class Pool:
             owned.update(s.id for s in await self._store.list_slots(worker))
         return [s for s in await self._store.list_slots() if s.id not in owned]
 
+    async def _slots_to_adopt(self, count: int) -> list[SlotRecord]:
+        """The stored slots :meth:`_start_slots` takes over for ``count`` slots."""
+        return (await self._adoptable_slots())[:count] if count else []
+
     async def _start_slots(self, count: int) -> None:
-        adoptable = await self._adoptable_slots() if count else []
+        adoptable = await self._slots_to_adopt(count)
         for index in range(count):
             if adoptable:
                 record = adoptable.pop(0).model_copy(
@@ -418,6 +424,8 @@ class Pool:
             try:
                 await self._store.heartbeat_worker(self.worker_id, now_ms())
                 await self._recover()
+                if self._accepting:  # take over the chains of pool processes that died since
+                    await self._resume_chains()
             except Exception:
                 log.exception("heartbeat failed; will retry")
 
@@ -594,7 +602,7 @@ class Pool:
         if stored is None:
             raise TaskNotFound(task_id)
         if stored.record.state is TaskState.RUNNING:
-            running = self._running.get(task_id)
+            running = await self._registered(stored)
             if running is not None:
                 running.cancel_reason = "cancelled"
                 running.cancel.set()
@@ -611,6 +619,20 @@ class Pool:
             stored = await self._store.get_task(task_id)
             assert stored is not None
         return stored.record
+
+    async def _registered(self, stored: StoredTask) -> RunningTask | None:
+        """The local run of a running task. A task a slot here has just claimed is registered
+        within a few event-loop turns; waiting for that lets cancel() stop its process
+        rather than only flag it for the sync loop."""
+        task_id = stored.record.id
+        local = stored.claimed_by == self.worker_id and not (
+            stored.record.slot_id or ""
+        ).startswith(_EXTERNAL_PREFIX)
+        for _ in range(_REGISTRATION_TURNS if local else 0):
+            if task_id in self._running:
+                break
+            await asyncio.sleep(0)
+        return self._running.get(task_id)
 
     # ── inspection ──────────────────────────────────────────────────
 
@@ -1052,7 +1074,10 @@ class Pool:
                 manager = await WorktreeManager.for_directory(
                     self._cwd, self.config.worktree_base_dir, self.worker_id
                 )
-                keep = {str(manager.path_for(s.id)) for s in await self._adoptable_slots()}
+                # Only the worktrees of the slots this pool is about to adopt are spared; those
+                # of stored slots it does not adopt are finished like any leftover (work kept).
+                adopting = [] if self._slots else await self._slots_to_adopt(self._slot_count)
+                keep = {str(manager.path_for(s.id)) for s in adopting}
                 for state in (ChainState.RUNNING, ChainState.PENDING):
                     for chain in await self._chains.list_chains(state, limit=1_000_000):
                         if chain.workdir is not None:
