@@ -3,6 +3,7 @@ executing tasks on the real Claude Code CLI against the mock API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import IO
 import pytest
 
 from claude_pool.testing.mock_api import DEFAULT_MODEL, MockAnthropicAPI, Reply
+from claude_pool.testing.processes import pid_alive, processes_running, wait_until
 
 pytestmark = pytest.mark.cli
 
@@ -99,14 +101,18 @@ def test_submit_then_result_through_a_worker_in_another_process(
     assert data["spend_microdollars"] > 0
 
 
-def test_cancel_from_another_shell_stops_a_task_running_in_the_worker(
-    cli: Cli, worker: subprocess.Popen[bytes], mock_api: MockAnthropicAPI
+async def test_cancel_from_another_shell_stops_a_task_running_in_the_worker(
+    cli: Cli, worker: subprocess.Popen[bytes], mock_api: MockAnthropicAPI, claude_bin: Path
 ) -> None:
     mock_api.on(Reply("never seen", delay=60), prompt="very slow")
     task_id = cli("submit", "very slow").stdout.strip()
-    mock_api.wait_for_requests(1, timeout=30)
+    await asyncio.to_thread(mock_api.wait_for_requests, 1, 30)
+    running = processes_running(claude_bin, ancestor=worker.pid)
+    assert len(running) == 1, "the worker runs the task on one CLI process"
     cancelled = cli("cancel", task_id, "--json")
     assert cancelled.returncode == 0, cancelled.stderr
+    # The worker, not just the store, stops it: its CLI process ends.
+    await wait_until(lambda: not any(pid_alive(p) for p in running), timeout=15)
     waited = cli("result", task_id, "--wait", "--timeout", "30", "--json")
     assert json.loads(waited.stdout)["state"] == "cancelled"
     assert waited.returncode == 1

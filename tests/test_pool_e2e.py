@@ -23,61 +23,11 @@ from claude_pool.testing.mock_api import (
     Usage,
     expected_cost_usd,
 )
+from claude_pool.testing.processes import pid_alive, processes_running, wait_until
 
 pytestmark = pytest.mark.cli
 
 PoolFactory = Callable[..., Pool]
-
-
-def claude_pids(binary: Path, ancestor: int | None = None) -> set[int]:
-    """Live processes running this Claude Code binary (descendants of ``ancestor`` only, if
-    given: other tests on the machine may run the CLI at the same time)."""
-    target = binary.resolve()
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if Path(os.readlink(entry / "exe")).resolve() != target:
-                continue
-        except OSError:
-            continue
-        pid = int(entry.name)
-        if pid_alive(pid) and (ancestor is None or ancestor in _ancestors(pid)):
-            pids.add(pid)
-    return pids
-
-
-def _ancestors(pid: int) -> set[int]:
-    found = set()
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
-        found.add(pid)
-    return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return "Z"
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - external processes have no event to await
-            await asyncio.sleep(0.05)
 
 
 async def test_run_and_submit_return_the_cli_result_with_its_real_cost(
@@ -224,7 +174,7 @@ async def test_a_pool_killed_mid_work_is_finished_by_the_next_one_with_nothing_l
     await asyncio.to_thread(mock_api.wait_for_requests, 2, 30)
     running = [t for t in await client.list_tasks() if t.state is TaskState.RUNNING]
     assert len(running) == 2
-    workers_children = claude_pids(claude_bin, ancestor=first.pid)
+    workers_children = processes_running(claude_bin, ancestor=first.pid)
     assert len(workers_children) == 2
 
     first.send_signal(signal.SIGKILL)
@@ -237,7 +187,7 @@ async def test_a_pool_killed_mid_work_is_finished_by_the_next_one_with_nothing_l
     assert [r.state for r in records] == [TaskState.COMPLETED] * 5
     assert all(r.result is not None and r.result.success for r in records)
 
-    second_children = claude_pids(claude_bin, ancestor=second.pid)
+    second_children = processes_running(claude_bin, ancestor=second.pid)
     assert second_children, "persistent slots keep a warm CLI process"
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=60) == 0
