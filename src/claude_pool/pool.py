@@ -1250,6 +1250,8 @@ class Pool:
     async def _await_budget(self, running: RunningTask, task_cap_usd: float | None) -> int | None:
         """Reserve the task's budget; waiting for it can be cancelled and counts against the
         task's timeout like the run itself."""
+        if self.config.budget_microdollars is None:  # nothing to wait for
+            return await self._budget.reserve(running.task_id, task_cap_usd, self._idle_slots)
         reserve = asyncio.ensure_future(
             self._budget.reserve(running.task_id, task_cap_usd, self._idle_slots)
         )
