@@ -304,3 +304,24 @@ def test_warm_stream_json_process_answers_three_prompts(
     )
     assert [len(r.messages) for r in mock_api.main_requests] == [1, 3, 5]
     assert mock_api.last_request.user_texts == ["one", "two", "three"]
+
+
+def test_a_message_s_final_output_tokens_are_only_in_its_message_delta_stream_event(
+    mock_api: MockAnthropicAPI, run_claude: RunClaudeFn
+) -> None:
+    """What the executor prices a task without a result from (``claude_pool.pricing``)."""
+    usage = Usage(input_tokens=1000, output_tokens=300, cache_read_input_tokens=50)
+    mock_api.enqueue(Reply(["first block", "second block"], usage=usage))
+
+    run = run_claude(*MODEL, "--include-partial-messages", "--", "two blocks")
+
+    assistants = run.of_type("assistant")
+    # One event per content block, same message id, each with the message_start usage.
+    assert len(assistants) == 2
+    assert len({a["message"]["id"] for a in assistants}) == 1
+    assert {a["message"]["usage"]["output_tokens"] for a in assistants} == {1}
+    assert assistants[0]["message"]["usage"]["input_tokens"] == 1000
+    deltas = [e for e in run.of_type("stream_event") if e["event"]["type"] == "message_delta"]
+    assert [d["event"]["usage"]["output_tokens"] for d in deltas] == [300]
+    assert deltas[0]["api_message_id"] == assistants[0]["message"]["id"]
+    assert run.result["total_cost_usd"] == pytest.approx(expected_cost_usd(DEFAULT_MODEL, usage))

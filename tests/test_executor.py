@@ -28,7 +28,14 @@ from claude_pool.testing.mock_api import (
     mcp_tool,
     structured,
 )
-from claude_pool.types import PermissionMode, SlotId, SlotMode, TaskId, TaskResult
+from claude_pool.types import (
+    PermissionMode,
+    SlotId,
+    SlotMode,
+    TaskId,
+    TaskResult,
+    usd_to_microdollars,
+)
 
 pytestmark = pytest.mark.cli
 
@@ -385,6 +392,107 @@ async def test_a_crash_mid_task_is_reported_and_the_next_task_resumes(
     assert "before the crash" in mock_api.last_request.user_texts
 
 
+# ── the spend of tasks that never got a result ────────────────────────
+
+
+async def wait_for_fifo(path: Path, timeout: float = 20.0) -> bytes:
+    """Wait (without polling) until something writes to the named pipe ``path``; our end is
+    opened at once, so the writer never blocks."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    loop = asyncio.get_running_loop()
+    readable = loop.create_future()
+    loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+    try:
+        async with asyncio.timeout(timeout):
+            await readable
+        return os.read(fd, 4096)
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def start_task_stuck_in_a_tool(
+    slot: Slot, mock_api: MockAnthropicAPI, tmp_path: Path, **fields: Any
+) -> tuple[ExecutionRequest, asyncio.Task[TaskResult], int]:
+    """Start a task whose first API call (``USAGE``) asks for a Bash command that signals it
+    started, then sleeps; returns once the command runs (the call is complete and paid)."""
+    started = tmp_path / "tool-started"
+    os.mkfifo(started)
+    mock_api.enqueue(
+        Reply([bash(f"echo started > {started}; sleep {SLOW:g}")], usage=USAGE),
+        Reply("never reached"),
+    )
+    fields.setdefault("config", config(permission_mode=PermissionMode.BYPASS_PERMISSIONS))
+    request = slot.request("run the slow tool", **fields)
+    opened = asyncio.ensure_future(wait_for_fifo(started))
+    task = asyncio.create_task(slot.execute(request))
+    assert await opened == b"started\n"
+    pid = slot.recorder.of(EventKind.PROCESS_STARTED)[-1]["pid"]
+    return request, task, pid
+
+
+async def test_a_cli_killed_mid_task_still_charges_the_api_calls_it_made(
+    slot: Slot, mock_api: MockAnthropicAPI, recorder: Recorder, tmp_path: Path
+) -> None:
+    """Regression: a task whose CLI died got no result event and reported a cost of 0, so the
+    calls it had made were missing from the pool's spend and budget."""
+    bypass = config(permission_mode=PermissionMode.BYPASS_PERMISSIONS)
+    earlier = await slot.run("an earlier task in the same warm process", config=bypass)
+    _, task, pid = await start_task_stuck_in_a_tool(slot, mock_api, tmp_path, config=bypass)
+
+    os.kill(pid, signal.SIGKILL)
+    result = await task
+
+    assert earlier.success, earlier
+    assert not result.success
+    assert "exited unexpectedly" in result.output
+    # Exactly the one completed call, priced as the CLI prices it (its final output_tokens
+    # included), and not the warm process's earlier spend.
+    assert result.cost_microdollars == usd_to_microdollars(expected_cost_usd(DEFAULT_MODEL, USAGE))
+    assert "is an estimate" in result.output
+    assert result.turns_used == 1
+    assert len(recorder.of(EventKind.PROCESS_STARTED)) == 1
+
+
+@pytest.mark.parametrize("stop", ["timeout", "cancel"])
+async def test_a_cli_that_ignores_the_interrupt_is_killed_and_its_calls_are_still_charged(
+    stop: str,
+    claude_bin: Path,
+    cli_env: dict[str, str],
+    cli_cwd: Path,
+    mock_api: MockAnthropicAPI,
+    recorder: Recorder,
+    tmp_path: Path,
+) -> None:
+    executor = ClaudeCliExecutor(
+        claude_bin,
+        env=cli_env,
+        work_dir=tmp_path / "executor",
+        interrupt_grace_secs=0.5,
+        terminate_grace_secs=0.5,
+    )
+    slot = Slot(executor, cli_cwd, recorder)
+    try:
+        # Long enough for the CLI to start and make its first call, even on a busy machine.
+        timeout = {"timeout_secs": 5.0} if stop == "timeout" else {}
+        request, task, pid = await start_task_stuck_in_a_tool(slot, mock_api, tmp_path, **timeout)
+        # A stopped CLI cannot answer the interrupt (nor SIGTERM): only SIGKILL ends it.
+        os.kill(pid, signal.SIGSTOP)
+        if stop == "cancel":
+            request.cancel.set()
+        result = await task
+    finally:
+        await executor.aclose()
+
+    assert not result.success
+    expected = "timed out after 5s" if stop == "timeout" else "cancelled while running"
+    assert result.output.startswith(expected)
+    assert result.cost_microdollars == usd_to_microdollars(expected_cost_usd(DEFAULT_MODEL, USAGE))
+    assert "is an estimate" in result.output
+    assert gone(pid)
+    assert group_empty(pid)
+
+
 # ── API errors ────────────────────────────────────────────────────────
 
 
@@ -605,12 +713,6 @@ async def test_aclose_ends_running_and_idle_processes(
     busy = Slot(executor, cli_cwd, Recorder(), SlotId("slot-b"))
     running = asyncio.create_task(busy.run("hang"))
     await asyncio.to_thread(mock_api.wait_for_requests, 2)
-    print(
-        "DBG",
-        [(p.pid, p.returncode) for p in live_processes()],
-        recorder.of(EventKind.PROCESS_STARTED),
-        busy.recorder.events,
-    )
     assert len(claude_processes(claude_bin, cli_home)) == 2
 
     await executor.aclose()

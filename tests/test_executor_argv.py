@@ -31,6 +31,8 @@ def test_default_config_uses_the_structured_protocol_with_stdin_prompts() -> Non
     args = build_args(EffectiveConfig())
     assert args[:4] == ["-p", "--output-format", "stream-json", "--verbose"]
     assert value_of(args, "--input-format") == "stream-json"
+    # The final output_tokens of a message is only in its message_delta stream event.
+    assert "--include-partial-messages" in args
     assert value_of(args, "--permission-mode") == "plan"
     for absent in ("--model", "--max-turns", "--resume", "--tools", "--json-schema", "--effort"):
         assert absent not in args

@@ -94,6 +94,100 @@ def test_assistant_text_and_tool_calls_become_events_and_turns() -> None:
     assert tracker.served_model == "claude-served"
 
 
+def assistant(message_id: str | None, model: str, usage: dict[str, int]) -> dict[str, object]:
+    """One ``assistant`` event, as the CLI prints it for each content block of a message."""
+    return {
+        "type": "assistant",
+        "message": {
+            "id": message_id,
+            "model": model,
+            "content": [{"type": "text", "text": "part"}],
+            "usage": usage,
+        },
+    }
+
+
+def stream(message_id: str, raw: dict[str, object]) -> dict[str, object]:
+    """A ``stream_event`` line (``--include-partial-messages``)."""
+    return {"type": "stream_event", "event": raw, "api_message_id": message_id}
+
+
+def message_start(message_id: str, model: str, usage: dict[str, int]) -> dict[str, object]:
+    raw = {"type": "message_start", "message": {"id": message_id, "model": model, "usage": usage}}
+    return stream(message_id, raw)
+
+
+def message_delta(message_id: str, output_tokens: int) -> dict[str, object]:
+    raw = {"type": "message_delta", "delta": {}, "usage": {"output_tokens": output_tokens}}
+    return stream(message_id, raw)
+
+
+START = {
+    "input_tokens": 1000,
+    "output_tokens": 1,
+    "cache_creation_input_tokens": 200,
+    "cache_read_input_tokens": 5000,
+}
+
+
+def test_a_message_split_over_several_events_is_counted_once_with_its_final_usage() -> None:
+    tracker = TurnTracker()
+    # As CLI 2.1.330 prints one message: start, one assistant event per block (all with the
+    # start usage), then the delta with the real output_tokens.
+    for event in (
+        message_start("msg_1", "claude-sonnet-4-5", START),
+        assistant("msg_1", "claude-sonnet-4-5", START),
+        assistant("msg_1", "claude-sonnet-4-5", START),
+        message_delta("msg_1", 300),
+        assistant("msg_1", "claude-sonnet-4-5", START),  # a late repeat must not lower it
+    ):
+        tracker.events(event, TASK, SLOT)
+
+    assert list(tracker.messages) == ["msg_1"]
+    assert tracker.messages["msg_1"].usage == {**START, "output_tokens": 300}
+    # 1000 * $3 + 300 * $15 + 200 * $3.75 + 5000 * $0.30 per million tokens
+    assert tracker.estimated_cost_usd() == pytest.approx(0.00975)
+    assert tracker.turns == 1
+
+
+def test_every_message_id_is_counted_and_made_up_messages_are_not() -> None:
+    tracker = TurnTracker()
+    usage = {"input_tokens": 1_000_000, "output_tokens": 0}
+    for event in (
+        assistant("msg_1", "claude-sonnet-4-5", usage),
+        assistant("msg_2", "claude-haiku-4-5", usage),
+        # A stream that was dropped after message_start still cost its input (the CLI counts it).
+        message_start("msg_3", "claude-sonnet-4-5", usage),
+        # The CLI's own "<synthetic>" messages and id-less ones are no API call to count.
+        assistant("msg_4", "<synthetic>", usage),
+        assistant(None, "claude-sonnet-4-5", usage),
+    ):
+        tracker.events(event, TASK, SLOT)
+
+    assert sorted(tracker.messages) == ["msg_1", "msg_2", "msg_3"]
+    assert tracker.messages["msg_2"].served_model == "claude-haiku-4-5"
+    assert tracker.estimated_cost_usd() == pytest.approx(3 + 1 + 3)
+
+
+def test_a_message_is_priced_by_the_requested_model_when_the_served_one_is_unknown() -> None:
+    tracker = TurnTracker()
+    usage = {"input_tokens": 1_000_000}
+    tracker.events({"type": "system", "subtype": "init", "model": "claude-haiku-4-5"}, TASK, SLOT)
+    tracker.events(assistant("msg_1", "some-new-model", usage), TASK, SLOT)
+    tracker.events(assistant("msg_2", "claude-sonnet-4-5-20250929", usage), TASK, SLOT)
+
+    assert tracker.messages["msg_1"].requested_model == "claude-haiku-4-5"
+    # msg_1 at haiku's $1 (what the CLI asked for), msg_2 at the dated sonnet id's $3.
+    assert tracker.estimated_cost_usd() == pytest.approx(1 + 3)
+
+
+def test_a_task_with_no_message_is_estimated_at_nothing() -> None:
+    tracker = TurnTracker()
+    tracker.events({"type": "system", "subtype": "init", "model": "claude-sonnet-4-5"}, TASK, SLOT)
+    assert tracker.messages == {}
+    assert tracker.estimated_cost_usd() == 0.0
+
+
 def test_retries_rate_limits_denials_and_tool_results_are_surfaced() -> None:
     tracker = TurnTracker()
     retry = {

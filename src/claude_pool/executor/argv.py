@@ -34,7 +34,9 @@ def build_args(
     ``stream_input`` prompts are read from stdin as stream-json user messages, otherwise stdin is
     plain prompt text.
     """
-    args = ["-p", "--output-format", "stream-json", "--verbose"]
+    # --include-partial-messages: the only place the stream tells a message's final
+    # output_tokens (``message_delta``), needed to price a task that ends without a result.
+    args = ["-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages"]
     if stream_input:
         args += ["--input-format", "stream-json"]
     if resume_session_id is not None:

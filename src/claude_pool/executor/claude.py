@@ -50,7 +50,7 @@ from claude_pool.executor.protocol import (
     result_to_task_result,
     task_cost_usd,
 )
-from claude_pool.types import PermissionMode, SlotId, SlotMode, TaskResult
+from claude_pool.types import PermissionMode, SlotId, SlotMode, TaskResult, usd_to_microdollars
 
 logger = logging.getLogger(__name__)
 
@@ -618,15 +618,17 @@ class ClaudeCliExecutor:
             # An interrupted CLI is idle and exits on EOF; one that ignored the interrupt is
             # killed.
             await self._close(proc, graceful=event is not None)
-        result = self._failure(proc, message, tracker, request)
-        if event is not None:
-            cost = task_cost_usd(event, previous_total)
-            result = result.model_copy(
-                update={
-                    "cost_microdollars": round(cost * 1_000_000),
-                    "turns_used": int(event.get("num_turns") or tracker.turns),
-                }
-            )
+        if event is None:
+            return self._failure(proc, message, tracker, request), why
+        # The interrupted turn reported its spend: the CLI's own figure, not an estimate.
+        result = self._failure(proc, message, tracker, request, estimate_cost=False)
+        cost = task_cost_usd(event, previous_total)
+        result = result.model_copy(
+            update={
+                "cost_microdollars": usd_to_microdollars(cost),
+                "turns_used": int(event.get("num_turns") or tracker.turns),
+            }
+        )
         return result, why
 
     def _map_result(
@@ -646,12 +648,29 @@ class ClaudeCliExecutor:
         )
 
     def _failure(
-        self, proc: CliProcess, message: str, tracker: TurnTracker, request: ExecutionRequest
+        self,
+        proc: CliProcess,
+        message: str,
+        tracker: TurnTracker,
+        request: ExecutionRequest,
+        *,
+        estimate_cost: bool = True,
     ) -> TaskResult:
+        """A task that ended without a ``result`` event. Unless ``estimate_cost`` is off (the
+        caller has the CLI's own figure), its cost is estimated from the token usage the
+        stream reported, and the output says so: the API calls it made were paid for."""
+        update: dict[str, Any] = {"turns_used": tracker.turns}
+        if estimate_cost and tracker.messages:
+            cost = usd_to_microdollars(tracker.estimated_cost_usd())
+            update["cost_microdollars"] = cost
+            message = (
+                f"{message}\n\n(cost ${cost / 1_000_000:.6f} is an estimate from the token "
+                f"usage of {_plural(len(tracker.messages), 'API message')} seen: the CLI ended "
+                "without reporting its own total)"
+            )
         result = TaskResult.failure(message).with_failure_details(
             command_line(proc.argv), proc.returncode, redact(proc.stderr_tail()) or None
         )
-        update: dict[str, Any] = {"turns_used": tracker.turns}
         if tracker.session_id:
             update["session_id"] = tracker.session_id
         model = tracker.served_model or tracker.init_model or request.config.model
@@ -732,6 +751,10 @@ def _emit_exit(emit: _Emitter, proc: CliProcess, result: TaskResult) -> None:
         EventKind.PROCESS_EXITED,
         {"pid": proc.pid, "exit_code": proc.returncode, "reason": result.output[:500]},
     )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _describe_exit(code: int | None) -> str:

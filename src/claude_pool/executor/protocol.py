@@ -20,6 +20,13 @@ Facts verified against Claude Code 2.1.330:
   ``error: "authentication_failed"``, retried for minutes.
 - A denied tool call shows up as ``system/permission_denied`` and in the result's
   ``permission_denials``.
+- Token usage: each ``assistant`` event carries ``message.usage``, but one API message is split
+  into one event per content block (same ``message.id``), all printed *before* the message ends,
+  so their ``output_tokens`` is the ``message_start`` figure (1 against the mock), not the
+  message's. With ``--include-partial-messages`` the raw stream also comes out as
+  ``stream_event`` lines, each tagged with ``api_message_id``: ``message_start`` (input and cache
+  tokens) and ``message_delta`` (the final ``output_tokens``). The CLI counts a message's
+  ``message_start`` usage even when its stream is dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 
 from claude_pool.errors import PermissionPromptDetected
 from claude_pool.executor.base import EventKind, ExecutorEvent
+from claude_pool.pricing import estimate_cost_usd, known_price
 from claude_pool.types import SlotId, TaskId, TaskResult, usd_to_microdollars
 
 logger = logging.getLogger(__name__)
@@ -115,6 +123,43 @@ def is_auth_failure(event: Mapping[str, Any]) -> bool:
 
 # ── Mapping stdout events to ExecutorEvents ───────────────────────────
 
+_USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
+@dataclass
+class MessageUsage:
+    """The token usage of one API message, as far as the stream has told it."""
+
+    served_model: str | None = None
+    """The ``model`` the API answered with."""
+    requested_model: str | None = None
+    """The model of the turn's ``system/init`` when the message came (what the CLI asked for)."""
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, usage: object) -> None:
+        """Fold in a later report of this message's usage. Every count is a running total
+        (``message_start`` < ``message_delta``), so the largest report of each count wins: a
+        repeat of the start figure seen after the delta cannot lower it."""
+        if not isinstance(usage, dict):
+            return
+        for key in _USAGE_KEYS:
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                self.usage[key] = max(self.usage.get(key, 0), value)
+
+    @property
+    def pricing_model(self) -> str | None:
+        """The model to price it by: the one that served it when its price is known (a
+        fallback model is paid at its own price), else the one the CLI asked for."""
+        if known_price(self.served_model) is not None:
+            return self.served_model
+        return self.requested_model or self.served_model
+
 
 @dataclass
 class TurnTracker:
@@ -129,7 +174,32 @@ class TurnTracker:
     """Tool name → reason, from ``system/permission_denied`` events and stderr."""
     total_cost_usd: float | None = None
     """The cumulative ``total_cost_usd`` of the result event, once it came."""
+    messages: dict[str, MessageUsage] = field(default_factory=dict)
+    """Token usage of every API message seen, by message id (each message counted once)."""
     _assistant_ids: set[str] = field(default_factory=set)
+
+    def estimated_cost_usd(self) -> float:
+        """The cost of the API messages seen, priced as the CLI prices them: what a task that
+        got no ``result`` event spent, as far as its stream told."""
+        return sum(
+            estimate_cost_usd(message.pricing_model, [message.usage])
+            for message in self.messages.values()
+        )
+
+    def _note_usage(self, message_id: str | None, model: object, usage: object) -> None:
+        if message_id is None:
+            # Without an id the reports of one message cannot be told from several: skip
+            # rather than count a message twice (the API always gives an id).
+            return
+        served = _str_or_none(model)
+        if served is not None and served.startswith("<"):
+            return  # "<synthetic>": made up by the CLI, not an API call
+        entry = self.messages.get(message_id)
+        if entry is None:
+            entry = self.messages[message_id] = MessageUsage(requested_model=self.init_model)
+        if served is not None:
+            entry.served_model = served
+        entry.merge(usage)
 
     def events(
         self, event: Mapping[str, Any], task_id: TaskId, slot_id: SlotId
@@ -195,7 +265,9 @@ class TurnTracker:
             if isinstance(total, int | float):
                 self.total_cost_usd = float(total)
             emit(EventKind.RESULT, dict(event))
-        elif etype in ("control_response", "control_request", "stream_event", "keep_alive"):
+        elif etype == "stream_event":
+            self._stream_event(event)
+        elif etype in ("control_response", "control_request", "keep_alive"):
             pass
         elif etype == "system":
             logger.debug("skipping CLI system event %r", subtype)
@@ -212,6 +284,7 @@ class TurnTracker:
         if model and not model.startswith("<"):
             self.served_model = model
         message_id = _str_or_none(message.get("id"))
+        self._note_usage(message_id, model, message.get("usage"))
         # One API reply arrives as several assistant events (one per content block).
         if message_id is None or message_id not in self._assistant_ids:
             if message_id is not None:
@@ -227,6 +300,24 @@ class TurnTracker:
                     EventKind.TOOL_USE,
                     {"name": block.get("name"), "input": block.get("input"), "id": block.get("id")},
                 )
+
+    def _stream_event(self, event: Mapping[str, Any]) -> None:
+        """``--include-partial-messages`` output: only the usage of ``message_start`` and
+        ``message_delta`` is of interest (the final ``output_tokens`` is only in the delta)."""
+        raw = event.get("event")
+        if not isinstance(raw, dict):
+            return
+        kind = raw.get("type")
+        if kind == "message_start":
+            message = raw.get("message")
+            if isinstance(message, dict):
+                message_id = _str_or_none(message.get("id")) or _str_or_none(
+                    event.get("api_message_id")
+                )
+                self._note_usage(message_id, message.get("model"), message.get("usage"))
+        elif kind == "message_delta":
+            message_id = _str_or_none(event.get("api_message_id"))
+            self._note_usage(message_id, None, raw.get("usage"))
 
 
 def _content_blocks(event: Mapping[str, Any]) -> Iterable[dict[str, Any]]:

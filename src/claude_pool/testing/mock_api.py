@@ -56,8 +56,10 @@ last user text starts with ``[structured-output-enforce]``. Use :func:`structure
 Cost. ``total_cost_usd`` is computed by the CLI from the *requested* model (the ``model`` field of
 the reply is shown in ``assistant`` events but not used for pricing), from ``input_tokens``,
 ``cache_creation_input_tokens`` and ``cache_read_input_tokens`` of ``message_start`` and the
-``output_tokens`` of ``message_delta``. Measured prices are in :data:`PRICES`; an unknown model is
-priced like ``claude-opus-5-5`` and the CLI prints ``[claude-code:unrecognized_model]`` on stderr.
+``output_tokens`` of ``message_delta``. Measured prices are in :data:`PRICES` (re-exported from
+:mod:`claude_pool.pricing`, which the executor also uses to estimate the cost of a task that
+ended without a ``result``); an unknown model is priced like ``claude-opus-5-5`` and the CLI
+prints ``[claude-code:unrecognized_model]`` on stderr.
 The CLI's default model (no ``--model``) is ``claude-opus-5-5``; the tests use
 :data:`DEFAULT_MODEL`.
 """
@@ -76,7 +78,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Self
@@ -88,6 +90,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from claude_pool.pricing import PRICES, ModelPrice, estimate_cost_usd
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -140,42 +144,14 @@ class Usage:
     cache_read_input_tokens: int = 0
 
 
-@dataclass(frozen=True)
-class ModelPrice:
-    """USD per million tokens, as the CLI prices them."""
-
-    input: float
-    output: float
-    cache_write: float
-    cache_read: float
-
-
-PRICES: dict[str, ModelPrice] = {
-    "claude-sonnet-4-5": ModelPrice(3.0, 15.0, 3.75, 0.30),
-    "claude-haiku-4-5": ModelPrice(1.0, 5.0, 1.25, 0.10),
-    "claude-opus-5-5": ModelPrice(4.0, 20.0, 5.0, 0.20),
-    "claude-sonnet-5-5": ModelPrice(2.0, 10.0, 2.5, 0.10),
-    "claude-haiku-5-5": ModelPrice(0.5, 0.5, 0.625, 0.05),
-}
-"""Prices measured from CLI 2.1.330's ``modelUsage[...].costUSD`` (1M tokens of each kind)."""
-
-
 def expected_cost_usd(model: str, usage: Usage | Iterable[Usage]) -> float:
     """The ``total_cost_usd`` the CLI reports for these replies to requests for ``model``.
 
-    Unknown models are priced like ``claude-opus-5-5``, as the CLI does. Compare with
-    ``pytest.approx``: the CLI sums floats.
+    Prices come from :mod:`claude_pool.pricing` (measured); unknown models are priced like
+    ``claude-opus-5-5``, as the CLI does. Compare with ``pytest.approx``: the CLI sums floats.
     """
-    price = PRICES.get(model, PRICES["claude-opus-5-5"])
     usages = [usage] if isinstance(usage, Usage) else list(usage)
-    micro = sum(
-        u.input_tokens * price.input
-        + u.output_tokens * price.output
-        + u.cache_creation_input_tokens * price.cache_write
-        + u.cache_read_input_tokens * price.cache_read
-        for u in usages
-    )
-    return micro / 1_000_000
+    return estimate_cost_usd(model, [asdict(u) for u in usages])
 
 
 # --------------------------------------------------------------------------- content helpers
