@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,12 +21,14 @@ from claude_pool.chain import (
     ChainSpec,
     ChainState,
     ChainStep,
+    StepResult,
     StepState,
     extract_vars,
+    new_chain_id,
     substitute,
 )
 from claude_pool.executor.base import EventKind, ExecutionRequest
-from claude_pool.store import MemoryStore, SqliteStore
+from claude_pool.store import MemoryStore, SqliteStore, Store
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import TaskResult
 
@@ -449,6 +452,85 @@ async def test_chains_of_a_live_pool_are_not_taken_over(tmp_path: Path) -> None:
         executor.release()
         result = await owner.wait_chain(chain_id, timeout=5)
     assert result.state is ChainState.COMPLETED
+
+
+DEAD_OWNER = f"{socket.gethostname()}:999999999:dead00"
+"""A worker id of this host whose process is gone (no pid is that high)."""
+
+
+async def orphan_chain(store: Store, chain_spec: ChainSpec) -> str:
+    """Store a chain as a pool process that died before running it would have left it."""
+    result = ChainResult(
+        id=new_chain_id(),
+        isolation=chain_spec.isolation,
+        steps=[StepResult(name=n, index=i) for i, n in enumerate(chain_spec.step_names())],
+    )
+    document = {
+        "result": result.model_dump(mode="json"),
+        "spec": chain_spec.model_dump(mode="json"),
+        "owner": DEAD_OWNER,
+    }
+    await store.upsert_chain(result.id, document, result.state.value, result.created_at_ms)
+    return result.id
+
+
+class ListingTogether(SqliteStore):
+    """A SQLite store whose first listing of pending chains waits for the other stores' first
+    one: pools opening at once all see a chain as orphaned before any of them resumes it."""
+
+    def __init__(self, path: Path, barrier: asyncio.Barrier) -> None:
+        super().__init__(path)
+        self._barrier: asyncio.Barrier | None = barrier
+
+    async def list_chains(
+        self, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        docs = await super().list_chains(state, limit, offset)
+        barrier, self._barrier = self._barrier, None
+        if barrier is not None and state == ChainState.PENDING:
+            await asyncio.wait_for(barrier.wait(), 5)
+        return docs
+
+
+async def test_two_pools_opening_at_once_resume_an_orphaned_chain_only_once(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pool.db"
+    store = SqliteStore(db)
+    await store.open()
+    chain_id = await orphan_chain(store, spec({"prompt": "one"}, {"prompt": "two"}))
+    await store.close()
+    barrier = asyncio.Barrier(2)
+    first, second = FakeExecutor(), FakeExecutor()
+    pools = [
+        make_pool(executor, store=ListingTogether(db, barrier), cwd=tmp_path)
+        for executor in (first, second)
+    ]
+    await asyncio.gather(*(pool.open() for pool in pools))
+    try:
+        result = await pools[0].wait_chain(chain_id, timeout=5)
+        assert result.state is ChainState.COMPLETED, result.error
+        ran = [[r.prompt for r in e.requests] for e in (first, second)]
+        assert sorted(ran) == [[], ["one", "two"]]  # one pool ran it, the other did not
+        stored = await pools[0].store.get_chain(chain_id)
+        assert stored is not None
+        assert stored["owner"] == pools[ran.index(["one", "two"])].worker_id
+    finally:
+        await asyncio.gather(*(pool.close() for pool in pools))
+
+
+async def test_a_live_pool_takes_over_the_chains_of_a_pool_that_dies_later(
+    tmp_path: Path,
+) -> None:
+    executor = FakeExecutor()
+    store = SqliteStore(tmp_path / "pool.db")
+    settings = Settings(heartbeat_secs=0.05)
+    async with make_pool(executor, store=store, settings=settings, cwd=tmp_path) as pool:
+        # The chain's owner dies after this pool opened: its heartbeat picks the chain up.
+        chain_id = await orphan_chain(pool.store, spec({"prompt": "one"}, {"prompt": "two"}))
+        result = await pool.wait_chain(chain_id, timeout=5)
+        assert result.state is ChainState.COMPLETED, result.error
+        assert [r.prompt for r in executor.requests] == ["one", "two"]
 
 
 def test_chain_results_are_json_round_trippable() -> None:

@@ -118,6 +118,54 @@ async def test_two_store_objects_on_one_file_never_claim_a_task_twice(db_path: P
         await second.close()
 
 
+async def test_two_store_objects_on_one_file_never_both_take_over_a_chain(
+    db_path: Path,
+) -> None:
+    first, second = SqliteStore(db_path), SqliteStore(db_path)
+    await first.open()
+    await second.open()
+    try:
+        for i in range(20):
+            doc = {"id": f"chain-{i}", "owner": "dead"}
+            await first.upsert_chain(f"chain-{i}", doc, "running", T0)
+        wins = await asyncio.gather(
+            *(
+                store.claim_chain(f"chain-{i}", "dead", name, T0 + 1)
+                for i in range(20)
+                for store, name in ((first, "first"), (second, "second"))
+            )
+        )
+        assert [wins[2 * i] + wins[2 * i + 1] for i in range(20)] == [1] * 20
+        owners = [c["owner"] for c in await second.list_chains("running", limit=100)]
+        assert owners == ["first" if wins[2 * i] else "second" for i in range(20)]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_cancelled_chain_claim_leaves_the_chain_to_its_owner(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.upsert_chain("chain-1", {"id": "chain-1", "owner": "dead"}, "running", T0)
+    # Another connection holds the write lock, so the claim is still in flight when cancelled.
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    claim = asyncio.create_task(store.claim_chain("chain-1", "dead", "me", T0 + 1))
+    for _ in range(2):  # let the claim find the database busy and go to the store's thread
+        await asyncio.sleep(0)
+    claim.cancel()
+    blocker.execute("COMMIT")
+    blocker.close()
+    with pytest.raises(asyncio.CancelledError):
+        await claim
+    await store.close()  # waits for the claim to be taken back
+
+    await store.open()
+    assert await store.get_chain("chain-1") == {"id": "chain-1", "owner": "dead"}
+    assert await store.claim_chain("chain-1", "dead", "other", T0 + 2)
+    await store.close()
+
+
 _CLAIMER_SCRIPT = """
 import asyncio, json, sys
 from claude_pool.store import SqliteStore

@@ -14,7 +14,7 @@ from claude_pool.chain import ChainState
 from claude_pool.executor.base import ExecutionRequest
 from claude_pool.store import MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
-from claude_pool.types import TaskResult
+from claude_pool.types import SlotId, SlotRecord, TaskResult
 from claude_pool.worktree import WorktreeManager
 
 DEAD_OWNER = f"{socket.gethostname()}:999999999:dead00"
@@ -251,3 +251,149 @@ async def test_a_clone_chain_keeps_the_origin_url_and_brings_its_work_back(repo:
     assert not cwd.exists()
     assert result.kept_branch == f"claude-pool/{result.id}"
     assert git(repo, "show", f"{result.kept_branch}:cloned.txt") == "made in the clone"
+
+
+# ── git-ignored files ───────────────────────────────────────────────
+
+
+@pytest.fixture
+def ignoring_repo(repo: Path) -> Path:
+    (repo / ".gitignore").write_text("*.log\nnotes/\nnode_modules/\n__pycache__/\nbuild/\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "ignore things")
+    return repo
+
+
+async def test_git_ignored_files_are_never_deleted_silently_the_worktree_is_kept_for_them(
+    ignoring_repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = await WorktreeManager.for_directory(ignoring_repo, None, "me:1:abc")
+    tree = await manager.ensure("slot-a")
+    (tree / "notes").mkdir()
+    (tree / "notes" / "plan.md").write_text("important\n")
+    (tree / "run.log").write_text("results\n")
+    (tree / "node_modules").mkdir()
+    (tree / "node_modules" / "dep.js").write_text("regenerable\n")
+    (tree / "shared.txt").write_text("tracked edit\n")
+    report = await manager.finish(tree, manager.branch_for("slot-a"), "slot a")
+
+    assert report.kept_for_ignored
+    assert not report.removed
+    assert report.ignored_files == ["notes/", "run.log", "node_modules/"]  # precious ones first
+    assert report.ignored_total == 3
+    assert (tree / "notes" / "plan.md").read_text() == "important\n"
+    assert (tree / "run.log").read_text() == "results\n"
+    assert "notes/, run.log" in report.message
+    assert "notes/, run.log" in caplog.text  # logged as a warning, not only reported
+    assert any(r.levelname == "WARNING" for r in caplog.records)
+    # The rest of the work was still committed onto the branch, which stays checked out.
+    assert report.saved_uncommitted
+    assert report.branch_kept
+    assert git(ignoring_repo, "show", "claude-pool/slot-a:shared.txt") == "tracked edit"
+
+    # Once the precious files are moved away, finishing it again removes it.
+    (tree / "run.log").unlink()
+    (tree / "notes" / "plan.md").unlink()
+    (tree / "notes").rmdir()
+    again = await manager.finish(tree, manager.branch_for("slot-a"), "slot a")
+    assert again.removed
+    assert not again.kept_for_ignored
+    assert not tree.exists()
+
+
+async def test_regenerable_ignored_files_go_with_the_worktree_and_are_reported(
+    ignoring_repo: Path,
+) -> None:
+    manager = await WorktreeManager.for_directory(ignoring_repo, None, "me:1:abc")
+    tree = await manager.ensure("slot-b")
+    for relative in ("node_modules/dep/index.js", "pkg/__pycache__/m.cpython-311.pyc",
+                     "build/out.bin"):  # fmt: skip
+        (tree / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tree / relative).write_text("x")
+    report = await manager.finish(tree, manager.branch_for("slot-b"), "slot b")
+    assert report.removed
+    assert not report.kept_for_ignored
+    assert report.ignored_files == ["build/", "node_modules/", "pkg/__pycache__/"]
+    assert "3 git-ignored path(s), all regenerable, were deleted" in report.message
+    assert "claude-pool/slot-b" not in branches(ignoring_repo)
+
+
+async def test_a_long_list_of_ignored_files_is_capped_and_the_rest_counted(
+    ignoring_repo: Path,
+) -> None:
+    manager = await WorktreeManager.for_directory(ignoring_repo, None, "me:1:abc")
+    tree = await manager.ensure("slot-c")
+    for i in range(25):
+        (tree / f"run-{i:02}.log").write_text("x")
+    report = await manager.finish(tree, manager.branch_for("slot-c"), "slot c")
+    assert report.kept_for_ignored
+    assert report.ignored_total == 25
+    assert report.ignored_files == [f"run-{i:02}.log" for i in range(20)]
+    assert "run-19.log and 5 more" in report.message
+
+
+async def test_a_chain_that_leaves_ignored_notes_keeps_its_worktree_and_says_so(
+    ignoring_repo: Path,
+) -> None:
+    def note_taker(request: ExecutionRequest) -> TaskResult:
+        (request.cwd / "notes").mkdir()
+        (request.cwd / "notes" / "findings.md").write_text("what I found\n")
+        return TaskResult.success_result("noted", 1, 1)
+
+    async with Pool(
+        PoolConfig(), slots=1, executor=FakeExecutor(handler=note_taker), cwd=ignoring_repo,
+        store=MemoryStore(), poll_secs=0.02,
+    ) as pool:  # fmt: skip
+        result = await pool.chain({"steps": [{"prompt": "take notes"}]})
+    assert result.state is ChainState.COMPLETED, result.error
+    report = result.workdir_report
+    assert report is not None
+    assert report.kept_for_ignored
+    assert report.ignored_files == ["notes/"]
+    assert result.workdir is not None
+    assert (Path(result.workdir) / "notes" / "findings.md").read_text() == "what I found\n"
+
+
+async def test_a_clone_holding_ignored_notes_is_kept(ignoring_repo: Path, tmp_path: Path) -> None:
+    manager = await WorktreeManager.for_directory(ignoring_repo, None, "me:1:abc")
+    clone = await manager.clone(tmp_path / "clones" / "chain-x", "chain-x")
+    (clone / "debug.log").write_text("trace\n")
+    report = await manager.finish_clone(clone, "chain-x", "chain x")
+    assert report.kept_for_ignored
+    assert not report.removed
+    assert (clone / "debug.log").read_text() == "trace\n"
+    assert report.ignored_files == ["debug.log"]
+
+
+# ── slots left by a crashed pool ────────────────────────────────────
+
+
+async def test_worktrees_of_stored_slots_a_pool_does_not_adopt_are_cleaned_without_losing_work(
+    repo: Path,
+) -> None:
+    store = MemoryStore()
+    await store.open()
+    crashed = await WorktreeManager.for_directory(repo, None, DEAD_OWNER)
+    ids = [SlotId(f"slot-dead000{i}") for i in range(3)]
+    for slot_id in ids:
+        tree = await crashed.ensure(slot_id)
+        (tree / "shared.txt").write_text(f"unsaved work of {slot_id}\n")
+        await store.upsert_slot(SlotRecord(id=slot_id, worktree_path=str(tree)), DEAD_OWNER)
+
+    async with isolated_pool(repo, FakeExecutor(), slots=1, store=store) as pool:
+        (adopted,) = pool.slots
+        assert adopted.id in ids
+        others = [i for i in ids if i != adopted.id]
+        # The adopted slot continues in its worktree, work in place.
+        assert (Path(adopted.worktree_path or "") / "shared.txt").read_text() == (
+            f"unsaved work of {adopted.id}\n"
+        )
+        # The others were finished like any leftover: directory gone, work on their branches.
+        reports = {r.branch: r for r in pool.worktree_reports}
+        assert set(reports) == {f"claude-pool/{i}" for i in others}
+        for slot_id in others:
+            assert not crashed.path_for(slot_id).exists()
+            assert reports[f"claude-pool/{slot_id}"].branch_kept
+            assert git(repo, "show", f"claude-pool/{slot_id}:shared.txt") == (
+                f"unsaved work of {slot_id}"
+            )

@@ -434,19 +434,32 @@ class ChainRunner:
     async def resume_orphans(
         self, live_workers: set[str], resolver: SkillResolver | None
     ) -> list[str]:
-        """Resume the chains left pending or running by pool processes that are not alive."""
-        resumed = []
+        """Resume the chains left pending or running by pool processes that are not alive.
+
+        Each is taken over with the store's compare-and-set :meth:`~Store.claim_chain` from
+        the owner it was seen with, so of several pools doing this at once (or one pool
+        twice), exactly one runs it. Chains this pool owns are never taken over here: they
+        are running here, or were stopped by this pool's drain."""
+        me = self._pool.worker_id
+        resumed: list[str] = []
         for state in (ChainState.RUNNING, ChainState.PENDING):
             for doc in await self._pool.store.list_chains(state.value, limit=1_000_000):
                 owner = doc.get("owner")
                 chain_id = str(doc.get("result", {}).get("id", ""))
-                if chain_id in self._live or (owner in live_workers):
+                if chain_id in self._live or owner == me or owner in live_workers:
                     continue
+                if not self._accepting():
+                    return resumed  # draining: leave it to a pool that stays
+                if not await self._pool.store.claim_chain(chain_id, owner, me, now_ms()):
+                    continue  # another pool took it over first, or its owner saved meanwhile
+                fresh = await self._pool.store.get_chain(chain_id)  # the latest progress
                 try:
-                    spec = ChainSpec.model_validate(doc["spec"])
-                    result = ChainResult.model_validate(doc["result"])
+                    spec = ChainSpec.model_validate((fresh or {})["spec"])
+                    result = ChainResult.model_validate((fresh or {})["result"])
                 except (KeyError, ValueError) as exc:
                     log.error("chain %s: its stored progress is unreadable (%s)", chain_id, exc)
+                    continue
+                if result.state.is_terminal or chain_id in self._live:
                     continue
                 log.warning(
                     "resuming chain %s left %s by pool process %s (step %s)",

@@ -18,8 +18,26 @@ Work is never silently deleted. Finishing a worktree (:meth:`WorktreeManager.fin
    pushed or merged); otherwise it is kept and the :class:`WorktreeReport` says so (and a
    warning is logged). Commits made on a detached HEAD are saved on a branch of their own.
 
-Clones (:meth:`WorktreeManager.clone`) follow the same rule: unpushed work is fetched back into
-the original repository as branch ``claude-pool/<name>`` before the clone is deleted.
+Git-ignored files are never committed (``git add -A`` skips them), so removing the directory
+would delete them. Before that, they are listed (``git status --ignored=matching``: a directory
+that matches an ignore pattern is one entry, ``dir/``) and the rule is:
+
+- an ignored path is *regenerable* when one of its components is a well-known dependency, build
+  or cache directory (:data:`REGENERABLE_NAMES`: ``node_modules``, ``.venv``, ``__pycache__``,
+  ``target``, ``dist``, ``build``, ``.pytest_cache``, ...) or ends in ``.pyc``, ``.pyo`` or
+  ``.egg-info``;
+- if every ignored path is regenerable, the directory is removed as above and the report still
+  lists them (:attr:`WorktreeReport.ignored_files`, at most :data:`IGNORED_LIST_LIMIT`, with
+  :attr:`WorktreeReport.ignored_total`);
+- if any is not (notes, ``.env`` files, logs, data: anything else), the directory is **left in
+  place** (its other work is still committed onto the branch, which stays checked out there),
+  :attr:`WorktreeReport.kept_for_ignored` is set, the report and a logged warning list those
+  paths first, and say how to remove the directory once they are safe. A leftover kept this way
+  is looked at again (and kept again) by the next pool that cleans up leftovers.
+
+Clones (:meth:`WorktreeManager.clone`) follow the same rules: unpushed work is fetched back into
+the original repository as branch ``claude-pool/<name>`` before the clone is deleted, and a clone
+holding ignored files that are not regenerable is kept.
 
 git runs through ``asyncio.create_subprocess_exec`` (never a shell), with a bounded timeout,
 no terminal prompts, and ``GIT_DIR``-style variables from the caller's environment removed.
@@ -50,6 +68,20 @@ DEFAULT_BASE_DIR = Path(".claude") / "pool-worktrees"
 GIT_TIMEOUT_SECS = 60.0
 """Limit for one git command (a clone of a big repository included)."""
 
+IGNORED_LIST_LIMIT = 20
+"""At most this many ignored paths are named in a report (the rest are counted)."""
+
+REGENERABLE_NAMES = frozenset(
+    {
+        "node_modules", ".venv", "venv", "__pycache__", "target", "dist", "build",
+        ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".nox", ".gradle", ".next",
+        ".turbo", ".parcel-cache", "htmlcov", ".coverage", ".DS_Store",
+    }
+)  # fmt: skip
+"""Names of files and directories that tools regenerate: git-ignored paths under them may be
+deleted with a worktree (see the module docstring)."""
+_REGENERABLE_SUFFIXES = (".pyc", ".pyo", ".egg-info")
+
 _LOCK_PREFIX = "claude-pool worker "
 _LOCK_OWNER = re.compile(re.escape(_LOCK_PREFIX) + r"(\S+)")
 _FALLBACK_IDENTITY = ("-c", "user.name=claude-pool", "-c", "user.email=claude-pool@localhost")
@@ -72,6 +104,14 @@ class WorktreeReport(BaseModel):
     """Commits on the branch that no other ref has (the saving commit included)."""
     extra_branches: list[str] = []
     """Further branches created to keep work (commits made on a detached HEAD)."""
+    ignored_files: list[str] = []
+    """Git-ignored paths that were in the directory (``dir/`` for a directory ignored as a
+    whole), those not known to be regenerable first; at most :data:`IGNORED_LIST_LIMIT`."""
+    ignored_total: int = 0
+    """How many git-ignored paths there were in all."""
+    kept_for_ignored: bool = False
+    """The directory was left in place: removing it would have deleted git-ignored files that
+    are not known to be regenerable (the first of :attr:`ignored_files`)."""
     message: str = ""
 
     @property
@@ -101,6 +141,16 @@ class WorktreeEntry:
         """The worker id in a claude-pool lock reason."""
         match = _LOCK_OWNER.search(self.lock_reason)
         return match[1] if match else None
+
+
+def is_regenerable(path: str) -> bool:
+    """True when a git-ignored ``path`` (relative, ``/``-separated) is under, or is, a
+    well-known dependency, build or cache directory (:data:`REGENERABLE_NAMES`)."""
+    return any(
+        part in REGENERABLE_NAMES or part.endswith(_REGENERABLE_SUFFIXES)
+        for part in path.split("/")
+        if part
+    )
 
 
 def _git_env() -> dict[str, str]:
@@ -407,6 +457,7 @@ class WorktreeManager:
         report = WorktreeReport(path=str(path), branch=branch)
         async with self._lock:
             if _exists(path / ".git"):
+                await self._check_ignored(path, report)
                 report.saved_uncommitted = await self._save_uncommitted(path, label)
                 current = (
                     await self._git("symbolic-ref", "-q", "--short", "HEAD", cwd=path, check=False)
@@ -415,13 +466,14 @@ class WorktreeManager:
                     extra = await self._keep_detached(path, branch, current)
                     if extra:
                         report.extra_branches.append(extra)
-                await self._git("worktree", "unlock", str(path), check=False)
-                removed = await run_git(
-                    "worktree", "remove", "--force", "--force", str(path),
-                    cwd=self.repo_root, timeout=self.timeout, check=False,
-                )  # fmt: skip
-                if removed.returncode != 0 and _exists(path):
-                    await asyncio.to_thread(shutil.rmtree, path, True)
+                if not report.kept_for_ignored:
+                    await self._git("worktree", "unlock", str(path), check=False)
+                    removed = await run_git(
+                        "worktree", "remove", "--force", "--force", str(path),
+                        cwd=self.repo_root, timeout=self.timeout, check=False,
+                    )  # fmt: skip
+                    if removed.returncode != 0 and _exists(path):
+                        await asyncio.to_thread(shutil.rmtree, path, True)
             elif _exists(path):
                 # Not a worktree (any more): leave the directory to its owner.
                 report.message = f"{path} is not a git worktree; left in place"
@@ -432,14 +484,26 @@ class WorktreeManager:
                 report.unique_commits = await self._unique_commits(branch, exclude_branch=branch)
                 if report.unique_commits:
                     report.branch_kept = True
-                else:
+                elif report.removed:  # a kept directory still has the branch checked out
                     await self._git("branch", "-D", "--quiet", branch)
         report.message = _describe(report)
-        if report.kept_branches:
-            log.warning("%s: %s", label, report.message)
-        else:
-            log.info("%s: %s", label, report.message)
+        _log_report(label, report)
         return report
+
+    async def _check_ignored(self, path: Path, report: WorktreeReport) -> None:
+        """List the git-ignored paths in the checkout at ``path`` into ``report`` and decide
+        whether the directory must be kept for them (see the module docstring)."""
+        out = await self._git(
+            "status", "--porcelain=v1", "-z", "--ignored=matching", "--untracked-files=normal",
+            cwd=path,
+        )  # fmt: skip
+        ignored = sorted(
+            (entry[3:] for entry in out.split("\0") if entry.startswith("!! ")),
+            key=lambda p: (is_regenerable(p), p),
+        )
+        report.ignored_files = ignored[:IGNORED_LIST_LIMIT]
+        report.ignored_total = len(ignored)
+        report.kept_for_ignored = any(not is_regenerable(p) for p in ignored)
 
     async def _save_uncommitted(self, path: Path, label: str) -> bool:
         status = await self._git("status", "--porcelain", cwd=path)
@@ -475,6 +539,7 @@ class WorktreeManager:
             report.removed = not _exists(clone)
             report.message = "no clone to remove"
             return report
+        await self._check_ignored(clone, report)
         report.saved_uncommitted = await self._save_uncommitted(clone, label)
         unpushed = int(
             (
@@ -497,11 +562,11 @@ class WorktreeManager:
                 log.warning("%s: %s", label, report.message)
                 return report
             report.branch_kept = True
-        await asyncio.to_thread(shutil.rmtree, clone, True)
+        if not report.kept_for_ignored:
+            await asyncio.to_thread(shutil.rmtree, clone, True)
         report.removed = not _exists(clone)
         report.message = _describe(report)
-        if report.branch_kept:
-            log.warning("%s: %s", label, report.message)
+        _log_report(label, report)
         return report
 
     async def cleanup_leftovers(
@@ -526,8 +591,32 @@ class WorktreeManager:
         return reports
 
 
+def _log_report(label: str, report: WorktreeReport) -> None:
+    if report.kept_branches or report.kept_for_ignored:
+        log.warning("%s: %s", label, report.message)
+    else:
+        log.info("%s: %s", label, report.message)
+
+
+def _ignored_list(report: WorktreeReport) -> str:
+    more = report.ignored_total - len(report.ignored_files)
+    return ", ".join(report.ignored_files) + (f" and {more} more" if more > 0 else "")
+
+
 def _describe(report: WorktreeReport) -> str:
     parts = [f"removed {report.path}" if report.removed else f"left {report.path} in place"]
+    if report.kept_for_ignored:
+        parts.append(
+            f"it holds {report.ignored_total} git-ignored path(s), not all known to be "
+            f"regenerable, that removing it would delete ({_ignored_list(report)}); move what "
+            f"you need, then delete it (git worktree remove --force {report.path}, or rm -rf "
+            "for a clone)"
+        )
+    elif report.ignored_total:
+        parts.append(
+            f"{report.ignored_total} git-ignored path(s), all regenerable, were deleted with it "
+            f"({_ignored_list(report)})"
+        )
     if report.saved_uncommitted:
         parts.append("uncommitted changes were committed onto the branch first")
     if report.branch_kept:
@@ -535,8 +624,10 @@ def _describe(report: WorktreeReport) -> str:
             f"branch {report.branch} kept: {report.unique_commits} commit(s) on no other "
             "branch, remote or tag"
         )
-    else:
+    elif report.removed:
         parts.append(f"branch {report.branch} had no work of its own and was deleted")
+    else:
+        parts.append(f"branch {report.branch} stays checked out there")
     for extra in report.extra_branches:
         parts.append(f"commits on a detached HEAD kept on branch {extra}")
     return "; ".join(parts)

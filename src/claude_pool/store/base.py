@@ -259,7 +259,18 @@ class Store(Protocol):
     ) -> None:
         """Create or replace a chain's progress document (JSON-serialisable) and its state.
         The first upsert of an id stamps its creation time, which orders :meth:`list_chains`;
-        later ones replace the document and state and keep that place."""
+        later ones replace the document and state and keep that place. The document's
+        ``owner`` key, when present, is the id of the worker driving the chain (see
+        :meth:`claim_chain`)."""
+
+    async def claim_chain(
+        self, chain_id: str, expected_owner: str | None, new_owner: str, now_ms: int
+    ) -> bool:
+        """Compare-and-set the chain's owner, the ``owner`` key of its document (missing or
+        null: no owner): only if it is ``expected_owner`` (None: missing or null) is it set
+        to ``new_owner``, the rest of the document and the state left as they are. Returns
+        whether it was; False for an unknown chain. Of several workers taking over one
+        orphaned chain, exactly one succeeds."""
 
     async def get_chain(self, chain_id: str) -> dict[str, Any] | None:
         """The document last upserted for the chain, as it reads back from JSON (a private

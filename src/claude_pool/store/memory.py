@@ -439,6 +439,21 @@ class MemoryStore:
         # Kept as JSON text, so that what is stored is exactly what a database store keeps.
         self._chains[chain_id] = (state, json.dumps(dict(data)))
 
+    async def claim_chain(
+        self, chain_id: str, expected_owner: str | None, new_owner: str, now_ms: int
+    ) -> bool:
+        self._check_open()
+        entry = self._chains.get(chain_id)
+        if entry is None:
+            return False
+        state, text = entry
+        data = json.loads(text)
+        if data.get("owner") != expected_owner:
+            return False
+        data["owner"] = new_owner
+        self._chains[chain_id] = (state, json.dumps(data))
+        return True
+
     async def get_chain(self, chain_id: str) -> dict[str, Any] | None:
         self._check_open()
         entry = self._chains.get(chain_id)

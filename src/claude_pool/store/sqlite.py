@@ -891,6 +891,30 @@ class _Database:
                 (chain_id, state, now_ms, now_ms, data),
             )
 
+    def claim_chain(
+        self, chain_id: str, expected_owner: str | None, new_owner: str | None, now_ms: int
+    ) -> tuple[str, str | None, str | None, int] | None:
+        """The claim (to undo it), or None when the chain is not there or not the expected
+        owner's. Read and written in one write transaction: atomic across processes."""
+        with self.write() as conn:
+            row = conn.execute("SELECT data_json FROM chains WHERE id = ?", (chain_id,)).fetchone()
+            if row is None:
+                return None
+            data = json.loads(row[0])
+            if not isinstance(data, dict) or data.get("owner") != expected_owner:
+                return None
+            data["owner"] = new_owner
+            conn.execute(
+                "UPDATE chains SET data_json = ?, updated_at_ms = ? WHERE id = ?",
+                (json.dumps(data), now_ms, chain_id),
+            )
+        return chain_id, expected_owner, new_owner, now_ms
+
+    def unclaim_chain(self, claim: tuple[str, str | None, str | None, int]) -> None:
+        """Give back a claim whose caller was cancelled before it heard of it."""
+        chain_id, previous_owner, owner, now_ms = claim
+        self.claim_chain(chain_id, owner, previous_owner, now_ms)
+
     def get_chain(self, chain_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT data_json FROM chains WHERE id = ?", (chain_id,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
@@ -1423,6 +1447,20 @@ class SqliteStore:
             state,
             now_ms,
         )
+
+    async def claim_chain(
+        self, chain_id: str, expected_owner: str | None, new_owner: str, now_ms: int
+    ) -> bool:
+        claim = await self._quick(
+            "claiming a chain",
+            _Database.claim_chain,
+            chain_id,
+            expected_owner,
+            new_owner,
+            now_ms,
+            undo=_Database.unclaim_chain,
+        )
+        return claim is not None
 
     async def get_chain(self, chain_id: str) -> dict[str, Any] | None:
         return await self._quick("reading a chain", _Database.get_chain, chain_id)

@@ -815,6 +815,39 @@ class StoreContract:
         with pytest.raises(ValueError, match="negative"):
             await store.list_chains(limit=-1)
 
+    async def test_claim_chain_takes_a_chain_over_only_from_the_expected_owner(
+        self, store: Store
+    ) -> None:
+        assert not await store.claim_chain("chain-missing", None, "w1", T0)
+        doc: dict[str, Any] = {"id": "chain-1", "owner": "dead", "steps": [{"n": 1}]}
+        await store.upsert_chain("chain-1", doc, "running", T0)
+        assert not await store.claim_chain("chain-1", "someone-else", "w1", T0 + 1)
+        assert not await store.claim_chain("chain-1", None, "w1", T0 + 1)
+        assert await store.get_chain("chain-1") == doc
+        assert await store.claim_chain("chain-1", "dead", "w1", T0 + 1)
+        assert await store.get_chain("chain-1") == {**doc, "owner": "w1"}
+        # A second takeover from the same (stale) owner fails: the chain is w1's now.
+        assert not await store.claim_chain("chain-1", "dead", "w2", T0 + 2)
+        assert [c["owner"] for c in await store.list_chains("running")] == ["w1"]
+        # A chain with no owner at all (no key, or null) is claimed from None.
+        await store.upsert_chain("chain-2", {"id": "chain-2"}, "pending", T0 + 3)
+        await store.upsert_chain("chain-3", {"id": "chain-3", "owner": None}, "pending", T0 + 4)
+        assert await store.claim_chain("chain-2", None, "w2", T0 + 5)
+        assert await store.claim_chain("chain-3", None, "w2", T0 + 5)
+        assert [c["owner"] for c in await store.list_chains("pending")] == ["w2", "w2"]
+
+    async def test_concurrent_takeovers_of_one_orphaned_chain_have_exactly_one_winner(
+        self, store: Store
+    ) -> None:
+        await store.upsert_chain("chain-1", {"id": "chain-1", "owner": "dead"}, "running", T0)
+        wins = await asyncio.gather(
+            *(store.claim_chain("chain-1", "dead", f"w{i}", T0 + 1) for i in range(10))
+        )
+        assert wins.count(True) == 1
+        chain = await store.get_chain("chain-1")
+        assert chain is not None
+        assert chain["owner"] == f"w{wins.index(True)}"
+
     # ── metrics ──────────────────────────────────────────────────────
 
     async def _metrics_fixture(self, store: Store) -> None:
