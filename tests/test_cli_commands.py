@@ -146,3 +146,17 @@ def test_worker_drains_on_sigterm(
     assert worker.wait(timeout=60) == 0
     slots = json.loads(cli("status", "--json").stdout)["slots"]
     assert {s["state"] for s in slots} == {"stopped"}
+
+
+def test_run_without_a_worker_leaves_other_queued_tasks_alone(
+    cli: Cli, mock_api: MockAnthropicAPI
+) -> None:
+    """Regression: `claude-pool run` with no worker ran everything queued before its own task."""
+    queued = [cli("submit", f"queued earlier {i}").stdout.strip() for i in range(2)]
+    mock_api.on(Reply("just mine"), prompt="only my task")
+    done = cli("run", "only my task", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"]["output"] == "just mine"
+    states = {t["id"]: t["state"] for t in json.loads(cli("tasks", "--json").stdout)}
+    assert [states[t] for t in queued] == ["pending", "pending"]
+    assert [r.prompt for r in mock_api.main_requests] == ["only my task"]

@@ -353,3 +353,44 @@ async def test_cancel_in_the_claim_window_waits_for_the_process_to_stop() -> Non
         assert returned.result is not None
         assert "while running" in returned.result.output
         assert not executor.running
+
+
+async def test_an_adopted_slot_resumes_its_session_only_in_the_directory_it_was_recorded_in(
+    tmp_path: Path,
+) -> None:
+    """Regression: a pool reopened in another directory resumed the slots' sessions there."""
+    from claude_pool.store.sqlite import SqliteStore
+
+    def handler(request: ExecutionRequest) -> TaskResult:
+        return TaskResult.success_result("ok", 1, 1).with_session_id("s-recorded")
+
+    db = tmp_path / "pool.db"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = FakeExecutor(handler=handler)
+    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=first,
+                    cwd=tmp_path / "a") as pool:  # fmt: skip
+        await pool.run("one")
+    same_dir = FakeExecutor(handler=handler)
+    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=same_dir,
+                    cwd=tmp_path / "a") as pool:  # fmt: skip
+        await pool.run("two")
+    moved = FakeExecutor(handler=handler)
+    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=moved,
+                    cwd=tmp_path / "b") as pool:  # fmt: skip
+        await pool.run("three")
+    assert same_dir.requests[0].session_id == "s-recorded"
+    assert moved.requests[0].session_id is None
+
+
+async def test_a_pool_of_only_targeted_slots_leaves_other_queued_work_alone() -> None:
+    store = MemoryStore()
+    executor = FakeExecutor()
+    async with Pool(PoolConfig(), slots=0, store=store, executor=FakeExecutor()) as queue:
+        queued = await queue.submit("someone else's task")
+    async with Pool(PoolConfig(), slots=1, store=store, executor=executor,
+                    only_targeted=True) as pool:  # fmt: skip
+        result = await pool.run("mine", slot=pool.slots[0].id)
+        assert result.output == "done: mine"
+        assert (await pool.get_task(queued)).state is TaskState.PENDING
+    assert [r.prompt for r in executor.requests] == ["mine"]

@@ -354,3 +354,22 @@ async def test_a_run_that_succeeded_as_the_cancel_came_stays_completed() -> None
         assert record.state is TaskState.COMPLETED
         assert record.result is not None
         assert record.result.output == "finished"
+
+
+async def test_a_message_sent_while_a_task_runs_reaches_the_next_task() -> None:
+    """Regression: a successful task marked every unread message read, including ones that
+    arrived while it ran and were never in any prompt."""
+    pool_ref: list[Pool] = []
+
+    async def handler(request: ExecutionRequest) -> TaskResult:
+        if request.prompt.endswith("first"):
+            await pool_ref[0].send_message("coordinator", request.slot_id, "sent mid-task")
+        return TaskResult.success_result("ok", 1, 1)
+
+    executor = FakeExecutor(handler=handler)
+    async with make_pool(executor) as pool:
+        pool_ref.append(pool)
+        await pool.run("first")
+        await pool.run("second")
+    assert "sent mid-task" not in executor.requests[0].prompt
+    assert "sent mid-task" in executor.requests[1].prompt

@@ -168,6 +168,10 @@ class Pool:
 
         async with Pool(PoolConfig(model="claude-haiku-4-5"), slots=2) as pool:
             result = await pool.run("Summarise README.md")
+
+    Several pool processes may share one store (a SQLite file): each runs what is queued.
+    ``only_targeted=True`` makes this pool's slots take only tasks aimed at them (by slot,
+    role or name), e.g. to run one task in-process next to a queue others fill.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class Pool:
         task_timeout_secs: float | None = None,
         cwd: str | Path | None = None,
         poll_secs: float = 0.25,
+        only_targeted: bool = False,
     ) -> None:
         base = settings or Settings()
         self.config: PoolConfig = config or base.pool
@@ -239,6 +244,7 @@ class Pool:
             self._assignment_timeout,
             poll_secs=poll_secs,
             gate=self._rate_limits.gate,
+            targeted_only=only_targeted,
         )
 
     # ── lifecycle ───────────────────────────────────────────────────
@@ -410,6 +416,13 @@ class Pool:
         cwd = self._cwd
         if self.config.worktree_isolation or record.worktree_path is not None:
             record, cwd = await self._slot_workdir(record)
+        if record.session_id is not None and record.session_cwd not in (None, str(cwd)):
+            # A conversation resumes only in the directory it was recorded in.
+            log.info(
+                "slot %s: its session was recorded in %s, not %s; starting a new one",
+                record.id, record.session_cwd, cwd,
+            )  # fmt: skip
+            record = record.model_copy(update={"session_id": None, "session_cwd": None})
         await self._store.upsert_slot(record, self.worker_id)
         slot = Slot(record=record, cwd=cwd, mode=self.config.slot_mode)
         self._slots[slot.id] = slot
@@ -1293,7 +1306,7 @@ class Pool:
 
     async def _with_messages(self, slot: Slot, running: RunningTask, prompt: str) -> str:
         messages = await self._store.read_messages(slot.id, drain=False)
-        running.delivered_messages = len(messages)
+        running.delivered_up_to = messages[-1].id if messages else None
         if not messages:
             return prompt
         lines = "\n".join(f"- from {m.from_slot}: {m.content}" for m in messages)
@@ -1306,8 +1319,11 @@ class Pool:
         task = stored.record
         result = result or TaskResult.failure("the task ended without a result")
         try:
-            if result.success and running.delivered_messages:
-                await self._store.read_messages(slot.id, drain=True)
+            if result.success and running.delivered_up_to is not None:
+                # Only what this task's prompt carried: later messages wait for the next task.
+                await self._store.read_messages(
+                    slot.id, drain=True, up_to_id=running.delivered_up_to
+                )
             if running.cancel.is_set() and not result.success:
                 # (A run that succeeded just as the cancel came stays completed: it is done.)
                 target = TaskState.CANCELLED
@@ -1330,6 +1346,7 @@ class Pool:
                 "state": SlotState.IDLE,
                 "current_task": None,
                 "session_id": session,
+                "session_cwd": str(slot.cwd) if session is not None else None,
             }
             slot_fields.update(self._crash_accounting(slot, running, result))
             completed = 1 if result.success else 0

@@ -59,6 +59,7 @@ class Dispatcher:
         *,
         poll_secs: float,
         gate: Callable[[], Awaitable[None]] | None = None,
+        targeted_only: bool = False,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -67,6 +68,7 @@ class Dispatcher:
         self._assignment_timeout = assignment_timeout
         self._poll_secs = poll_secs
         self._gate = gate
+        self._targeted_only = targeted_only
         self.work = WorkSignal()
         self._deadlines: list[tuple[float, TaskId]] = []
         self._deadline_added = WorkSignal()
@@ -106,6 +108,7 @@ class Dispatcher:
                 slot.record.config.name,
                 self._worker_id,
                 now_ms(),
+                targeted_only=self._targeted_only,
             )
         )
         try:

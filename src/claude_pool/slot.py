@@ -24,8 +24,9 @@ class RunningTask:
     """The CLI process died under this task."""
     one_shot: bool = False
     """Ran in its own directory, outside the slot's conversation (see ``Pool.submit(cwd=)``)."""
-    delivered_messages: int = 0
-    """Unread messages handed to this task with its prompt (drained once it succeeds)."""
+    delivered_up_to: int | None = None
+    """Id of the last unread message handed to this task with its prompt; those up to it
+    are marked read once the task succeeds."""
 
 
 @dataclass

@@ -208,6 +208,9 @@ class SlotRecord(_Model):
     cost_microdollars: int = 0
     restart_count: int = 0
     worktree_path: str | None = None
+    session_cwd: str | None = Field(default=None, exclude=True)
+    """Directory the slot's ``session_id`` was recorded in (a conversation resumes only
+    there); kept by stores, not part of the seed's JSON."""
     mcp_config_path: str | None = Field(default=None, exclude=True)
     """Slot-owned ``--mcp-config`` file; runtime only, never serialised (serde(skip))."""
 

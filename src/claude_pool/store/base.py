@@ -127,11 +127,19 @@ class Store(Protocol):
         """Number of tasks in each state (states with none may be omitted)."""
 
     async def claim_task(
-        self, slot_id: SlotId, role: str | None, name: str | None, worker_id: str, now_ms: int
+        self,
+        slot_id: SlotId,
+        role: str | None,
+        name: str | None,
+        worker_id: str,
+        now_ms: int,
+        *,
+        targeted_only: bool = False,
     ) -> StoredTask | None:
         """Atomically take the best pending task this slot may run (highest priority, then
         lowest ``seq``; target must match), marking it running on this slot, stamping
         ``started_at_ms`` and ``claimed_by``, and marking the slot (if stored) busy with it.
+        With ``targeted_only``, only tasks aimed at this slot (by id, role or name) qualify.
         None when there is nothing for this slot."""
 
     async def transition_task(
@@ -234,8 +242,12 @@ class Store(Protocol):
         self, from_slot: str, to_slot: str, content: str, now_ms: int
     ) -> Message: ...
 
-    async def read_messages(self, slot_id: str, *, drain: bool) -> list[Message]:
-        """Unread messages for the slot, oldest first; ``drain`` marks them read atomically."""
+    async def read_messages(
+        self, slot_id: str, *, drain: bool, up_to_id: int | None = None
+    ) -> list[Message]:
+        """Unread messages for the slot, oldest first; ``drain`` marks them read atomically.
+        With ``up_to_id``, only messages up to that id are read (and marked): the ones that
+        were delivered, not those that arrived since."""
 
     # ── events ───────────────────────────────────────────────────────
 

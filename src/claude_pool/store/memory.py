@@ -140,12 +140,21 @@ class MemoryStore:
         return dict(Counter(stored.record.state for stored in self._tasks.values()))
 
     async def claim_task(
-        self, slot_id: SlotId, role: str | None, name: str | None, worker_id: str, now_ms: int
+        self,
+        slot_id: SlotId,
+        role: str | None,
+        name: str | None,
+        worker_id: str,
+        now_ms: int,
+        *,
+        targeted_only: bool = False,
     ) -> StoredTask | None:
         self._check_open()
         for index, (_, _, task_id) in enumerate(self._queue):
             stored = self._tasks[task_id]
             if not stored.target.matches(slot_id, role, name):
+                continue
+            if targeted_only and stored.target.describe() is None:
                 continue
             del self._queue[index]
             record = stored.record
@@ -394,9 +403,17 @@ class MemoryStore:
         self._messages.append(message)
         return message
 
-    async def read_messages(self, slot_id: str, *, drain: bool) -> list[Message]:
+    async def read_messages(
+        self, slot_id: str, *, drain: bool, up_to_id: int | None = None
+    ) -> list[Message]:
         self._check_open()
-        unread = [m for m in self._messages if m.to_slot == slot_id and m.id not in self._delivered]
+        unread = [
+            m
+            for m in self._messages
+            if m.to_slot == slot_id
+            and m.id not in self._delivered
+            and (up_to_id is None or m.id <= up_to_id)
+        ]
         if drain:
             self._delivered.update(m.id for m in unread)
         return unread

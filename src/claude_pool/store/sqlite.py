@@ -142,7 +142,7 @@ _TASK_COLUMNS = (
 
 _SLOT_COLUMNS = (
     "id, state, current_task, session_id, tasks_completed, cost_microdollars, restart_count, "
-    "worktree_path, config_json"
+    "worktree_path, config_json, session_cwd"
 )
 
 _MESSAGE_COLUMNS = "id, from_slot, to_slot, content, created_at_ms"
@@ -247,6 +247,8 @@ _CLAIM = (
     "UPDATE tasks SET state = 'running', slot_id = ?, claimed_by = ?, started_at_ms = ? "
     "WHERE seq = (SELECT seq FROM tasks WHERE state = 'pending' "
     "AND (target_slot IS NULL OR target_slot = ?) "
+    "AND (? = 0 OR target_slot IS NOT NULL OR target_role IS NOT NULL "
+    "OR target_name IS NOT NULL) "
     "AND (target_role IS NULL OR target_role = ?) "
     "AND (target_name IS NULL OR target_name = ?) "
     "ORDER BY priority DESC, seq LIMIT 1) "
@@ -270,6 +272,7 @@ def _slot_from_row(row: Sequence[Any]) -> SlotRecord:
         restart_count=row[6],
         worktree_path=row[7],
         config=SlotConfig.model_validate_json(row[8]),
+        session_cwd=row[9],
     )
 
 
@@ -584,10 +587,18 @@ class _Database:
         return {TaskState(state): count for state, count in rows}
 
     def claim_task(
-        self, slot_id: str, role: str | None, name: str | None, worker_id: str, now_ms: int
+        self,
+        slot_id: str,
+        role: str | None,
+        name: str | None,
+        worker_id: str,
+        now_ms: int,
+        targeted_only: bool,
     ) -> StoredTask | None:
         with self.write() as conn:
-            row = conn.execute(_CLAIM, (slot_id, worker_id, now_ms, slot_id, role, name)).fetchone()
+            row = conn.execute(
+                _CLAIM, (slot_id, worker_id, now_ms, slot_id, int(targeted_only), role, name)
+            ).fetchone()
             if row is None:
                 return None
             task = _task_from_row(row)
@@ -714,14 +725,16 @@ class _Database:
         with self.write() as conn:
             conn.execute(
                 "INSERT INTO slots (id, worker_id, state, current_task, session_id, "
-                "tasks_completed, cost_microdollars, restart_count, worktree_path, config_json) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "tasks_completed, cost_microdollars, restart_count, worktree_path, config_json, "
+                "session_cwd) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                 "worker_id = excluded.worker_id, state = excluded.state, "
                 "current_task = excluded.current_task, session_id = excluded.session_id, "
                 "tasks_completed = excluded.tasks_completed, "
                 "cost_microdollars = excluded.cost_microdollars, "
                 "restart_count = excluded.restart_count, "
-                "worktree_path = excluded.worktree_path, config_json = excluded.config_json",
+                "worktree_path = excluded.worktree_path, config_json = excluded.config_json, "
+                "session_cwd = excluded.session_cwd",
                 (
                     slot.id,
                     worker_id,
@@ -733,6 +746,7 @@ class _Database:
                     slot.restart_count,
                     slot.worktree_path,
                     slot.config.model_dump_json(),
+                    slot.session_cwd,
                 ),
             )
 
@@ -825,20 +839,20 @@ class _Database:
             ).fetchone()
         return _message_from_row(row)
 
-    def read_messages(self, slot_id: str, drain: bool) -> list[Message]:
+    def read_messages(self, slot_id: str, drain: bool, up_to_id: int | None) -> list[Message]:
+        limit = up_to_id if up_to_id is not None else -1
+        where = "to_slot = ? AND delivered = 0 AND (? < 0 OR id <= ?)"
         if drain:
             with self.write() as conn:
                 rows = conn.execute(
-                    "UPDATE messages SET delivered = 1 WHERE to_slot = ? AND delivered = 0 "
-                    f"RETURNING {_MESSAGE_COLUMNS}",
-                    (slot_id,),
+                    f"UPDATE messages SET delivered = 1 WHERE {where} RETURNING {_MESSAGE_COLUMNS}",
+                    (slot_id, limit, limit),
                 ).fetchall()
             rows.sort(key=lambda row: row[0])
         else:
             rows = self.conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE to_slot = ? AND delivered = 0 "
-                "ORDER BY id",
-                (slot_id,),
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY id",
+                (slot_id, limit, limit),
             ).fetchall()
         return [_message_from_row(row) for row in rows]
 
@@ -1235,7 +1249,14 @@ class SqliteStore:
         return await self._run("counting tasks", _Database.count_tasks)
 
     async def claim_task(
-        self, slot_id: SlotId, role: str | None, name: str | None, worker_id: str, now_ms: int
+        self,
+        slot_id: SlotId,
+        role: str | None,
+        name: str | None,
+        worker_id: str,
+        now_ms: int,
+        *,
+        targeted_only: bool = False,
     ) -> StoredTask | None:
         return await self._quick(
             "claiming a task",
@@ -1245,6 +1266,7 @@ class SqliteStore:
             name,
             worker_id,
             now_ms,
+            targeted_only,
             undo=_Database.unclaim_task,
         )
 
@@ -1398,14 +1420,19 @@ class SqliteStore:
             "sending a message", _Database.send_message, from_slot, to_slot, content, now_ms
         )
 
-    async def read_messages(self, slot_id: str, *, drain: bool) -> list[Message]:
+    async def read_messages(
+        self, slot_id: str, *, drain: bool, up_to_id: int | None = None
+    ) -> list[Message]:
         if not drain:
-            return await self._quick("reading messages", _Database.read_messages, slot_id, False)
+            return await self._quick(
+                "reading messages", _Database.read_messages, slot_id, False, up_to_id
+            )
         return await self._quick(
             "draining messages",
             _Database.read_messages,
             slot_id,
             True,
+            up_to_id,
             undo=_Database.undeliver_messages,
         )
 

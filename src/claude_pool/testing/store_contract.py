@@ -609,6 +609,40 @@ class StoreContract:
         assert got is not None
         assert got.cwd == "/tmp/chain-worktree"
 
+    async def test_a_targeted_only_claim_skips_tasks_any_slot_may_run(self, store: Store) -> None:
+        await store.insert_task(make_task("for anyone"))
+        mine = await store.insert_task(make_task("for me", target=TaskTarget(SlotId("slot-a"))))
+        reviews = await store.insert_task(make_task("reviews", target=TaskTarget(role="review")))
+        assert await store.claim_task(SlotId("slot-b"), None, None, "w", T0,
+                                      targeted_only=True) is None  # fmt: skip
+        claimed = await store.claim_task(SlotId("slot-a"), None, None, "w", T0,
+                                         targeted_only=True)  # fmt: skip
+        assert claimed is not None
+        assert claimed.record.id == mine.record.id
+        by_role = await store.claim_task(SlotId("slot-c"), "review", None, "w", T0,
+                                         targeted_only=True)  # fmt: skip
+        assert by_role is not None
+        assert by_role.record.id == reviews.record.id
+
+    async def test_draining_up_to_an_id_leaves_later_messages_unread(self, store: Store) -> None:
+        first = await store.send_message("coordinator", "slot-a", "one", T0)
+        await store.send_message("coordinator", "slot-a", "two", T0 + 1)
+        drained = await store.read_messages("slot-a", drain=True, up_to_id=first.id)
+        assert [m.content for m in drained] == ["one"]
+        assert [m.content for m in await store.read_messages("slot-a", drain=False)] == ["two"]
+
+    async def test_a_slot_keeps_the_directory_its_session_was_recorded_in(
+        self, store: Store
+    ) -> None:
+        await store.upsert_slot(slot_record("slot-a", session_id="s1", session_cwd="/a"), "w")
+        got = await store.get_slot(SlotId("slot-a"))
+        assert got is not None
+        assert (got.session_id, got.session_cwd) == ("s1", "/a")
+        await store.update_slot(SlotId("slot-a"), session_id="s2", session_cwd="/b")
+        got = await store.get_slot(SlotId("slot-a"))
+        assert got is not None
+        assert (got.session_id, got.session_cwd) == ("s2", "/b")
+
     async def test_claim_marks_the_claiming_slot_busy_with_the_task(self, store: Store) -> None:
         await store.upsert_slot(slot_record("slot-a"), "w")
         task = await store.insert_task(make_task())

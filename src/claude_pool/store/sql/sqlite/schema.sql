@@ -75,7 +75,7 @@ CREATE TABLE slots (
     restart_count INTEGER NOT NULL DEFAULT 0,
     worktree_path TEXT,
     config_json TEXT NOT NULL
-);
+, session_cwd TEXT); -- session_cwd: added by migration 0004, spelled as ALTER TABLE writes it
 
 CREATE INDEX slots_worker ON slots (worker_id, seq);
 
