@@ -1,4 +1,4 @@
-"""`claude-pool skills`, `claude-pool workflow` and `claude-pool auto`.
+"""`claude-pool skills`, `claude-pool workflow`, `claude-pool auto` and `claude-pool route`.
 
 Managing skills is checked in-process (typer's runner, a temporary project and HOME); running
 them goes through real `claude-pool` processes on the real Claude Code CLI against the mock API.
@@ -236,6 +236,48 @@ def test_auto_routes_with_one_structured_call_and_runs_the_parts(
     assert result["decision"]["kind"] == "parallel"
     assert [p["result"]["output"] for p in result["parts"]] == ["a.py is fine", "b.py is fine"]
     assert result["success"] is True
+
+
+@pytest.mark.cli
+def test_route_prints_the_decision_without_running_it_and_passes_the_hints(
+    cli: Cli, mock_api: MockAnthropicAPI
+) -> None:
+    answer = {
+        "kind": "chain",
+        "reason": "staged",
+        "steps": [
+            {"name": "fix", "prompt": "Fix the bug"},
+            {"name": "test", "prompt": "Test it"},
+            {"name": "docs", "prompt": "Document it"},
+        ],
+    }
+    mock_api.on(Reply([structured(answer)]), when=lambda r: STRUCTURED_OUTPUT_TOOL in r.tool_names)
+    args = ["Fix the bug, test it, document it", "--domain", "Python web backend"]
+    done = cli("route", *args, "--max-steps", "2", "--prefer", "chain", "--json")
+    shown = cli("route", *args)
+    assert done.returncode == 0, done.stderr
+    decision = json.loads(done.stdout)
+    assert decision["kind"] == "chain"
+    assert [s["name"] for s in decision["steps"]] == ["fix", "test-to-docs"]
+    assert decision["adjustments"]
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("chain: staged")
+    assert "Fix the bug" in shown.stdout
+    prompts = [r.prompt for r in mock_api.main_requests]
+    assert len(prompts) == 2  # the two routing calls: nothing was run
+    assert "Domain of the work: Python web backend" in prompts[0]
+    assert 'prefers "chain"' in prompts[0]
+    assert "  2 steps." in prompts[0]
+
+
+def test_route_and_auto_refuse_an_empty_request_and_out_of_range_hints(project: Path) -> None:
+    empty = invoke("route", "  ", "--store", ":memory:")
+    too_many = invoke("auto", "x", "--max-parallel", "101", "--store", ":memory:")
+    no_steps = invoke("route", "x", "--max-steps", "0", "--store", ":memory:")
+    assert empty.exit_code == EXIT_USAGE
+    assert "request is empty" in empty.output
+    assert too_many.exit_code == EXIT_USAGE
+    assert no_steps.exit_code == EXIT_USAGE
 
 
 @pytest.mark.cli

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import TextResourceContents
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from claude_pool.cli import EXIT_USAGE, app
+from claude_pool.config import load_settings
+from claude_pool.errors import ConfigError
 from claude_pool.testing.mock_api import DEFAULT_MODEL, MockAnthropicAPI, Reply
 
 WAIT = 60.0
@@ -44,6 +46,55 @@ def test_serve_refuses_settings_that_do_not_fit(tmp_path: Path) -> None:
     )
     assert run.exit_code == EXIT_USAGE
     assert "slots" in run.output
+
+
+def serve_run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, ["serve", "--store", ":memory:", *args], env=env)
+
+
+def test_serve_takes_http_and_host_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "claude-pool.toml"
+    config.write_text('http = true\nhost = "0.0.0.0"\nport = 9000\n')
+    run = serve_run("--config", str(config))
+    assert run.exit_code == EXIT_USAGE
+    assert "needs a bearer token" in run.output
+
+
+def test_serve_takes_http_and_host_from_the_environment() -> None:
+    run = serve_run(env={"CLAUDE_POOL_HTTP": "true", "CLAUDE_POOL_HOST": "0.0.0.0"})
+    assert run.exit_code == EXIT_USAGE
+    assert "needs a bearer token" in run.output
+
+
+def test_serve_refuses_tokens_in_a_config_file_without_repeating_them(tmp_path: Path) -> None:
+    config = tmp_path / "claude-pool.toml"
+    config.write_text('tokens = ["s3cret-t0ken"]\n')
+    run = serve_run("--config", str(config))
+    assert run.exit_code == EXIT_USAGE
+    assert "CLAUDE_POOL_TOKENS" in run.output
+    assert "s3cret-t0ken" not in run.output
+
+
+def test_serve_passes_its_pool_flags_to_the_settings() -> None:
+    run = serve_run("--recovery", "retry", "--drain-grace", "5", "--max-restarts", "2")
+    assert run.exit_code == EXIT_USAGE
+    assert "recovery" in run.output
+    assert "from argument recovery" in run.output
+
+
+def test_http_settings_come_from_file_then_environment_then_arguments(tmp_path: Path) -> None:
+    config = tmp_path / "claude-pool.toml"
+    config.write_text('http = true\nhost = "0.0.0.0"\nport = 9000\n')
+    env = {"CLAUDE_POOL_PORT": "9001", "CLAUDE_POOL_TOKENS": "t0ken-a, t0ken-b t0ken-c"}
+    from_env = load_settings(config, env=env)
+    flags = load_settings(config, env=env, http=False, host="::1", tokens=["mine"])
+    assert (from_env.http, from_env.host, from_env.port) == (True, "0.0.0.0", 9001)
+    assert [t.get_secret_value() for t in from_env.tokens] == ["t0ken-a", "t0ken-b", "t0ken-c"]
+    assert "t0ken" not in repr(from_env)
+    assert (flags.http, flags.host, flags.port) == (False, "::1", 9001)
+    assert [t.get_secret_value() for t in flags.tokens] == ["mine"]
+    with pytest.raises(ConfigError, match="port"):
+        load_settings(env={"CLAUDE_POOL_PORT": "70000"})
 
 
 @pytest.mark.cli

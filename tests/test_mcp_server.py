@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client, MCPError
+from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from claude_pool import Pool, PoolConfig, ScalingConfig, Settings, TaskOverrides, TaskResult
 from claude_pool.executor.base import EventKind, ExecutionRequest
-from claude_pool.mcp import INSTRUCTIONS, build_server
-from claude_pool.mcp.models import MAX_PROMPT_CHARS, TaskOverridesArg
-from claude_pool.store import MemoryStore
+from claude_pool.mcp import DEFAULT_TOOL_GROUPS, INSTRUCTIONS, build_server, pool_tool
+from claude_pool.mcp.models import MAX_PROMPT_CHARS, Submitted, TaskOverridesArg
+from claude_pool.mcp.tools import READ_ONLY
+from claude_pool.store import MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor, echo_handler
 
 WAIT = 10.0
@@ -530,17 +533,207 @@ async def test_drain_stops_the_pool_and_new_work_is_refused_with_advice() -> Non
         ("pool_complete_claimed", {"task_id": "task-nope", "output": "x"}, "TaskNotFound"),
         ("context_set", {"key": "", "value": "v"}, "key"),
         ("context_set", {"key": "k", "value": "v" * 100_001}, "100,000-character limit"),
+        ("context_get", {"key": ""}, ("key", "at least 1 character")),
+        ("context_get", {}, ("key", "Field required")),
+        ("context_delete", {"key": "k" * 257}, ("key", "at most 256 characters")),
+        (
+            "pool_submit",
+            {"prompt": "hi", "priority": True},
+            ("priority", "must be a number, not true"),
+        ),
+        ("pool_list_tasks", {"offset": 10**20}, ("offset", "less than or equal to 1000000000")),
+        ("pool_list_tasks", {"limit": True}, ("limit", "must be a number, not true")),
+        (
+            "pool_session_metrics",
+            {"since_ms": 10**20},
+            ("since_ms", "less than or equal to 9007199254740991"),
+        ),
+        ("pool_session_metrics", {"until_ms": -1}, ("until_ms", "greater than or equal to 0")),
+        ("pool_session_metrics", {"since_ms": False}, ("since_ms", "must be a number, not false")),
+        ("pool_scale_down", {"n": 0}, "greater than or equal to 1"),
+        ("pool_scale_down", {"n": 1_001}, "less than or equal to 1000"),
+        ("pool_broadcast", {"content": ""}, ("content", "at least 1 item")),
+        (
+            "pool_broadcast",
+            {"content": "hi", "from_slot": ""},
+            ("from_slot", "at least 1 character"),
+        ),
+        ("pool_read_messages", {"slot_id": "slot-nope"}, "SlotNotFound"),
+        ("pool_peek_messages", {"slot_id": "slot-nope"}, "SlotNotFound"),
+        ("pool_peek_messages", {}, ("slot_id", "Field required")),
+        ("pool_submit_chain", {"steps": []}, ("steps", "at least 1 item")),
+        ("pool_submit_chain", {"steps": [{"name": "x"}]}, "a step needs a prompt or a skill"),
+        ("pool_submit_chain", {"steps": [{"prompt": "x", "retries": 11}]}, "steps.0.retries"),
+        ("pool_submit_chain", {"steps": [{"prompt": "x", "bogus": 1}]}, "steps.0.bogus"),
+        (
+            "pool_submit_chain",
+            {"steps": [{"skill": "no-such-skill"}]},
+            ("SkillNotFound", "no-such-skill"),
+        ),
+        (
+            "pool_submit_chain",
+            {"steps": [{"prompt": "x", "overrides": {"max_turns": 0}}]},
+            "steps.0.overrides.max_turns",
+        ),
+        ("pool_fan_out_chains", {"chains": []}, ("chains", "at least 1 item")),
+        ("pool_fan_out_chains", {"chains": [{"steps": []}]}, "chains.0.steps"),
+        ("pool_fan_out_chains", {"chains": [{"steps": [{}]}]}, "a step needs a prompt"),
+        ("pool_cancel_chain", {"chain_id": "chain-nope"}, "ChainNotFound"),
+        ("pool_cancel_chain", {"chain_id": ""}, ("chain_id", "at least 1 character")),
+        ("pool_chain_result", {"chain_id": "chain-nope"}, "ChainNotFound"),
+        ("pool_auto", {"request": ""}, ("request", "at least 1 character")),
+        (
+            "pool_auto",
+            {"request": "x", "max_parallel": 0},
+            ("max_parallel", "greater than or equal to 1"),
+        ),
+        ("pool_auto", {"request": "x", "preference": "sometimes"}, "preference"),
+        (
+            "pool_route",
+            {"request": "x", "max_steps": 51},
+            ("max_steps", "less than or equal to 50"),
+        ),
+        (
+            "pool_route",
+            {"request": "x", "max_steps": True},
+            ("max_steps", "must be a number, not true"),
+        ),
+        (
+            "pool_route",
+            {"request": "x", "domain": "d" * 1_001},
+            ("domain", "at most 1000 characters"),
+        ),
+        ("pool_skill_get", {"name": "no-such-skill"}, "SkillNotFound"),
+        ("pool_skill_remove", {"name": "no-such-skill"}, "SkillNotFound"),
+        ("pool_skill_save", {"name": "no-such-skill"}, "SkillNotFound"),
+        ("pool_skill_eject", {"name": "no-such-skill"}, "SkillNotFound"),
+        ("pool_skill_run", {"name": "no-such-skill"}, "SkillNotFound"),
+        ("pool_skill_list", {"scope": "everything"}, "scope"),
+        ("pool_invoke_workflow", {"name": "no-such-workflow"}, "WorkflowNotFound"),
         ("no_such_tool", {}, "Unknown tool"),
     ],
 )
 async def test_bad_arguments_get_a_clear_tool_error_and_the_server_keeps_serving(
-    tool: str, arguments: dict[str, Any], expected: str
+    tool: str, arguments: dict[str, Any], expected: str | tuple[str, ...]
 ) -> None:
     async with serving() as served:
         error = await served.fail(tool, **arguments)
         status = await served.call("pool_status")
-    assert expected in error
+        chains = await served.pool.list_chains()
+    for part in (expected,) if isinstance(expected, str) else expected:
+        assert part in error
     assert status["tasks"] == {}
+    assert chains == []
+
+
+def numbers_in(schema: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every integer or number in a JSON schema (nested models and unions included)."""
+    if isinstance(schema, dict):
+        if schema.get("type") in ("integer", "number"):
+            yield where, schema
+        for key, value in schema.items():
+            yield from numbers_in(value, f"{where}.{key}" if where else key)
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            yield from numbers_in(value, f"{where}[{index}]")
+
+
+def top_level_numbers(schema: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, prop in schema.get("properties", {}).items()
+        if any(True for _ in numbers_in(prop))
+    ]
+
+
+async def test_every_number_argument_of_every_tool_has_an_upper_bound() -> None:
+    async with serving() as served:
+        tools = (await served.client.list_tools()).tools
+    unbounded = [
+        f"{tool.name}: {where}"
+        for tool in tools
+        for where, number in numbers_in(tool.input_schema)
+        if "maximum" not in number and "exclusiveMaximum" not in number
+    ]
+    assert unbounded == []
+    assert sum(len(top_level_numbers(t.input_schema)) for t in tools) > 20
+
+
+async def test_true_is_not_taken_for_a_number_by_any_tool() -> None:
+    async with serving() as served:
+        tools = (await served.client.list_tools()).tools
+        refused = {
+            (tool.name, name): await served.fail(tool.name, **{name: True})
+            for tool in tools
+            for name in top_level_numbers(tool.input_schema)
+        }
+        status = await served.call("pool_status")
+    assert refused
+    for (tool, name), error in refused.items():
+        assert f"{name}\n  Value error, must be a number, not true" in error, (tool, error)
+    assert status["tasks"] == {}
+
+
+async def test_numbers_sent_as_strings_are_still_accepted() -> None:
+    async with serving() as served:
+        listed = await served.call("pool_list_tasks", limit="5", offset="0")
+    assert (listed["limit"], listed["offset"]) == (5, 0)
+
+
+async def test_huge_numbers_get_a_clear_error_from_the_sqlite_store_too(tmp_path: Path) -> None:
+    config = PoolConfig()
+    store = SqliteStore(tmp_path / "pool.db")
+    pool = Pool(config, slots=1, store=store, executor=FakeExecutor(), settings=Settings())
+    async with pool, Client(build_server(pool), mode="legacy") as client:
+        served = Served(client, pool, FakeExecutor())
+        metrics = await served.fail("pool_session_metrics", since_ms=10**20)
+        page = await served.fail("pool_list_tasks", offset=10**20)
+        status = await served.call("pool_status")
+    assert "since_ms" in metrics
+    assert "less than or equal to" in metrics
+    assert "offset" in page
+    assert "less than or equal to" in page
+    assert status["shutting_down"] is False
+
+
+def overflowing_tool(server: MCPServer[Any], pool: Pool) -> None:
+    @pool_tool(server, "overflow", READ_ONLY, "Overflows")
+    async def overflow() -> Submitted:
+        """A tool whose engine call overflows, as SQLite does for a number over 64 bits."""
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+
+async def test_an_overflow_in_the_engine_is_a_clear_tool_error() -> None:
+    config = PoolConfig()
+    pool = Pool(config, slots=1, store=MemoryStore(), executor=FakeExecutor(), settings=Settings())
+    server = build_server(pool, tool_groups=[*DEFAULT_TOOL_GROUPS, overflowing_tool])
+    async with pool, Client(server, mode="legacy") as client:
+        served = Served(client, pool, FakeExecutor())
+        error = await served.fail("overflow")
+        status = await served.call("pool_status")
+    assert "too large" in error
+    assert "use a smaller value" in error
+    assert "Error executing tool overflow:" in error
+    assert status["shutting_down"] is False
+
+
+async def test_messages_of_a_slot_in_the_store_but_not_this_pool_can_be_read(
+    tmp_path: Path,
+) -> None:
+    store = str(tmp_path / "shared.db")  # as a `claude-pool worker` shares it
+    config = PoolConfig()
+    other = Pool(config, slots=1, store=store, executor=FakeExecutor(), settings=Settings())
+    pool = Pool(config, slots=1, store=store, executor=FakeExecutor(), settings=Settings())
+    async with other, pool, Client(build_server(pool), mode="legacy") as client:
+        served = Served(client, pool, FakeExecutor())
+        [elsewhere] = other.slots
+        await served.call("pool_send_message", to_slot=elsewhere.id, content="hello")
+        peeked = await served.call("pool_peek_messages", slot_id=elsewhere.id)
+        read = await served.call("pool_read_messages", slot_id=elsewhere.id)
+        unknown = await served.fail("pool_read_messages", slot_id="slot-nope")
+    assert [m["content"] for m in peeked["messages"]] == ["hello"]
+    assert [m["content"] for m in read["messages"]] == ["hello"]
+    assert "SlotNotFound" in unknown
 
 
 async def test_spending_the_budget_refuses_new_work_and_shows_in_the_budget_resource() -> None:

@@ -627,6 +627,37 @@ async def test_modern_clients_listening_hear_that_the_prompts_changed(project: P
     assert type(event).__name__ == "PromptsListChanged"
 
 
+async def test_older_protocol_clients_are_told_the_prompt_list_can_change(
+    project: Path,
+) -> None:
+    async with serving(project, mode="legacy") as served:
+        prompts = served.client.server_capabilities.prompts
+    assert prompts is not None
+    assert prompts.list_changed is True
+
+
+async def test_every_connected_client_hears_that_the_prompts_changed(project: Path) -> None:
+    heard = asyncio.Event()
+
+    async def on_message(message: IncomingMessage) -> None:
+        if isinstance(message, PromptListChangedNotification):
+            heard.set()
+
+    async with serving(project, mode="legacy") as served:
+        server = build_server(served.pool)
+        async with (
+            Client(server, mode="legacy", message_handler=on_message) as watcher,
+            Client(server, mode="legacy") as editor,
+        ):
+            result = await asyncio.wait_for(
+                editor.call_tool("pool_skill_add", {"skill_md": EXPLAIN}), WAIT
+            )
+            await asyncio.wait_for(heard.wait(), WAIT)
+            listed = await watcher.list_prompts(cache_mode="refresh")
+    assert not result.is_error
+    assert "explain" in {p.name for p in listed.prompts}
+
+
 async def test_a_skill_added_through_the_library_becomes_a_prompt(project: Path) -> None:
     async with serving(project) as served:
         served.pool.skills.add(EXPLAIN)

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from claude_pool.config import Settings, load_settings
+from claude_pool.config import TOKENS_ENV_VAR, Settings, load_settings
 from claude_pool.errors import (
     BudgetExhausted,
     ClaudePoolError,
@@ -36,6 +36,8 @@ from claude_pool.pool import Pool
 from claude_pool.types import (
     Effort,
     PermissionMode,
+    SlotId,
+    SlotMode,
     TaskFilter,
     TaskOverrides,
     TaskRecord,
@@ -378,12 +380,9 @@ def run(
     overrides = _overrides(model, max_turns, permission_mode, max_budget_usd)
 
     async def go() -> TaskRecord:
-        async with _client(settings) as probe:
-            has_worker = await _live_worker_with_slots(probe)
-        pool = Pool(settings=settings, slots=0 if has_worker else 1, store=settings.store)
-        async with pool:
+        async with _executing_pool(settings) as (pool, own_slot):
             try:
-                task_id = await pool.submit(prompt, overrides, timeout=timeout)
+                task_id = await pool.submit(prompt, overrides, timeout=timeout, slot=own_slot)
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)
             return await _wait_with_progress(pool, task_id, None, as_json)
@@ -391,6 +390,21 @@ def run(
     record = _run(go())
     _show_record(record, as_json)
     raise typer.Exit(_exit_for(record))
+
+
+@asynccontextmanager
+async def _executing_pool(settings: Settings) -> AsyncIterator[tuple[Pool, SlotId | None]]:
+    """A pool to run work through, and the slot to aim it at: with a live worker on the store
+    this process only queues and waits (no slot); otherwise it runs one slot of its own that
+    takes only work aimed at it, so it never runs other people's queued tasks."""
+    async with _client(settings) as probe:
+        has_worker = await _live_worker_with_slots(probe)
+    pool = Pool(
+        settings=settings, slots=0 if has_worker else 1, store=settings.store,
+        only_targeted=not has_worker,
+    )  # fmt: skip
+    async with pool:
+        yield pool, (None if has_worker else pool.slots[0].id)
 
 
 async def _live_worker_with_slots(pool: Pool) -> bool:
@@ -439,8 +453,6 @@ async def _worker(settings: Settings) -> None:
 
 # ── serve: the MCP server ───────────────────────────────────────────
 
-_TOKENS_ENV = "CLAUDE_POOL_TOKENS"
-
 
 def _read_mcp_config(path: str) -> dict[str, Any]:
     """The servers of an MCP config file (``{"mcpServers": {...}}`` as in .mcp.json, or the
@@ -466,18 +478,25 @@ def _read_mcp_config(path: str) -> dict[str, Any]:
 @app.command()
 def serve(
     http: Annotated[
-        bool, typer.Option("--http", help="Serve streamable HTTP (at /mcp) instead of stdio.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--http/--stdio",
+            help="Serve streamable HTTP (at /mcp) instead of stdio (default: stdio).",
+        ),
+    ] = None,
     host: Annotated[
-        str, typer.Option(help="HTTP address; other than loopback needs --token.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8765,
+        str | None,
+        typer.Option(help="HTTP address; other than loopback needs --token (default 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="HTTP port (default 8765).")
+    ] = None,
     token: Annotated[
         list[str] | None,
         typer.Option(
             "--token",
-            help=f"Bearer token HTTP clients must send (repeatable; also ${_TOKENS_ENV}, "
-            "comma-separated).",
+            help=f"Bearer token HTTP clients must send (repeatable; replaces ${TOKENS_ENV_VAR}, "
+            "which holds them comma-separated).",
         ),
     ] = None,
     slots: Annotated[int | None, typer.Option(min=0, help="Initial number of slots.")] = None,
@@ -534,6 +553,39 @@ def serve(
         float | None, typer.Option(min=0.001, help="Default per-task time limit in seconds.")
     ] = None,
     cwd: Annotated[str | None, typer.Option(help="Working directory of the slots.")] = None,
+    slot_mode: Annotated[
+        SlotMode | None,
+        typer.Option(help="persistent: a slot keeps its session; ephemeral: fresh per task."),
+    ] = None,
+    max_restarts: Annotated[
+        int | None, typer.Option(min=0, help="Restarts of a crashed slot before it is dropped.")
+    ] = None,
+    slot_assignment_timeout: Annotated[
+        int | None,
+        typer.Option(min=0, help="Seconds a task waits for a targeted slot to be free."),
+    ] = None,
+    supervisor: Annotated[
+        bool | None,
+        typer.Option(
+            "--supervisor/--no-supervisor", help="Watch slots and restart stuck or dead ones."
+        ),
+    ] = None,
+    supervisor_interval: Annotated[
+        int | None, typer.Option(min=1, help="Seconds between supervisor checks.")
+    ] = None,
+    drain_grace: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds running tasks may finish when the server stops."),
+    ] = None,
+    recovery: Annotated[
+        str | None,
+        typer.Option(
+            help="Tasks left running by a pool that died: requeue (default) or fail them."
+        ),
+    ] = None,
+    worktree_base_dir: Annotated[
+        str | None, typer.Option(help="Where slot and chain git worktrees are made.")
+    ] = None,
     log_level: Annotated[
         str, typer.Option(help="Log level on stderr (debug, info, warning, error).")
     ] = "warning",
@@ -542,22 +594,20 @@ def serve(
 ) -> None:
     """Serve the pool as an MCP server: stdio for a Claude Code session (add it with
     `claude mcp add claude-pool -- claude-pool serve`), or streamable HTTP with --http.
-    Stops when the client disconnects (stdio) or on Ctrl-C/SIGTERM, draining the pool."""
-    import os
-
-    from claude_pool.mcp import check_http_binding, parse_tokens
+    Stops when the client disconnects (stdio) or on Ctrl-C/SIGTERM, draining the pool.
+    Every option can also come from the config file or CLAUDE_POOL_* variables (flags win);
+    bearer tokens only from --token or $CLAUDE_POOL_TOKENS."""
+    from claude_pool.mcp import check_http_binding
     from claude_pool.mcp import serve as serve_mcp
 
-    tokens = [*(token or ()), *parse_tokens(os.environ.get(_TOKENS_ENV))]
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         _fail(f"--log-level {log_level!r}: use debug, info, warning or error", EXIT_USAGE)
-    if http:
-        try:
-            check_http_binding(host, tokens)
-        except ConfigError as exc:
-            _fail(str(exc), EXIT_USAGE)
     explicit: dict[str, Any] = {
+        "http": http,
+        "host": host,
+        "port": port,
+        "tokens": token or None,
         "store": store,
         "slots": slots,
         "scaling_min_slots": min_slots,
@@ -577,23 +627,22 @@ def serve(
         "unattended_mode": unattended,
         "task_timeout_secs": task_timeout,
         "cwd": cwd,
+        "slot_mode": slot_mode,
+        "max_restarts": max_restarts,
+        "slot_assignment_timeout_secs": slot_assignment_timeout,
+        "supervisor_enabled": supervisor,
+        "supervisor_interval_secs": supervisor_interval,
+        "drain_grace_secs": drain_grace,
+        "recovery": recovery,
+        "worktree_base_dir": worktree_base_dir,
     }
-    # The token variable belongs to this command, not to the pool settings.
-    env = {k: v for k, v in os.environ.items() if k != _TOKENS_ENV}
-    try:
-        settings = load_settings(config, env=env, **explicit)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    summary = _run(
-        serve_mcp(
-            settings,
-            "http" if http else "stdio",
-            host,
-            port,
-            tokens,
-            log_level=level,  # type: ignore[arg-type]  # checked above
-        )
-    )
+    settings = _settings(config, **explicit)
+    if settings.http:
+        try:
+            check_http_binding(settings.host, [t.get_secret_value() for t in settings.tokens])
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
+    summary = _run(serve_mcp(settings, log_level=level))  # type: ignore[arg-type]  # checked
     err.print(
         f"claude-pool serve stopped: {summary.tasks_finished} task(s) finished, "
         f"{summary.tasks_cancelled} cancelled, {summary.tasks_left_pending} left queued; "

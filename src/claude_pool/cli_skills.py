@@ -1,4 +1,5 @@
-"""``claude-pool skills ...``, ``claude-pool workflow ...`` and ``claude-pool auto``.
+"""``claude-pool skills ...``, ``claude-pool workflow ...``, ``claude-pool auto`` and
+``claude-pool route``.
 
 Attached to the main app by :func:`attach`. Skills come from the registry of the working
 directory (``--config``'s ``cwd``, else the current directory): built-in, global
@@ -29,7 +30,7 @@ from rich.table import Table
 from claude_pool.chain import ChainIsolation, ChainResult, StepState
 from claude_pool.config import merge_overrides
 from claude_pool.invocation import skill_resolver, workflow_chain
-from claude_pool.routing import AutoResult, RouteHints, RouteKind, auto
+from claude_pool.routing import AutoResult, RouteDecision, RouteHints, RouteKind, auto, route
 from claude_pool.skills import (
     SKILL_FILE,
     Skill,
@@ -535,19 +536,92 @@ def _show_chain(result: ChainResult) -> None:
     base.out.print(f"[dim]cost ${total:.6f}[/]")
 
 
-# ── auto ─────────────────────────────────────────────────────────────
+# ── auto and route ───────────────────────────────────────────────────
+
+RequestArg = Annotated[str, typer.Argument(help="What to get done.")]
+MaxParallelOpt = Annotated[
+    int, typer.Option(min=1, max=100, help="At most this many tasks at once.")
+]
+MaxStepsOpt = Annotated[int, typer.Option(min=1, max=50, help="At most this many chain steps.")]
+PreferOpt = Annotated[RouteKind | None, typer.Option(help="The shape to choose when it fits.")]
+DomainOpt = Annotated[
+    str | None,
+    typer.Option(help='What the work is about, to help the router judge (e.g. "Python web app").'),
+]
+RoutingModelOpt = Annotated[
+    str | None, typer.Option(help="Model for the routing call (default: a cheap one).")
+]
+
+
+def _hints(
+    max_parallel: int, max_steps: int, prefer: RouteKind | None, domain: str | None
+) -> RouteHints:
+    return RouteHints(
+        max_parallel=max_parallel, max_steps=max_steps, preference=prefer, domain=domain
+    )
+
+
+def _check_request(request: str) -> None:
+    # Before a pool (and the claude CLI) is needed at all.
+    if not request.strip():
+        _usage("the request is empty: say what to get done")
+
+
+def route_command(
+    request: RequestArg,
+    max_parallel: MaxParallelOpt = 8,
+    max_steps: MaxStepsOpt = 6,
+    prefer: PreferOpt = None,
+    domain: DomainOpt = None,
+    routing_model: RoutingModelOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show how `claude-pool auto` would run a request (one task, parallel tasks or a chain of
+    steps) without running it: one cheap model call classifies it. A routing failure is shown
+    as a single task with the reason."""
+    from claude_pool import cli as base
+
+    settings = _settings(config, store)
+    hints = _hints(max_parallel, max_steps, prefer, domain)
+    _check_request(request)
+
+    async def go() -> RouteDecision:
+        async with await _pool_for_work(settings) as pool:
+            try:
+                return await route(pool, request, hints, model=routing_model)
+            except ValueError as exc:
+                _usage(str(exc))
+
+    decision = base._run(go())
+    if as_json:
+        _print_json(decision.model_dump(mode="json"))
+        return
+    base.out.print(f"[bold]{decision.kind}[/]: {escape(decision.reason)}", highlight=False)
+    for index, prompt in enumerate(decision.prompts, 1):
+        base.out.print(f"  {index}. {escape(prompt)}", highlight=False)
+    for index, step in enumerate(decision.steps, 1):
+        base.out.print(f"  {index}. {escape(step.name)}: {escape(step.prompt)}", highlight=False)
+    for adjustment in decision.adjustments:
+        base.err.print(f"[dim]adjusted: {escape(adjustment)}[/]", highlight=False)
+    if decision.fallback_reason:
+        base.err.print(
+            f"[yellow]routing failed, so it would run as one task:[/] "
+            f"{escape(decision.fallback_reason)}",
+            highlight=False,
+        )
+    cost = microdollars_to_usd(decision.cost_microdollars)
+    base.out.print(f"[dim]routing cost ${cost:.6f}[/]")
 
 
 def auto_command(
-    request: Annotated[str, typer.Argument(help="What to get done.")],
-    max_parallel: Annotated[int, typer.Option(min=1, help="At most this many tasks at once.")] = 8,
-    max_steps: Annotated[int, typer.Option(min=1, help="At most this many chain steps.")] = 6,
-    prefer: Annotated[
-        RouteKind | None, typer.Option(help="The shape to choose when it fits.")
-    ] = None,
-    routing_model: Annotated[
-        str | None, typer.Option(help="Model for the routing call (default: a cheap one).")
-    ] = None,
+    request: RequestArg,
+    max_parallel: MaxParallelOpt = 8,
+    max_steps: MaxStepsOpt = 6,
+    prefer: PreferOpt = None,
+    domain: DomainOpt = None,
+    routing_model: RoutingModelOpt = None,
     model: ModelOpt = None,
     max_turns: MaxTurnsOpt = None,
     permission_mode: PermissionOpt = None,
@@ -563,7 +637,8 @@ def auto_command(
 
     settings = _settings(config, store)
     overrides = _task_overrides(model, max_turns, permission_mode, max_budget_usd)
-    hints = RouteHints(max_parallel=max_parallel, max_steps=max_steps, preference=prefer)
+    hints = _hints(max_parallel, max_steps, prefer, domain)
+    _check_request(request)
 
     async def go() -> AutoResult:
         async with await _pool_for_work(settings) as pool:
@@ -593,10 +668,11 @@ def auto_command(
 
 
 def attach(app: typer.Typer) -> None:
-    """Add ``skills``, ``workflow`` and ``auto`` to the main app."""
+    """Add ``skills``, ``workflow``, ``auto`` and ``route`` to the main app."""
     app.add_typer(skills_app)
     app.add_typer(workflow_app)
     app.command("auto")(auto_command)
+    app.command("route")(route_command)
 
 
-__all__ = ["attach", "auto_command", "skills_app", "workflow_app"]
+__all__ = ["attach", "auto_command", "route_command", "skills_app", "workflow_app"]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from claude_pool.chain import (
     ChainIsolation,
@@ -27,11 +27,27 @@ from claude_pool.chain import (
     SkillResolver,
     StepState,
 )
-from claude_pool.errors import ChainNotFound, ClaudePoolError
+from claude_pool.errors import ChainNotFound
 from claude_pool.invocation import skill_resolver
-from claude_pool.mcp.models import MAX_LIST_ITEMS, Name, Tags
+from claude_pool.mcp.models import (
+    MAX_LIST_ITEMS,
+    NOT_BOOL,
+    Name,
+    Prompt,
+    Tags,
+    TaskOverridesArg,
+    TimeoutSecs,
+    overrides_of,
+)
 from claude_pool.mcp.progress import ProgressReporter, reporter_for
-from claude_pool.mcp.tools import READ_ONLY, REMOVES, RUNS_WORK, ToolContext, pool_tool
+from claude_pool.mcp.tools import (
+    READ_ONLY,
+    REFUSALS,
+    REMOVES,
+    RUNS_WORK,
+    ToolContext,
+    pool_tool,
+)
 from claude_pool.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -42,6 +58,7 @@ _CANCEL_SECS = 30.0
 _DEFAULT_WAIT_SECS = 300.0
 _MAX_WAIT_SECS = 3_600.0
 _MAX_STEPS = 100
+_MAX_RETRIES = 10
 
 
 # ── results ─────────────────────────────────────────────────────────
@@ -98,8 +115,48 @@ class ChainFanOutResult(BaseModel):
 
 # ── arguments ───────────────────────────────────────────────────────
 
+
+class ChainStepArg(BaseModel):
+    """One step: a prompt, or a skill with args (see pool_chain)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = Field(None, description="Unique in the chain (default step-<n>).")
+    prompt: Prompt | None = None
+    skill: Name | None = Field(None, description="A task skill to run (pool_skill_list).")
+    args: dict[Name, str] = Field(default_factory=dict, description="The skill's arguments.")
+    overrides: TaskOverridesArg | None = None
+    retries: Annotated[
+        int,
+        Field(ge=0, le=_MAX_RETRIES, description="Extra attempts after a failure."),
+        NOT_BOOL,
+    ] = 0
+    recovery_prompt: Prompt | None = Field(
+        None, description="Runs once the retries are used up; {error} is the last failure."
+    )
+    output_vars: dict[Name, Name] = Field(
+        default_factory=dict, description="Variable name -> dot path into the JSON output."
+    )
+    timeout_secs: TimeoutSecs = None
+
+    @model_validator(mode="after")
+    def _is_a_step(self) -> Self:
+        # Check the engine's own rules now, so the error names this step of the request.
+        try:
+            self.to_step()
+        except ValidationError as exc:
+            raise ValueError("; ".join(str(e["msg"]) for e in exc.errors())) from None
+        return self
+
+    def to_step(self) -> ChainStep:
+        fields = self.model_dump(exclude_unset=True, exclude={"overrides"})
+        if self.overrides is not None:
+            fields["overrides"] = overrides_of(self.overrides)
+        return ChainStep.model_validate(fields)
+
+
 Steps = Annotated[
-    list[ChainStep],
+    list[ChainStepArg],
     Field(
         min_length=1,
         max_length=_MAX_STEPS,
@@ -137,6 +194,7 @@ WaitSecs = Annotated[
         le=_MAX_WAIT_SECS,
         description=f"Most seconds to wait (default {_DEFAULT_WAIT_SECS:g}).",
     ),
+    NOT_BOOL,
 ]
 
 
@@ -149,15 +207,28 @@ class ChainSpecArg(BaseModel):
     tags: Tags | None = None
 
     def to_spec(self) -> ChainSpec:
-        return ChainSpec(
-            steps=self.steps, isolation=self.isolation, name=self.name, tags=self.tags or []
-        )
+        return _spec(self.steps, self.isolation, self.name, self.tags)
 
 
 def _spec(
-    steps: list[ChainStep], isolation: ChainIsolation, name: str | None, tags: list[str] | None
+    steps: list[ChainStepArg],
+    isolation: ChainIsolation,
+    name: str | None,
+    tags: list[str] | None,
 ) -> ChainSpec:
-    return ChainSpec(steps=steps, isolation=isolation, name=name, tags=tags or [])
+    return ChainSpec(
+        steps=[step.to_step() for step in steps], isolation=isolation, name=name, tags=tags or []
+    )
+
+
+def _check_skills(pool: Pool, spec: ChainSpec) -> ChainSpec:
+    """``SkillNotFound`` (naming close matches) for a skill step whose skill the pool does not
+    know, before the chain starts: else it would start, maybe make a worktree, and fail at
+    that step. The step still resolves its skill when it runs."""
+    for step in spec.steps:
+        if step.skill is not None and step.prompt is None:
+            pool.skills.get(step.skill)
+    return spec
 
 
 # ── following a chain ───────────────────────────────────────────────
@@ -256,7 +327,7 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         and real cost (failed attempts included). Progress notifications report each step and
         the running task's activity. Costs money; steps may edit files if their permission mode
         allows it. Cancelling this call cancels the chain."""
-        spec = _spec(steps, isolation, name, tags)
+        spec = _check_skills(pool, _spec(steps, isolation, name, tags))
         return ChainOutcome.of(await run_chain_reporting(pool, ctx, spec, resolver))
 
     @pool_tool(server, "pool_submit_chain", RUNS_WORK, "Start a chain in the background")
@@ -270,7 +341,7 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         Follow it with pool_chain_result (current step, the running step's output so far,
         finished steps), wait for it with pool_chain_result wait=true, stop it with
         pool_cancel_chain. Costs money as it runs."""
-        spec = _spec(steps, isolation, name, tags)
+        spec = _check_skills(pool, _spec(steps, isolation, name, tags))
         return ChainSubmitted(chain_id=await pool.submit_chain(spec, skill_resolver=resolver))
 
     @pool_tool(server, "pool_fan_out_chains", RUNS_WORK, "Run several chains in parallel")
@@ -294,8 +365,9 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         started: dict[int, str] = {}
         for index, arg in enumerate(chains):
             try:
-                started[index] = await pool.submit_chain(arg.to_spec(), skill_resolver=resolver)
-            except (ClaudePoolError, ValueError) as exc:
+                spec = _check_skills(pool, arg.to_spec())
+                started[index] = await pool.submit_chain(spec, skill_resolver=resolver)
+            except REFUSALS as exc:
                 failed = ChainResult(
                     id="", name=arg.name, state=ChainState.FAILED, error=f"not started: {exc}"
                 )
@@ -380,6 +452,7 @@ __all__ = [
     "ChainFanOutResult",
     "ChainOutcome",
     "ChainSpecArg",
+    "ChainStepArg",
     "ChainSubmitted",
     "cancel_chain_quietly",
     "follow_chain",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from claude_pool.store import Message
 from claude_pool.types import (
@@ -31,6 +31,24 @@ MAX_NAME_CHARS = 256
 MAX_LIST_ITEMS = 1_000
 """Most items in a list argument (prompts of a fan-out, tags, tool names)."""
 PREVIEW_CHARS = 300
+MAX_EPOCH_MS = 2**53 - 1
+"""Latest timestamp (epoch ms) a tool accepts: the largest integer JSON carries exactly."""
+MAX_OFFSET = 1_000_000_000
+"""Most list entries a page may skip."""
+
+
+def _not_a_bool(value: Any) -> Any:
+    # Python (and so pydantic's lax mode) counts true as 1; a caller sending true for a count
+    # or a time almost certainly meant something else. Strict mode would refuse it too, but
+    # would also refuse "5": Claude Code has sent numeric arguments as strings, so stay lax.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+NOT_BOOL = BeforeValidator(_not_a_bool)
+"""Put after the ``Field`` of every int or float argument: ``Annotated[int, Field(ge=..,
+le=..), NOT_BOOL]`` (after it, so the bounds still apply to the number inside ``| None``)."""
 
 
 def _limit(what: str, limit: int, advice: str) -> Any:
@@ -96,6 +114,7 @@ TimeoutSecs = Annotated[
         le=86_400,
         description="Run-time limit for the task in seconds (default: the pool's task timeout).",
     ),
+    NOT_BOOL,
 ]
 ToolNames = Annotated[list[Name], Field(max_length=MAX_LIST_ITEMS)]
 
@@ -113,7 +132,9 @@ class TaskOverridesArg(BaseModel):
             "(edit files), bypassPermissions (anything), dontAsk (refuse what is not allowed)."
         ),
     )
-    max_turns: int | None = Field(None, ge=1, le=10_000, description="Most agent turns.")
+    max_turns: Annotated[
+        int | None, Field(ge=1, le=10_000, description="Most agent turns."), NOT_BOOL
+    ] = None
     system_prompt: Note | None = Field(
         None, description="Extra system prompt, appended to Claude Code's own."
     )
@@ -134,9 +155,11 @@ class TaskOverridesArg(BaseModel):
     json_schema: dict[str, Any] | None = Field(
         None, description="JSON schema the final answer must follow (structured output)."
     )
-    max_budget_usd: float | None = Field(
-        None, gt=0, le=10_000, description="Spend cap for this task in USD."
-    )
+    max_budget_usd: Annotated[
+        float | None,
+        Field(gt=0, le=10_000, description="Spend cap for this task in USD."),
+        NOT_BOOL,
+    ] = None
 
     def to_overrides(self) -> TaskOverrides:
         return TaskOverrides.model_validate(self.model_dump(exclude_unset=True))

@@ -221,20 +221,28 @@ async def _serve_stdio(server: MCPServer[Any]) -> None:
 
 async def serve(
     settings: Settings,
-    transport: Literal["stdio", "http"] = "stdio",
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    tokens: Sequence[str] = (),
+    transport: Literal["stdio", "http"] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    tokens: Sequence[str] | None = None,
     *,
     executor: Executor | None = None,
     log_level: LogLevel = "WARNING",
 ) -> DrainSummary:
     """Open a pool from ``settings``, serve it over ``transport``, drain it on exit.
 
-    stdio ends when the client closes the stream; HTTP (uvicorn, streamable HTTP at ``/mcp``)
-    ends on SIGINT/SIGTERM. Either way running tasks get the drain grace period, then the
-    slots stop. Raises :class:`ConfigError` for a non-loopback HTTP host without a token.
+    ``transport``, ``host``, ``port`` and ``tokens`` default to the settings' ``http``,
+    ``host``, ``port`` and ``tokens``. stdio ends when the client closes the stream; HTTP
+    (uvicorn, streamable HTTP at ``/mcp``) ends on SIGINT/SIGTERM. Either way running tasks get
+    the drain grace period, then the slots stop. Raises :class:`ConfigError` for a non-loopback
+    HTTP host without a token.
     """
+    if transport is None:
+        transport = "http" if settings.http else "stdio"
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    if tokens is None:
+        tokens = [token.get_secret_value() for token in settings.tokens]
     if transport == "http":
         check_http_binding(host, tokens)
     pool = Pool(settings=settings, executor=executor)

@@ -7,30 +7,34 @@ Tools: ``pool_skill_list``, ``pool_skill_get``, ``pool_skill_add``, ``pool_skill
 :mod:`claude_pool.routing`.
 
 Every skill of the registry is also an MCP prompt (same name, its declared arguments), kept in
-step with the registry through ``SkillRegistry.on_change``. When the change comes through one of
-these tools, clients are told the prompt list changed: ``notifications/prompts/list_changed`` on
-a handshake (2025-era) session, a ``PromptsListChanged`` event for ``subscriptions/listen``
-streams (2026-07-28). The SDK gives no way to reach sessions outside a request, so a change made
-elsewhere (a host program calling ``pool.skills.add``) updates the prompts silently: clients see
-it on their next ``prompts/list``.
+step with the registry through ``SkillRegistry.on_change``. The server advertises
+``prompts.listChanged`` and, when a change comes through one of these tools, tells every
+connected client: ``notifications/prompts/list_changed`` on each handshake-era (2025) session
+it has seen (see :class:`SkillPrompts`), a ``PromptsListChanged`` event on
+``subscriptions/listen`` streams (2026-07-28). A change made elsewhere (a host program calling
+``pool.skills.add``) updates the prompts silently, as sending needs a running request to await
+it in: clients see it on their next ``prompts/list``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.prompts.base import Prompt as McpPrompt
 from mcp.server.mcpserver.prompts.base import PromptArgument
+from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, ToolAnnotations
+from mcp.types import INVALID_PARAMS, InitializeRequestParams, ToolAnnotations
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
 from claude_pool.chain import ChainIsolation
@@ -40,6 +44,7 @@ from claude_pool.invocation import skill_resolver, workflow_chain
 from claude_pool.mcp.chain_tools import ChainOutcome, run_chain_reporting
 from claude_pool.mcp.models import (
     MAX_PROMPT_CHARS,
+    NOT_BOOL,
     Name,
     Prompt,
     Tags,
@@ -87,6 +92,9 @@ _POLL_SECS = 0.5
 _CANCEL_SECS = 30.0
 FREE_TEXT_ARGUMENT = "arguments"
 """The one prompt argument of a skill that declares none: free text, split like a shell line."""
+MAX_TRACKED_SESSIONS = 256
+"""Most handshake-era sessions told about prompt changes: the most recently active ones (the
+SDK does not say when a session ends, so the oldest are forgotten past this)."""
 
 
 # ── results ─────────────────────────────────────────────────────────
@@ -252,9 +260,11 @@ RouteModel = Annotated[
     Name | None, Field(description="Model for the routing call (default: a cheap one).")
 ]
 MaxParallel = Annotated[
-    int, Field(ge=1, le=100, description="At most this many tasks side by side.")
+    int, Field(ge=1, le=100, description="At most this many tasks side by side."), NOT_BOOL
 ]
-MaxSteps = Annotated[int, Field(ge=1, le=50, description="At most this many chain steps.")]
+MaxSteps = Annotated[
+    int, Field(ge=1, le=50, description="At most this many chain steps."), NOT_BOOL
+]
 Preference = Annotated[
     RouteKind | None, Field(description="The shape to choose when it fits the request.")
 ]
@@ -278,14 +288,60 @@ def _skill_args(args: dict[str, str] | None, arguments: str | None) -> Mapping[s
 
 
 class SkillPrompts:
-    """Keeps one MCP prompt per skill of ``registry`` on ``server``."""
+    """Keeps one MCP prompt per skill of ``registry`` on ``server``, and tells clients when the
+    list changes.
+
+    The SDK's ``MCPServer`` advertises ``prompts.listChanged: false`` to handshake-era clients
+    (such as Claude Code) and only reaches the session of the request at hand; so this also
+    sits in the server's middleware, where it marks the capability true in the ``initialize``
+    result and remembers each session, to notify them all (:meth:`announce`).
+    """
 
     def __init__(self, server: MCPServer[Any], registry: SkillRegistry) -> None:
         self._server = server
         self._registry = registry
         self._exposed: dict[str, Skill] = {}
+        # Per connection (keyed by its handshake parameters, one object per connection; kept
+        # so the key stays unique): the latest request's session, whose notifications go out
+        # on the connection's own channel.
+        self._sessions: OrderedDict[int, tuple[InitializeRequestParams, ServerSession]] = (
+            OrderedDict()
+        )
         self.sync()
         registry.on_change(self.sync)
+        server.middleware.append(self._middleware)
+
+    async def _middleware(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if ctx.method == "initialize":
+            return _advertising_prompt_changes(await call_next(ctx))
+        self._remember(ctx.session)
+        return await call_next(ctx)
+
+    def _remember(self, session: ServerSession) -> None:
+        params = session.client_params
+        if params is None or session.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return  # 2026-07-28 clients hear of changes on their subscriptions/listen streams
+        key = id(params)
+        self._sessions[key] = (params, session)
+        self._sessions.move_to_end(key)
+        while len(self._sessions) > MAX_TRACKED_SESSIONS:
+            self._sessions.popitem(last=False)
+
+    async def announce(self, ctx: ToolContext) -> None:
+        """Tell every client the prompt list changed (both protocol eras; a client that does not
+        listen, or has gone, just misses it)."""
+        try:
+            await ctx.notify_prompts_changed()
+        except Exception as exc:
+            log.debug("could not publish PromptsListChanged: %r", exc)
+        self._remember(ctx.session)
+        for _, session in list(self._sessions.values()):
+            try:
+                await session.send_prompt_list_changed()
+            except Exception as exc:
+                log.debug("could not send prompts/list_changed: %r", exc)
 
     def sync(self) -> None:
         wanted = {skill.name: skill for skill in self._registry}
@@ -342,15 +398,15 @@ def _prompt_for(skill: Skill) -> McpPrompt:
     )
 
 
-async def announce_prompts_changed(ctx: ToolContext) -> None:
-    """Tell the client behind this tool call that the prompt list changed (both protocol eras;
-    a client that does not listen just misses it)."""
-    with contextlib.suppress(Exception):
-        await ctx.notify_prompts_changed()
-    try:
-        await ctx.session.send_prompt_list_changed()
-    except Exception as exc:
-        log.debug("could not send prompts/list_changed: %r", exc)
+def _advertising_prompt_changes(result: HandlerResult) -> HandlerResult:
+    """An ``initialize`` result that says the prompt list may change (it does: skills)."""
+    if not isinstance(result, dict):
+        return result
+    capabilities = result.get("capabilities")
+    if not isinstance(capabilities, dict) or not isinstance(capabilities.get("prompts"), dict):
+        return result
+    prompts = {**capabilities["prompts"], "listChanged": True}
+    return {**result, "capabilities": {**capabilities, "prompts": prompts}}
 
 
 # ── skill tools ─────────────────────────────────────────────────────
@@ -359,7 +415,7 @@ async def announce_prompts_changed(ctx: ToolContext) -> None:
 def register_skill_tools(server: MCPServer[Any], pool: Pool) -> None:
     """pool_skill_* tools, and every skill as an MCP prompt."""
     registry = pool.skills
-    SkillPrompts(server, registry)
+    prompts = SkillPrompts(server, registry)
 
     @pool_tool(server, "pool_skill_list", READ_ONLY, "List skills")
     async def pool_skill_list(
@@ -407,7 +463,7 @@ def register_skill_tools(server: MCPServer[Any], pool: Pool) -> None:
         parsed = parse_skill(skill_md)
         replaced = any(s.name == parsed.name for s in registry.list(source=SkillSource.RUNTIME))
         skill = registry.add(parsed)
-        await announce_prompts_changed(ctx)
+        await prompts.announce(ctx)
         return SkillChanged(
             name=skill.name,
             action="replaced" if replaced else "added",
@@ -421,7 +477,7 @@ def register_skill_tools(server: MCPServer[Any], pool: Pool) -> None:
         same name (if any) is in effect again. Skills from files are not removed this way
         (delete the file); built-ins cannot be removed."""
         registry.remove(name)
-        await announce_prompts_changed(ctx)
+        await prompts.announce(ctx)
         now = registry.get(name) if name in registry else None
         return SkillChanged(
             name=name,
@@ -447,7 +503,7 @@ def register_skill_tools(server: MCPServer[Any], pool: Pool) -> None:
         outlives this server. Refuses to replace an existing file unless overwrite=true."""
         directory = registry.project_dir if location == "project" else _global_dir(registry)
         path = registry.save(name, directory, overwrite=overwrite)
-        await announce_prompts_changed(ctx)
+        await prompts.announce(ctx)
         return SkillChanged(
             name=name,
             action="saved",
@@ -464,7 +520,7 @@ def register_skill_tools(server: MCPServer[Any], pool: Pool) -> None:
         it can be edited; the copy then wins over the built-in. Refuses to replace an existing
         copy unless overwrite=true."""
         path = registry.eject(name, overwrite=overwrite)
-        await announce_prompts_changed(ctx)
+        await prompts.announce(ctx)
         return SkillChanged(
             name=name,
             action="ejected",
@@ -721,7 +777,6 @@ __all__ = [
     "WorkflowList",
     "WorkflowRun",
     "WorkflowView",
-    "announce_prompts_changed",
     "register_routing_tools",
     "register_skill_tools",
     "register_workflow_tools",

@@ -33,8 +33,11 @@ from claude_pool.errors import (
     TaskNotFound,
 )
 from claude_pool.mcp.models import (
+    MAX_EPOCH_MS,
     MAX_LIST_ITEMS,
+    MAX_OFFSET,
     MAX_PROMPT_CHARS,
+    NOT_BOOL,
     ClaimResult,
     ContextDeleted,
     ContextEntry,
@@ -68,6 +71,7 @@ from claude_pool.types import (
     MetricsFilter,
     PermissionMode,
     SessionMetrics,
+    SlotId,
     SlotRecord,
     SlotState,
     TaskFilter,
@@ -131,6 +135,12 @@ _ADVICE: tuple[tuple[type[ClaudePoolError], str], ...] = (
 )
 
 
+REFUSALS = (ClaudePoolError, ValueError, OverflowError)
+"""What the engine raises for a call it refuses (bad ids, states or values): these become tool
+errors saying what was wrong. ``OverflowError`` is a number too large for a store (SQLite
+holds 64-bit integers); the tools' bounds should stop those first."""
+
+
 def tool_error(exc: Exception) -> ToolError:
     """A tool error for a failed pool call: what went wrong and what to do about it."""
     if isinstance(exc, ClaudePoolError):
@@ -142,6 +152,11 @@ def tool_error(exc: Exception) -> ToolError:
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
         )
         return ToolError(f"invalid arguments: {problems}")
+    if isinstance(exc, OverflowError):
+        return ToolError(
+            f"invalid arguments: a number is too large for the pool to store or use ({exc}); "
+            "use a smaller value"
+        )
     return ToolError(f"invalid arguments: {exc}")
 
 
@@ -152,7 +167,7 @@ def _translating_errors(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitab
             return await fn(*args, **kwargs)
         except ToolError:
             raise
-        except (ClaudePoolError, ValueError) as exc:
+        except REFUSALS as exc:
             log.info("tool %s refused: %s", fn.__name__, exc)
             raise tool_error(exc) from exc
 
@@ -207,6 +222,10 @@ WaitSecs = Annotated[
         le=_MAX_WAIT_SECS,
         description=f"Most seconds to wait (default {_DEFAULT_WAIT_SECS:g}).",
     ),
+    NOT_BOOL,
+]
+Priority = Annotated[
+    int, Field(ge=-1_000_000, le=1_000_000, description="Higher runs first; default 0."), NOT_BOOL
 ]
 FromSlot = Annotated[
     Name, Field(description='Who the message is from: your own name, or "coordinator".')
@@ -285,9 +304,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
         prompt: Prompt,
         overrides: Overrides = None,
         tags: Tags | None = None,
-        priority: Annotated[
-            int, Field(ge=-1_000_000, le=1_000_000, description="Higher runs first; default 0.")
-        ] = 0,
+        priority: Priority = 0,
         timeout_secs: TimeoutSecs = None,
         slot: SlotTarget = None,
         role: RoleTarget = None,
@@ -375,7 +392,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
                 waits[index] = await pool.submit(
                     prompt, task_overrides, tags or (), timeout=timeout_secs
                 )
-            except (ClaudePoolError, ValueError) as exc:
+            except REFUSALS as exc:
                 items[index] = FanOutItem(index=index, success=False, error=str(tool_error(exc)))
         async with reporter_for(pool, ctx) as reporter:
             done = total - len(waits)
@@ -433,6 +450,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
                 description="How long running tasks may finish before they are cancelled "
                 "(default: the pool's drain grace period).",
             ),
+            NOT_BOOL,
         ] = None,
         cancel_pending: Annotated[
             bool, Field(description="Also cancel queued tasks (else they stay queued).")
@@ -466,10 +484,14 @@ def register_inspection_tools(server: MCPServer[Any], pool: Pool) -> None:
     @pool_tool(server, "pool_session_metrics", READ_ONLY, "Cost and timing metrics")
     async def pool_session_metrics(
         since_ms: Annotated[
-            int | None, Field(ge=0, description="Only tasks created at or after (epoch ms).")
+            int | None,
+            Field(ge=0, le=MAX_EPOCH_MS, description="Only tasks created at or after (epoch ms)."),
+            NOT_BOOL,
         ] = None,
         until_ms: Annotated[
-            int | None, Field(ge=0, description="Only tasks created before (epoch ms).")
+            int | None,
+            Field(ge=0, le=MAX_EPOCH_MS, description="Only tasks created before (epoch ms)."),
+            NOT_BOOL,
         ] = None,
         tags: Annotated[
             list[Name] | None, Field(max_length=MAX_LIST_ITEMS, description="Any of these tags.")
@@ -490,8 +512,10 @@ def register_inspection_tools(server: MCPServer[Any], pool: Pool) -> None:
         tags: Annotated[
             list[Name] | None, Field(max_length=MAX_LIST_ITEMS, description="Any of these tags.")
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=500, description="Page size.")] = 50,
-        offset: Annotated[int, Field(ge=0, description="Tasks to skip.")] = 0,
+        limit: Annotated[int, Field(ge=1, le=500, description="Page size."), NOT_BOOL] = 50,
+        offset: Annotated[
+            int, Field(ge=0, le=MAX_OFFSET, description="Tasks to skip."), NOT_BOOL
+        ] = 0,
     ) -> TaskList:
         """List tasks, oldest first, with a preview of each prompt and output (pool_result
         has the whole result). Filter by state, slot or tags; page with limit and offset."""
@@ -520,8 +544,9 @@ def register_review_tools(server: MCPServer[Any], pool: Pool) -> None:
         max_rejections: Annotated[
             int,
             Field(ge=1, le=100, description="Rejections allowed before the task fails."),
+            NOT_BOOL,
         ] = 3,
-        priority: Annotated[int, Field(ge=-1_000_000, le=1_000_000)] = 0,
+        priority: Priority = 0,
         timeout_secs: TimeoutSecs = None,
         slot: SlotTarget = None,
         role: RoleTarget = None,
@@ -585,7 +610,7 @@ def register_review_tools(server: MCPServer[Any], pool: Pool) -> None:
 
 # ── slots ─────────────────────────────────────────────────────────────
 
-SlotCount = Annotated[int, Field(ge=1, le=1_000, description="How many slots.")]
+SlotCount = Annotated[int, Field(ge=1, le=1_000, description="How many slots."), NOT_BOOL]
 
 
 def _scaled(pool: Pool, changed: list[SlotRecord], note: str | None = None) -> ScaleResult:
@@ -617,7 +642,7 @@ def register_slot_tools(server: MCPServer[Any], pool: Pool) -> None:
 
     @pool_tool(server, "pool_set_target_slots", REMOVES, "Scale to a number of slots")
     async def pool_set_target_slots(
-        n: Annotated[int, Field(ge=0, le=1_000, description="Slots wanted.")],
+        n: Annotated[int, Field(ge=0, le=1_000, description="Slots wanted."), NOT_BOOL],
     ) -> ScaleResult:
         """Add or remove slots to reach n (within min_slots..max_slots). Busy slots are never
         interrupted, so the pool may stay above n until they finish."""
@@ -652,7 +677,7 @@ def register_slot_tools(server: MCPServer[Any], pool: Pool) -> None:
         description: Annotated[Note | None, Field(description="What the slot is for.")] = None,
         model: Annotated[Name | None, Field(description="Default model for the slot.")] = None,
         permission_mode: PermissionMode | None = None,
-        max_turns: Annotated[int | None, Field(ge=1, le=10_000)] = None,
+        max_turns: Annotated[int | None, Field(ge=1, le=10_000), NOT_BOOL] = None,
         system_prompt: Annotated[
             Note | None, Field(description="Appended to Claude Code's system prompt.")
         ] = None,
@@ -664,7 +689,9 @@ def register_slot_tools(server: MCPServer[Any], pool: Pool) -> None:
         effort: Effort | None = None,
         fallback_model: Name | None = None,
         slot_assignment_timeout_secs: Annotated[
-            int | None, Field(ge=0, le=86_400, description="How long tasks wait for this slot.")
+            int | None,
+            Field(ge=0, le=86_400, description="How long tasks wait for this slot."),
+            NOT_BOOL,
         ] = None,
     ) -> SlotRecord:
         """Give a slot an identity (name, role, description) and/or its own settings; fields
@@ -730,9 +757,9 @@ def register_claim_tools(server: MCPServer[Any], pool: Pool) -> None:
         ],
         success: Annotated[bool, Field(description="False if you could not do it.")] = True,
         cost_usd: Annotated[
-            float, Field(ge=0, le=10_000, description="What doing it cost, in USD.")
+            float, Field(ge=0, le=10_000, description="What doing it cost, in USD."), NOT_BOOL
         ] = 0.0,
-        turns_used: Annotated[int, Field(ge=0, le=100_000)] = 0,
+        turns_used: Annotated[int, Field(ge=0, le=100_000), NOT_BOOL] = 0,
     ) -> TaskOutcome:
         """Record the outcome of a task you took with pool_claim; it ends completed (or
         pending_review if it was submitted for review) or failed."""
@@ -814,12 +841,25 @@ def register_message_tools(server: MCPServer[Any], pool: Pool) -> None:
     async def pool_read_messages(slot_id: SlotIdArg) -> MessageList:
         """A slot's unread messages, which are then marked read (so its next task will not
         get them). pool_peek_messages looks without marking."""
+        await _check_slot_exists(pool, slot_id)
         return MessageList(messages=[MessageView.of(m) for m in await pool.read_messages(slot_id)])
 
     @pool_tool(server, "pool_peek_messages", READ_ONLY, "Look at a slot's messages")
     async def pool_peek_messages(slot_id: SlotIdArg) -> MessageList:
         """A slot's unread messages, left unread (pool_read_messages marks them read)."""
+        await _check_slot_exists(pool, slot_id)
         return MessageList(messages=[MessageView.of(m) for m in await pool.peek_messages(slot_id)])
+
+
+async def _check_slot_exists(pool: Pool, slot_id: str) -> None:
+    """``SlotNotFound`` unless ``slot_id`` is a slot of this pool or of the store (a worker's
+    slot sharing it): the rule ``Pool.send_message`` applies, so that a typo is an error
+    rather than an empty inbox."""
+    try:
+        pool.slot(slot_id)
+    except SlotNotFound:
+        if await pool.store.get_slot(SlotId(slot_id)) is None:
+            raise
 
 
 POOL_TOOL_GROUPS: tuple[ToolGroup, ...] = (
@@ -837,6 +877,7 @@ __all__ = [
     "CHANGES",
     "POOL_TOOL_GROUPS",
     "READ_ONLY",
+    "REFUSALS",
     "REMOVES",
     "RUNS_WORK",
     "SETS",
