@@ -36,7 +36,6 @@ from claude_pool.pool import Pool
 from claude_pool.types import (
     Effort,
     PermissionMode,
-    SlotId,
     SlotMode,
     TaskFilter,
     TaskOverrides,
@@ -380,9 +379,9 @@ def run(
     overrides = _overrides(model, max_turns, permission_mode, max_budget_usd)
 
     async def go() -> TaskRecord:
-        async with _executing_pool(settings) as (pool, own_slot):
+        async with _executing_pool(settings) as pool:
             try:
-                task_id = await pool.submit(prompt, overrides, timeout=timeout, slot=own_slot)
+                task_id = await pool.submit(prompt, overrides, timeout=timeout)
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)
             return await _wait_with_progress(pool, task_id, None, as_json)
@@ -393,10 +392,10 @@ def run(
 
 
 @asynccontextmanager
-async def _executing_pool(settings: Settings) -> AsyncIterator[tuple[Pool, SlotId | None]]:
-    """A pool to run work through, and the slot to aim it at: with a live worker on the store
-    this process only queues and waits (no slot); otherwise it runs one slot of its own that
-    takes only work aimed at it, so it never runs other people's queued tasks."""
+async def _executing_pool(settings: Settings) -> AsyncIterator[Pool]:
+    """A pool to run work through: with a live worker on the store this process only queues
+    and waits; otherwise it runs one slot of its own that takes only the work submitted here,
+    never other people's queued tasks."""
     async with _client(settings) as probe:
         has_worker = await _live_worker_with_slots(probe)
     pool = Pool(
@@ -404,7 +403,7 @@ async def _executing_pool(settings: Settings) -> AsyncIterator[tuple[Pool, SlotI
         only_targeted=not has_worker,
     )  # fmt: skip
     async with pool:
-        yield pool, (None if has_worker else pool.slots[0].id)
+        yield pool
 
 
 async def _live_worker_with_slots(pool: Pool) -> bool:

@@ -152,16 +152,6 @@ def _key_values(items: list[str], known: Mapping[str, object]) -> dict[str, str]
     return pairs
 
 
-async def _pool_for_work(settings: Settings) -> Pool:
-    """A pool that runs work: no slots of its own when a worker serves the store, else one."""
-    from claude_pool import cli as base
-    from claude_pool.pool import Pool
-
-    async with base._client(settings) as probe:
-        has_worker = await base._live_worker_with_slots(probe)
-    return Pool(settings=settings, slots=0 if has_worker else 1, store=settings.store)
-
-
 # ── skills ───────────────────────────────────────────────────────────
 
 
@@ -402,7 +392,7 @@ def run_skill(
     )
 
     async def go() -> TaskRecord:
-        async with await _pool_for_work(settings) as pool:
+        async with base._executing_pool(settings) as pool:
             try:
                 task_id = await pool.submit(
                     prompt, overrides, [*(tag or ()), f"skill:{skill.name}"], timeout=timeout
@@ -487,7 +477,7 @@ def run_workflow(
     spec = spec.model_copy(update={"isolation": isolation, "tags": [*(tag or ()), *spec.tags]})
 
     async def go() -> ChainResult:
-        async with await _pool_for_work(settings) as pool:
+        async with base._executing_pool(settings) as pool:
             chain_id = await pool.submit_chain(spec, skill_resolver=skill_resolver(registry))
             return await _follow_chain(pool, chain_id, quiet=as_json)
 
@@ -588,7 +578,7 @@ def route_command(
     _check_request(request)
 
     async def go() -> RouteDecision:
-        async with await _pool_for_work(settings) as pool:
+        async with base._executing_pool(settings) as pool:
             try:
                 return await route(pool, request, hints, model=routing_model)
             except ValueError as exc:
@@ -641,7 +631,7 @@ def auto_command(
     _check_request(request)
 
     async def go() -> AutoResult:
-        async with await _pool_for_work(settings) as pool:
+        async with base._executing_pool(settings) as pool:
             try:
                 return await auto(
                     pool,

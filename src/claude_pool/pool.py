@@ -171,7 +171,9 @@ class Pool:
 
     Several pool processes may share one store (a SQLite file): each runs what is queued.
     ``only_targeted=True`` makes this pool's slots take only tasks aimed at them (by slot,
-    role or name), e.g. to run one task in-process next to a queue others fill.
+    role or name), and aims the tasks submitted through this pool without a target at its
+    first slot: a one-slot pool that runs its own work (chains and routing included) next to
+    a queue that others fill, without taking theirs.
     """
 
     def __init__(
@@ -246,6 +248,7 @@ class Pool:
             gate=self._rate_limits.gate,
             targeted_only=only_targeted,
         )
+        self._only_targeted = only_targeted
 
     # ── lifecycle ───────────────────────────────────────────────────
 
@@ -494,6 +497,8 @@ class Pool:
         if max_rejections < 0:
             raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
         await self._budget.check()
+        if self._only_targeted and not (slot or role or name) and self._slots:
+            slot = next(iter(self._slots))  # this pool's own work goes to its own slot
         record = TaskRecord.new_pending(new_task_id(), prompt)
         record = record.with_tags(list(tags)).with_config(overrides)
         if review:
