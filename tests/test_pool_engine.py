@@ -394,3 +394,27 @@ async def test_a_pool_of_only_targeted_slots_leaves_other_queued_work_alone() ->
         assert result.output == "done: mine"
         assert (await pool.get_task(queued)).state is TaskState.PENDING
     assert [r.prompt for r in executor.requests] == ["mine"]
+
+
+async def test_wait_answers_from_memory_exactly_what_the_store_holds() -> None:
+    def handler(request: ExecutionRequest) -> TaskResult:
+        if "fail" in request.prompt:
+            return TaskResult.failure("broke")
+        return TaskResult.success_result("fine", 5, 1)
+
+    executor = FakeExecutor(handler=handler)
+    async with make_pool(executor) as pool:
+        done = await pool.submit("works", tags=["t"])
+        failed = await pool.submit("fails")
+        for task_id in (done, failed):
+            remembered = await pool.wait(task_id, timeout=5)
+            stored = await pool.store.get_task(task_id)
+            assert stored is not None
+            assert remembered == stored.record
+        executor.hold = True
+        cancelled = await pool.submit("cancelled")
+        await executor.wait_running(1)
+        await pool.cancel(cancelled)
+        stored = await pool.store.get_task(cancelled)
+        assert stored is not None
+        assert await pool.wait(cancelled, timeout=5) == stored.record

@@ -81,6 +81,7 @@ log = logging.getLogger(__name__)
 EventListener = Callable[[ExecutorEvent], None]
 
 _MAX_REMEMBERED_ERRORS = 10_000
+_MAX_REMEMBERED_FINAL = 10_000
 _REGISTRATION_TURNS = 1_000
 """Event-loop turns cancel() waits for a just-claimed task to be registered as running."""
 
@@ -211,6 +212,7 @@ class Pool:
         self._running: dict[TaskId, RunningTask] = {}
         self._finished: dict[TaskId, asyncio.Event] = {}
         self._errors: dict[TaskId, ClaudePoolError] = {}
+        self._final: dict[TaskId, TaskRecord] = {}
         self._budget = BudgetLedger(
             self._store, lambda: self.config.budget_microdollars, poll_secs=poll_secs
         )
@@ -499,10 +501,16 @@ class Pool:
         await self._budget.check()
         if self._only_targeted and not (slot or role or name) and self._slots:
             slot = next(iter(self._slots))  # this pool's own work goes to its own slot
-        record = TaskRecord.new_pending(new_task_id(), prompt)
-        record = record.with_tags(list(tags)).with_config(overrides)
-        if review:
-            record = record.with_review(max_rejections)
+        record = TaskRecord(
+            id=new_task_id(),
+            prompt=prompt,
+            tags=list(tags),
+            config=overrides,
+            created_at_ms=now_ms(),
+            review_required=review,
+            max_rejections=max_rejections if review else 3,
+            original_prompt=prompt if review else None,
+        )
         stored = await self._store.insert_task(
             StoredTask(
                 record=record,
@@ -524,6 +532,8 @@ class Pool:
         Raises ``TimeoutError`` if ``timeout`` seconds pass first.
         """
         task_id = TaskId(task_id)
+        if (final := self._final.get(task_id)) is not None:
+            return final
         async with asyncio.timeout(timeout):
             while True:
                 event = self._finished.setdefault(task_id, asyncio.Event())
@@ -1367,6 +1377,11 @@ class Pool:
                 tasks_completed=completed,
                 slot_fields=slot_fields,
             )
+            if moved and target.is_terminal:
+                self._remember_final(task.model_copy(update={
+                    "state": target, "result": result, "slot_id": slot.id,
+                    "completed_at_ms": now,
+                }))  # fmt: skip
             slot.record = slot.record.model_copy(
                 update={
                     **slot_fields,
@@ -1431,6 +1446,13 @@ class Pool:
         """Write the named fields to the store and return the slot's updated local record."""
         await self._store.update_slot(slot.id, **fields)
         return slot.record.model_copy(update=fields)
+
+    def _remember_final(self, record: TaskRecord) -> None:
+        """Keep a task this pool ended for good (completed, failed, cancelled never change),
+        so that wait() need not read it back; bounded, oldest forgotten."""
+        self._final[record.id] = record
+        while len(self._final) > _MAX_REMEMBERED_FINAL:
+            del self._final[next(iter(self._final))]
 
     def _remember_error(self, task_id: TaskId, error: ClaudePoolError) -> None:
         """Keep why a task never ran, for ``run`` to raise; bounded, oldest forgotten."""

@@ -1043,6 +1043,8 @@ def _metrics_from_groups(
 
 _CHECKPOINT_EVERY = 384
 """Quick-path write transactions between two WAL checkpoints (run on the store's thread)."""
+_YIELD_EVERY = 8
+"""Quick-path calls between two yields to the event loop."""
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -1073,6 +1075,7 @@ class SqliteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Future[Any]] = set()
         self._checkpoint_pending = False
+        self._quick_calls = 0
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -1145,10 +1148,13 @@ class SqliteStore:
     ) -> T:
         """Run ``fn(db, *args)`` here if the database is free at once, else on the thread."""
         if self._quick_db is not None and not self._checkpoint_pending:
-            # Yield like any I/O would, so that a loop of store calls cannot starve the other
-            # tasks of this event loop; before the operation, since once it has run nothing
-            # may stop its result from reaching the caller (a claimed task would be lost).
-            await asyncio.sleep(0)
+            # Yield now and then, like I/O would, so that a loop of store calls cannot starve
+            # the other tasks of this event loop; before the operation, since once it has run
+            # nothing may stop its result from reaching the caller (a claimed task would be
+            # lost). A call that does not yield has no suspension point at all.
+            self._quick_calls += 1
+            if self._quick_calls % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             db = self._quick_db
             if (
                 db is not None
