@@ -546,3 +546,108 @@ async def test_skill_steps_default_to_the_pools_skill_registry(tmp_path: Path) -
     (request,) = executor.requests
     assert "README.md" in request.prompt
     assert "Read" in request.config.allowed_tools  # the skill's own overrides apply
+
+
+class TakenOverOnSave(SqliteStore):
+    """A SQLite store that, once ``take_over`` is set, hands the chain to ``new_owner`` with
+    ``claim_chain`` just before the first save of its document for which ``take_over`` is
+    true, and records every chain save's outcome from then on."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.take_over: Callable[[dict[str, Any]], bool] | None = None
+        self.new_owner = "another-pool"
+        self.taken: dict[str, Any] | None = None
+        self.saves_after: list[bool] = []
+        self.refused_docs: list[dict[str, Any]] = []
+        self.refused = asyncio.Event()
+
+    async def upsert_chain(
+        self,
+        chain_id: str,
+        data: Any,
+        state: str,
+        now_ms: int,
+        *,
+        expected_owner: str | None = None,
+    ) -> bool:
+        if self.take_over is not None and self.take_over(dict(data)):
+            self.take_over = None
+            assert await self.claim_chain(chain_id, data["owner"], self.new_owner, now_ms)
+            self.taken = await self.get_chain(chain_id)
+        saved = await super().upsert_chain(
+            chain_id, data, state, now_ms, expected_owner=expected_owner
+        )
+        if self.taken is not None:
+            self.saves_after.append(saved)
+            if not saved:
+                self.refused_docs.append(dict(data))
+                self.refused.set()
+        return saved
+
+
+def attempts_of(doc: dict[str, Any], step: int) -> list[dict[str, Any]]:
+    attempts: list[dict[str, Any]] = doc["result"]["steps"][step]["attempts"]
+    return attempts
+
+
+async def test_a_pool_whose_chain_was_taken_over_stops_running_it_and_leaves_its_progress(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pool.db"
+    store = TakenOverOnSave(db)
+    executor = FakeExecutor(hold=True)
+    async with (
+        make_pool(executor, store=store) as first,
+        make_pool(FakeExecutor(), slots=0, store=SqliteStore(db)) as second,
+    ):
+        store.new_owner = second.worker_id
+        chain_id = await first.submit_chain(spec({"prompt": "one"}, {"prompt": "two"}))
+        (running,) = await executor.wait_running(1)
+        # The first pool's heartbeat went stale: the second takes the chain over meanwhile
+        # (here, just before the first pool's next save: when step one has finished).
+        store.take_over = lambda doc: attempts_of(doc, 0)[0]["state"] != "running"
+        executor.release(running.task_id)
+        await asyncio.wait_for(store.refused.wait(), 5)
+        summary = await first.drain(grace_secs=0)
+        stored = await second.store.get_chain(chain_id)
+    assert store.taken is not None
+    assert store.taken["owner"] == second.worker_id
+    assert store.taken["result"]["steps"][0]["state"] == "running"
+    # The first pool's save was refused, and it saved nothing more: the stored document is
+    # the new owner's, as it was taken over.
+    assert store.saves_after == [False]
+    assert stored == store.taken
+    # The first pool stopped running the chain: no second step, nothing left to interrupt.
+    assert [r.prompt for r in executor.requests] == ["one"]
+    assert summary.chains_interrupted == 0
+
+
+async def test_a_taken_over_pool_cancels_the_step_task_the_new_owner_does_not_know(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pool.db"
+    store = TakenOverOnSave(db)
+    executor = FakeExecutor(hold=True)
+    async with (
+        make_pool(executor, store=store) as pool,
+        make_pool(FakeExecutor(), slots=0, store=SqliteStore(db)) as other,
+    ):
+        store.new_owner = other.worker_id
+        chain_id = await pool.submit_chain(spec({"prompt": "one"}, {"prompt": "two"}))
+        (running,) = await executor.wait_running(1)
+        # Taken over just before the save recording step two's task: the new owner's
+        # document does not know that task.
+        store.take_over = lambda doc: bool(attempts_of(doc, 1))
+        executor.release(running.task_id)
+        await asyncio.wait_for(store.refused.wait(), 5)
+        (refused,) = store.refused_docs
+        (attempt,) = attempts_of(refused, 1)
+        step_two = await pool.wait(attempt["task_id"], timeout=5)
+        stored = await other.store.get_chain(chain_id)
+    assert stored == store.taken
+    assert stored is not None
+    assert attempts_of(stored, 1) == []
+    assert store.saves_after == [False]
+    assert step_two.state is TaskState.CANCELLED
+    assert executor.requests[0].prompt == "one"

@@ -369,6 +369,12 @@ class _Interrupted(Exception):
     """The pool is shutting down under the chain: it stays ``running`` in the store."""
 
 
+class _TakenOver(Exception):
+    """A save was refused: another worker took the chain over (``claim_chain``, e.g. after
+    this pool's heartbeat went stale, or ``cancel_chain`` from another pool). This runner stops
+    driving it and leaves the stored document alone."""
+
+
 @dataclass
 class _Run:
     spec: ChainSpec
@@ -380,6 +386,8 @@ class _Run:
     partial: list[str] = field(default_factory=list)
     started_here: set[str] = field(default_factory=set)
     """Ids of the step tasks this runner submitted (not a previous pool's)."""
+    taken_over: bool = False
+    """Another worker owns the chain now: this runner stopped driving it."""
 
     def cancelling(self) -> bool:
         # A method, not the attribute: it changes while the runner awaits.
@@ -427,7 +435,7 @@ class ChainRunner:
             tags=list(spec.tags),
         )
         run = _Run(spec=spec, result=result, resolver=resolver)
-        await self._save(run)
+        await self._save(run, take=True)
         self._start(run)
         return result.id
 
@@ -469,7 +477,10 @@ class ChainRunner:
                     result.current_step_name or "none started",
                 )
                 run = _Run(spec=spec, result=result, resolver=resolver)
-                await self._save(run)
+                try:
+                    await self._save(run)
+                except _TakenOver:
+                    continue  # claimed again by another pool meanwhile
                 self._start(run)
                 resumed.append(chain_id)
         return resumed
@@ -503,7 +514,9 @@ class ChainRunner:
                 run = self._live.get(chain_id)
                 if run is not None:
                     await run.done.wait()
-                    return run.snapshot()
+                    if not run.taken_over:
+                        return run.snapshot()
+                    continue  # another pool runs it now: follow the store
                 result = await self.get(chain_id)
                 if result.state.is_terminal:
                     return result
@@ -518,6 +531,8 @@ class ChainRunner:
         if task_id is not None:
             await self._pool.cancel(task_id)
         await run.done.wait()
+        if run.taken_over:
+            return await self._cancel_elsewhere(chain_id)
         return run.snapshot()
 
     async def stop(self) -> tuple[int, list[WorktreeReport]]:
@@ -534,17 +549,25 @@ class ChainRunner:
         reports = []
         interrupted = 0
         for run in runs:
-            if run.result.state.is_terminal:
+            if run.result.state.is_terminal or run.taken_over:
                 continue
-            interrupted += 1
-            report = await self._finish_workdir(run)
-            if report is not None:
-                reports.append(report)
             run.result.error = (
                 "interrupted: the pool drained while the chain ran; a pool opened on the same "
                 "store resumes it"
             )
-            await self._save(run)
+            try:
+                # Saved before the workdir is finished: a chain another pool took over keeps
+                # its directory, which that pool works in.
+                await self._save(run)
+                report = await self._finish_workdir(run)
+                await self._save(run)
+            except _TakenOver:
+                await self._give_up(run)
+                self._forget(run)
+                continue
+            interrupted += 1
+            if report is not None:
+                reports.append(report)
             self._forget(run)
         return interrupted, reports
 
@@ -562,25 +585,68 @@ class ChainRunner:
     async def _drive(self, run: _Run) -> None:
         result = run.result
         try:
-            await self._execute(run)
-        except _Interrupted:
-            log.info("chain %s: interrupted by the pool shutting down", result.id)
-            await self._save(run)
-            return
-        except asyncio.CancelledError:
-            raise  # stop(): the chain's record stays as last saved
-        except Exception as exc:
-            log.exception("chain %s failed unexpectedly", result.id)
             try:
-                self._end(run, ChainState.FAILED, f"internal error while running it: {exc!r}")
-                await self._finish_workdir(run)
+                await self._execute(run)
+            except _Interrupted:
+                log.info("chain %s: interrupted by the pool shutting down", result.id)
                 await self._save(run)
-            except Exception:
-                log.exception("chain %s: recording its failure failed", result.id)
+                return
+            except (asyncio.CancelledError, _TakenOver):
+                raise  # stop(): the chain's record stays as last saved
+            except Exception as exc:
+                log.exception("chain %s failed unexpectedly", result.id)
+                try:
+                    self._end(run, ChainState.FAILED, f"internal error while running it: {exc!r}")
+                    await self._save(run)
+                    await self._finish_workdir(run)
+                    await self._save(run)
+                except _TakenOver:
+                    raise
+                except Exception:
+                    log.exception("chain %s: recording its failure failed", result.id)
+        except _TakenOver:
+            await self._give_up(run)
         finally:
             # An interrupted chain stays listed until the drain's stop() finishes its workdir.
-            if result.state.is_terminal:
+            if result.state.is_terminal or run.taken_over:
                 self._forget(run)
+
+    async def _give_up(self, run: _Run) -> None:
+        """Another worker took the chain over: stop driving it here, without touching its
+        stored document or its directory. The step task this runner started is cancelled
+        unless the new owner knows it (recorded in the stored document as an attempt of its
+        current step: it re-attached to it); the new owner runs the step otherwise."""
+        run.taken_over = True
+        result = run.result
+        mine = {
+            attempt.task_id
+            for step in result.steps
+            for attempt in step.attempts
+            if attempt.state == "running" and attempt.task_id in run.started_here
+        }
+        if result.current_task_id in run.started_here:
+            mine.add(result.current_task_id)
+        owner: object = None
+        try:
+            doc = await self._pool.store.get_chain(result.id)
+        except Exception:
+            log.exception("chain %s: reading the new owner's progress failed", result.id)
+            doc = None
+            mine.clear()  # unknown whether the new owner uses them: leave them running
+        if doc is not None:
+            owner = doc.get("owner")
+            mine -= _current_step_tasks(doc)
+        log.warning(
+            "chain %s was taken over by pool process %s: stopped running it here%s",
+            result.id,
+            owner,
+            f" (cancelling its step task {', '.join(sorted(mine))})" if mine else "",
+        )
+        for task_id in sorted(mine):
+            try:
+                await self._pool.cancel(task_id)
+            except ClaudePoolError:
+                log.exception("chain %s: cancelling its step task %s failed", result.id, task_id)
 
     async def _execute(self, run: _Run) -> None:
         result = run.result
@@ -839,17 +905,30 @@ class ChainRunner:
 
     # ── persistence and events ──────────────────────────────────────
 
-    async def _save(self, run: _Run) -> None:
+    async def _save(self, run: _Run, *, take: bool = False) -> None:
+        """Save the chain's progress, if this worker still owns it; :class:`_TakenOver` if
+        another one does now. With ``take``, whoever owns it (a new chain, or cancelling one
+        no runner here drives)."""
         result = run.snapshot()
+        me = self._pool.worker_id
         document = {
             "result": result.model_dump(mode="json"),
             "spec": run.spec.model_dump(mode="json"),
-            "owner": self._pool.worker_id,
+            "owner": me,
         }
         try:
-            await self._pool.store.upsert_chain(result.id, document, result.state.value, now_ms())
+            saved = await self._pool.store.upsert_chain(
+                result.id,
+                document,
+                result.state.value,
+                now_ms(),
+                expected_owner=None if take else me,
+            )
         except Exception:
             log.exception("chain %s: saving its progress failed", result.id)
+            return
+        if not saved:
+            raise _TakenOver(result.id)
 
     async def _cancel_elsewhere(self, chain_id: str) -> ChainResult:
         """Cancel a chain no live runner here drives (another process, or nobody)."""
@@ -863,7 +942,7 @@ class ChainRunner:
         task_id = result.current_task_id
         run = _Run(spec=spec, result=result, resolver=None)
         self._end(run, ChainState.CANCELLED, "cancelled")
-        await self._save(run)
+        await self._save(run, take=True)
         if task_id is not None:
             await self._pool.cancel(task_id)
         return result
@@ -875,6 +954,25 @@ class ChainRunner:
         text = event.data.get("text")
         if run is not None and isinstance(text, str) and text:
             run.partial.append(text)
+
+
+def _current_step_tasks(doc: Mapping[str, Any]) -> set[str]:
+    """The task ids a stored chain document records for its current step (its attempts, and
+    ``current_task_id``)."""
+    result = doc.get("result")
+    if not isinstance(result, Mapping):
+        return set()
+    ids: set[str] = set()
+    if isinstance(result.get("current_task_id"), str):
+        ids.add(result["current_task_id"])
+    index, steps = result.get("current_step"), result.get("steps")
+    if isinstance(index, int) and isinstance(steps, list) and 0 <= index < len(steps):
+        step = steps[index]
+        attempts = step.get("attempts") if isinstance(step, Mapping) else None
+        for attempt in attempts if isinstance(attempts, list) else []:
+            if isinstance(attempt, Mapping) and isinstance(attempt.get("task_id"), str):
+                ids.add(attempt["task_id"])
+    return ids
 
 
 def _next_action(

@@ -267,13 +267,25 @@ class Store(Protocol):
     # ── chains ───────────────────────────────────────────────────────
 
     async def upsert_chain(
-        self, chain_id: str, data: Mapping[str, Any], state: str, now_ms: int
-    ) -> None:
+        self,
+        chain_id: str,
+        data: Mapping[str, Any],
+        state: str,
+        now_ms: int,
+        *,
+        expected_owner: str | None = None,
+    ) -> bool:
         """Create or replace a chain's progress document (JSON-serialisable) and its state.
         The first upsert of an id stamps its creation time, which orders :meth:`list_chains`;
         later ones replace the document and state and keep that place. The document's
         ``owner`` key, when present, is the id of the worker driving the chain (see
-        :meth:`claim_chain`)."""
+        :meth:`claim_chain`).
+
+        With ``expected_owner``, the save is conditional, checked and written atomically
+        (across processes): only if the chain is stored and its owner is ``expected_owner``
+        is it replaced; otherwise (the chain was taken over by another worker, or is
+        unknown) nothing changes. Returns whether the document was written (always True
+        without ``expected_owner``)."""
 
     async def claim_chain(
         self, chain_id: str, expected_owner: str | None, new_owner: str, now_ms: int

@@ -450,11 +450,22 @@ class MemoryStore:
     # ── chains ───────────────────────────────────────────────────────
 
     async def upsert_chain(
-        self, chain_id: str, data: Mapping[str, Any], state: str, now_ms: int
-    ) -> None:
+        self,
+        chain_id: str,
+        data: Mapping[str, Any],
+        state: str,
+        now_ms: int,
+        *,
+        expected_owner: str | None = None,
+    ) -> bool:
         self._check_open()
+        if expected_owner is not None:
+            entry = self._chains.get(chain_id)
+            if entry is None or json.loads(entry[1]).get("owner") != expected_owner:
+                return False
         # Kept as JSON text, so that what is stored is exactly what a database store keeps.
         self._chains[chain_id] = (state, json.dumps(dict(data)))
+        return True
 
     async def claim_chain(
         self, chain_id: str, expected_owner: str | None, new_owner: str, now_ms: int

@@ -896,14 +896,28 @@ class _Database:
 
     # chains
 
-    def upsert_chain(self, chain_id: str, data: str, state: str, now_ms: int) -> None:
+    def upsert_chain(
+        self, chain_id: str, data: str, state: str, now_ms: int, expected_owner: str | None
+    ) -> bool:
+        """Whether it was written: with ``expected_owner``, only over a stored chain of that
+        owner's, checked and written in one write transaction (atomic across processes)."""
         with self.write() as conn:
+            if expected_owner is not None:
+                row = conn.execute(
+                    "SELECT data_json FROM chains WHERE id = ?", (chain_id,)
+                ).fetchone()
+                if row is None:
+                    return False
+                stored = json.loads(row[0])
+                if not isinstance(stored, dict) or stored.get("owner") != expected_owner:
+                    return False
             conn.execute(
                 "INSERT INTO chains (id, state, created_at_ms, updated_at_ms, data_json) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
                 "updated_at_ms = excluded.updated_at_ms, data_json = excluded.data_json",
                 (chain_id, state, now_ms, now_ms, data),
             )
+        return True
 
     def claim_chain(
         self, chain_id: str, expected_owner: str | None, new_owner: str | None, now_ms: int
@@ -1470,16 +1484,24 @@ class SqliteStore:
     # ── chains ───────────────────────────────────────────────────────
 
     async def upsert_chain(
-        self, chain_id: str, data: Mapping[str, Any], state: str, now_ms: int
-    ) -> None:
-        await self._quick(
+        self,
+        chain_id: str,
+        data: Mapping[str, Any],
+        state: str,
+        now_ms: int,
+        *,
+        expected_owner: str | None = None,
+    ) -> bool:
+        written: bool = await self._quick(
             "saving a chain",
             _Database.upsert_chain,
             chain_id,
             json.dumps(dict(data)),
             state,
             now_ms,
+            expected_owner,
         )
+        return written
 
     async def claim_chain(
         self, chain_id: str, expected_owner: str | None, new_owner: str, now_ms: int

@@ -870,6 +870,64 @@ class StoreContract:
         assert await store.claim_chain("chain-3", None, "w2", T0 + 5)
         assert [c["owner"] for c in await store.list_chains("pending")] == ["w2", "w2"]
 
+    async def test_a_save_expecting_an_owner_is_refused_once_the_chain_was_taken_over(
+        self, store: Store
+    ) -> None:
+        doc: dict[str, Any] = {"id": "chain-1", "owner": "w1", "step": 1}
+        assert await store.upsert_chain("chain-1", doc, "running", T0)
+        assert await store.upsert_chain(
+            "chain-1", {**doc, "step": 2}, "running", T0 + 1, expected_owner="w1"
+        )
+        assert await store.get_chain("chain-1") == {**doc, "step": 2}
+        assert await store.claim_chain("chain-1", "w1", "w2", T0 + 2)
+        # w1 still runs it and saves its progress: refused, w2's document stays as it is.
+        assert not await store.upsert_chain(
+            "chain-1", {**doc, "step": 3}, "completed", T0 + 3, expected_owner="w1"
+        )
+        assert await store.get_chain("chain-1") == {**doc, "step": 2, "owner": "w2"}
+        assert [c["id"] for c in await store.list_chains("running")] == ["chain-1"]
+        assert await store.list_chains("completed") == []
+        # The new owner's saves go through; an unknown chain is not created by one.
+        new = {**doc, "owner": "w2", "step": 3}
+        assert await store.upsert_chain("chain-1", new, "running", T0 + 4, expected_owner="w2")
+        assert await store.get_chain("chain-1") == new
+        assert not await store.upsert_chain(
+            "chain-9", {"id": "chain-9", "owner": "w1"}, "running", T0 + 5, expected_owner="w1"
+        )
+        assert await store.get_chain("chain-9") is None
+
+    async def test_concurrent_conditional_saves_and_a_takeover_leave_the_new_owners_document(
+        self, store: Store
+    ) -> None:
+        await store.upsert_chain("chain-1", {"id": "chain-1", "owner": "w1"}, "running", T0)
+        claim = store.claim_chain("chain-1", "w1", "w2", T0 + 1)
+        saves = [
+            store.upsert_chain(
+                "chain-1",
+                {"id": "chain-1", "owner": "w1", "n": i},
+                "running",
+                T0 + 1,
+                expected_owner="w1",
+            )
+            for i in range(5)
+        ]
+        outcome = await asyncio.gather(claim, *saves)
+        assert outcome[0] is True
+        chain = await store.get_chain("chain-1")
+        assert chain is not None
+        assert chain["owner"] == "w2"
+        assert (
+            await store.upsert_chain(
+                "chain-1",
+                {"id": "chain-1", "owner": "w1", "n": 9},
+                "running",
+                T0 + 2,
+                expected_owner="w1",
+            )
+            is False
+        )
+        assert await store.get_chain("chain-1") == chain
+
     async def test_concurrent_takeovers_of_one_orphaned_chain_have_exactly_one_winner(
         self, store: Store
     ) -> None:
