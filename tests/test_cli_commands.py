@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -63,6 +64,13 @@ def worker(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    # Ready once it says it serves the store; until then nothing it does can be timed.
+    log_path = tmp_path / "worker.log"
+    deadline = time.monotonic() + 60
+    while b"slot(s) on" not in log_path.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the worker did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
     yield proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -102,11 +110,22 @@ def test_submit_then_result_through_a_worker_in_another_process(
 
 
 async def test_cancel_from_another_shell_stops_a_task_running_in_the_worker(
-    cli: Cli, worker: subprocess.Popen[bytes], mock_api: MockAnthropicAPI, claude_bin: Path
+    cli: Cli,
+    worker: subprocess.Popen[bytes],
+    mock_api: MockAnthropicAPI,
+    claude_bin: Path,
+    tmp_path: Path,
 ) -> None:
     mock_api.on(Reply("never seen", delay=60), prompt="very slow")
     task_id = cli("submit", "very slow").stdout.strip()
-    await asyncio.to_thread(mock_api.wait_for_requests, 1, 30)
+    try:
+        await asyncio.to_thread(mock_api.wait_for_requests, 1, 60)
+    except TimeoutError:
+        pytest.fail(
+            "the worker never sent the task's request\n"
+            f"tasks: {cli('tasks', '--json').stdout}\n"
+            f"worker log:\n{(tmp_path / 'worker.log').read_text()}"
+        )
     running = processes_running(claude_bin, ancestor=worker.pid)
     assert len(running) == 1, "the worker runs the task on one CLI process"
     cancelled = cli("cancel", task_id, "--json")
