@@ -418,3 +418,24 @@ async def test_wait_answers_from_memory_exactly_what_the_store_holds() -> None:
         stored = await pool.store.get_task(cancelled)
         assert stored is not None
         assert await pool.wait(cancelled, timeout=5) == stored.record
+
+
+async def test_a_live_pool_with_a_late_heartbeat_keeps_its_running_task(tmp_path: Path) -> None:
+    """Regression: a pool process on this host whose heartbeat lagged (a busy machine) was
+    taken for dead by another pool opening on the store, and its running task re-queued
+    while it still ran it."""
+    from claude_pool.store.sqlite import SqliteStore
+
+    db = tmp_path / "pool.db"
+    executor = FakeExecutor(hold=True)
+    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=executor) as busy:
+        task_id = await busy.submit("long job")
+        await executor.wait_running(1)
+        await busy.store.heartbeat_worker(busy.worker_id, 1)  # very stale
+        async with Pool(PoolConfig(), slots=1, store=SqliteStore(db),
+                        executor=FakeExecutor()) as other:  # fmt: skip
+            record = await other.get_task(task_id)
+            assert record.state is TaskState.RUNNING
+            assert record.slot_id == busy.slots[0].id
+        executor.release()
+        assert (await busy.wait(task_id, timeout=5)).state is TaskState.COMPLETED

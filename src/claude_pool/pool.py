@@ -47,6 +47,7 @@ from claude_pool.executor.base import (
     Executor,
     ExecutorEvent,
 )
+from claude_pool.executor.orphans import start_time
 from claude_pool.invocation import skill_resolver
 from claude_pool.ratelimit import RateLimiter, RateLimitState
 from claude_pool.scheduler import Dispatcher
@@ -144,22 +145,35 @@ class PoolStatus(BaseModel):
 
 
 def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    # host:pid:<start ticks>.<random>: the start time tells this process from a later one
+    # that happens to get the same pid.
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{start_time(pid) or 0}.{secrets.token_hex(3)}"
+
+
+def _alive_here(worker_id: str) -> bool | None:
+    """Whether a pool process on this host is alive (decided by its process, whatever its
+    heartbeat says); None for another host's (only the heartbeat tells)."""
+    host, _, rest = worker_id.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    started = start_time(int(pid_text))
+    recorded = token.partition(".")[0]
+    if recorded.isdigit() and int(recorded) and started is not None:
+        return started == int(recorded)
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _worker_is_dead_here(worker_id: str) -> bool:
     """True when the worker ran on this host and its process no longer exists."""
-    host, _, rest = worker_id.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return _alive_here(worker_id) is False
 
 
 class Pool:
@@ -369,7 +383,12 @@ class Pool:
         alive_since = now - int(self._stale_after_secs() * 1000)
         owners = set(await self._store.stale_task_owners(now + 1))
         stale = set(await self._store.stale_task_owners(alive_since))
-        dead = {w for w in owners if w in stale or _worker_is_dead_here(w)} - {self.worker_id}
+        # On this host a pool process is dead when its process is; a slow heartbeat (a busy
+        # machine) does not make a live one dead. Elsewhere only the heartbeat can tell.
+        dead = {
+            w for w in owners
+            if (here := _alive_here(w)) is False or (here is None and w in stale)
+        } - {self.worker_id}  # fmt: skip
         if dead:
             recovered = await self._store.recover_tasks(dead, self.settings.recovery, now)
             for worker in dead:
@@ -389,12 +408,7 @@ class Pool:
     async def _adoptable_slots(self) -> list[SlotRecord]:
         """Slot records in the store that no live pool process owns (their sessions and
         history carry over to this pool)."""
-        alive_since = now_ms() - int(self._stale_after_secs() * 1000)
-        live = [
-            w
-            for w in await self._store.live_workers(alive_since)
-            if w != self.worker_id and not _worker_is_dead_here(w)
-        ]
+        live = await self._live_workers()
         owned: set[SlotId] = set()
         for worker in live:
             owned.update(s.id for s in await self._store.list_slots(worker))
@@ -1087,12 +1101,15 @@ class Pool:
         await self._chains.resume_orphans(await self._live_workers(), self._skill_resolver())
 
     async def _live_workers(self) -> set[str]:
-        alive_since = now_ms() - int(self._stale_after_secs() * 1000)
+        """Other pool processes that are alive: on this host, those whose process runs;
+        elsewhere, those with a recent heartbeat."""
+        fresh = set(await self._store.live_workers(now_ms() - int(self._stale_after_secs() * 1000)))
+        known = set(await self._store.live_workers(0))
         return {
-            w
-            for w in await self._store.live_workers(alive_since)
-            if w != self.worker_id and not _worker_is_dead_here(w)
-        }
+            w for w in known | fresh
+            if w != self.worker_id
+            and ((here := _alive_here(w)) is True or (here is None and w in fresh))
+        }  # fmt: skip
 
     async def _worktree_manager(self) -> WorktreeManager:
         """The worktrees of the pool's repository; the first call also cleans what crashed
