@@ -21,16 +21,12 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), re.DOTALL | re.MULTILINE)
 
 
-@pytest.mark.cli
-def test_the_readme_python_example_runs_and_prints_its_results(
-    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
-) -> None:
-    example = code_blocks("python")[0]
-    mock_api.on(Reply("Hello, how are you today?"), prompt="Say hello in five words.")
-    mock_api.on(Reply("Seven."), prompt="Name a prime number.")
-    mock_api.on(Reply("Teal."), prompt="Name a colour.")
-    script = tmp_path / "example.py"
-    script.write_text(example)
+def run_example(
+    index: int, claude_bin: Path, cli_env: dict[str, str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run the README's ``index``-th Python block as a script against the mock API."""
+    script = tmp_path / f"example_{index}.py"
+    script.write_text(code_blocks("python")[index])
     run = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
@@ -41,6 +37,17 @@ def test_the_readme_python_example_runs_and_prints_its_results(
         check=False,
     )
     assert run.returncode == 0, run.stderr
+    return run
+
+
+@pytest.mark.cli
+def test_the_readme_python_example_runs_and_prints_its_results(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    mock_api.on(Reply("Hello, how are you today?"), prompt="Say hello in five words.")
+    mock_api.on(Reply("Seven."), prompt="Name a prime number.")
+    mock_api.on(Reply("Teal."), prompt="Name a colour.")
+    run = run_example(0, claude_bin, cli_env, tmp_path)
     lines = run.stdout.splitlines()
     assert re.fullmatch(r"Hello, how are you today\? \(\$0\.\d{4}, 1 turns\)", lines[0])
     assert lines[1:] == ["ok Seven.", "ok Teal."]
@@ -51,22 +58,10 @@ def test_the_readme_python_example_runs_and_prints_its_results(
 def test_the_readme_chain_example_runs_its_three_steps(
     claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    example = code_blocks("python")[1]
     mock_api.on(Reply('{"risks": ["data loss", "downtime"]}'), prompt="List the risks")
     mock_api.on(Reply("Back up first."), prompt="How do we avoid: data loss?")
     mock_api.on(Reply("Back up, then migrate."), prompt="Summarise in one line: Back up first.")
-    script = tmp_path / "chain_example.py"
-    script.write_text(example)
-    run = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env={**cli_env, "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
+    run = run_example(1, claude_bin, cli_env, tmp_path)
     lines = run.stdout.splitlines()
     assert lines[:3] == [
         'plan completed {"risks": ["data loss", "downtime"]}',
