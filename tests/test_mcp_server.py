@@ -11,14 +11,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client, MCPError
 from mcp.server.mcpserver import MCPServer
-from mcp.types import CallToolResult, TextContent, TextResourceContents
+from mcp.types import TextResourceContents
 
 from claude_pool import Pool, PoolConfig, ScalingConfig, Settings, TaskOverrides, TaskResult
 from claude_pool.executor.base import EventKind, ExecutionRequest
@@ -27,8 +26,7 @@ from claude_pool.mcp.models import MAX_PROMPT_CHARS, Submitted, TaskOverridesArg
 from claude_pool.mcp.tools import READ_ONLY
 from claude_pool.store import MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor, echo_handler
-
-WAIT = 10.0
+from claude_pool.testing.mcp_client import WAIT, Served
 
 ALL_TOOLS = {
     "pool_run",
@@ -76,39 +74,6 @@ ALL_TOOLS = {
     "pool_route",
     "pool_auto",
 }
-
-
-@dataclass
-class Served:
-    client: Client
-    pool: Pool
-    executor: FakeExecutor
-    progress: list[tuple[float, float | None, str | None]] = field(default_factory=list)
-
-    async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
-        self.progress.append((progress, total, message))
-
-    async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
-        """Call a tool that must succeed; returns its structured result."""
-        result = await asyncio.wait_for(
-            self.client.call_tool(tool, arguments, progress_callback=self.on_progress), WAIT
-        )
-        assert not result.is_error, text_of(result)
-        assert result.structured_content is not None
-        return dict(result.structured_content)
-
-    async def fail(self, tool: str, **arguments: Any) -> str:
-        """Call a tool that must fail; returns the error text."""
-        result = await asyncio.wait_for(self.client.call_tool(tool, arguments), WAIT)
-        assert result.is_error, result.structured_content
-        return text_of(result)
-
-    def notes(self) -> list[str]:
-        return [message or "" for _, _, message in self.progress]
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 @asynccontextmanager

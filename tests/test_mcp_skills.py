@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from mcp import Client, MCPError
 from mcp.client.session import IncomingMessage
-from mcp.types import CallToolResult, PromptListChangedNotification, TextContent
+from mcp.types import PromptListChangedNotification, TextContent
 
 from claude_pool import Pool, PoolConfig, ScalingConfig, Settings, TaskResult
 from claude_pool.executor.base import ExecutionRequest
 from claude_pool.mcp import build_server
 from claude_pool.store import MemoryStore
 from claude_pool.testing.fake_executor import FakeExecutor, echo_handler
-
-WAIT = 10.0
+from claude_pool.testing.mcp_client import WAIT
+from claude_pool.testing.mcp_client import Served as BaseServed
 
 SKILL_TOOLS = {
     "pool_skill_list",
@@ -66,31 +66,8 @@ Write for: {reader}
 
 
 @dataclass
-class Served:
-    client: Client
-    pool: Pool
-    executor: FakeExecutor
-    progress: list[tuple[float, float | None, str | None]] = field(default_factory=list)
+class Served(BaseServed):
     notifications: list[IncomingMessage] = field(default_factory=list)
-
-    async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
-        self.progress.append((progress, total, message))
-
-    async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
-        result = await asyncio.wait_for(
-            self.client.call_tool(tool, arguments, progress_callback=self.on_progress), WAIT
-        )
-        assert not result.is_error, text_of(result)
-        assert result.structured_content is not None
-        return dict(result.structured_content)
-
-    async def fail(self, tool: str, **arguments: Any) -> str:
-        result = await asyncio.wait_for(self.client.call_tool(tool, arguments), WAIT)
-        assert result.is_error, result.structured_content
-        return text_of(result)
-
-    def notes(self) -> list[str]:
-        return [message or "" for _, _, message in self.progress]
 
     async def prompt_names(self) -> set[str]:
         return {p.name for p in (await self.client.list_prompts()).prompts}
@@ -102,10 +79,6 @@ def read(path: Path) -> str:
 
 def is_file(path: str) -> bool:
     return Path(path).is_file()
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 @pytest.fixture
