@@ -192,3 +192,17 @@ def test_sigterm_stops_an_http_server_after_draining_the_pool(
     assert process.returncode == 0, err
     assert "claude-pool serve stopped: 0 task(s) finished" in err
     assert out == ""
+
+
+def test_an_error_naming_a_long_path_is_printed_on_one_line(tmp_path: Path) -> None:
+    # Regression: the error console hard-wrapped at 80 columns when stderr was not a terminal,
+    # so a long temporary path split the message ("not\nvalid JSON").
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 8)
+    deep.mkdir(parents=True)
+    config = deep / "servers.json"
+    config.write_text("{not json")
+    run = CliRunner().invoke(app, ["serve", "--store", ":memory:", "--mcp-config", str(config)])
+    assert run.exit_code == EXIT_USAGE
+    lines = [line for line in run.output.splitlines() if "error" in line]
+    assert len(lines) == 1
+    assert f"the MCP config file {config} is not valid JSON" in lines[0]

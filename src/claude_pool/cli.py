@@ -59,8 +59,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Text is never hard-wrapped: a message a script or a log reads stays on one line, whatever the
+# terminal width or the length of a path in it (tables still fit the width they are given).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 _T = TypeVar("_T")
 
