@@ -13,6 +13,7 @@ from claude_pool.executor import ClaudeCliExecutor
 from claude_pool.store import MemoryStore, Store
 from claude_pool.testing.claude_cli import CliRun, ensure_claude, mock_cli_env, run_print
 from claude_pool.testing.mock_api import DEFAULT_MODEL, MockAnthropicAPI
+from claude_pool.testing.recording_executor import RecordingExecutor
 
 CLI_TIMEOUT = 30.0
 
@@ -86,16 +87,26 @@ PoolFactory = Callable[..., Pool]
 
 
 @pytest.fixture
-def make_pool(claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path) -> PoolFactory:
+def cli_events() -> list[RecordingExecutor]:
+    """The recording executors of the pools ``make_pool`` built in this test, in order."""
+    return []
+
+
+@pytest.fixture
+def make_pool(
+    claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path, cli_events: list[RecordingExecutor]
+) -> PoolFactory:
     """Build a ``Pool`` whose slots run the real CLI against ``mock_api`` in ``cli_cwd``.
 
     ``make_pool(slots=1, store=None, **pool_config)``: the store defaults to memory, the
-    model to the mock's ``DEFAULT_MODEL``; other keywords are ``PoolConfig`` fields.
+    model to the mock's ``DEFAULT_MODEL``; other keywords are ``PoolConfig`` fields. The
+    executor events of each pool are kept (fixture ``cli_events``).
     """
 
     def make(slots: int = 1, store: Store | None = None, **config: Any) -> Pool:
         config.setdefault("model", DEFAULT_MODEL)
-        executor = ClaudeCliExecutor(claude_bin, env=cli_env)
+        executor = RecordingExecutor(ClaudeCliExecutor(claude_bin, env=cli_env))
+        cli_events.append(executor)
         return Pool(PoolConfig(**config), slots=slots, store=store or MemoryStore(),
                     executor=executor, cwd=cli_cwd)  # fmt: skip
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ from claude_pool.chain import (
     new_chain_id,
     substitute,
 )
+from claude_pool.events import Event, TaskText
 from claude_pool.executor.base import EventKind, ExecutionRequest
+from claude_pool.skills.model import SkillNotFound
 from claude_pool.store import MemoryStore, SqliteStore, Store
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import TaskResult
@@ -270,9 +272,21 @@ async def test_skill_steps_go_through_the_resolver_and_the_steps_overrides_win()
     assert executor.requests[1].config.max_turns == 3
 
 
-async def test_an_unknown_skill_fails_its_step_with_the_resolvers_reason() -> None:
+async def test_an_unknown_skill_is_refused_before_the_chain_starts() -> None:
+    executor = FakeExecutor()
+    async with make_pool(executor) as pool:
+        with pytest.raises(SkillNotFound, match="no-such-skill-here"):
+            await pool.chain(spec({"prompt": "first"}, {"skill": "no-such-skill-here"}))
+        assert await pool.list_chains() == []
+    assert executor.requests == []
+
+
+async def test_an_unknown_skill_fails_its_step_with_a_custom_resolvers_reason() -> None:
+    def resolver(name: str, args: Any) -> tuple[str, TaskOverrides | None]:
+        raise SkillNotFound(name)
+
     async with make_pool(FakeExecutor()) as pool:
-        result = await pool.chain(spec({"skill": "no-such-skill-here"}))
+        result = await pool.chain(spec({"skill": "no-such-skill-here"}), skill_resolver=resolver)
     assert result.state is ChainState.FAILED
     assert result.error is not None
     assert "no-such-skill-here" in result.error
@@ -284,10 +298,14 @@ async def test_chain_result_shows_the_running_step_and_its_partial_output() -> N
         events=lambda r: [(EventKind.ASSISTANT_TEXT, {"text": f"working on: {r.prompt}"})],
     )
     async with make_pool(executor) as pool:
+        texts = pool.subscribe(lambda e: isinstance(e, TaskText))
         chain_id = await pool.submit_chain(spec({"prompt": "first"}, {"prompt": "second"}))
         (running,) = await executor.wait_running(1)
         executor.release(running.task_id)
         await wait_requests(executor, 2)
+        # The second step's text reaches the chain with its event.
+        for _ in range(2):
+            await texts.get(timeout=5)
         progress = await pool.chain_result(chain_id)
         assert progress.state is ChainState.RUNNING
         assert progress.current_step == 1
@@ -570,13 +588,14 @@ class TakenOverOnSave(SqliteStore):
         now_ms: int,
         *,
         expected_owner: str | None = None,
+        events: Sequence[Event] = (),
     ) -> bool:
         if self.take_over is not None and self.take_over(dict(data)):
             self.take_over = None
             assert await self.claim_chain(chain_id, data["owner"], self.new_owner, now_ms)
             self.taken = await self.get_chain(chain_id)
         saved = await super().upsert_chain(
-            chain_id, data, state, now_ms, expected_owner=expected_owner
+            chain_id, data, state, now_ms, expected_owner=expected_owner, events=events
         )
         if self.taken is not None:
             self.saves_after.append(saved)

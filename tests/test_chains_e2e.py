@@ -13,7 +13,7 @@ import pytest
 
 from claude_pool import PermissionMode, Pool, PoolConfig
 from claude_pool.chain import ChainState, StepState
-from claude_pool.executor import ClaudeCliExecutor, EventKind, ExecutorEvent
+from claude_pool.executor import ClaudeCliExecutor, EventKind
 from claude_pool.store import MemoryStore
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
@@ -26,6 +26,7 @@ from claude_pool.testing.mock_api import (
     read,
     write,
 )
+from claude_pool.testing.recording_executor import RecordingExecutor
 from claude_pool.worktree import WorktreeManager
 
 pytestmark = pytest.mark.cli
@@ -67,14 +68,17 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_pool(claude_bin: Path, cli_env: dict[str, str], repo: Path) -> PoolFactory:
+def make_pool(
+    claude_bin: Path, cli_env: dict[str, str], repo: Path, cli_events: list[RecordingExecutor]
+) -> PoolFactory:
     def make(slots: int = 1, *, isolation: bool = False) -> Pool:
         config = PoolConfig(
             model=DEFAULT_MODEL,
             permission_mode=PermissionMode.BYPASS_PERMISSIONS,
             worktree_isolation=isolation,
         )
-        executor = ClaudeCliExecutor(claude_bin, env=cli_env)
+        executor = RecordingExecutor(ClaudeCliExecutor(claude_bin, env=cli_env))
+        cli_events.append(executor)
         return Pool(config, slots=slots, store=MemoryStore(), executor=executor, cwd=repo)
 
     return make
@@ -186,18 +190,16 @@ async def test_a_failing_step_is_retried_then_recovered_and_every_attempt_costs(
 
 
 async def test_cancel_chain_kills_the_running_steps_cli_and_skips_the_rest(
-    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
 ) -> None:
     mock_api.on(Reply("too late", delay=60), prompt="slow step")
-    started: list[ExecutorEvent] = []
     async with make_pool() as pool:
-        pool.add_listener(
-            lambda e: started.append(e) if e.kind is EventKind.PROCESS_STARTED else None
-        )
+        started = cli_events[-1].of_kind(EventKind.PROCESS_STARTED)
         chain_id = await pool.submit_chain(
             {"steps": [{"prompt": "slow step"}, {"prompt": "never runs"}]}
         )
         await asyncio.to_thread(mock_api.wait_for_requests, 1, 30)
+        started = cli_events[-1].of_kind(EventKind.PROCESS_STARTED)
         pid = int(started[-1].data["pid"])
         assert pid_alive(pid)
         result = await asyncio.wait_for(pool.cancel_chain(chain_id), 30)

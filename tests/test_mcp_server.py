@@ -181,7 +181,7 @@ async def test_pool_run_returns_the_result_and_reports_the_slots_progress() -> N
     assert notes[0] == f"{task_id}: queued"
     assert f"{task_id}: using Bash ls -la" in notes
     assert f"{task_id}: Reading the files now" in notes
-    assert notes[-1] == f"{task_id}: completed"
+    assert notes[-1].startswith(f"{task_id} completed on slot")
     values = [p for p, _, _ in served.progress]
     assert values == sorted(set(values))
 
@@ -240,7 +240,7 @@ async def test_submit_returns_at_once_and_result_waits_with_progress() -> None:
         outcome = await waiting
     assert outcome["finished"] is True
     assert outcome["result"]["output"] == "done: slow work"
-    assert served.notes()[-1] == f"{task_id}: completed"
+    assert served.notes()[-1].startswith(f"{task_id} completed on slot")
 
 
 async def test_waiting_for_a_result_gives_up_after_the_timeout_with_the_unfinished_task() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from claude_pool import BudgetExhausted, Pool, SlotMode, TaskState
-from claude_pool.executor import EventKind, ExecutorEvent
+from claude_pool.events import Event, TaskApiRetry
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
     MockAnthropicAPI,
@@ -88,8 +88,8 @@ async def test_a_429_storm_pauses_dispatch_and_no_task_is_lost(
     mock_api.fail(429, times=2)
     retried = asyncio.Event()
 
-    def on_event(event: ExecutorEvent) -> None:
-        if event.kind is EventKind.API_RETRY:
+    def on_event(event: Event) -> None:
+        if isinstance(event, TaskApiRetry):
             retried.set()
 
     async with make_pool(slots=2) as pool:

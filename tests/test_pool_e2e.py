@@ -14,7 +14,7 @@ from typing import IO
 import pytest
 
 from claude_pool import Pool, PoolConfig, SlotMode, TaskState
-from claude_pool.executor import EventKind, ExecutorEvent
+from claude_pool.executor import EventKind
 from claude_pool.store.sqlite import SqliteStore
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
@@ -24,6 +24,7 @@ from claude_pool.testing.mock_api import (
     expected_cost_usd,
 )
 from claude_pool.testing.processes import pid_alive, processes_running, wait_until
+from claude_pool.testing.recording_executor import RecordingExecutor
 
 pytestmark = pytest.mark.cli
 
@@ -72,17 +73,16 @@ async def test_persistent_slot_keeps_the_conversation_and_ephemeral_does_not(
 
 
 async def test_cancel_of_a_running_task_kills_its_cli_process(
-    make_pool: PoolFactory, mock_api: MockAnthropicAPI, claude_bin: Path
+    make_pool: PoolFactory,
+    mock_api: MockAnthropicAPI,
+    claude_bin: Path,
+    cli_events: list[RecordingExecutor],
 ) -> None:
     mock_api.on(Reply("too late", delay=60), prompt="slow job")
-    started: list[ExecutorEvent] = []
     async with make_pool() as pool:
-        pool.add_listener(
-            lambda e: started.append(e) if e.kind is EventKind.PROCESS_STARTED else None
-        )
         task_id = await pool.submit("slow job")
         await asyncio.to_thread(mock_api.wait_for_requests, 1, 30)
-        pid = int(started[-1].data["pid"])
+        pid = int(cli_events[-1].of_kind(EventKind.PROCESS_STARTED)[-1].data["pid"])
         assert pid_alive(pid)
         record = await asyncio.wait_for(pool.cancel(task_id), timeout=30)
         assert record.state is TaskState.CANCELLED
@@ -198,24 +198,22 @@ async def test_a_pool_killed_mid_work_is_finished_by_the_next_one_with_nothing_l
 
 
 async def test_a_crashing_slot_goes_errored_and_the_supervisor_restores_it(
-    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
 ) -> None:
     mock_api.on(Reply("never arrives", delay=60), prompt="doomed")
-    started: list[ExecutorEvent] = []
     async with make_pool() as pool:
+        recorder = cli_events[-1]
         pool.config.max_restarts = 1
-        pool.add_listener(
-            lambda e: started.append(e) if e.kind is EventKind.PROCESS_STARTED else None
-        )
         for attempt in range(2):
             task_id = await pool.submit(f"doomed {attempt}")
             await asyncio.to_thread(mock_api.wait_for_requests, attempt + 1, 30)
+            started = recorder.of_kind(EventKind.PROCESS_STARTED)
             os.kill(int(started[-1].data["pid"]), signal.SIGKILL)
             record = await pool.wait(task_id, timeout=30)
             assert record.state is TaskState.FAILED
             assert record.result is not None
             assert "exited unexpectedly" in record.result.output
-        assert started[-1].data["restart"] is True
+        assert recorder.of_kind(EventKind.PROCESS_STARTED)[-1].data["restart"] is True
         assert pool.slots[0].state.value == "errored"
         report = await pool.supervisor.check_once()
         assert report.restored_slots == [pool.slots[0].id]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from claude_pool.errors import ConfigError, StoreError
+from claude_pool.events import TaskQueued
 from claude_pool.store import MemoryStore, SqliteStore, Store, open_store
 from claude_pool.store.sqlite import APPLICATION_ID, migrations, schema_sql, split_statements
 from claude_pool.testing.store_contract import T0, StoreContract, make_result, make_task
@@ -60,7 +61,8 @@ async def test_everything_survives_close_and_reopen(db_path: Path) -> None:
     await store.add_spend(1234)
     await store.context_set("goal", "ship it")
     message = await store.send_message("slot-b", "slot-a", "hi", T0)
-    event = await store.append_event("submitted", pending.record.id, None, {"n": 1}, T0)
+    event = TaskQueued(task_id=pending.record.id, prompt="later", at_ms=T0)
+    await store.append_events([event])
     await store.heartbeat_worker("worker-1", T0)
     await store.close()
 
@@ -79,7 +81,7 @@ async def test_everything_survives_close_and_reopen(db_path: Path) -> None:
         assert await reopened.get_spend() == 1234
         assert await reopened.context_list() == {"goal": "ship it"}
         assert await reopened.read_messages("slot-a", drain=False) == [message]
-        assert [e.id for e in await reopened.list_events()] == [event]
+        assert await reopened.read_events() == [event]
         assert await reopened.live_workers(T0) == ["worker-1"]
         # New tasks still come after the old ones.
         newer = await reopened.insert_task(make_task("newer"))

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from claude_pool.skills import SkillArgumentError, SkillNotFound, SkillRegistry
-from claude_pool.workflows import (
+from claude_pool.chain.workflows import (
     Workflow,
     WorkflowError,
     WorkflowNotFound,
@@ -16,6 +15,7 @@ from claude_pool.workflows import (
     WorkflowStep,
     builtin_workflows,
 )
+from claude_pool.skills import SkillArgumentError, SkillNotFound, SkillRegistry
 
 STEP_KEYS = {"name", "prompt", "skill", "args", "overrides", "output_vars"}
 

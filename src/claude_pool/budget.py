@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from claude_pool.errors import BudgetExhausted
-from claude_pool.scheduler import WorkSignal
+from claude_pool.signal import Signal
 from claude_pool.store import Store
 from claude_pool.types import TaskId, TaskResult
 
@@ -25,7 +25,7 @@ class BudgetLedger:
         the pool's config takes effect."""
         self._poll_secs = poll_secs
         self._reserved: dict[TaskId, int] = {}
-        self._settled = WorkSignal()
+        self._settled = Signal()
         self._successes = 0
         self._success_spend = 0
 
@@ -65,7 +65,7 @@ class BudgetLedger:
                 break
             if free >= wanted:
                 break
-            await WorkSignal.wait(ticket, self._poll_secs)
+            await Signal.wait(ticket, self._poll_secs)
         share = max(1, free // max(1, could_start()), min(free, wanted))
         cap = share if task_cap is None else min(task_cap, share)
         self._reserved[task_id] = cap

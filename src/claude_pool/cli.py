@@ -15,12 +15,13 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from claude_pool.config import TOKENS_ENV_VAR, Settings, load_settings
 from claude_pool.errors import (
@@ -31,7 +32,7 @@ from claude_pool.errors import (
     PoolShutdown,
     TaskNotFound,
 )
-from claude_pool.executor.base import EventKind, ExecutorEvent
+from claude_pool.events import Event, describe
 from claude_pool.pool import Pool
 from claude_pool.types import (
     Effort,
@@ -166,32 +167,25 @@ def _show_record(record: TaskRecord, as_json: bool) -> None:
 async def _wait_with_progress(
     pool: Pool, task_id: str, timeout: float | None, quiet: bool
 ) -> TaskRecord:
-    """Wait for a task, showing its state (and live output when it runs in this process)."""
+    """Wait for a task; on a terminal, show its latest event (the engine's one-line
+    description) and the time it has taken."""
+    if quiet or not err.is_terminal:
+        return await pool.wait(task_id, timeout)
     started = now_ms()
-    latest: list[str] = []
+    latest = ["waiting"]
 
-    def on_event(event: ExecutorEvent) -> None:
-        if event.task_id != task_id:
-            return
-        if event.kind is EventKind.ASSISTANT_TEXT:
-            lines = str(event.data.get("text", "")).strip().splitlines()
-            latest[:] = lines[-1:]
-        elif event.kind is EventKind.TOOL_USE:
-            latest[:] = [f"using {event.data.get('name')}"]
-        elif event.kind is EventKind.API_RETRY:
-            latest[:] = [f"API busy (HTTP {event.data.get('status')}), retrying"]
+    def on_event(event: Event) -> None:
+        if event.task_id == task_id and event.type not in ("task_turn", "spend_recorded"):
+            latest[0] = describe(event, subject=False)
 
     remove = pool.add_listener(on_event)
     try:
-        if quiet or not err.is_terminal:
-            return await pool.wait(task_id, timeout)
-        with err.status("waiting") as status:
+        with err.status(task_id) as status:
             waiter = asyncio.ensure_future(pool.wait(task_id, timeout))
             while not waiter.done():
-                record = await pool.get_task(task_id)
                 secs = (now_ms() - started) / 1000
-                detail = f" · {latest[0][:80]}" if latest else ""
-                status.update(f"{record.id} [cyan]{record.state}[/] {secs:.0f}s{detail}")
+                status.update(Text(f"{task_id} {secs:.0f}s · {latest[0][:100]}"))
+                # Only the clock needs this tick: what happens comes from the events above.
                 await asyncio.wait({waiter}, timeout=0.5)
             return waiter.result()
     finally:
@@ -393,27 +387,10 @@ def run(
     raise typer.Exit(_exit_for(record))
 
 
-@asynccontextmanager
-async def _executing_pool(settings: Settings) -> AsyncIterator[Pool]:
-    """A pool to run work through: with a live worker on the store this process only queues
-    and waits; otherwise it runs one slot of its own that takes only the work submitted here,
-    never other people's queued tasks."""
-    async with _client(settings) as probe:
-        has_worker = await _live_worker_with_slots(probe)
-    pool = Pool(
-        settings=settings, slots=0 if has_worker else 1, store=settings.store,
-        only_targeted=not has_worker,
-    )  # fmt: skip
-    async with pool:
-        yield pool
-
-
-async def _live_worker_with_slots(pool: Pool) -> bool:
-    alive_since = now_ms() - int(3 * pool.settings.heartbeat_secs * 1000)
-    for worker in await pool.store.live_workers(alive_since):
-        if worker != pool.worker_id and await pool.store.list_slots(worker):
-            return True
-    return False
+def _executing_pool(settings: Settings) -> AbstractAsyncContextManager[Pool]:
+    """A pool to run work through: the live worker's, or one slot of this process's own that
+    takes only the work submitted here (the engine decides: ``Pool.connect``)."""
+    return Pool.connect(settings)
 
 
 @app.command()

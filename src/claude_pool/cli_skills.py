@@ -28,8 +28,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from claude_pool.chain import ChainIsolation, ChainResult, StepState
+from claude_pool.chain.workflows import (
+    WorkflowError,
+    WorkflowNotFound,
+    WorkflowRegistry,
+    skill_resolver,
+    workflow_chain,
+)
 from claude_pool.config import merge_overrides
-from claude_pool.invocation import skill_resolver, workflow_chain
 from claude_pool.routing import AutoResult, RouteDecision, RouteHints, RouteKind, auto, route
 from claude_pool.skills import (
     SKILL_FILE,
@@ -42,7 +48,6 @@ from claude_pool.skills import (
     parse_skill,
 )
 from claude_pool.types import TaskOverrides, microdollars_to_usd
-from claude_pool.workflows import WorkflowError, WorkflowNotFound, WorkflowRegistry
 
 if TYPE_CHECKING:
     from claude_pool.config import Settings

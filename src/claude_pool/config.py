@@ -177,6 +177,8 @@ class Settings(BaseModel):
     """Auto-scaling removes slots idle this long (down to ``scaling.min_slots``)."""
     heartbeat_secs: float = Field(default=5, gt=0)
     """Worker heartbeat interval in the store."""
+    event_retention_secs: float = Field(default=7 * 24 * 3600, gt=0)
+    """How long the store keeps domain events (resumable streams, webhooks) before pruning."""
     cwd: str | None = None
     """Working directory for slots; None is the process's working directory."""
     env: dict[str, str] = Field(default_factory=dict)
@@ -206,7 +208,7 @@ NON_SETTING_ENV_VARS = frozenset(
     {CONFIG_ENV_VAR, "CLAUDE_POOL_CACHE_DIR", "CLAUDE_POOL_TOKENS", "CLAUDE_POOL_PROCESS"}
 )
 """``CLAUDE_POOL_*`` variables that are not settings: the config file, the CLI install cache
-(see ``claude_pool.testing.claude_cli``), the HTTP server's bearer tokens, and the marker every
+(see ``claude_pool.executor.locate``), the HTTP server's bearer tokens, and the marker every
 process a slot's CLI starts carries (see ``claude_pool.executor.orphans``)."""
 DEFAULT_CONFIG_FILE = "claude-pool.toml"
 _ENV_PREFIX = "CLAUDE_POOL_"

@@ -17,16 +17,14 @@ an isolated HOME, and simulated token usage that the CLI prices as it would real
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType
@@ -38,10 +36,23 @@ from rich.text import Text
 from claude_pool.chain import ChainIsolation, ChainSpec, ChainStep
 from claude_pool.config import Settings
 from claude_pool.doctor import locate_claude, real_api_configured
-from claude_pool.errors import ClaudePoolError
-from claude_pool.executor.base import EventKind, ExecutorEvent
+from claude_pool.events import (
+    Event,
+    SpendRecorded,
+    TaskCancelled,
+    TaskClaimed,
+    TaskFinished,
+    TaskHeldForReview,
+    TaskProgress,
+    TaskQueued,
+    TaskStarted,
+    describe,
+    preview,
+    task_state_after,
+)
+from claude_pool.executor.locate import claude_version, find_claude
 from claude_pool.pool import Pool
-from claude_pool.testing.claude_cli import claude_version, find_claude, mock_cli_env
+from claude_pool.testing.claude_cli import mock_cli_env
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
     MockAnthropicAPI,
@@ -56,7 +67,6 @@ from claude_pool.types import (
     PermissionMode,
     PoolConfig,
     SessionMetrics,
-    TaskId,
     TaskOverrides,
     TaskRecord,
     TaskResult,
@@ -72,7 +82,6 @@ REAL_MODEL = "claude-haiku-4-5"
 _MOCK_TIMEOUT_SECS = 120.0
 _REAL_TIMEOUT_SECS = 900.0
 _REAL_TASK_TIMEOUT_SECS = 300.0
-_REFRESH_SECS = 0.25
 _STEP_TAG = "chain-step:"
 """Tag of the tasks that run chain steps (``chain-step:<step name>``)."""
 
@@ -307,53 +316,50 @@ def _mock_slot_env(base_url: str, home: Path) -> dict[str, str]:
 @dataclass
 class _Row:
     label: str
-    record: TaskRecord
+    slot_id: str | None = None
+    state: TaskState = TaskState.PENDING
+    cost: int = 0
     activity: str = ""
 
 
 @dataclass
 class _Progress:
-    """What the live table shows: every task of the pool, with its latest activity."""
+    """What the live table shows: every task of the pool with its latest activity, kept up to
+    date from the pool's events (nothing is read back from the store)."""
 
     pool: Pool
     labels: dict[str, str] = field(default_factory=dict)
-    """Task prompt (the original one, for reviewed tasks) → short label."""
-    rows: dict[TaskId, _Row] = field(default_factory=dict)
-    activity: dict[TaskId, str] = field(default_factory=dict)
+    """Preview of a task's prompt (the original one, for reviewed tasks) → short label."""
+    rows: dict[str, _Row] = field(default_factory=dict)
     spend: int = 0
 
-    def on_event(self, event: ExecutorEvent) -> None:
-        data = event.data
-        if event.kind is EventKind.ASSISTANT_TEXT:
-            lines = str(data.get("text", "")).strip().splitlines()
-            if lines:
-                self.activity[event.task_id] = lines[0]
-        elif event.kind is EventKind.TOOL_USE:
-            self.activity[event.task_id] = _describe_tool(data)
-        elif event.kind is EventKind.API_RETRY:
-            self.activity[event.task_id] = f"API busy (HTTP {data.get('status')}), retrying"
-        elif event.kind is EventKind.PERMISSION_DENIED:
-            self.activity[event.task_id] = f"permission denied: {data.get('tool')}"
-
-    async def refresh(self) -> None:
-        rows = {}
-        for record in await self.pool.list_tasks(limit=1000):
-            prompt = record.original_prompt or record.prompt
-            step = next((t for t in record.tags if t.startswith(_STEP_TAG)), None)
+    def on_event(self, event: Event) -> None:
+        # Replaced whole: rich renders the table from its refresh thread.
+        rows = dict(self.rows)
+        if isinstance(event, TaskQueued):
+            step = next((t for t in event.tags if t.startswith(_STEP_TAG)), None)
             if step is not None:
                 label = f"chain · {step.removeprefix(_STEP_TAG)}"
             else:
-                label = self.labels.get(prompt, prompt.splitlines()[0][:40])
-            rows[record.id] = _Row(label, record, self.activity.get(record.id, ""))
-        # Replaced whole: rich renders the table from its refresh thread.
+                label = self.labels.get(event.prompt, event.prompt[:40])
+            rows[event.task_id] = _Row(label)
+        elif isinstance(event, SpendRecorded):
+            self.spend += event.microdollars
+        if event.task_id is None or event.task_id not in rows:
+            self.rows = rows
+            return
+        row = rows[event.task_id] = replace(rows[event.task_id])
+        state = task_state_after(event)
+        if state is not None:
+            row.state = state
+        if isinstance(event, TaskClaimed):
+            row.slot_id = event.slot_id
+            row.state = TaskState.RUNNING
+        elif isinstance(event, TaskFinished | TaskCancelled | TaskHeldForReview):
+            row.cost = event.cost_microdollars
+        if isinstance(event, TaskProgress | TaskStarted):
+            row.activity = describe(event, subject=False)
         self.rows = rows
-        self.spend = (await self.pool.status()).spend_microdollars
-
-    async def follow(self) -> None:
-        while True:
-            with contextlib.suppress(ClaudePoolError):  # a failed read shows on the next one
-                await self.refresh()
-            await asyncio.sleep(_REFRESH_SECS)
 
     def __rich_console__(
         self, console: Console, options: ConsoleOptions
@@ -375,14 +381,13 @@ class _Progress:
         rest = options.max_width - sum(widths.values()) - 1
         table.add_column("latest", width=max(8, rest), no_wrap=True, overflow="ellipsis")
         for row in self.rows.values():
-            record, result = row.record, row.record.result
-            style = _STATE_STYLE.get(record.state, "")
+            style = _STATE_STYLE.get(row.state, "")
             table.add_row(
                 row.label,
-                _short_slot(record.slot_id),
-                Text(str(record.state), style=style),
-                f"{microdollars_to_usd(result.cost_microdollars):.4f}" if result else "",
-                row.activity,
+                _short_slot(row.slot_id),
+                Text(str(row.state), style=style),
+                f"{microdollars_to_usd(row.cost):.4f}" if row.cost else "",
+                Text(row.activity),
             )
         yield table
 
@@ -401,19 +406,6 @@ def _short_slot(slot_id: str | None) -> str:
     if slot_id is None:
         return "-"
     return slot_id.removeprefix("slot-")[:6]
-
-
-def _describe_tool(data: Mapping[str, Any]) -> str:
-    name = str(data.get("name", "tool"))
-    args = data.get("input")
-    if isinstance(args, Mapping):
-        for key in ("file_path", "command", "pattern", "path"):
-            if key in args:
-                target = str(args[key])
-                if key == "file_path":
-                    target = Path(target).name
-                return f"{name} {target}"
-    return name
 
 
 # ── the run ─────────────────────────────────────────────────────────
@@ -532,21 +524,15 @@ async def _work(pool: Pool, project: Path, console: Console) -> _Outcome:
     outcome = _Outcome()
     progress = _Progress(pool)
     progress.labels.update(
-        {REVIEW_PROMPT.format(file=f): f"review {f}" for f in PROJECT_FILES}
-        | {NOTES_PROMPT: "NOTES.md (review gate)"}
+        {preview(REVIEW_PROMPT.format(file=f)): f"review {f}" for f in PROJECT_FILES}
+        | {preview(NOTES_PROMPT): "NOTES.md (review gate)"}
     )
     remove = pool.add_listener(progress.on_event)
     try:
         with Live(progress, console=console, refresh_per_second=8, transient=False):
-            async with asyncio.TaskGroup() as tg:
-                follower = tg.create_task(progress.follow(), name="demo-progress")
-                try:
-                    await _fan_out(pool, console, outcome)
-                    await _chain(pool, console, outcome)
-                    await _review_gate(pool, project, console, outcome)
-                    await progress.refresh()
-                finally:
-                    follower.cancel()
+            await _fan_out(pool, console, outcome)
+            await _chain(pool, console, outcome)
+            await _review_gate(pool, project, console, outcome)
         if not console.is_terminal:
             console.line()  # rich ends the final table of a non-terminal Live without one
     finally:

@@ -27,15 +27,13 @@ from claude_pool import __version__
 from claude_pool.config import Settings
 from claude_pool.errors import ClaudePoolError, ConfigError
 from claude_pool.executor.claude import MINIMUM_CLI_VERSION
+from claude_pool.executor.locate import CLAUDE_CODE_VERSION, claude_version, find_claude
 from claude_pool.store import open_store
 from claude_pool.store.sqlite import APPLICATION_ID, SqliteStore, migrations
-from claude_pool.testing.claude_cli import (
-    CLAUDE_CODE_VERSION,
-    MOCK_API_KEY,
-    claude_version,
-    find_claude,
-)
 from claude_pool.types import microdollars_to_usd, now_ms
+
+MOCK_KEY_PREFIX = "sk-ant-mock"
+"""Keys the project's mock API hands out start with this; they are not real credentials."""
 
 __all__ = [
     "Check",
@@ -143,7 +141,7 @@ def real_api_configured(env: dict[str, str] | os._Environ[str] | None = None) ->
     """True when ``ANTHROPIC_API_KEY`` holds a key that is not the mock's."""
     env = os.environ if env is None else env
     key = env.get("ANTHROPIC_API_KEY", "")
-    return bool(key) and key != MOCK_API_KEY and not key.startswith("sk-ant-mock")
+    return bool(key) and not key.startswith(MOCK_KEY_PREFIX)
 
 
 def check_credentials(env: dict[str, str] | os._Environ[str]) -> Check:

@@ -1,6 +1,13 @@
-"""The engine's facade: the one place that knows the rules.
+"""The engine's facade: what a pool can do, in one place.
 
-The MCP server, the CLI and any web face translate requests into ``Pool`` calls.
+``Pool`` opens and closes the engine and delegates each operation to the part that holds its
+rules: the queue (:mod:`claude_pool.queue`: submit, wait, cancel, review), the slot set
+(:mod:`claude_pool.slots`: slots, worktrees, scaling), the runner of one claimed task
+(:mod:`claude_pool.runner`), the scheduler (:mod:`claude_pool.scheduler`), membership and
+recovery (:mod:`claude_pool.membership`), the chain runner (:mod:`claude_pool.chain.runner`)
+and the supervisor. What happens is published as domain events (:mod:`claude_pool.events`)
+on the pool's bus; the faces (MCP server, CLI, HTTP) translate requests into ``Pool`` calls
+and subscribe to its events.
 """
 
 from __future__ import annotations
@@ -9,51 +16,49 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import shutil
-import socket
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from pydantic import BaseModel, Field
 
+from claude_pool.aio import cancelled_with_caller
 from claude_pool.budget import BudgetLedger
-from claude_pool.chain import (
+from claude_pool.bus import DEFAULT_SUBSCRIPTION_SIZE, EventBus, EventFilter, Subscription
+from claude_pool.chain.model import (
     ChainResult,
-    ChainRunner,
     ChainSpec,
     ChainState,
     SkillResolver,
     new_chain_id,
 )
-from claude_pool.config import EffectiveConfig, Settings, effective_config
-from claude_pool.errors import (
-    BudgetExhausted,
-    ClaudePoolError,
-    InvalidTaskState,
-    NoSlotAvailable,
-    PoolShutdown,
-    ScalingError,
-    SlotNotFound,
-    TaskNotFound,
-    WorktreeError,
-)
-from claude_pool.executor.base import (
-    EventKind,
-    ExecutionRequest,
-    Executor,
-    ExecutorEvent,
-)
-from claude_pool.executor.orphans import start_time
-from claude_pool.invocation import skill_resolver
+from claude_pool.chain.runner import ChainRunner
+from claude_pool.chain.workflows import skill_resolver
+from claude_pool.config import Settings, effective_config
+from claude_pool.errors import ClaudePoolError, PoolShutdown, SlotNotFound
+from claude_pool.eventlog import EventLog
+from claude_pool.events import ContextChanged, Event, MessageSent
+from claude_pool.executor.base import Executor
+from claude_pool.lifecycle import Lifecycle
+from claude_pool.membership import Membership, new_worker_id
+from claude_pool.outcomes import Outcomes
+from claude_pool.queue import FanOutItem, RejectOutcome, TaskQueue
 from claude_pool.ratelimit import RateLimiter, RateLimitState
-from claude_pool.scheduler import Dispatcher
+from claude_pool.runner import TaskRunner
+from claude_pool.scheduler import Scheduler
 from claude_pool.skills import SkillRegistry
-from claude_pool.slot import RunningTask, Slot
-from claude_pool.store import Message, Store, StoredTask, TaskTarget, open_store
+from claude_pool.slots import SlotSet
+from claude_pool.store import Message, Store, open_store
 from claude_pool.supervisor import Supervisor
 from claude_pool.types import (
     MetricsFilter,
@@ -71,31 +76,17 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
-    new_slot_id,
-    new_task_id,
     now_ms,
 )
-from claude_pool.worktree import WorktreeManager, WorktreeReport, find_repo_root
+from claude_pool.worktree import WorktreeReport, find_repo_root
 
 log = logging.getLogger(__name__)
 
-EventListener = Callable[[ExecutorEvent], None]
+EVENT_PRUNE_EVERY_SECS = 3600.0
+"""How often a pool deletes events older than ``Settings.event_retention_secs``."""
 
-_MAX_REMEMBERED_ERRORS = 10_000
-_MAX_REMEMBERED_FINAL = 10_000
-_REGISTRATION_TURNS = 1_000
-"""Event-loop turns cancel() waits for a just-claimed task to be registered as running."""
-
-_EXTERNAL_PREFIX = "external:"
-"""Slot id prefix of tasks claimed by an outside worker (see ``Pool.claim``)."""
-
-# Events worth keeping in the store (the chatty ones only go to live listeners).
-_PERSISTED_EVENTS = {
-    EventKind.PROCESS_EXITED,
-    EventKind.API_RETRY,
-    EventKind.RATE_LIMIT,
-    EventKind.PERMISSION_DENIED,
-}
+_KILL_BUDGET_SECS = 30.0
+"""Interrupt, terminate and kill each get a bounded wait inside the executor."""
 
 
 class DrainSummary(BaseModel):
@@ -118,17 +109,9 @@ class DrainSummary(BaseModel):
     """Branches kept because they hold work found on no other branch (see ``worktrees``)."""
 
 
-class RejectOutcome(BaseModel):
-    """What ``reject()`` did: re-queued the task for another attempt, or failed it."""
-
-    requeued: bool
-    attempt: int
-    """With ``requeued``, the attempt now queued; otherwise the number of rejections."""
-    max_attempts: int
-    task: TaskRecord
-
-
 class PoolStatus(BaseModel):
+    """A pool at a glance: its slots, the queue, spend against the budget, defaults."""
+
     worker_id: str
     slots: list[SlotRecord]
     tasks: dict[str, int] = Field(default_factory=dict)
@@ -142,38 +125,8 @@ class PoolStatus(BaseModel):
     shutting_down: bool = False
     rate_limit: RateLimitState | None = None
     """Set while the API pushes back (HTTP 429/529/5xx retries): dispatch pauses until then."""
-
-
-def _worker_id() -> str:
-    # host:pid:<start ticks>.<random>: the start time tells this process from a later one
-    # that happens to get the same pid.
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{start_time(pid) or 0}.{secrets.token_hex(3)}"
-
-
-def _alive_here(worker_id: str) -> bool | None:
-    """Whether a pool process on this host is alive (decided by its process, whatever its
-    heartbeat says); None for another host's (only the heartbeat tells)."""
-    host, _, rest = worker_id.partition(":")
-    pid_text, _, token = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return None
-    started = start_time(int(pid_text))
-    recorded = token.partition(".")[0]
-    if recorded.isdigit() and int(recorded) and started is not None:
-        return started == int(recorded)
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _worker_is_dead_here(worker_id: str) -> bool:
-    """True when the worker ran on this host and its process no longer exists."""
-    return _alive_here(worker_id) is False
+    latest_event_seq: int = 0
+    """The latest event this pool has published (resume ``events(after=...)`` from here)."""
 
 
 class Pool:
@@ -188,7 +141,7 @@ class Pool:
     ``only_targeted=True`` makes this pool's slots take only tasks aimed at them (by slot,
     role or name), and aims the tasks submitted through this pool without a target at its
     first slot: a one-slot pool that runs its own work (chains and routing included) next to
-    a queue that others fill, without taking theirs.
+    a queue that others fill, without taking theirs (see :meth:`connect`).
     """
 
     def __init__(
@@ -209,10 +162,6 @@ class Pool:
         self.config: PoolConfig = config or base.pool
         self.settings = base
         self._slot_count = slots if slots is not None else base.slots
-        self._slot_configs = list(slot_configs if slot_configs is not None else base.slot_configs)
-        self._task_timeout = (
-            task_timeout_secs if task_timeout_secs is not None else (base.task_timeout_secs)
-        )
         self._cwd = Path(cwd or base.cwd or os.getcwd()).resolve()
         self._store: Store = (
             store
@@ -220,51 +169,99 @@ class Pool:
             else open_store(store or base.store)
         )
         self._executor: Executor | None = executor
-        self.worker_id = _worker_id()
-        self._poll_secs = poll_secs
-        self._slots: dict[SlotId, Slot] = {}
-        self._running: dict[TaskId, RunningTask] = {}
-        self._finished: dict[TaskId, asyncio.Event] = {}
-        self._errors: dict[TaskId, ClaudePoolError] = {}
-        self._final: dict[TaskId, TaskRecord] = {}
+        self.worker_id = new_worker_id()
+        self._started_ms = now_ms()
+        self._lifecycle = Lifecycle()
+        self._tg: asyncio.TaskGroup | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._drain_summary: DrainSummary | None = None
+        self._skills: SkillRegistry | None = None
+        self.skill_resolver: SkillResolver | None = None
+        """Turns a chain step's skill into a prompt; None: :attr:`skills`."""
+
+        self.bus = EventBus()
+        """Where the pool's domain events are published (see :meth:`add_listener`,
+        :meth:`subscribe`, :meth:`events`)."""
+        self._events = EventLog(self._store, self.bus, self.worker_id)
+        self.membership = Membership(
+            self._store, self._events, heartbeat_secs=base.heartbeat_secs, recovery=base.recovery
+        )
+        outcomes = Outcomes()
         self._budget = BudgetLedger(
             self._store, lambda: self.config.budget_microdollars, poll_secs=poll_secs
         )
-        self._context_cache: dict[str, str] | None = None
-        self._scaling = asyncio.Lock()
-        self.supervisor = Supervisor(self)
-        self._skills: SkillRegistry | None = None
-        self._rate_limits = RateLimiter(min_pause_secs=poll_secs)
-        self._listeners: list[EventListener] = []
-        self._tg: asyncio.TaskGroup | None = None
-        self._background: list[asyncio.Task[None]] = []
-        self._accepting = False
-        self._closed = False
-        self._drain_summary: DrainSummary | None = None
-        self._started_ms = now_ms()
-        self.skill_resolver: SkillResolver | None = None
-        """Turns a chain step's skill into a prompt; None: :attr:`skills`."""
-        self._worktrees: WorktreeManager | None = None
-        self._worktrees_lock = asyncio.Lock()
-        self._worktree_reports: list[WorktreeReport] = []
-        self._chains = ChainRunner(
-            self,
-            spawn=self._spawn_chain,
-            worktrees=self._worktree_manager,
+        self._rate_limits = RateLimiter(min_pause_secs=poll_secs, emit=self._events.emit)
+        self._slots = SlotSet(
+            config=self.config,
+            settings=base,
+            store=self._store,
+            executor=self._executor_or_fail,
+            events=self._events,
+            membership=self.membership,
             cwd=self._cwd,
-            accepting=lambda: self._accepting,
+            slot_configs=list(slot_configs if slot_configs is not None else base.slot_configs),
+            initial_slots=self._slot_count,
+            lifecycle=self._lifecycle,
         )
-        self._dispatcher = Dispatcher(
-            self._store,
-            self.worker_id,
-            self._run_claimed,
-            self._expire_unassigned,
-            self._assignment_timeout,
-            poll_secs=poll_secs,
+        self._runner = TaskRunner(
+            config=self.config,
+            task_timeout_secs=(
+                task_timeout_secs if task_timeout_secs is not None else base.task_timeout_secs
+            ),
+            store=self._store,
+            executor=self._executor_or_fail,
+            events=self._events,
+            slots=self._slots,
+            budget=self._budget,
+            rate_limits=self._rate_limits,
+            outcomes=outcomes,
+        )
+        self._scheduler = Scheduler(
+            config=self.config,
+            store=self._store,
+            slots=self._slots,
+            runner=self._runner,
+            events=self._events,
+            outcomes=outcomes,
             gate=self._rate_limits.gate,
             targeted_only=only_targeted,
         )
-        self._only_targeted = only_targeted
+        self._queue = TaskQueue(
+            store=self._store,
+            events=self._events,
+            runner=self._runner,
+            scheduler=self._scheduler,
+            slots=self._slots,
+            budget=self._budget,
+            outcomes=outcomes,
+            lifecycle=self._lifecycle,
+            only_targeted=only_targeted,
+        )
+        self._chains = ChainRunner(
+            tasks=self._queue,
+            store=self._store,
+            events=self._events,
+            spawn=self._spawn,
+            worktrees=self._slots.worktrees,
+            cwd=self._cwd,
+            lifecycle=self._lifecycle,
+        )
+        self.supervisor = Supervisor(
+            store=self._store,
+            slots=self._slots,
+            runner=self._runner,
+            queue=self._queue,
+            worker_id=self.worker_id,
+            max_restarts=self.config.max_restarts,
+        )
+        for listener in (
+            self._queue.on_event,
+            self._scheduler.on_event,
+            self._runner.on_event,
+            self._chains.on_event,
+            self._slots.on_event,
+        ):
+            self.bus.add_listener(listener)
 
     # ── lifecycle ───────────────────────────────────────────────────
 
@@ -279,6 +276,24 @@ class Pool:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, settings: Settings, *, executor: Executor | None = None, cwd: str | Path | None = None
+    ) -> AsyncIterator[Pool]:
+        """A pool to run one-off work through (a command line's ``run``): when a live worker
+        with slots shares the store, a pool with no slots whose work that worker runs;
+        otherwise one slot of its own that takes only the work submitted through it, never
+        other people's queued tasks."""
+        async with cls(settings=settings, slots=0, cwd=cwd) as probe:
+            worker = await probe.membership.live_worker_with_slots()
+        pool = cls(
+            settings=settings, slots=0 if worker else 1, executor=executor, cwd=cwd,
+            only_targeted=worker is None,
+        )  # fmt: skip
+        async with pool:
+            yield pool
 
     @property
     def store(self) -> Store:
@@ -299,71 +314,74 @@ class Pool:
     @property
     def slots(self) -> list[SlotRecord]:
         """This pool's slots, as last recorded."""
-        return [slot.record for slot in self._slots.values()]
+        return self._slots.records
 
     async def open(self) -> None:
         """Open the store, recover what a dead pool left behind, and start the slots."""
         if self._tg is not None:
             raise ClaudePoolError("this pool is already open")
         await self._store.open()
-        if self._executor is None:
-            self._executor = _default_executor(self.config, self.settings)
-        check = getattr(self._executor, "check", None)
-        if self._slot_count and check is not None:
-            try:
+        try:
+            if self._executor is None:
+                self._executor = _default_executor(self.config, self.settings)
+            check = getattr(self._executor, "check", None)
+            if self._slot_count and check is not None:
                 await check()  # a missing or too old CLI fails here, not on the first task
-            except BaseException:
-                await self._store.close()
-                raise
-        if self.config.worktree_isolation:
-            try:
+            if self.config.worktree_isolation:
                 await find_repo_root(self._cwd)  # outside a git repository: fail here, clearly
-            except BaseException:
-                await self._store.close()
-                raise
+        except BaseException:
+            await self._store.close()
+            raise
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         try:
-            await self._store.heartbeat_worker(self.worker_id, now_ms())
-            await self._recover()
+            await self._events.start()
+            await self.membership.join(self._slot_count)
+            await self.membership.recover()
             if self.config.worktree_isolation:
-                await self._worktree_manager()
-            await self._start_slots(self._slot_count)
-            self._accepting = True
-            await self._resume_chains()
+                await self._slots.worktrees()
+            await self._slots.start(self._slot_count)
+            self._lifecycle.accepting = True
+            await self._scheduler.track_pending()
+            await self._chains.resume_orphans(
+                await self.membership.live_workers(), self._skill_resolver()
+            )
+            tg = self._tg
             self._background = [
-                self._tg.create_task(self._heartbeat_loop(), name="pool-heartbeat"),
-                self._tg.create_task(
-                    self._dispatcher.assignment_watchdog(self._min_assignment_timeout),
-                    name="pool-assignment-watchdog",
-                ),
-                self._tg.create_task(self._sync_loop(), name="pool-sync"),
+                tg.create_task(self._events.run(), name="pool-events"),
+                tg.create_task(self._events.watch(), name="pool-events-watch"),
+                tg.create_task(self._scheduler.run(tg), name="pool-scheduler"),
+                tg.create_task(self._scheduler.assignment_watchdog(), name="pool-deadlines"),
+                tg.create_task(self._maintenance(), name="pool-heartbeat"),
             ]
             if self.config.supervisor_enabled:
                 self._background.append(
-                    self._tg.create_task(
+                    tg.create_task(
                         self.supervisor.run(self.config.supervisor_interval_secs),
                         name="pool-supervisor",
                     )
                 )
             if self.settings.auto_scale:
                 self._background.append(
-                    self._tg.create_task(self._autoscale_loop(), name="pool-autoscale")
+                    tg.create_task(self._slots.autoscale(), name="pool-autoscale")
                 )
         except BaseException:
             await self._shutdown_taskgroup()
+            await self._store.close()
             raise
 
     async def close(self) -> None:
         """Drain (if not done yet), stop background work and close the store."""
-        if self._closed or self._tg is None:
+        if self._lifecycle.closed or self._tg is None:
             return
         if self._drain_summary is None:
             await self.drain()
-        self._closed = True
+        self._lifecycle.closed = True
+        self._queue.wake_all()
+        self._chains.wake_all()
         await self._shutdown_taskgroup()
         with contextlib.suppress(Exception):
-            await self._store.remove_worker(self.worker_id)
+            await self.membership.leave()
         await self._store.close()
 
     async def _shutdown_taskgroup(self) -> None:
@@ -372,114 +390,67 @@ class Pool:
             return
         for task in self._background:
             task.cancel()
-        for slot in self._slots.values():
-            if slot.loop_task is not None:
-                slot.loop_task.cancel()
         await tg.__aexit__(None, None, None)
 
-    async def _recover(self) -> None:
-        """Take over the tasks and slots of pool processes that died."""
-        now = now_ms()
-        alive_since = now - int(self._stale_after_secs() * 1000)
-        owners = set(await self._store.stale_task_owners(now + 1))
-        stale = set(await self._store.stale_task_owners(alive_since))
-        # On this host a pool process is dead when its process is; a slow heartbeat (a busy
-        # machine) does not make a live one dead. Elsewhere only the heartbeat can tell.
-        dead = {
-            w for w in owners
-            if (here := _alive_here(w)) is False or (here is None and w in stale)
-        } - {self.worker_id}  # fmt: skip
-        if dead:
-            recovered = await self._store.recover_tasks(dead, self.settings.recovery, now)
-            for worker in dead:
-                await self._store.remove_worker(worker)
-            if recovered:
-                log.warning(
-                    "recovered %d task(s) left running by dead pool process(es) %s (policy: %s)",
-                    len(recovered),
-                    sorted(dead),
-                    self.settings.recovery,
-                )
-                self._dispatcher.work.notify()
-
-    def _stale_after_secs(self) -> float:
-        return max(3 * self.settings.heartbeat_secs, 1.0)
-
-    async def _adoptable_slots(self) -> list[SlotRecord]:
-        """Slot records in the store that no live pool process owns (their sessions and
-        history carry over to this pool)."""
-        live = await self._live_workers()
-        owned: set[SlotId] = set()
-        for worker in live:
-            owned.update(s.id for s in await self._store.list_slots(worker))
-        return [s for s in await self._store.list_slots() if s.id not in owned]
-
-    async def _slots_to_adopt(self, count: int) -> list[SlotRecord]:
-        """The stored slots :meth:`_start_slots` takes over for ``count`` slots."""
-        return (await self._adoptable_slots())[:count] if count else []
-
-    async def _start_slots(self, count: int) -> None:
-        adoptable = await self._slots_to_adopt(count)
-        for index in range(count):
-            if adoptable:
-                record = adoptable.pop(0).model_copy(
-                    update={"state": SlotState.IDLE, "current_task": None}
-                )
-            else:
-                config = self._slot_configs[index] if index < len(self._slot_configs) else None
-                record = SlotRecord(id=new_slot_id(), config=config or SlotConfig())
-            await self._add_slot(record)
-
-    async def _add_slot(self, record: SlotRecord) -> Slot:
-        assert self._tg is not None
-        cwd = self._cwd
-        if self.config.worktree_isolation or record.worktree_path is not None:
-            record, cwd = await self._slot_workdir(record)
-        if record.session_id is not None and record.session_cwd not in (None, str(cwd)):
-            # A conversation resumes only in the directory it was recorded in.
-            log.info(
-                "slot %s: its session was recorded in %s, not %s; starting a new one",
-                record.id, record.session_cwd, cwd,
-            )  # fmt: skip
-            record = record.model_copy(update={"session_id": None, "session_cwd": None})
-        await self._store.upsert_slot(record, self.worker_id)
-        slot = Slot(record=record, cwd=cwd, mode=self.config.slot_mode)
-        self._slots[slot.id] = slot
-        slot.loop_task = self._tg.create_task(
-            self._dispatcher.slot_loop(slot), name=f"slot-{slot.id}"
-        )
-        return slot
-
-    async def _heartbeat_loop(self) -> None:
+    async def _maintenance(self) -> None:
+        """Heartbeat; take over the tasks and chains of pool processes that died; prune old
+        events."""
+        pruned_at = 0.0
         while True:
             await asyncio.sleep(self.settings.heartbeat_secs)
             try:
-                await self._store.heartbeat_worker(self.worker_id, now_ms())
-                await self._recover()
-                if self._accepting:  # take over the chains of pool processes that died since
-                    await self._resume_chains()
+                await self.membership.beat()
+                if self._lifecycle.accepting:
+                    await self._chains.resume_orphans(
+                        await self.membership.live_workers(), self._skill_resolver()
+                    )
+                loop_now = asyncio.get_running_loop().time()
+                if loop_now - pruned_at >= EVENT_PRUNE_EVERY_SECS:
+                    pruned_at = loop_now
+                    retention_ms = int(self.settings.event_retention_secs * 1000)
+                    await self._store.prune_events(now_ms() - retention_ms)
             except Exception:
                 log.exception("heartbeat failed; will retry")
 
-    async def _sync_loop(self) -> None:
-        """Notice changes made by other processes: work queued there, and cancellations of
-        tasks running here."""
-        while True:
-            await asyncio.sleep(self._poll_secs)
-            try:
-                for task_id, running in list(self._running.items()):
-                    if running.cancel.is_set():
-                        continue
-                    stored = await self._store.get_task(task_id)
-                    if stored is not None and stored.record.state is not TaskState.RUNNING:
-                        running.cancel_reason = f"task became {stored.record.state} elsewhere"
-                        running.cancel.set()
-                self._context_cache = None
-                self._dispatcher.work.notify()
-            except Exception:
-                log.exception("store sync failed; will retry")
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        if self._tg is None:
+            coro.close()
+            raise PoolShutdown()
+        return self._tg.create_task(coro, name=name)
 
-    # ── submitting and waiting ──────────────────────────────────────
+    def _executor_or_fail(self) -> Executor:
+        if self._executor is None:
+            raise PoolShutdown("the pool is not open")
+        return self._executor
+
+    # ── events ──────────────────────────────────────────────────────
+
+    def add_listener(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` for every domain event as it is published (inline: it
+        must be quick and must not block). Returns a function that removes it."""
+        return self.bus.add_listener(listener)
+
+    def subscribe(
+        self, filter: EventFilter | None = None, *, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE
+    ) -> Subscription:
+        """A bounded live subscription to the pool's events (``async for`` over it; see
+        :mod:`claude_pool.bus` for what happens when it falls behind)."""
+        return self.bus.subscribe(filter, maxsize=maxsize)
+
+    def events(
+        self,
+        after: int | None = None,
+        *,
+        task_id: str | None = None,
+        chain_id: str | None = None,
+        types: Collection[str] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Every event after sequence number ``after`` (None: from now on), in order and
+        without gaps, then live as they happen — this pool's and, through the store, other
+        processes'. Resume with the last ``seq`` seen."""
+        return self._events.stream(after, task_id=task_id, chain_id=chain_id, types=types)
+
+    # ── tasks ───────────────────────────────────────────────────────
 
     async def submit(
         self,
@@ -504,71 +475,24 @@ class Pool:
         task's run-time limit in seconds (default: the pool's). ``slot``/``role``/``name``
         restrict which slots may run it. ``fresh_session`` runs it in a new conversation.
         ``cwd`` runs it in another directory than its slot's (in a fresh one-shot session).
+        ``review`` holds the result for :meth:`approve` / :meth:`reject`.
         """
-        self._check_accepting()
-        if not prompt or not prompt.strip():
-            raise ValueError("prompt must not be empty")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        if max_rejections < 0:
-            raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
-        await self._budget.check()
-        if self._only_targeted and not (slot or role or name) and self._slots:
-            slot = next(iter(self._slots))  # this pool's own work goes to its own slot
-        record = TaskRecord(
-            id=new_task_id(),
-            prompt=prompt,
-            tags=list(tags),
-            config=overrides,
-            created_at_ms=now_ms(),
-            review_required=review,
-            max_rejections=max_rejections if review else 3,
-            original_prompt=prompt if review else None,
-        )
-        stored = await self._store.insert_task(
-            StoredTask(
-                record=record,
-                priority=priority,
-                target=TaskTarget(slot_id=SlotId(slot) if slot else None, role=role, name=name),
-                timeout_secs=timeout,
-                assignment_timeout_secs=assignment_timeout,
-                fresh_session=fresh_session,
-                cwd=_real_path(cwd) if cwd is not None else None,
-            )
-        )
-        self._dispatcher.track_deadline(stored)
-        self._dispatcher.work.notify()
-        return record.id
+        return await self._queue.submit(
+            prompt, overrides, tags, review=review, max_rejections=max_rejections,
+            priority=priority, timeout=timeout, slot=slot, role=role, name=name,
+            fresh_session=fresh_session, assignment_timeout=assignment_timeout, cwd=cwd,
+        )  # fmt: skip
 
     async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord:
         """Wait until the task ends (or awaits review); returns its record.
 
         Raises ``TimeoutError`` if ``timeout`` seconds pass first.
         """
-        task_id = TaskId(task_id)
-        if (final := self._final.get(task_id)) is not None:
-            return final
-        async with asyncio.timeout(timeout):
-            while True:
-                event = self._finished.setdefault(task_id, asyncio.Event())
-                stored = await self._store.get_task(task_id)
-                if stored is None:
-                    raise TaskNotFound(task_id)
-                state = stored.record.state
-                if state.is_terminal or state is TaskState.PENDING_REVIEW:
-                    return stored.record
-                if self._closed:
-                    raise PoolShutdown("the pool closed before the task finished")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_secs * 4):
-                        await event.wait()
+        return await self._queue.wait(task_id, timeout)
 
     async def result(self, task_id: TaskId | str) -> TaskResult | None:
         """The task's result, or None while it has not finished."""
-        record = await self.get_task(task_id)
-        if record.state.is_terminal or record.state is TaskState.PENDING_REVIEW:
-            return record.result
-        return None
+        return await self._queue.result(task_id)
 
     async def run(
         self,
@@ -577,30 +501,12 @@ class Pool:
         tags: Iterable[str] = (),
         **submit_options: Any,
     ) -> TaskResult:
-        """Submit a task and wait for its result.
+        """Submit a task and wait for its result (cancelling the call cancels the task).
 
         A task that ran returns its result, successful or not. A task that never found a slot
-        raises ``NoSlotAvailable``.
+        raises ``NoSlotAvailable``; one the budget could not pay for, ``BudgetExhausted``.
         """
-        task_id = await self.submit(prompt, overrides, tags, **submit_options)
-        try:
-            record = await self.wait(task_id)
-        except asyncio.CancelledError:
-            # Whoever waited is gone: the task goes too (structured concurrency).
-            await asyncio.shield(self._cancel_quietly([task_id]))
-            raise
-        error = self._errors.pop(task_id, None)
-        if error is not None:
-            raise error
-        return record.result or TaskResult.failure(f"task ended {record.state} without a result")
-
-    async def _cancel_quietly(self, task_ids: Sequence[TaskId]) -> None:
-        for task_id in task_ids:
-            try:
-                async with asyncio.timeout(self._kill_budget_secs()):
-                    await self.cancel(task_id)
-            except Exception:
-                log.exception("cancelling task %s failed", task_id)
+        return await self._queue.run(prompt, overrides, tags, **submit_options)
 
     async def fan_out(
         self,
@@ -610,117 +516,79 @@ class Pool:
     ) -> list[TaskResult]:
         """Run several prompts side by side; one result per prompt, in input order. A failure
         (even one raised at submission) is reported in its own item and never discards the
-        others."""
-        tags = list(tags)
+        others. :meth:`fan_out_items` says more about each."""
+        return [item.as_result() for item in await self.fan_out_items(prompts, overrides, tags)]
 
-        async def one(prompt: str) -> TaskResult:
-            try:
-                return await self.run(prompt, overrides, tags)
-            except ClaudePoolError as exc:
-                return TaskResult.failure(str(exc))
-            except ValueError as exc:
-                return TaskResult.failure(f"invalid task: {exc}")
-
-        async with asyncio.TaskGroup() as tg:
-            futures = [tg.create_task(one(p)) for p in prompts]
-        return [f.result() for f in futures]
+    async def fan_out_items(
+        self,
+        prompts: Sequence[str],
+        overrides: TaskOverrides | None = None,
+        tags: Iterable[str] = (),
+        *,
+        on_item: Callable[[FanOutItem], None] | None = None,
+        **submit_options: Any,
+    ) -> list[FanOutItem]:
+        """Like :meth:`fan_out`, with each item's task id, state, result or error;
+        ``on_item`` is called as each item ends. Cancelling the call cancels the tasks."""
+        return await self._queue.fan_out(
+            prompts, overrides, tags, on_item=on_item, **submit_options
+        )
 
     async def cancel(self, task_id: TaskId | str) -> TaskRecord:
         """Cancel a task: a pending task never starts; a running task's process is stopped
         and it ends ``cancelled`` with its spend so far; a finished task is left alone.
         Returns the task's record afterwards."""
-        task_id = TaskId(task_id)
-        cancelled = await self._store.transition_task(
-            task_id,
-            {TaskState.PENDING},
-            TaskState.CANCELLED,
-            now_ms=now_ms(),
-            result=TaskResult.failure("cancelled before it started"),
-        )
-        if cancelled is not None:
-            self._mark_finished(task_id)
-            return cancelled
-        stored = await self._store.get_task(task_id)
-        if stored is None:
-            raise TaskNotFound(task_id)
-        if stored.record.state is TaskState.RUNNING:
-            running = await self._registered(stored)
-            if running is not None:
-                running.cancel_reason = "cancelled"
-                running.cancel.set()
-                await running.finished.wait()
-            else:
-                # Running in another pool process: the state change is what it watches for.
-                await self._store.transition_task(
-                    task_id,
-                    {TaskState.RUNNING},
-                    TaskState.CANCELLED,
-                    now_ms=now_ms(),
-                    result=TaskResult.failure("cancelled"),
-                )
-            stored = await self._store.get_task(task_id)
-            assert stored is not None
-        return stored.record
+        return await self._queue.cancel(task_id)
 
-    async def _registered(self, stored: StoredTask) -> RunningTask | None:
-        """The local run of a running task. A task a slot here has just claimed is registered
-        within a few event-loop turns; waiting for that lets cancel() stop its process
-        rather than only flag it for the sync loop."""
-        task_id = stored.record.id
-        local = stored.claimed_by == self.worker_id and not (
-            stored.record.slot_id or ""
-        ).startswith(_EXTERNAL_PREFIX)
-        for _ in range(_REGISTRATION_TURNS if local else 0):
-            if task_id in self._running:
-                break
-            await asyncio.sleep(0)
-        return self._running.get(task_id)
+    def cancelled_with_caller(self) -> contextlib.AbstractAsyncContextManager[set[str]]:
+        """``async with pool.cancelled_with_caller() as mine: mine.add(task_id)``: the tasks
+        added are cancelled if the caller is cancelled inside the block (plain asyncio and
+        anyio cancellation alike), so no work outlives whoever waited for it."""
+        return self._queue.cancelled_with_caller()
 
-    # ── inspection ──────────────────────────────────────────────────
+    def chains_cancelled_with_caller(self) -> contextlib.AbstractAsyncContextManager[set[str]]:
+        """As :meth:`cancelled_with_caller`, for chain ids."""
+        return cancelled_with_caller(self.cancel_chain)
 
     async def get_task(self, task_id: TaskId | str) -> TaskRecord:
-        stored = await self._store.get_task(TaskId(task_id))
-        if stored is None:
-            raise TaskNotFound(task_id)
-        return stored.record
+        """A task's whole record (``TaskNotFound`` for an unknown id)."""
+        return await self._queue.get(task_id)
 
     async def list_tasks(
-        self, filter: TaskFilter | None = None, limit: int = 100, offset: int = 0
+        self,
+        filter: TaskFilter | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        newest_first: bool = False,
     ) -> list[TaskRecord]:
-        if limit < 0 or offset < 0:
-            raise ValueError("limit and offset must be >= 0")
-        return await self._store.list_tasks(filter, limit, offset)
+        """Tasks matching ``filter`` (state, slot, any of some tags), in submission order, or
+        newest first."""
+        return await self._queue.list(filter, limit, offset, newest_first=newest_first)
 
     async def status(self) -> PoolStatus:
+        """Slots, task counts, spend against the budget, defaults and rate-limit state."""
         counts = await self._store.count_tasks()
         return PoolStatus(
             worker_id=self.worker_id,
-            slots=[s.record for s in self._slots.values()],
+            slots=self._slots.records,
             tasks={str(state): n for state, n in counts.items()},
             spend_microdollars=await self._store.get_spend(),
             budget_microdollars=self.config.budget_microdollars,
             model=self.config.model,
             permission_mode=effective_config(self.config).permission_mode,
             slot_mode=self.config.slot_mode,
-            shutting_down=not self._accepting,
+            shutting_down=not self._lifecycle.accepting,
             rate_limit=self._rate_limits.current(),
+            latest_event_seq=self._events.latest_seq,
         )
 
     async def session_metrics(self, filter: MetricsFilter | None = None) -> SessionMetrics:
+        """Counts, spend, cost and time figures and a per-model breakdown, computed in the
+        store (see :mod:`claude_pool.store.metrics`)."""
         return await self._store.session_metrics(filter, self._started_ms, now_ms())
 
-    def slot(self, slot_id: SlotId | str) -> SlotRecord:
-        slot = self._slots.get(SlotId(slot_id))
-        if slot is None:
-            raise SlotNotFound(slot_id)
-        return slot.record
-
-    def add_listener(self, listener: EventListener) -> Callable[[], None]:
-        """Receive live executor events (text, tool calls, retries...). Returns a remover."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    # ── claiming work for an outside worker ─────────────────────────
+    # ── outside workers and the review gate ─────────────────────────
 
     async def claim(
         self, task_id: TaskId | str | None = None, *, claimant: str = "coordinator"
@@ -729,21 +597,7 @@ class Pool:
         else the best untargeted one. The claim is atomic, so no slot (and no other claimant)
         can ever run it too. Report back with :meth:`complete_claimed`. None when there is
         nothing to claim."""
-        self._check_accepting()
-        slot_id = SlotId(f"{_EXTERNAL_PREFIX}{claimant}")
-        if task_id is None:
-            stored = await self._store.claim_task(slot_id, None, None, self.worker_id, now_ms())
-            return stored.record if stored is not None else None
-        claimed = await self._store.transition_task(
-            TaskId(task_id),
-            {TaskState.PENDING},
-            TaskState.RUNNING,
-            now_ms=now_ms(),
-            slot_id=slot_id,
-        )
-        if claimed is None:
-            raise await self._wrong_state(task_id, "pending", "claim")
-        return claimed
+        return await self._queue.claim(task_id, claimant=claimant)
 
     async def complete_claimed(
         self,
@@ -755,123 +609,32 @@ class Pool:
         turns_used: int = 0,
     ) -> TaskRecord:
         """Record the outcome of a task taken with :meth:`claim`."""
-        stored = await self._store.get_task(TaskId(task_id))
-        if stored is None:
-            raise TaskNotFound(task_id)
-        record = stored.record
-        if record.state is not TaskState.RUNNING or not (record.slot_id or "").startswith(
-            _EXTERNAL_PREFIX
-        ):
-            raise InvalidTaskState(task_id, str(record.state), "running under a claim", "complete")
-        result = TaskResult(
-            output=output,
-            success=success,
-            cost_microdollars=cost_microdollars,
+        return await self._queue.complete_claimed(
+            task_id, output, success=success, cost_microdollars=cost_microdollars,
             turns_used=turns_used,
-            elapsed_ms=max(0, now_ms() - (record.started_at_ms or now_ms())),
-        )
-        if cost_microdollars:
-            await self._store.add_spend(cost_microdollars)
-        if not success:
-            target = TaskState.FAILED
-        else:
-            target = TaskState.PENDING_REVIEW if record.review_required else TaskState.COMPLETED
-        updated = await self._store.transition_task(
-            record.id, {TaskState.RUNNING}, target, now_ms=now_ms(), result=result
-        )
-        if updated is None:
-            raise await self._wrong_state(task_id, "running", "complete")
-        self._mark_finished(record.id)
-        return updated
-
-    # ── review gate ─────────────────────────────────────────────────
+        )  # fmt: skip
 
     async def approve(self, task_id: TaskId | str) -> TaskRecord:
         """Accept a result held for review: the task becomes ``completed``."""
-        updated = await self._store.transition_task(
-            TaskId(task_id), {TaskState.PENDING_REVIEW}, TaskState.COMPLETED, now_ms=now_ms()
-        )
-        if updated is None:
-            raise await self._wrong_state(task_id, "pending_review", "approve")
-        self._mark_finished(updated.id)
-        return updated
+        return await self._queue.approve(task_id)
 
     async def reject(self, task_id: TaskId | str, feedback: str) -> RejectOutcome:
         """Send a result back: the task is queued again with the feedback appended to its
         original prompt, or, once it has been rejected ``max_rejections`` times, it fails
         carrying the last feedback. The outcome says which happened."""
-        if not feedback.strip():
-            raise ValueError("feedback must say what to change")
-        stored = await self._store.get_task(TaskId(task_id))
-        if stored is None:
-            raise TaskNotFound(task_id)
-        record = stored.record
-        if record.state is not TaskState.PENDING_REVIEW:
-            raise await self._wrong_state(task_id, "pending_review", "reject")
-        count = record.rejection_count + 1
-        original = record.original_prompt or record.prompt
-        now = now_ms()
-        if count >= record.max_rejections:
-            output = f"rejected {count} time(s), the limit; last feedback: {feedback}"
-            failed_result = (record.result or TaskResult.failure(output)).model_copy(
-                update={"success": False, "output": output}
-            )
-            updated = await self._store.transition_task(
-                record.id,
-                {TaskState.PENDING_REVIEW},
-                TaskState.FAILED,
-                now_ms=now,
-                result=failed_result,
-                rejection_count=count,
-            )
-            if updated is None:
-                raise await self._wrong_state(task_id, "pending_review", "reject")
-            self._mark_finished(record.id)
-            return RejectOutcome(
-                requeued=False, attempt=count, max_attempts=record.max_rejections, task=updated
-            )
-        prompt = (
-            f"{original}\n\n---\nA reviewer rejected your previous result "
-            f"(attempt {count + 1} of {record.max_rejections}). Feedback:\n{feedback}"
-        )
-        updated = await self._store.transition_task(
-            record.id,
-            {TaskState.PENDING_REVIEW},
-            TaskState.PENDING,
-            now_ms=now,
-            prompt=prompt,
-            rejection_count=count,
-            result=None,
-            slot_id=None,
-        )
-        if updated is None:
-            raise await self._wrong_state(task_id, "pending_review", "reject")
-        self._dispatcher.work.notify()
-        return RejectOutcome(
-            requeued=True, attempt=count + 1, max_attempts=record.max_rejections, task=updated
-        )
+        return await self._queue.reject(task_id, feedback)
 
-    async def _wrong_state(
-        self, task_id: TaskId | str, expected: str, operation: str
-    ) -> ClaudePoolError:
-        stored = await self._store.get_task(TaskId(task_id))
-        if stored is None:
-            return TaskNotFound(task_id)
-        return InvalidTaskState(task_id, str(stored.record.state), expected, operation)
+    # ── slots ───────────────────────────────────────────────────────
 
-    # ── slots: identity and scaling ─────────────────────────────────
+    def slot(self, slot_id: SlotId | str) -> SlotRecord:
+        """One of this pool's slots (``SlotNotFound`` for another id)."""
+        return self._slots.get(slot_id).record
 
     def find_slots(
         self, name: str | None = None, role: str | None = None, state: SlotState | None = None
     ) -> list[SlotRecord]:
         """Slots matching every given criterion."""
-        return [
-            s.record
-            for s in self._slots.values()
-            if (name is None or s.record.config.name == name)
-            and (role is None or s.record.config.role == role)
-            and (state is None or s.record.state is state)
-        ]
+        return self._slots.find(name, role, state)
 
     async def configure_slot(
         self,
@@ -884,86 +647,29 @@ class Pool:
     ) -> SlotRecord:
         """Change a slot's identity (name, role, description) and/or its config overrides
         (any ``SlotConfig`` field). Takes effect from the slot's next task."""
-        slot = self._slots.get(SlotId(slot_id))
-        if slot is None:
-            raise SlotNotFound(slot_id)
-        changes = {"name": name, "role": role, "description": description, **overrides}
-        changes = {k: v for k, v in changes.items() if v is not None}
-        unknown = set(changes) - set(SlotConfig.model_fields)
-        if unknown:
-            raise ValueError(f"unknown slot settings: {', '.join(sorted(unknown))}")
-        config = SlotConfig.model_validate({**slot.record.config.model_dump(), **changes})
-        slot.record = await self._update_slot(slot, config=config)
-        self._dispatcher.work.notify()
-        return slot.record
+        return await self._slots.configure(
+            slot_id, name=name, role=role, description=description, **overrides
+        )
 
     async def scale_up(self, n: int = 1) -> list[SlotRecord]:
         """Add ``n`` slots (within ``scaling.max_slots``)."""
-        if n < 1:
-            raise ValueError(f"scale_up needs a positive count, got {n}")
-        async with self._scaling:
-            return await self._scale_up(n)
+        return await self._slots.scale_up(n)
 
     async def scale_down(self, n: int = 1) -> list[SlotRecord]:
         """Remove ``n`` slots (within ``scaling.min_slots``): idle slots first, least used
         first; a slot that is running a task is never interrupted. Returns the removed slots;
         fewer than ``n`` when not enough slots are idle."""
-        if n < 1:
-            raise ValueError(f"scale_down needs a positive count, got {n}")
-        async with self._scaling:
-            return await self._scale_down(n)
+        return await self._slots.scale_down(n)
 
     async def set_target_slots(self, n: int) -> list[SlotRecord]:
         """Scale up or down to ``n`` slots; returns the slots afterwards."""
-        async with self._scaling:
-            self._check_bounds(n)
-            current = len(self._slots)
-            if n > current:
-                await self._scale_up(n - current)
-            elif n < current:
-                await self._scale_down(current - n)
-            return self.slots
+        return await self._slots.set_target(n)
 
-    # One scaling change at a time: the bounds are checked against the slots as they are.
-
-    async def _scale_up(self, n: int) -> list[SlotRecord]:
-        self._check_accepting()
-        self._check_bounds(len(self._slots) + n)
-        added = [
-            await self._add_slot(SlotRecord(id=new_slot_id(), config=SlotConfig()))
-            for _ in range(n)
-        ]
-        return [slot.record for slot in added]
-
-    async def _scale_down(self, n: int) -> list[SlotRecord]:
-        self._check_bounds(len(self._slots) - n)
-        idle = sorted(
-            (s for s in self._slots.values() if s.running is None and not s.stopping),
-            key=lambda s: (s.record.tasks_completed, s.record.cost_microdollars),
-        )
-        removed = []
-        for slot in idle[:n]:
-            await self._remove_slot(slot)
-            removed.append(slot.record)
-        return removed
-
-    def _check_bounds(self, count: int) -> None:
-        scaling = self.config.scaling
-        if not scaling.min_slots <= count <= scaling.max_slots:
-            raise ScalingError(count, scaling.min_slots, scaling.max_slots)
-
-    async def _remove_slot(self, slot: Slot) -> None:
-        slot.stopping = True
-        self._dispatcher.work.notify()
-        if slot.loop_task is not None and not slot.loop_task.done():
-            slot.loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await slot.loop_task
-        self._slots.pop(slot.id, None)
-        assert self._executor is not None
-        await self._executor.release_slot(slot.id)
-        await self._finish_slot_worktree(slot)
-        slot.record = await self._update_slot(slot, state=SlotState.STOPPED, current_task=None)
+    @property
+    def worktree_reports(self) -> list[WorktreeReport]:
+        """What this pool did with the slot worktrees it removed (scale-down, drain) and with
+        leftovers of crashed pools it cleaned, oldest first."""
+        return list(self._slots.worktree_reports)
 
     # ── shared context and messages ─────────────────────────────────
 
@@ -971,34 +677,44 @@ class Pool:
         """Set a note that every task's system prompt carries from now on."""
         if not key.strip():
             raise ValueError("context key must not be empty")
-        await self._store.context_set(key, value)
-        self._context_cache = None
+        await self._events.write(
+            lambda batch: self._store.context_set(key, value, events=batch),
+            ContextChanged(key=key),
+        )
 
     async def context_get(self, key: str) -> str | None:
         return await self._store.context_get(key)
 
     async def context_delete(self, key: str) -> bool:
-        self._context_cache = None
-        return await self._store.context_delete(key)
+        """Delete a note; whether it existed."""
+        return await self._events.write(
+            lambda batch: self._store.context_delete(key, events=batch),
+            ContextChanged(key=key, deleted=True),
+        )
 
     async def context_list(self) -> dict[str, str]:
         return await self._store.context_list()
 
     async def send_message(self, from_slot: str, to_slot: str, content: str) -> Message:
         """Leave a message for a slot; it is delivered with that slot's next task."""
-        if (
-            SlotId(to_slot) not in self._slots
-            and await self._store.get_slot(SlotId(to_slot)) is None
-        ):
+        if to_slot not in self._slots and await self._store.get_slot(SlotId(to_slot)) is None:
             raise SlotNotFound(to_slot)
-        return await self._store.send_message(from_slot, to_slot, content, now_ms())
+        return await self._send(from_slot, to_slot, content)
+
+    async def _send(self, from_slot: str, to_slot: str, content: str) -> Message:
+        return await self._events.write(
+            lambda batch: self._store.send_message(
+                from_slot, to_slot, content, now_ms(), events=batch
+            ),
+            MessageSent(from_slot=from_slot, to_slot=to_slot, slot_id=to_slot),
+        )
 
     async def broadcast(self, from_slot: str, content: str) -> list[Message]:
         """Send a message to every slot except the sender."""
         return [
-            await self._store.send_message(from_slot, slot_id, content, now_ms())
-            for slot_id in self._slots
-            if slot_id != from_slot
+            await self._send(from_slot, slot.id, content)
+            for slot in self._slots
+            if slot.id != from_slot
         ]
 
     async def read_messages(self, slot_id: str) -> list[Message]:
@@ -1009,7 +725,7 @@ class Pool:
         """A slot's unread messages, left unread."""
         return await self._store.read_messages(slot_id, drain=False)
 
-    # ── chains and worktrees ────────────────────────────────────────
+    # ── chains ──────────────────────────────────────────────────────
 
     async def chain(
         self,
@@ -1020,16 +736,24 @@ class Pool:
     ) -> ChainResult:
         """Run a chain and wait for it: its steps in order, each as a task (see
         :mod:`claude_pool.chain`). A failed step ends it ``failed`` with the rest skipped."""
-        chain_id = await self.submit_chain(spec, skill_resolver=skill_resolver)
-        return await self.wait_chain(chain_id, timeout)
+        async with self.chains_cancelled_with_caller() as mine:
+            chain_id = await self.submit_chain(spec, skill_resolver=skill_resolver)
+            mine.add(chain_id)
+            return await self.wait_chain(chain_id, timeout)
 
     async def submit_chain(
         self, spec: ChainSpec | Mapping[str, Any], *, skill_resolver: SkillResolver | None = None
     ) -> str:
         """Start a chain in the background and return its id at once; follow it with
         :meth:`chain_result` or :meth:`wait_chain`."""
-        self._check_accepting()
+        self._lifecycle.check_accepting()
         spec = spec if isinstance(spec, ChainSpec) else ChainSpec.model_validate(spec)
+        if skill_resolver is None and self.skill_resolver is None:
+            # An unknown skill is refused now (naming close matches), not when its step runs,
+            # after the chain may have made a worktree.
+            for step in spec.steps:
+                if step.skill is not None and step.prompt is None:
+                    self.skills.get(step.skill)
         return await self._chains.submit(spec, skill_resolver or self._skill_resolver())
 
     async def fan_out_chains(
@@ -1037,25 +761,33 @@ class Pool:
         specs: Sequence[ChainSpec | Mapping[str, Any]],
         *,
         skill_resolver: SkillResolver | None = None,
+        on_item: Callable[[int, ChainResult], None] | None = None,
     ) -> list[ChainResult]:
         """Run independent chains side by side; one result per spec, in input order. A chain
-        that fails (even one refused at submission) never discards the others."""
+        that fails (even one refused at submission) never discards the others. ``on_item``
+        is called with each chain's index and result as it ends; cancelling the call cancels
+        the chains."""
+        results: list[ChainResult | None] = [None] * len(specs)
 
-        async def one(spec: ChainSpec | Mapping[str, Any]) -> ChainResult:
+        async def one(index: int, spec: ChainSpec | Mapping[str, Any]) -> None:
             try:
-                return await self.chain(spec, skill_resolver=skill_resolver)
+                result = await self.chain(spec, skill_resolver=skill_resolver)
             except (ClaudePoolError, ValueError) as exc:
                 name = spec.name if isinstance(spec, ChainSpec) else spec.get("name")
-                return ChainResult(
+                result = ChainResult(
                     id=new_chain_id(),
                     name=name if isinstance(name, str) else None,
                     state=ChainState.FAILED,
                     error=f"the chain was not started: {exc}",
                 )
+            results[index] = result
+            if on_item is not None:
+                on_item(index, result)
 
         async with asyncio.TaskGroup() as tg:
-            futures = [tg.create_task(one(spec)) for spec in specs]
-        return [f.result() for f in futures]
+            for index, spec in enumerate(specs):
+                tg.create_task(one(index, spec))
+        return [r for r in results if r is not None]
 
     async def chain_result(self, chain_id: str) -> ChainResult:
         """A chain's progress: state, current step, the running step's output so far, and the
@@ -1064,7 +796,7 @@ class Pool:
 
     async def wait_chain(self, chain_id: str, timeout: float | None = None) -> ChainResult:
         """Wait until the chain ends; ``TimeoutError`` if ``timeout`` seconds pass first."""
-        return await self._chains.wait(chain_id, timeout, self._poll_secs * 4)
+        return await self._chains.wait(chain_id, timeout)
 
     async def cancel_chain(self, chain_id: str) -> ChainResult:
         """Cancel a chain: its running step's task is cancelled (its process stopped), the
@@ -1075,101 +807,16 @@ class Pool:
     async def list_chains(
         self, state: ChainState | str | None = None, limit: int = 100, offset: int = 0
     ) -> list[ChainResult]:
+        """Chains in creation order (with ``state``, only those in it)."""
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
         return await self._chains.list_chains(
             ChainState(state) if state is not None else None, limit, offset
         )
 
-    @property
-    def worktree_reports(self) -> list[WorktreeReport]:
-        """What this pool did with the slot worktrees it removed (scale-down, drain) and with
-        leftovers of crashed pools it cleaned, oldest first."""
-        return list(self._worktree_reports)
-
-    def _spawn_chain(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        if self._tg is None:
-            coro.close()
-            raise PoolShutdown()
-        return self._tg.create_task(coro, name=name)
-
     def _skill_resolver(self) -> SkillResolver:
         """Chain skill steps come from :attr:`skills` unless ``skill_resolver`` is set."""
         return self.skill_resolver or skill_resolver(self.skills)
-
-    async def _resume_chains(self) -> None:
-        await self._chains.resume_orphans(await self._live_workers(), self._skill_resolver())
-
-    async def _live_workers(self) -> set[str]:
-        """Other pool processes that are alive: on this host, those whose process runs;
-        elsewhere, those with a recent heartbeat."""
-        fresh = set(await self._store.live_workers(now_ms() - int(self._stale_after_secs() * 1000)))
-        known = set(await self._store.live_workers(0))
-        return {
-            w for w in known | fresh
-            if w != self.worker_id
-            and ((here := _alive_here(w)) is True or (here is None and w in fresh))
-        }  # fmt: skip
-
-    async def _worktree_manager(self) -> WorktreeManager:
-        """The worktrees of the pool's repository; the first call also cleans what crashed
-        pools left behind (``WorktreeError`` outside a git repository)."""
-        async with self._worktrees_lock:
-            if self._worktrees is None:
-                manager = await WorktreeManager.for_directory(
-                    self._cwd, self.config.worktree_base_dir, self.worker_id
-                )
-                # Only the worktrees of the slots this pool is about to adopt are spared; those
-                # of stored slots it does not adopt are finished like any leftover (work kept).
-                adopting = [] if self._slots else await self._slots_to_adopt(self._slot_count)
-                keep = {str(manager.path_for(s.id)) for s in adopting}
-                for state in (ChainState.RUNNING, ChainState.PENDING):
-                    for chain in await self._chains.list_chains(state, limit=1_000_000):
-                        if chain.workdir is not None:
-                            keep.add(chain.workdir)
-                reports = await manager.cleanup_leftovers(
-                    keep, lambda owner: not _worker_is_dead_here(owner)
-                )
-                self._worktree_reports.extend(reports)
-                self._worktrees = manager
-            return self._worktrees
-
-    async def _slot_workdir(self, record: SlotRecord) -> tuple[SlotRecord, Path]:
-        """The slot's record and working directory: its own worktree with isolation on. A
-        conversation resumes only in the directory it was recorded in, so a slot whose
-        directory changes starts a new one."""
-        if not self.config.worktree_isolation:
-            return record.model_copy(update={"worktree_path": None, "session_id": None}), self._cwd
-        manager = await self._worktree_manager()
-        path = await manager.ensure(record.id)
-        update: dict[str, Any] = {"worktree_path": str(path)}
-        if record.worktree_path != str(path):
-            update["session_id"] = None
-        return record.model_copy(update=update), manager.workdir_in(path, self._cwd)
-
-    async def _finish_slot_worktree(self, slot: Slot) -> WorktreeReport | None:
-        """Remove a stopped slot's worktree; work in it is kept on its branch (reported)."""
-        path = slot.record.worktree_path
-        if path is None or self._worktrees is None:
-            return None
-        try:
-            report = await self._worktrees.finish(
-                Path(path), self._worktrees.branch_for(slot.id), f"slot {slot.id}"
-            )
-        except (WorktreeError, OSError):
-            log.exception("slot %s: removing its worktree %s failed; left in place", slot.id, path)
-            return None
-        self._worktree_reports.append(report)
-        return report
-
-    async def _drain_chains_and_worktrees(self, summary: DrainSummary) -> None:
-        summary.chains_interrupted, reports = await self._chains.stop()
-        for slot in list(self._slots.values()):
-            report = await self._finish_slot_worktree(slot)
-            if report is not None:
-                reports.append(report)
-        summary.worktrees = reports
-        summary.kept_branches = [b for r in reports for b in r.kept_branches]
 
     # ── draining ────────────────────────────────────────────────────
 
@@ -1181,11 +828,11 @@ class Pool:
         if self._drain_summary is not None:
             return self._drain_summary
         grace = self.settings.drain_grace_secs if grace_secs is None else grace_secs
-        self._accepting = False
-        for slot in self._slots.values():
+        self._lifecycle.accepting = False
+        for slot in self._slots:
             slot.stopping = True
-        self._dispatcher.work.notify()
-        running = list(self._running.values())
+        await self._scheduler.claim_settled()
+        running = self._runner.running_tasks()
         summary = DrainSummary()
         if running:
             waits = [asyncio.ensure_future(r.finished.wait()) for r in running]
@@ -1196,399 +843,33 @@ class Pool:
                 if r.finished.is_set():
                     summary.tasks_finished += 1
                 else:
-                    r.cancel_reason = "cancelled: the pool drained"
-                    r.cancel.set()
+                    r.stop("cancelled: the pool drained")
                     summary.tasks_cancelled += 1
             stragglers = [asyncio.ensure_future(r.finished.wait()) for r in running]
-            _, still = await asyncio.wait(stragglers, timeout=self._kill_budget_secs())
+            _, still = await asyncio.wait(stragglers, timeout=_KILL_BUDGET_SECS)
             for waiter in still:
                 waiter.cancel()
-        for slot in self._slots.values():
-            if slot.loop_task is not None and not slot.loop_task.done():
-                slot.loop_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await slot.loop_task
         if cancel_pending:
             for record in await self._store.list_tasks(TaskFilter(state=TaskState.PENDING), 10**9):
                 await self.cancel(record.id)
         counts = await self._store.count_tasks()
         summary.tasks_left_pending = counts.get(TaskState.PENDING, 0)
-        assert self._executor is not None
-        for slot in list(self._slots.values()):
-            await self._executor.release_slot(slot.id)
-            await self._store.update_slot(slot.id, state=SlotState.STOPPED, current_task=None)
-            slot.record = slot.record.model_copy(
-                update={"state": SlotState.STOPPED, "current_task": None}
-            )
-            summary.slots_stopped += 1
-        await self._drain_chains_and_worktrees(summary)
-        await self._executor.aclose()
+        summary.slots_stopped = len(self._slots)
+        chains_interrupted, chain_reports = await self._chains.stop()
+        slot_reports = await self._slots.stop_all()
+        reports = [*chain_reports, *slot_reports]
+        summary.chains_interrupted = chains_interrupted
+        summary.worktrees = reports
+        summary.kept_branches = [b for r in reports for b in r.kept_branches]
+        await self._executor_or_fail().aclose()
         summary.total_spend_microdollars = await self._store.get_spend()
         self._drain_summary = summary
         return summary
 
-    def _kill_budget_secs(self) -> float:
-        # Interrupt, terminate and kill each get a bounded wait inside the executor.
-        return 30.0
-
-    # ── running one task ────────────────────────────────────────────
-
-    async def _run_claimed(self, slot: Slot, stored: StoredTask) -> None:
-        task = stored.record
-        running = RunningTask(task_id=task.id, slot_id=slot.id)
-        self._running[task.id] = running
-        slot.running = running
-        result: TaskResult | None = None
-        try:
-            # The claim already marked the slot busy in the store.
-            slot.record = slot.record.model_copy(
-                update={"state": SlotState.BUSY, "current_task": task.id}
-            )
-            request = await self._build_request(slot, stored, running)
-            assert self._executor is not None
-            result = await self._executor.execute(request, self._on_event)
-        except BudgetExhausted as exc:
-            self._remember_error(task.id, exc)
-            result = TaskResult.failure(str(exc))
-        except _NotStarted as exc:
-            result = TaskResult.failure(str(exc))
-        except asyncio.CancelledError:
-            result = TaskResult.failure("cancelled: the pool shut down while the task ran")
-            raise
-        except Exception as exc:
-            log.exception("task %s on slot %s: executor error", task.id, slot.id)
-            result = TaskResult.failure(f"internal error while running the task: {exc!r}")
-        finally:
-            await asyncio.shield(self._settle(slot, stored, running, result))
-
-    async def _build_request(
-        self, slot: Slot, stored: StoredTask, running: RunningTask
-    ) -> ExecutionRequest:
-        task = stored.record
-        running.timeout_secs = (
-            stored.timeout_secs if stored.timeout_secs is not None else self._task_timeout
-        )
-        config = effective_config(self.config, slot.record.config, task.config)
-        cap = await self._await_budget(running, config.max_budget_usd)
-        if cap is not None:
-            config = replace(config, max_budget_usd=cap / 1_000_000)
-        config = await self._with_shared_context(config)
-        prompt = await self._with_messages(slot, running, task.prompt)
-        elsewhere = stored.cwd is not None and Path(stored.cwd) != slot.cwd
-        # A conversation resumes only where it was recorded, so a task in another directory
-        # runs one-shot and leaves the slot's warm process and session alone.
-        one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
-        fresh = one_shot or stored.fresh_session
-        running.one_shot = elsewhere
-        return ExecutionRequest(
-            task_id=task.id,
-            slot_id=slot.id,
-            prompt=prompt,
-            config=config,
-            cwd=Path(stored.cwd) if elsewhere and stored.cwd else slot.cwd,
-            mode=SlotMode.EPHEMERAL if one_shot else SlotMode.PERSISTENT,
-            session_id=None if fresh else slot.record.session_id,
-            timeout_secs=running.timeout_secs,
-            cancel=running.cancel,
-        )
-
-    async def _await_budget(self, running: RunningTask, task_cap_usd: float | None) -> int | None:
-        """Reserve the task's budget; waiting for it can be cancelled and counts against the
-        task's timeout like the run itself."""
-        if self.config.budget_microdollars is None:  # nothing to wait for
-            return await self._budget.reserve(running.task_id, task_cap_usd, self._idle_slots)
-        reserve = asyncio.ensure_future(
-            self._budget.reserve(running.task_id, task_cap_usd, self._idle_slots)
-        )
-        stop = asyncio.ensure_future(running.cancel.wait())
-        try:
-            await asyncio.wait(
-                {reserve, stop}, timeout=running.timeout_secs,
-                return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
-        finally:
-            stop.cancel()
-        if reserve.done():
-            return reserve.result()
-        # Nothing is reserved until reserve() returns, so stopping it here loses nothing.
-        reserve.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reserve
-        if running.cancel.is_set():
-            raise _NotStarted("cancelled while waiting for budget")
-        raise _NotStarted(
-            f"timed out after {running.timeout_secs:g}s waiting for budget held by running tasks"
-        )
-
-    async def _shared_context(self) -> dict[str, str]:
-        """The shared context, cached between sync ticks (other processes' changes show up
-        within ``poll_secs``; this pool's own at once)."""
-        if self._context_cache is None:
-            self._context_cache = await self._store.context_list()
-        return self._context_cache
-
-    async def _with_shared_context(self, config: EffectiveConfig) -> EffectiveConfig:
-        context = await self._shared_context()
-        if not context:
-            return config
-        notes = "\n".join(f"- {key}: {value}" for key, value in sorted(context.items()))
-        block = f"Shared context from the pool coordinator:\n{notes}"
-        prompt = f"{config.system_prompt}\n\n{block}" if config.system_prompt else block
-        return replace(config, system_prompt=prompt)
-
-    async def _with_messages(self, slot: Slot, running: RunningTask, prompt: str) -> str:
-        messages = await self._store.read_messages(slot.id, drain=False)
-        running.delivered_up_to = messages[-1].id if messages else None
-        if not messages:
-            return prompt
-        lines = "\n".join(f"- from {m.from_slot}: {m.content}" for m in messages)
-        return f"Messages for you from other slots:\n{lines}\n\n{prompt}"
-
-    async def _settle(
-        self, slot: Slot, stored: StoredTask, running: RunningTask, result: TaskResult | None
-    ) -> None:
-        """Record a finished run: spend, slot state, the task's one terminal state."""
-        task = stored.record
-        result = result or TaskResult.failure("the task ended without a result")
-        try:
-            if result.success and running.delivered_up_to is not None:
-                # Only what this task's prompt carried: later messages wait for the next task.
-                await self._store.read_messages(
-                    slot.id, drain=True, up_to_id=running.delivered_up_to
-                )
-            if running.cancel.is_set() and not result.success:
-                # (A run that succeeded just as the cancel came stays completed: it is done.)
-                target = TaskState.CANCELLED
-                reason = running.cancel_reason or "cancelled"
-                result = result.model_copy(
-                    update={"success": False, "output": _join(reason, result.output)}
-                )
-            elif result.success:
-                target = TaskState.PENDING_REVIEW if task.review_required else TaskState.COMPLETED
-            else:
-                target = TaskState.FAILED
-            session = slot.record.session_id
-            if slot.mode is SlotMode.EPHEMERAL:
-                session = None
-            elif result.session_id and not running.one_shot and not running.crashed:
-                # A run that died may never have saved its conversation: keep the last one
-                # known to be resumable.
-                session = result.session_id
-            slot_fields: dict[str, Any] = {
-                "state": SlotState.IDLE,
-                "current_task": None,
-                "session_id": session,
-                "session_cwd": str(slot.cwd) if session is not None else None,
-            }
-            slot_fields.update(self._crash_accounting(slot, running, result))
-            completed = 1 if result.success else 0
-            now = now_ms()
-            moved = await self._store.settle_task(
-                task.id,
-                {TaskState.RUNNING},
-                target,
-                now_ms=now,
-                result=result,
-                slot_id=slot.id,
-                spend=result.cost_microdollars,
-                tasks_completed=completed,
-                slot_fields=slot_fields,
-            )
-            if moved and target.is_terminal:
-                self._remember_final(task.model_copy(update={
-                    "state": target, "result": result, "slot_id": slot.id,
-                    "completed_at_ms": now,
-                }))  # fmt: skip
-            slot.record = slot.record.model_copy(
-                update={
-                    **slot_fields,
-                    "tasks_completed": slot.record.tasks_completed + completed,
-                    "cost_microdollars": slot.record.cost_microdollars + result.cost_microdollars,
-                }
-            )
-            if not moved:
-                # Someone else ended it first (e.g. a cancel from another process): keep their
-                # state, but attach what the run actually cost and said.
-                await self._store.transition_task(
-                    task.id,
-                    {TaskState.CANCELLED},
-                    TaskState.CANCELLED,
-                    now_ms=now,
-                    result=result.model_copy(update={"success": False}),
-                )
-        except Exception:
-            log.exception("task %s: recording its result failed", task.id)
-        finally:
-            self._budget.settle(task.id, result)
-            slot.running = None
-            slot.last_active_ms = now_ms()
-            self._running.pop(task.id, None)
-            running.finished.set()
-            self._mark_finished(task.id)
-
-    def _crash_accounting(
-        self, slot: Slot, running: RunningTask, result: TaskResult
-    ) -> dict[str, Any]:
-        """A dead CLI process is restarted (with --resume) for the next task, up to
-        ``max_restarts`` crashes in a row; past that the slot is errored."""
-        if not running.crashed:
-            if result.success:
-                slot.crash_streak = 0
-            return {}
-        slot.crash_streak += 1
-        if slot.crash_streak > self.config.max_restarts:
-            log.error(
-                "slot %s: its CLI process died %d times in a row; the slot is now errored",
-                slot.id,
-                slot.crash_streak,
-            )
-            return {"state": SlotState.ERRORED}
-        log.warning("slot %s: its CLI process died; it restarts for the next task", slot.id)
-        return {"restart_count": slot.record.restart_count + 1}
-
-    async def _restore_slot(self, slot: Slot) -> None:
-        """Bring an errored slot back: a new process and a new conversation."""
-        assert self._executor is not None
-        await self._executor.release_slot(slot.id)
-        slot.crash_streak = 0
-        slot.record = await self._update_slot(
-            slot,
-            state=SlotState.IDLE,
-            session_id=None,
-            restart_count=slot.record.restart_count + 1,
-        )
-        self._dispatcher.work.notify()
-
-    async def _update_slot(self, slot: Slot, **fields: Any) -> SlotRecord:
-        """Write the named fields to the store and return the slot's updated local record."""
-        await self._store.update_slot(slot.id, **fields)
-        return slot.record.model_copy(update=fields)
-
-    def _remember_final(self, record: TaskRecord) -> None:
-        """Keep a task this pool ended for good (completed, failed, cancelled never change),
-        so that wait() need not read it back; bounded, oldest forgotten."""
-        self._final[record.id] = record
-        while len(self._final) > _MAX_REMEMBERED_FINAL:
-            del self._final[next(iter(self._final))]
-
-    def _remember_error(self, task_id: TaskId, error: ClaudePoolError) -> None:
-        """Keep why a task never ran, for ``run`` to raise; bounded, oldest forgotten."""
-        self._errors[task_id] = error
-        while len(self._errors) > _MAX_REMEMBERED_ERRORS:
-            del self._errors[next(iter(self._errors))]
-
-    def _mark_finished(self, task_id: TaskId) -> None:
-        event = self._finished.pop(task_id, None)
-        if event is not None:
-            event.set()
-
-    async def _expire_unassigned(self, stored: StoredTask, limit: float) -> None:
-        error = NoSlotAvailable(limit, stored.target.describe())
-        updated = await self._store.transition_task(
-            stored.record.id,
-            {TaskState.PENDING},
-            TaskState.FAILED,
-            now_ms=now_ms(),
-            result=TaskResult.failure(str(error)),
-        )
-        if updated is not None:
-            self._remember_error(stored.record.id, error)
-            self._mark_finished(stored.record.id)
-
-    def _assignment_timeout(self, stored: StoredTask) -> float:
-        if stored.assignment_timeout_secs is not None:
-            return stored.assignment_timeout_secs
-        overrides = [
-            s.record.config.slot_assignment_timeout_secs
-            for s in self._slots.values()
-            if s.record.config.slot_assignment_timeout_secs is not None
-            and stored.target.matches(s.id, s.record.config.role, s.record.config.name)
-        ]
-        return (
-            float(max(overrides)) if overrides else float(self.config.slot_assignment_timeout_secs)
-        )
-
-    def _min_assignment_timeout(self) -> float:
-        values = [self.config.slot_assignment_timeout_secs] + [
-            s.record.config.slot_assignment_timeout_secs
-            for s in self._slots.values()
-            if s.record.config.slot_assignment_timeout_secs is not None
-        ]
-        return float(min(values))
-
-    def _on_event(self, event: ExecutorEvent) -> None:
-        if event.kind is EventKind.API_RETRY:
-            self._rate_limits.note_api_retry(event)
-        elif event.kind is EventKind.PROCESS_EXITED:
-            running = self._running.get(event.task_id)
-            if running is not None:
-                running.crashed = True
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed")
-        if event.kind in _PERSISTED_EVENTS and self._tg is not None:
-            self._tg.create_task(
-                self._store.append_event(
-                    str(event.kind), event.task_id, event.slot_id, event.data, event.at_ms
-                )
-            )
-
-    # ── automatic scaling ───────────────────────────────────────────
-
-    async def _autoscale_loop(self) -> None:
-        """Grow while tasks wait and no slot is free; shrink slots idle for
-        ``scale_idle_secs``, never below ``scaling.min_slots``."""
-        scaling = self.config.scaling
-        idle_ms = int(self.settings.scale_idle_secs * 1000)
-        while True:
-            await asyncio.sleep(self._poll_secs)
-            try:
-                if not self._accepting:
-                    continue
-                counts = await self._store.count_tasks()
-                waiting = counts.get(TaskState.PENDING, 0)
-                free = [s for s in self._slots.values() if s.running is None and not s.stopping]
-                if waiting and not free and len(self._slots) < scaling.max_slots:
-                    await self.scale_up(1)
-                    log.info("auto-scaling: %d task(s) waiting, added a slot", waiting)
-                    continue
-                now = now_ms()
-                stale = [s for s in free if now - s.last_active_ms >= idle_ms]
-                if stale and not waiting and len(self._slots) > scaling.min_slots:
-                    await self.scale_down(1)
-                    log.info("auto-scaling: removed a slot idle for %ds", idle_ms // 1000)
-            except Exception:
-                log.exception("auto-scaling failed; will retry")
-
-    # ── policy checks ───────────────────────────────────────────────
-
-    def _idle_slots(self) -> int:
-        """Slots that could start a task now, counting the one asking."""
-        return 1 + sum(1 for s in self._slots.values() if s.running is None)
-
-    def _check_accepting(self) -> None:
-        if self._closed or not self._accepting:
-            raise PoolShutdown()
-
-
-class _NotStarted(Exception):
-    """A claimed task stopped before its CLI started (cancelled, or timed out waiting)."""
-
-
-def _real_path(path: str | Path) -> str:
-    # One quick syscall; kept out of the async methods so linters see why it is fine.
-    return os.path.realpath(path)
-
-
-def _join(reason: str, output: str) -> str:
-    return f"{reason}: {output}" if output and output != reason else reason
-
 
 def _default_executor(config: PoolConfig, settings: Settings) -> Executor:
     from claude_pool.executor import ClaudeCliExecutor
-    from claude_pool.testing.claude_cli import find_claude
+    from claude_pool.executor.locate import find_claude
 
     claude_bin: str | Path | None = settings.claude_bin
     if claude_bin is None and shutil.which("claude") is None:
@@ -1597,3 +878,6 @@ def _default_executor(config: PoolConfig, settings: Settings) -> Executor:
     return ClaudeCliExecutor(
         claude_bin, env=settings.env, detect_permission_prompts=config.detect_permission_prompts
     )
+
+
+__all__ = ["DrainSummary", "FanOutItem", "Pool", "PoolStatus", "RejectOutcome"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
+from claude_pool.events import Event, RateLimitCleared, RateLimitHeld
 from claude_pool.executor.base import ExecutorEvent
 from claude_pool.types import now_ms
 
@@ -30,10 +32,13 @@ class RateLimitState(BaseModel):
 
 
 class RateLimiter:
-    def __init__(self, *, min_pause_secs: float) -> None:
+    def __init__(
+        self, *, min_pause_secs: float, emit: Callable[[Event], None] | None = None
+    ) -> None:
         self._min_pause_ms = int(min_pause_secs * 1000)
         self._state: RateLimitState | None = None
         self._slots: dict[str, int] = {}
+        self._emit = emit
 
     def note_api_retry(self, event: ExecutorEvent) -> None:
         delay_ms = int(event.data.get("delay_ms") or 0)
@@ -44,6 +49,8 @@ class RateLimiter:
             self._state = RateLimitState(
                 until_ms=until, status=status if isinstance(status, int) else None
             )
+            if self._emit is not None:
+                self._emit(RateLimitHeld(until_ms=until, status=self._state.status))
         log.warning(
             "slot %s task %s: API answered %s, CLI retrying in %d ms (attempt %s)",
             event.slot_id, event.task_id, status, delay_ms, event.data.get("attempt"),
@@ -54,6 +61,8 @@ class RateLimiter:
         now = now_ms()
         state = self._state
         if state is None or state.until_ms <= now:
+            if state is not None and self._emit is not None:
+                self._emit(RateLimitCleared())
             self._state = None
             self._slots.clear()
             return None

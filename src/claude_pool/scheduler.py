@@ -1,10 +1,16 @@
-"""Assignment: slots claim queued tasks (priority, then FIFO) and pending tasks that wait too
-long for a slot fail with ``NoSlotAvailable``.
+"""Assignment: free slots claim queued tasks (priority, then FIFO), and tasks that wait too long
+for a slot fail with ``NoSlotAvailable``.
 
-No lock is held while waiting. Each idle slot loop asks the store for the best task it may run
-(an atomic claim), and when there is none waits for a "work arrived" signal. Submissions in this
-process signal at once; submissions from other processes sharing the store are seen within
-``poll_secs``.
+One claim loop per pool. It asks the store for the best task a free slot may run (an atomic
+claim) and hands what it gets to the task runner. No lock is held while waiting, and nothing
+polls: a slot asks when it has a reason to — it was just added, it finished a task, or work it
+may run arrived (a ``task_queued``, ``task_requeued`` or ``task_rejected`` event, from this
+process or, through the store's wake-up channel, from another). One arrival makes one parked
+slot ask, not all of them; a slot that asks and finds nothing parks until the next reason.
+A slow fallback makes every parked slot ask again once in a while, in case a wake-up was lost.
+
+Assignment deadlines are tracked from the same events (every process sharing the store tracks
+every task's; a compare-and-set lets exactly one of them fail it).
 """
 
 from __future__ import annotations
@@ -14,101 +20,180 @@ import heapq
 import logging
 from collections.abc import Awaitable, Callable
 
+from claude_pool.errors import NoSlotAvailable
+from claude_pool.eventlog import EventLog
+from claude_pool.events import (
+    Event,
+    TaskClaimed,
+    TaskQueued,
+    TaskRejected,
+    TaskRequeued,
+    TaskTargetInfo,
+    finished,
+    task_state_after,
+)
+from claude_pool.outcomes import Outcomes
+from claude_pool.runner import TaskRunner
+from claude_pool.signal import Signal
 from claude_pool.slot import Slot
-from claude_pool.store.base import Store, StoredTask
-from claude_pool.types import SlotState, TaskId, TaskState, now_ms
+from claude_pool.slots import SlotSet
+from claude_pool.store.base import Store, StoredTask, TaskTarget
+from claude_pool.types import PoolConfig, TaskId, TaskResult, TaskState, now_ms
 
 log = logging.getLogger(__name__)
 
-RunClaimed = Callable[[Slot, StoredTask], Awaitable[None]]
-ExpireTask = Callable[[StoredTask, float], Awaitable[None]]
-AssignmentTimeout = Callable[[StoredTask], float]
+FALLBACK_SECS = 30.0
+"""How often every parked slot asks for work anyway (lost wake-ups cannot strand a task)."""
 
 
-class WorkSignal:
-    """A broadcast "something changed" signal without lost wake-ups: take a ``ticket()``
-    before looking for work, then ``wait(ticket)`` returns at once if a signal came since."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def ticket(self) -> asyncio.Event:
-        return self._event
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    @staticmethod
-    async def wait(ticket: asyncio.Event, timeout: float) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                await ticket.wait()
-        except TimeoutError:
-            pass
+def target_of(info: TaskTargetInfo) -> TaskTarget:
+    return TaskTarget(slot_id=info.slot_id, role=info.role, name=info.name)  # type: ignore[arg-type]
 
 
-class Dispatcher:
+def target_info(target: TaskTarget) -> TaskTargetInfo:
+    return TaskTargetInfo(slot_id=target.slot_id, role=target.role, name=target.name)
+
+
+class Scheduler:
     def __init__(
         self,
-        store: Store,
-        worker_id: str,
-        run_claimed: RunClaimed,
-        expire: ExpireTask,
-        assignment_timeout: AssignmentTimeout,
         *,
-        poll_secs: float,
+        config: PoolConfig,
+        store: Store,
+        slots: SlotSet,
+        runner: TaskRunner,
+        events: EventLog,
+        outcomes: Outcomes,
         gate: Callable[[], Awaitable[None]] | None = None,
         targeted_only: bool = False,
+        fallback_secs: float = FALLBACK_SECS,
     ) -> None:
+        self.config = config
         self._store = store
-        self._worker_id = worker_id
-        self._run_claimed = run_claimed
-        self._expire = expire
-        self._assignment_timeout = assignment_timeout
-        self._poll_secs = poll_secs
+        self._slots = slots
+        self._runner = runner
+        self._events = events
+        self._outcomes = outcomes
         self._gate = gate
-        self._targeted_only = targeted_only
-        self.work = WorkSignal()
+        self.targeted_only = targeted_only
+        self._fallback_secs = fallback_secs
+        self._generation = 0
+        self._claim_done = Signal()
+        self._claiming: Slot | None = None
+        self.claims = 0
+        """Claims asked of the store so far (for benchmarks)."""
+        # Assignment deadlines: a heap of (deadline, task id), and the live ones by id.
         self._deadlines: list[tuple[float, TaskId]] = []
-        self._deadline_added = WorkSignal()
+        self._deadline_of: dict[TaskId, float] = {}
+        self._deadline_added = Signal()
 
-    # ── slot loops ──────────────────────────────────────────────────
+    # ── reasons to look for work ─────────────────────────────────────
 
-    async def slot_loop(self, slot: Slot) -> None:
-        """Claim and run tasks on one slot until the slot is told to stop."""
-        while not slot.stopping:
+    def on_event(self, event: Event) -> None:
+        """Bus listener: work arrived, or a tracked task no longer waits for a slot."""
+        match event:
+            case TaskQueued():
+                self.work_arrived(target_of(event.target))
+                self._track(event)
+            case TaskRequeued(target=target):
+                if target is None:
+                    self.look_everywhere()
+                else:
+                    self.work_arrived(target_of(target))
+            case TaskRejected(requeued=True, target=target):
+                self.work_arrived(target_of(target))
+            case TaskClaimed(task_id=task_id):
+                self._deadline_of.pop(TaskId(task_id), None)
+            case _ if event.task_id is not None and task_state_after(event) is not None:
+                state = task_state_after(event)
+                if state is not TaskState.PENDING:
+                    self._deadline_of.pop(TaskId(event.task_id), None)
+
+    def _may_run(self, slot: Slot, target: TaskTarget) -> bool:
+        if self.targeted_only and target.describe() is None:
+            return False
+        return slot.may_run(target)
+
+    def work_arrived(self, target: TaskTarget) -> None:
+        """A task this pool's slots may run was queued: one parked slot that fits it looks."""
+        self._generation += 1
+        for slot in sorted(self._slots.free(), key=lambda s: s.last_active_ms):
+            if not slot.looking and self._may_run(slot, target):
+                slot.looking = True
+                break
+        self._slots.changed.notify()
+
+    def look_everywhere(self) -> None:
+        """Every free slot looks once (after a restart, a requeue of unknown target...)."""
+        self._generation += 1
+        for slot in self._slots.free():
+            slot.looking = True
+        self._slots.changed.notify()
+
+    # ── the claim loop ───────────────────────────────────────────────
+
+    async def run(self, tg: asyncio.TaskGroup) -> None:
+        """Claim work for free slots and start it in ``tg`` (a background task)."""
+        while True:
             if self._gate is not None:
                 await self._gate()
-            ticket = self.work.ticket()
-            if slot.record.state is SlotState.ERRORED:
-                # Waits for the supervisor (or a person) to restore it.
-                await WorkSignal.wait(ticket, self._poll_secs)
+            ticket = self._slots.changed.ticket()
+            slot = self._next_looking()
+            if slot is None:
+                if not await Signal.wait(ticket, self._fallback_secs):
+                    self.look_everywhere()
                 continue
+            generation = self._generation
+            slot.looking = False
+            slot.claiming = True
+            self._claiming = slot
             try:
                 claimed = await self._claim(slot)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("slot %s: claiming a task failed; retrying", slot.id)
-                await WorkSignal.wait(ticket, self._poll_secs)
+                await Signal.wait(self._slots.changed.ticket(), 1.0)
+                slot.looking = True
                 continue
+            finally:
+                slot.claiming = False
+                self._claiming = None
+                self._claim_done.notify()
+                self._slots.claim_ended.notify()
             if claimed is None:
-                await WorkSignal.wait(ticket, self._poll_secs)
+                if self._generation != generation:
+                    slot.looking = True  # work arrived while it asked: ask again
                 continue
-            await self._run_claimed(slot, claimed)
+            self._events.emit(TaskClaimed(task_id=claimed.record.id, slot_id=slot.id))
+            running = self._runner.start(slot, claimed)
+            tg.create_task(
+                self._runner.run(slot, claimed, running), name=f"task-{claimed.record.id}"
+            )
+
+    def _next_looking(self) -> Slot | None:
+        best: Slot | None = None
+        for slot in self._slots:
+            if (
+                slot.looking
+                and slot.is_free
+                and (best is None or slot.last_active_ms < best.last_active_ms)
+            ):
+                best = slot
+        return best
 
     async def _claim(self, slot: Slot) -> StoredTask | None:
-        """Claim atomically; if this loop is cancelled mid-claim (scale-down, drain), a task
-        the store already handed over goes back to the queue instead of being lost."""
+        """Claim atomically; if the loop is cancelled mid-claim (the pool closing), a task the
+        store already handed over goes back to the queue instead of being lost."""
+        self.claims += 1
         claim = asyncio.ensure_future(
             self._store.claim_task(
                 slot.id,
-                slot.record.config.role,
-                slot.record.config.name,
-                self._worker_id,
+                slot.role,
+                slot.name,
+                self._events.worker_id,
                 now_ms(),
-                targeted_only=self._targeted_only,
+                targeted_only=self.targeted_only,
             )
         )
         try:
@@ -123,38 +208,84 @@ class Dispatcher:
                     now_ms=now_ms(),
                     slot_id=None,
                 )
-                self.work.notify()
             raise
 
-    # ── assignment deadlines ────────────────────────────────────────
+    async def claim_settled(self) -> None:
+        """Return once no claim is in flight (a task claimed then is registered by now)."""
+        while self._claiming is not None:
+            await Signal.wait(self._claim_done.ticket(), None)
 
-    def track_deadline(self, task: StoredTask) -> None:
-        """Remember when a task submitted here must have found a slot."""
-        created = task.record.created_at_ms or now_ms()
-        deadline = created / 1000 + self._assignment_timeout(task)
-        heapq.heappush(self._deadlines, (deadline, task.record.id))
+    # ── assignment deadlines ─────────────────────────────────────────
+
+    def assignment_timeout(self, target: TaskTarget, explicit: float | None) -> float:
+        """How long a task may wait for a slot: its own limit, else the longest override of
+        the slots here that may run it, else the pool's."""
+        if explicit is not None:
+            return explicit
+        overrides = [
+            s.record.config.slot_assignment_timeout_secs
+            for s in self._slots
+            if s.record.config.slot_assignment_timeout_secs is not None and s.may_run(target)
+        ]
+        return (
+            float(max(overrides)) if overrides else float(self.config.slot_assignment_timeout_secs)
+        )
+
+    def _track(self, event: TaskQueued) -> None:
+        limit = self.assignment_timeout(target_of(event.target), event.assignment_timeout_secs)
+        self.track_deadline(TaskId(event.task_id), event.at_ms, limit)
+
+    def track_deadline(self, task_id: TaskId, created_ms: int, limit: float) -> None:
+        deadline = created_ms / 1000 + limit
+        self._deadline_of[task_id] = deadline
+        heapq.heappush(self._deadlines, (deadline, task_id))
+        if len(self._deadlines) > 2 * len(self._deadline_of) + 1024:
+            self._deadlines = [(d, t) for d, t in self._deadlines if self._deadline_of.get(t) == d]
+            heapq.heapify(self._deadlines)
         self._deadline_added.notify()
 
-    async def assignment_watchdog(self, min_timeout: Callable[[], float]) -> None:
-        """Fail pending tasks whose wait for a slot exceeded their assignment timeout.
+    async def track_pending(self) -> None:
+        """Track the deadlines of the tasks already waiting in the store (at open)."""
+        for stored in await self._store.pending_tasks():
+            limit = self.assignment_timeout(stored.target, stored.assignment_timeout_secs)
+            created = stored.record.created_at_ms or now_ms()
+            self.track_deadline(stored.record.id, created, limit)
 
-        Tasks submitted here are tracked precisely by deadline; tasks submitted by other
-        processes are found by a store query at most once per second.
-        """
-        next_scan = 0.0
+    async def assignment_watchdog(self) -> None:
+        """Fail pending tasks whose wait for a slot passed their assignment timeout (a
+        background task)."""
         while True:
             now = now_ms() / 1000
             while self._deadlines and self._deadlines[0][0] <= now:
-                _, task_id = heapq.heappop(self._deadlines)
-                stored = await self._store.get_task(task_id)
-                if stored is not None and stored.record.state is TaskState.PENDING:
-                    await self._expire(stored, self._assignment_timeout(stored))
-            if now >= next_scan:
-                next_scan = now + 1.0
-                cutoff = int((now - min_timeout()) * 1000)
-                for stored in await self._store.pending_tasks_older_than(cutoff):
-                    limit = self._assignment_timeout(stored)
-                    if (stored.record.created_at_ms or 0) / 1000 + limit <= now:
-                        await self._expire(stored, limit)
-            wake_at = min(next_scan, self._deadlines[0][0] if self._deadlines else next_scan)
-            await WorkSignal.wait(self._deadline_added.ticket(), max(0.0, wake_at - now))
+                deadline, task_id = heapq.heappop(self._deadlines)
+                if self._deadline_of.get(task_id) != deadline:
+                    continue  # claimed, ended, or tracked again since
+                del self._deadline_of[task_id]
+                try:
+                    await self._expire(task_id)
+                except Exception:
+                    log.exception("task %s: failing it for want of a slot failed", task_id)
+            wake_at = self._deadlines[0][0] if self._deadlines else None
+            timeout = None if wake_at is None else max(0.0, wake_at - now)
+            await Signal.wait(self._deadline_added.ticket(), timeout)
+
+    async def _expire(self, task_id: TaskId) -> None:
+        stored = await self._store.get_task(task_id)
+        if stored is None or stored.record.state is not TaskState.PENDING:
+            return
+        limit = self.assignment_timeout(stored.target, stored.assignment_timeout_secs)
+        error = NoSlotAvailable(limit, stored.target.describe())
+        result = TaskResult.failure(str(error))
+        updated = await self._events.write(
+            lambda batch: self._store.transition_task(
+                task_id, {TaskState.PENDING}, TaskState.FAILED, now_ms=now_ms(), result=result,
+                events=batch,
+            ),
+            finished(task_id, TaskState.FAILED, result),
+        )  # fmt: skip
+        if updated is not None:
+            self._outcomes.refused(task_id, error)
+            self._outcomes.ended(updated)
+
+
+__all__ = ["FALLBACK_SECS", "Scheduler", "target_info", "target_of"]

@@ -1,4 +1,4 @@
-"""One slot's runtime side: its record, working directory, loop and the task it is running."""
+"""One slot's runtime side: its record, working directory, and the task it is running."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from claude_pool.store.base import TaskTarget
 from claude_pool.types import SlotId, SlotMode, SlotRecord, SlotState, TaskId, now_ms
 
 
@@ -28,6 +29,12 @@ class RunningTask:
     """Id of the last unread message handed to this task with its prompt; those up to it
     are marked read once the task succeeds."""
 
+    def stop(self, reason: str) -> None:
+        """Ask the run to stop (its process is interrupted, then killed)."""
+        if not self.cancel.is_set():
+            self.cancel_reason = reason
+            self.cancel.set()
+
 
 @dataclass
 class Slot:
@@ -40,17 +47,40 @@ class Slot:
     record: SlotRecord
     cwd: Path
     mode: SlotMode
-    loop_task: asyncio.Task[None] | None = None
     running: RunningTask | None = None
     stopping: bool = False
+    claiming: bool = False
+    """The scheduler is asking the store for a task for this slot right now."""
+    looking: bool = True
+    """The slot should ask the store for work (it was just added, finished a task, or work
+    that fits it arrived); False while it is parked with nothing to do."""
     last_active_ms: int = field(default_factory=now_ms)
     crash_streak: int = 0
     """Tasks in a row whose CLI process died; past ``max_restarts`` the slot is errored."""
+    unread_messages: bool = True
+    """Messages may be waiting for this slot (checked with its next task)."""
 
     @property
     def id(self) -> SlotId:
         return self.record.id
 
     @property
-    def is_idle(self) -> bool:
-        return self.running is None and self.record.state is SlotState.IDLE
+    def role(self) -> str | None:
+        return self.record.config.role
+
+    @property
+    def name(self) -> str | None:
+        return self.record.config.name
+
+    @property
+    def is_free(self) -> bool:
+        """Can take a task now: not running or claiming one, not stopping, not errored."""
+        return (
+            self.running is None
+            and not self.claiming
+            and not self.stopping
+            and self.record.state is not SlotState.ERRORED
+        )
+
+    def may_run(self, target: TaskTarget) -> bool:
+        return target.matches(self.id, self.role, self.name)

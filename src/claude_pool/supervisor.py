@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from claude_pool.types import SlotId, SlotState, TaskFilter, TaskState, now_ms
-
-if TYPE_CHECKING:
-    from claude_pool.pool import Pool
+from claude_pool.queue import EXTERNAL_PREFIX, TaskQueue
+from claude_pool.runner import TaskRunner
+from claude_pool.slots import SlotSet
+from claude_pool.store.base import Store
+from claude_pool.types import SlotId, TaskFilter, TaskState, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,26 @@ class SupervisorReport:
 
 
 class Supervisor:
-    def __init__(self, pool: Pool, *, stuck_grace_secs: float = STUCK_GRACE_SECS) -> None:
-        self._pool = pool
+    """Works only through the public interfaces of the slot set, the task runner and the
+    queue."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        slots: SlotSet,
+        runner: TaskRunner,
+        queue: TaskQueue,
+        worker_id: str,
+        max_restarts: int,
+        stuck_grace_secs: float = STUCK_GRACE_SECS,
+    ) -> None:
+        self._store = store
+        self._slots = slots
+        self._runner = runner
+        self._queue = queue
+        self._worker_id = worker_id
+        self.max_restarts = max_restarts
         self.stuck_grace_secs = stuck_grace_secs
         self.restores: dict[SlotId, int] = {}
         self.last_report = SupervisorReport()
@@ -64,43 +82,37 @@ class Supervisor:
         return report
 
     async def _restore_errored(self, report: SupervisorReport) -> None:
-        pool = self._pool
-        limit = pool.config.max_restarts
-        for slot in list(pool._slots.values()):
-            if slot.record.state is not SlotState.ERRORED or slot.stopping:
-                continue
+        limit = self.max_restarts
+        for slot in self._slots.errored():
             used = self.restores.get(slot.id, 0)
             if used >= limit:
                 continue
             self.restores[slot.id] = used + 1
-            await pool._restore_slot(slot)
+            await self._slots.restore(slot)
             report.restored_slots.append(slot.id)
             log.warning(
                 "supervisor: restored errored slot %s (restore %d of %d)", slot.id, used + 1, limit
             )
 
     def _stop_stuck(self, report: SupervisorReport) -> None:
-        pool = self._pool
         now = now_ms()
-        for running in list(pool._running.values()):
+        for running in self._runner.running_tasks():
             limit = running.timeout_secs
             if limit is None or running.cancel.is_set():
                 continue
             if now - running.started_ms > (limit + self.stuck_grace_secs) * 1000:
-                running.cancel_reason = (
+                running.stop(
                     f"stopped by the supervisor: still running {self.stuck_grace_secs:g}s past "
                     f"its {limit:g}s timeout"
                 )
-                running.cancel.set()
                 report.stuck_tasks_stopped.append(running.task_id)
                 log.error(
                     "supervisor: task %s stuck past its timeout; stopping it", running.task_id
                 )
 
     async def _reconcile(self, report: SupervisorReport) -> None:
-        pool = self._pool
-        store = pool.store
-        for slot in list(pool._slots.values()):
+        store = self._store
+        for slot in self._slots:
             stored = await store.get_slot(slot.id)
             if stored is None:
                 continue
@@ -108,28 +120,24 @@ class Supervisor:
             if (stored.state, stored.current_task) != (live.state, live.current_task):
                 await store.update_slot(slot.id, state=live.state, current_task=live.current_task)
                 report.slots_reconciled.append(slot.id)
-        running_here = set(pool._running)
         # A task claimed a moment ago may not be registered as running yet; only tasks that
         # have been running a while without a runner are orphans.
         settled_before = now_ms() - int(ORPHAN_GRACE_SECS * 1000)
         for record in await store.list_tasks(TaskFilter(state=TaskState.RUNNING), limit=10_000):
-            if record.id in running_here or (record.started_at_ms or 0) > settled_before:
+            if record.id in self._runner or (record.started_at_ms or 0) > settled_before:
                 continue
             stored_task = await store.get_task(record.id)
             if (
                 stored_task is None
-                or stored_task.claimed_by != pool.worker_id
-                or (record.slot_id or "").startswith("external:")
+                or stored_task.claimed_by != self._worker_id
+                or (record.slot_id or "").startswith(EXTERNAL_PREFIX)
             ):
                 continue
-            requeued = await store.transition_task(
-                record.id, {TaskState.RUNNING}, TaskState.PENDING, now_ms=now_ms(), slot_id=None
-            )
-            if requeued is not None:
+            if await self._queue.requeue(
+                stored_task, "it was marked running here but nothing ran it"
+            ):
                 report.tasks_requeued.append(record.id)
                 log.error(
                     "supervisor: task %s was marked running here but nothing ran it; re-queued",
                     record.id,
                 )
-        if report.tasks_requeued:
-            pool._dispatcher.work.notify()

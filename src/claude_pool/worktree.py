@@ -58,6 +58,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from claude_pool.errors import WorktreeError
+from claude_pool.events import WorktreeKept, WorktreeRemoved
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,19 @@ class WorktreeReport(BaseModel):
     @property
     def kept_branches(self) -> list[str]:
         return ([self.branch] if self.branch_kept else []) + self.extra_branches
+
+
+def worktree_event(report: WorktreeReport) -> WorktreeKept | WorktreeRemoved:
+    """The event for what finishing a worktree (or clone) did: removed with nothing to keep,
+    or kept (its branch holds work found nowhere else, or the directory stayed in place)."""
+    if report.removed and not report.kept_branches:
+        return WorktreeRemoved(path=report.path, branch=report.branch)
+    return WorktreeKept(
+        path=report.path,
+        branch=report.branch if report.branch_kept else None,
+        reason=report.message,
+        directory_removed=report.removed,
+    )
 
 
 @dataclass(frozen=True)

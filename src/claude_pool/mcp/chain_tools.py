@@ -8,12 +8,9 @@ runtime (``pool_skill_add``) can be a chain step at once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Annotated, Any, Self
 
-import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,10 +22,8 @@ from claude_pool.chain import (
     ChainState,
     ChainStep,
     SkillResolver,
-    StepState,
 )
 from claude_pool.errors import ChainNotFound
-from claude_pool.invocation import skill_resolver
 from claude_pool.mcp.models import (
     MAX_LIST_ITEMS,
     NOT_BOOL,
@@ -42,7 +37,6 @@ from claude_pool.mcp.models import (
 from claude_pool.mcp.progress import ProgressReporter, reporter_for
 from claude_pool.mcp.tools import (
     READ_ONLY,
-    REFUSALS,
     REMOVES,
     RUNS_WORK,
     ToolContext,
@@ -52,7 +46,6 @@ from claude_pool.pool import Pool
 
 log = logging.getLogger(__name__)
 
-POLL_SECS = 0.5
 """How often a waiting chain call looks at the chain's progress to report it."""
 _CANCEL_SECS = 30.0
 _DEFAULT_WAIT_SECS = 300.0
@@ -209,6 +202,15 @@ class ChainSpecArg(BaseModel):
     def to_spec(self) -> ChainSpec:
         return _spec(self.steps, self.isolation, self.name, self.tags)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The chain as ``Pool.submit_chain`` takes it (validated there)."""
+        return {
+            "steps": [step.to_step() for step in self.steps],
+            "isolation": self.isolation,
+            "name": self.name,
+            "tags": self.tags or [],
+        }
+
 
 def _spec(
     steps: list[ChainStepArg],
@@ -221,78 +223,27 @@ def _spec(
     )
 
 
-def _check_skills(pool: Pool, spec: ChainSpec) -> ChainSpec:
-    """``SkillNotFound`` (naming close matches) for a skill step whose skill the pool does not
-    know, before the chain starts: else it would start, maybe make a worktree, and fail at
-    that step. The step still resolves its skill when it runs."""
-    for step in spec.steps:
-        if step.skill is not None and step.prompt is None:
-            pool.skills.get(step.skill)
-    return spec
-
-
 # ── following a chain ───────────────────────────────────────────────
 
 
 async def follow_chain(
     pool: Pool, reporter: ProgressReporter, chain_id: str, timeout: float | None
 ) -> ChainResult:
-    """Wait for a chain, reporting each step as it starts and ends, and the running step's task
-    events. ``TimeoutError`` after ``timeout`` seconds."""
-    waiter = asyncio.ensure_future(pool.wait_chain(chain_id, timeout))
-    reported: dict[str, tuple[StepState, str | None]] = {}
-
-    def report(snapshot: ChainResult) -> None:
-        total = len(snapshot.steps)
-        for step in snapshot.steps:
-            task = snapshot.current_task_id if step.state is StepState.RUNNING else None
-            seen = (step.state, task)
-            if step.state is StepState.PENDING or reported.get(step.name) == seen:
-                continue
-            reported[step.name] = seen
-            if task is not None:
-                reporter.watch(task)
-            reporter.note(
-                f"{chain_id}: step {step.index + 1} of {total} ({step.name}) {step.state}"
-                + (f" as {task}" if task else "")
-            )
-
-    try:
-        while not waiter.done():
-            report(await pool.chain_result(chain_id))
-            await asyncio.wait({waiter}, timeout=POLL_SECS)
-        result = waiter.result()
-    finally:
-        if not waiter.done():
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-    report(result)
-    reporter.note(f"{chain_id}: {result.state}")
-    return result
-
-
-async def cancel_chain_quietly(pool: Pool, chain_id: str) -> None:
-    """Cancel a chain on behalf of a tool call that was itself cancelled; shielded, bounded."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_SECS):
-        try:
-            await pool.cancel_chain(chain_id)
-        except Exception:
-            log.exception("could not cancel chain %s after its tool call was cancelled", chain_id)
+    """Wait for a chain, reporting its events (steps starting and ending, its tasks' progress)
+    as they happen. ``TimeoutError`` after ``timeout`` seconds."""
+    reporter.watch_chain(chain_id)
+    return await pool.wait_chain(chain_id, timeout)
 
 
 async def run_chain_reporting(
-    pool: Pool, ctx: ToolContext, spec: ChainSpec, resolver: SkillResolver
+    pool: Pool, ctx: ToolContext, spec: ChainSpec, resolver: SkillResolver | None = None
 ) -> ChainResult:
     """Start ``spec`` and wait for it with progress; cancelling the call cancels the chain."""
-    chain_id = await pool.submit_chain(spec, skill_resolver=resolver)
-    async with reporter_for(pool, ctx) as reporter:
+    async with pool.chains_cancelled_with_caller() as mine, reporter_for(pool, ctx) as reporter:
+        chain_id = await pool.submit_chain(spec, skill_resolver=resolver)
+        mine.add(chain_id)
         reporter.note(f"{chain_id}: started ({len(spec.steps)} steps)")
-        try:
-            return await follow_chain(pool, reporter, chain_id, None)
-        except asyncio.CancelledError:
-            await cancel_chain_quietly(pool, chain_id)
-            raise
+        return await follow_chain(pool, reporter, chain_id, None)
 
 
 # ── tools ───────────────────────────────────────────────────────────
@@ -300,8 +251,9 @@ async def run_chain_reporting(
 
 def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
     """pool_chain, pool_submit_chain, pool_fan_out_chains, pool_chain_result,
-    pool_cancel_chain, and the pool://chains/{id} resource."""
-    resolver = skill_resolver(pool.skills)
+    pool_cancel_chain, and the pool://chains/{id} resource. Skill steps resolve with the
+    pool's own skills (``Pool.skills``), which also refuses an unknown skill up front."""
+    resolver: SkillResolver | None = None
 
     @pool_tool(server, "pool_chain", RUNS_WORK, "Run a chain of steps and wait for it")
     async def pool_chain(
@@ -327,7 +279,7 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         and real cost (failed attempts included). Progress notifications report each step and
         the running task's activity. Costs money; steps may edit files if their permission mode
         allows it. Cancelling this call cancels the chain."""
-        spec = _check_skills(pool, _spec(steps, isolation, name, tags))
+        spec = _spec(steps, isolation, name, tags)
         return ChainOutcome.of(await run_chain_reporting(pool, ctx, spec, resolver))
 
     @pool_tool(server, "pool_submit_chain", RUNS_WORK, "Start a chain in the background")
@@ -341,7 +293,7 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         Follow it with pool_chain_result (current step, the running step's output so far,
         finished steps), wait for it with pool_chain_result wait=true, stop it with
         pool_cancel_chain. Costs money as it runs."""
-        spec = _check_skills(pool, _spec(steps, isolation, name, tags))
+        spec = _spec(steps, isolation, name, tags)
         return ChainSubmitted(chain_id=await pool.submit_chain(spec, skill_resolver=resolver))
 
     @pool_tool(server, "pool_fan_out_chains", RUNS_WORK, "Run several chains in parallel")
@@ -361,36 +313,19 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         or could not even start, never discards the others. Progress notifications count
         finished chains. Costs money; cancelling this call cancels the chains."""
         total = len(chains)
-        outcomes: list[ChainOutcome | None] = [None] * total
-        started: dict[int, str] = {}
-        for index, arg in enumerate(chains):
-            try:
-                spec = _check_skills(pool, arg.to_spec())
-                started[index] = await pool.submit_chain(spec, skill_resolver=resolver)
-            except REFUSALS as exc:
-                failed = ChainResult(
-                    id="", name=arg.name, state=ChainState.FAILED, error=f"not started: {exc}"
-                )
-                outcomes[index] = ChainOutcome.of(failed)
+        # The engine validates each spec and reports one it refuses in that chain's place.
+        specs = [arg.to_mapping() for arg in chains]
+        done = 0
         async with reporter_for(pool, ctx) as reporter:
-            done = total - len(started)
-            reporter.advance(done, total, f"started {len(started)} of {total} chains")
+            reporter.advance(0, total, f"starting {total} chains")
 
-            async def collect(index: int, chain_id: str) -> None:
+            def finished(index: int, result: ChainResult) -> None:
                 nonlocal done
-                result = await pool.wait_chain(chain_id)
-                outcomes[index] = ChainOutcome.of(result)
                 done += 1
-                reporter.advance(done, total, f"{chain_id}: {result.state}")
+                reporter.advance(done, total, f"{done}/{total} done: {result.id} {result.state}")
 
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for index, chain_id in started.items():
-                        tg.create_task(collect(index, chain_id))
-            except asyncio.CancelledError:
-                for chain_id in started.values():
-                    await cancel_chain_quietly(pool, chain_id)
-                raise
+            results = await pool.fan_out_chains(specs, skill_resolver=resolver, on_item=finished)
+        outcomes = [ChainOutcome.of(result) for result in results]
         items = [o for o in outcomes if o is not None]
         succeeded = sum(1 for o in items if o.success)
         return ChainFanOutResult(
@@ -454,7 +389,6 @@ __all__ = [
     "ChainSpecArg",
     "ChainStepArg",
     "ChainSubmitted",
-    "cancel_chain_quietly",
     "follow_chain",
     "register_chain_tools",
     "run_chain_reporting",

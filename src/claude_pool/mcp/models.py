@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from claude_pool.queue import FanOutItem
 from claude_pool.store import Message
 from claude_pool.types import (
     Effort,
@@ -227,15 +228,6 @@ class Submitted(BaseModel):
     state: TaskState = TaskState.PENDING
     review_required: bool = False
     note: str = "queued; collect the result with pool_result (wait=true blocks until it ends)"
-
-
-class FanOutItem(BaseModel):
-    index: int = Field(description="Position of the prompt in the request.")
-    task_id: str | None = Field(None, description="None when the task could not even be queued.")
-    state: TaskState | None = None
-    success: bool
-    result: TaskResult | None = None
-    error: str | None = Field(None, description="Why the item failed, when it did.")
 
 
 class FanOutResult(BaseModel):

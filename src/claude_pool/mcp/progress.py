@@ -1,8 +1,9 @@
-"""Progress notifications for long tool calls, fed by the pool's live events.
+"""Progress notifications for long tool calls, fed by the pool's domain events.
 
 The pool calls listeners synchronously from its event loop; MCP progress is sent with an
 ``await``. A bounded queue sits between them, and one sender task per tool call drains it, so
 a slow client can never hold up a slot (when the queue is full, the newest note is dropped).
+Notes are the engine's own one-line descriptions of events (:func:`claude_pool.events.describe`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any, Self
 
 from mcp.server.mcpserver import Context
 
-from claude_pool.executor.base import EventKind, ExecutorEvent
+from claude_pool.events import Event, TaskQueued, describe, ends_wait, outcome_of
 from claude_pool.pool import Pool
+from claude_pool.types import TaskRecord
 
 log = logging.getLogger(__name__)
 
@@ -25,47 +27,17 @@ SendProgress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 _QUEUE_SIZE = 256
 _FLUSH_SECS = 5.0
-_SNIPPET_CHARS = 160
 
 
-def _short(text: str, limit: int = _SNIPPET_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+_QUIET = frozenset({"task_turn", "task_claimed", "spend_recorded"})
+"""Event types not worth a notification of their own."""
 
 
-def describe_event(event: ExecutorEvent) -> str | None:
-    """A one-line note about a pool event, or None for events not worth a notification."""
-    data = event.data
-    task = event.task_id
-    match event.kind:
-        case EventKind.PROCESS_STARTED:
-            return f"{task}: started on {event.slot_id}"
-        case EventKind.TOOL_USE:
-            tool_input = data.get("input")
-            detail = ""
-            if isinstance(tool_input, dict):
-                for key in ("command", "file_path", "path", "pattern", "url", "description"):
-                    if isinstance(tool_input.get(key), str):
-                        detail = f" {_short(tool_input[key], 80)}"
-                        break
-            return f"{task}: using {data.get('name', 'a tool')}{detail}"
-        case EventKind.ASSISTANT_TEXT:
-            text = str(data.get("text", "")).strip()
-            return f"{task}: {_short(text)}" if text else None
-        case EventKind.API_RETRY:
-            delay = float(data.get("delay_ms") or 0) / 1000
-            return (
-                f"{task}: API answered HTTP {data.get('status', '?')}, retrying in {delay:.1f}s "
-                f"(attempt {data.get('attempt', '?')} of {data.get('max_retries', '?')})"
-            )
-        case EventKind.RATE_LIMIT:
-            return f"{task}: rate limited by the API"
-        case EventKind.PERMISSION_DENIED:
-            return f"{task}: permission denied for {data.get('tool', 'a tool')}"
-        case EventKind.RESULT:
-            return f"{task}: finished"
-        case _:
-            return None
+def progress_note(event: Event) -> str | None:
+    """The note a watched task's event gives (the engine's one-line description), or None."""
+    if event.type in _QUIET:
+        return None
+    return describe(event)
 
 
 class ProgressReporter:
@@ -81,6 +53,10 @@ class ProgressReporter:
         self._pool = pool
         self._send = send
         self._watched: set[str] = set()
+        self._chains: set[str] = set()
+        self._tags: set[str] = set()
+        self._ended: set[str] = set()
+        """Watched tasks whose ending event was reported."""
         self._queue: asyncio.Queue[tuple[float, float | None, str] | None] = asyncio.Queue(
             _QUEUE_SIZE
         )
@@ -117,7 +93,16 @@ class ProgressReporter:
             await sender
 
     def watch(self, task_id: str) -> None:
+        """Report the task's events."""
         self._watched.add(task_id)
+
+    def watch_chain(self, chain_id: str) -> None:
+        """Report the chain's events, and those of its steps' tasks."""
+        self._chains.add(chain_id)
+
+    def watch_tag(self, tag: str) -> None:
+        """Report every task queued with ``tag`` from now on, and its events."""
+        self._tags.add(tag)
 
     def note(self, message: str) -> None:
         """Report a note with the next progress value (total unknown)."""
@@ -135,12 +120,25 @@ class ProgressReporter:
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait((progress, total, message))
 
-    def _on_event(self, event: ExecutorEvent) -> None:
-        if event.task_id not in self._watched:
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, TaskQueued) and self._tags.intersection(event.tags):
+            self._watched.add(event.task_id)
+        if event.task_id not in self._watched and event.chain_id not in self._chains:
             return
-        message = describe_event(event)
+        message = progress_note(event)
         if message is not None:
+            if event.task_id is not None and ends_wait(event):
+                self._ended.add(event.task_id)
             self.note(message)
+
+    def ended(self, record: TaskRecord) -> None:
+        """A watched task is over: report how, unless its ending event already was (it may
+        have ended before the watch began)."""
+        if record.id not in self._ended:
+            event = outcome_of(record)
+            if event is not None:
+                self._ended.add(record.id)
+                self.note(describe(event))
 
     async def _run_sender(self) -> None:
         while (item := await self._queue.get()) is not None:

@@ -3,8 +3,8 @@
 Tools: ``pool_skill_list``, ``pool_skill_get``, ``pool_skill_add``, ``pool_skill_remove``,
 ``pool_skill_save``, ``pool_skill_eject``, ``pool_skill_run``, ``pool_workflow_list``,
 ``pool_invoke_workflow``, ``pool_route`` and ``pool_auto``. They act on the pool's skill registry
-(:attr:`Pool.skills`), the built-in workflows (:mod:`claude_pool.workflows`, run as chains) and
-:mod:`claude_pool.routing`.
+(:attr:`Pool.skills`), the built-in workflows (:mod:`claude_pool.chain.workflows`, run as
+chains) and :mod:`claude_pool.routing`.
 
 Every skill of the registry is also an MCP prompt (same name, its declared arguments), kept in
 step with the registry through ``SkillRegistry.on_change``. The server advertises
@@ -18,7 +18,6 @@ it in: clients see it on their next ``prompts/list``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections import OrderedDict
@@ -26,7 +25,6 @@ from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.prompts.base import Prompt as McpPrompt
@@ -38,9 +36,14 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
 from claude_pool.chain import ChainIsolation
+from claude_pool.chain.workflows import (
+    Workflow,
+    WorkflowParameter,
+    WorkflowRegistry,
+    workflow_chain,
+)
 from claude_pool.config import merge_overrides
 from claude_pool.errors import ClaudePoolError
-from claude_pool.invocation import skill_resolver, workflow_chain
 from claude_pool.mcp.chain_tools import ChainOutcome, run_chain_reporting
 from claude_pool.mcp.models import (
     MAX_PROMPT_CHARS,
@@ -75,8 +78,7 @@ from claude_pool.skills import (
     SkillSource,
     parse_skill,
 )
-from claude_pool.types import TaskFilter, TaskOverrides
-from claude_pool.workflows import Workflow, WorkflowParameter, WorkflowRegistry
+from claude_pool.types import TaskOverrides
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,6 @@ CLASSIFIES = ToolAnnotations(
 )
 """One cheap model call that changes nothing (it is a task, so it costs a little)."""
 
-_POLL_SECS = 0.5
 """How often pool_auto looks for the tasks it started, to report their progress."""
 _CANCEL_SECS = 30.0
 FREE_TEXT_ARGUMENT = "arguments"
@@ -572,15 +573,12 @@ def register_skill_tools(server: MCPServer[Any], pool: Pool) -> None:
         if not wait:
             record = await pool.get_task(task_id)
         else:
-            async with reporter_for(pool, ctx) as reporter:
+            async with pool.cancelled_with_caller() as mine, reporter_for(pool, ctx) as reporter:
+                mine.add(task_id)
                 reporter.note(f"{task_id}: queued ({skill.name})")
                 reporter.watch(task_id)
-                try:
-                    record = await pool.wait(task_id)
-                except asyncio.CancelledError:
-                    await _cancel_task_quietly(pool, task_id)
-                    raise
-                reporter.note(f"{task_id}: {record.state}")
+                record = await pool.wait(task_id)
+                reporter.ended(record)
         return SkillRun(
             skill=skill.name,
             prompt=prompt,
@@ -593,15 +591,6 @@ def _global_dir(registry: SkillRegistry) -> Path:
     return registry.global_dir or GLOBAL_SKILLS_DIR.expanduser()
 
 
-async def _cancel_task_quietly(pool: Pool, task_id: str) -> None:
-    """Cancel a task for a tool call that was itself cancelled; shielded and bounded."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_SECS):
-        try:
-            await pool.cancel(task_id)
-        except Exception:
-            log.exception("could not cancel task %s after its tool call was cancelled", task_id)
-
-
 # ── workflows ───────────────────────────────────────────────────────
 
 
@@ -610,7 +599,6 @@ def register_workflow_tools(
 ) -> None:
     """pool_workflow_list and pool_invoke_workflow."""
     registry = workflows or WorkflowRegistry()
-    resolver = skill_resolver(pool.skills)
 
     @pool_tool(server, "pool_workflow_list", READ_ONLY, "List workflows")
     async def pool_workflow_list() -> WorkflowList:
@@ -654,10 +642,10 @@ def register_workflow_tools(
         spec = workflow_chain(workflow, params or {}, pool.skills, overrides_of(overrides))
         spec = spec.model_copy(update={"isolation": isolation, "tags": [*(tags or ()), *spec.tags]})
         if not wait:
-            chain_id = await pool.submit_chain(spec, skill_resolver=resolver)
+            chain_id = await pool.submit_chain(spec)
             result = await pool.chain_result(chain_id)
         else:
-            result = await run_chain_reporting(pool, ctx, spec, resolver)
+            result = await run_chain_reporting(pool, ctx, spec)
         return WorkflowRun(workflow=workflow.name, outcome=ChainOutcome.of(result))
 
 
@@ -724,31 +712,10 @@ def register_routing_tools(server: MCPServer[Any], pool: Pool) -> None:
 async def _following_tagged(
     pool: Pool, reporter: ProgressReporter, tag: str, work: Awaitable[AutoResult]
 ) -> AutoResult:
-    """Await ``work``, reporting the tasks tagged ``tag`` as they appear (and their events);
-    cancelling cancels those tasks."""
-    runner = asyncio.ensure_future(work)
-    seen: set[str] = set()
-
-    async def look() -> None:
-        for record in await pool.list_tasks(TaskFilter(tags=[tag]), 1_000, 0):
-            if record.id not in seen:
-                seen.add(record.id)
-                reporter.watch(record.id)
-                reporter.note(f"{record.id}: {record.state}: {_first_words(record.prompt)}")
-
-    try:
-        while not runner.done():
-            await look()
-            await asyncio.wait({runner}, timeout=_POLL_SECS)
-        result = runner.result()
-        await look()  # tasks that came and went between two looks
-    except asyncio.CancelledError:
-        runner.cancel()
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_SECS):
-            await asyncio.wait({runner})
-        for task_id in seen:
-            await _cancel_task_quietly(pool, task_id)
-        raise
+    """Await ``work``, reporting the tasks tagged ``tag`` (and their events) as they are
+    queued. Cancelling cancels the work, whose tasks go with it (the engine's rule)."""
+    reporter.watch_tag(tag)
+    result = await work
     decision = result.decision
     reporter.note(f"ran as {decision.kind}: {'succeeded' if result.success else 'failed'}")
     return result

@@ -10,13 +10,11 @@ written for the model that reads them.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -42,7 +40,6 @@ from claude_pool.mcp.models import (
     ContextDeleted,
     ContextEntry,
     ContextListing,
-    FanOutItem,
     FanOutResult,
     MessageList,
     MessageView,
@@ -66,6 +63,7 @@ from claude_pool.mcp.models import (
 )
 from claude_pool.mcp.progress import ProgressReporter, reporter_for
 from claude_pool.pool import DrainSummary, Pool, PoolStatus
+from claude_pool.queue import FanOutItem
 from claude_pool.types import (
     Effort,
     MetricsFilter,
@@ -232,22 +230,12 @@ FromSlot = Annotated[
 ]
 
 
-async def _cancel_quietly(pool: Pool, task_ids: list[str]) -> None:
-    """Cancel tasks on behalf of a tool call that was itself cancelled; shielded and bounded."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_SECS):
-        for task_id in task_ids:
-            try:
-                await pool.cancel(task_id)
-            except Exception:
-                log.exception("could not cancel task %s after its tool call was cancelled", task_id)
-
-
 async def _wait_reporting(
     pool: Pool, reporter: ProgressReporter, task_id: str, timeout: float | None
 ) -> TaskRecord:
     reporter.watch(task_id)
     record = await pool.wait(task_id, timeout)
-    reporter.note(f"{task_id}: {record.state}")
+    reporter.ended(record)
     return record
 
 
@@ -290,13 +278,10 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
             name=name,
             fresh_session=fresh_session,
         )
-        async with reporter_for(pool, ctx) as reporter:
+        async with pool.cancelled_with_caller() as mine, reporter_for(pool, ctx) as reporter:
+            mine.add(task_id)
             reporter.note(f"{task_id}: queued")
-            try:
-                record = await _wait_reporting(pool, reporter, task_id, None)
-            except asyncio.CancelledError:
-                await _cancel_quietly(pool, [task_id])
-                raise
+            record = await _wait_reporting(pool, reporter, task_id, None)
         return TaskOutcome.of(record)
 
     @pool_tool(server, "pool_submit", RUNS_WORK, "Queue a task")
@@ -384,58 +369,26 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
         count finished items. Each task costs money; the same overrides apply to all.
         Cancelling this call cancels the tasks."""
         total = len(prompts)
-        task_overrides = overrides_of(overrides)
-        items: list[FanOutItem | None] = [None] * total
-        waits: dict[int, str] = {}
-        for index, prompt in enumerate(prompts):
-            try:
-                waits[index] = await pool.submit(
-                    prompt, task_overrides, tags or (), timeout=timeout_secs
-                )
-            except REFUSALS as exc:
-                items[index] = FanOutItem(index=index, success=False, error=str(tool_error(exc)))
+        done = 0
         async with reporter_for(pool, ctx) as reporter:
-            done = total - len(waits)
-            reporter.advance(done, total, f"queued {len(waits)} of {total} tasks")
+            reporter.advance(0, total, f"queueing {total} tasks")
 
-            async def collect(index: int, task_id: str) -> None:
+            def finished(item: FanOutItem) -> None:
                 nonlocal done
-                try:
-                    record = await pool.wait(task_id)
-                except ClaudePoolError as exc:
-                    items[index] = FanOutItem(
-                        index=index, task_id=task_id, success=False, error=str(exc)
-                    )
-                else:
-                    result = record.result
-                    success = record.state is TaskState.COMPLETED and bool(
-                        result and result.success
-                    )
-                    items[index] = FanOutItem(
-                        index=index,
-                        task_id=task_id,
-                        state=record.state,
-                        success=success,
-                        result=result,
-                        error=None if success else (result.output if result else str(record.state)),
-                    )
                 done += 1
-                reporter.advance(done, total, f"{done}/{total} done: item {index} {task_id}")
+                what = item.task_id or "not queued"
+                reporter.advance(done, total, f"{done}/{total} done: item {item.index} {what}")
 
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for index, task_id in waits.items():
-                        group.create_task(collect(index, task_id))
-            except asyncio.CancelledError:
-                await _cancel_quietly(pool, list(waits.values()))
-                raise
-        finished = [item for item in items if item is not None]
+            items = await pool.fan_out_items(
+                prompts, overrides_of(overrides), tags or (), on_item=finished,
+                timeout=timeout_secs,
+            )  # fmt: skip
         return FanOutResult(
-            items=finished,
-            succeeded=sum(1 for item in finished if item.success),
-            failed=sum(1 for item in finished if not item.success),
+            items=items,
+            succeeded=sum(1 for item in items if item.success),
+            failed=sum(1 for item in items if not item.success),
             total_cost_microdollars=sum(
-                item.result.cost_microdollars for item in finished if item.result
+                item.result.cost_microdollars for item in items if item.result
             ),
         )
 

@@ -12,12 +12,21 @@ import re
 from claude_pool.errors import ConfigError
 from claude_pool.store.base import (
     UNSET,
-    EventRecord,
+    ChainStore,
+    EventLogStore,
+    LedgerStore,
+    MemberStore,
     Message,
+    MetricsStore,
+    NoteStore,
+    RecoveryEvents,
     RecoveryPolicy,
+    SlotStore,
     Store,
     StoredTask,
+    TaskQueueStore,
     TaskTarget,
+    Wakeups,
 )
 from claude_pool.store.memory import MemoryStore
 from claude_pool.store.sqlite import SqliteStore
@@ -56,13 +65,22 @@ def open_store(url: str) -> Store:
 
 __all__ = [
     "UNSET",
-    "EventRecord",
+    "ChainStore",
+    "EventLogStore",
+    "LedgerStore",
+    "MemberStore",
     "MemoryStore",
     "Message",
+    "MetricsStore",
+    "NoteStore",
+    "RecoveryEvents",
     "RecoveryPolicy",
+    "SlotStore",
     "SqliteStore",
     "Store",
     "StoredTask",
+    "TaskQueueStore",
     "TaskTarget",
+    "Wakeups",
     "open_store",
 ]

@@ -36,8 +36,3 @@ def recovery_failure(worker_id: str) -> TaskResult:
         "before it finished, so the task was marked failed on recovery; submit it again to "
         "re-run it"
     )
-
-
-def normalise_tags(tags: list[str] | None) -> list[str] | None:
-    """``None`` and an empty list both mean "no tag filter"."""
-    return list(dict.fromkeys(tags)) if tags else None

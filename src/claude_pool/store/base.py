@@ -1,17 +1,29 @@
-"""The storage seam: a small async protocol every store implements.
+"""The storage seam: small async protocols, one per role, that every store implements.
 
 Queue *rules* live in the engine; a store only stores, but it does the few things that must be
 atomic where the data is: claiming the next task (priority, then FIFO, honouring the task's
 target), compare-and-set state transitions, and counter increments. No method overwrites a whole
 record from a snapshot: updates name the fields they change.
+
+The roles: :class:`TaskQueueStore` (tasks and claims), :class:`MemberStore` (the pool processes
+sharing the store), :class:`SlotStore`, :class:`LedgerStore` (spend), :class:`NoteStore` (shared
+context and messages), :class:`EventLogStore` (the numbered domain events, plus the wake-up
+channel through which one process learns what others did), :class:`ChainStore` and
+:class:`MetricsStore`. :class:`Store` is all of them together.
+
+Events and state changes go together: a method that changes state takes ``events`` and appends
+them to the event log in the same atomic write, in order, setting each event's ``seq``. So an
+event is in the log exactly when its change is in the store, even if the process dies a moment
+later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from claude_pool.events import Event
 from claude_pool.types import (
     MetricsFilter,
     SessionMetrics,
@@ -81,16 +93,6 @@ class Message:
     created_at_ms: int
 
 
-@dataclass(frozen=True)
-class EventRecord:
-    id: int
-    kind: str
-    task_id: str | None
-    slot_id: str | None
-    data: Mapping[str, Any]
-    created_at_ms: int
-
-
 class _Unset:
     pass
 
@@ -100,28 +102,29 @@ UNSET: Any = _Unset()
 
 RecoveryPolicy = Literal["requeue", "fail"]
 
+RecoveryEvents = Callable[[TaskId, str, TaskRecord], Sequence[Event]]
+"""``(task id, dead worker id, the task's record after recovery) -> events`` to log with it."""
+
 
 @runtime_checkable
-class Store(Protocol):
-    """Durable state of a pool. Every method is atomic on its own."""
+class TaskQueueStore(Protocol):
+    """Tasks: the queue, atomic claims and compare-and-set state changes."""
 
-    async def open(self) -> None:
-        """Create or migrate the schema; idempotent."""
-
-    async def close(self) -> None: ...
-
-    # ── tasks ────────────────────────────────────────────────────────
-
-    async def insert_task(self, task: StoredTask) -> StoredTask:
+    async def insert_task(self, task: StoredTask, *, events: Sequence[Event] = ()) -> StoredTask:
         """Insert a new task; returns it with ``seq`` assigned. Duplicate ids are an error."""
 
     async def get_task(self, task_id: TaskId) -> StoredTask | None: ...
 
     async def list_tasks(
-        self, filter: TaskFilter | None = None, limit: int = 100, offset: int = 0
+        self,
+        filter: TaskFilter | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        newest_first: bool = False,
     ) -> list[TaskRecord]:
-        """Tasks matching ``filter`` in submission order (oldest first). A tag filter matches
-        tasks with any of its tags; an empty tag list is no filter."""
+        """Tasks matching ``filter`` in submission order (oldest first, or newest first). A
+        tag filter matches tasks with any of its tags; an empty tag list is no filter."""
 
     async def count_tasks(self) -> dict[TaskState, int]:
         """Number of tasks in each state (states with none may be omitted)."""
@@ -153,12 +156,14 @@ class Store(Protocol):
         slot_id: SlotId | Any | None = UNSET,
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
+        events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         """Compare-and-set: move the task to ``to_state`` only if it is in one of
         ``from_states``; set the given fields; stamp ``started_at_ms`` (running) or
         ``completed_at_ms`` (any other non-pending state), clear ``claimed_by`` unless running.
         Moving back to pending (a re-queue) clears both stamps. Returns the updated record, or
-        None if the task does not exist or was not in an allowed state."""
+        None if the task does not exist or was not in an allowed state (then ``events`` are
+        not logged either)."""
 
     async def settle_task(
         self,
@@ -172,23 +177,35 @@ class Store(Protocol):
         spend: int,
         tasks_completed: int,
         slot_fields: Mapping[str, Any],
+        events: Sequence[Event] = (),
+        always_events: Sequence[Event] = (),
     ) -> bool:
         """Record a finished run in one atomic write: add ``spend`` to the pool's total and to
         the slot's cost (with ``tasks_completed``), set the slot's ``slot_fields``, and
         compare-and-set the task to ``to_state`` with ``result`` (as ``transition_task``).
-        Returns whether the task moved. The spend and slot changes apply even when it had
-        left ``from_states``: money spent is spent."""
+        Returns whether the task moved. The spend, the slot changes and ``always_events`` apply
+        even when it had left ``from_states`` (money spent is spent); ``events`` are logged
+        only when it moved, after ``always_events``."""
 
-    async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
-        """Pending tasks submitted before the given time (for assignment timeouts)."""
+    async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
+        """Pending tasks (submitted before the given time, when given), oldest first."""
 
     async def recover_tasks(
-        self, dead_workers: Collection[str], policy: RecoveryPolicy, now_ms: int
+        self,
+        dead_workers: Collection[str],
+        policy: RecoveryPolicy,
+        now_ms: int,
+        *,
+        events: RecoveryEvents | None = None,
     ) -> list[TaskId]:
         """Tasks left running by the given workers are re-queued (pending, slot cleared) or
-        failed with a clear reason. Returns their ids."""
+        failed with a clear reason, in one atomic write that also logs ``events(task id,
+        worker, record)`` for each. Returns their ids."""
 
-    # ── workers (pool processes sharing the store) ───────────────────
+
+@runtime_checkable
+class MemberStore(Protocol):
+    """The pool processes (workers) sharing the store, by heartbeat."""
 
     async def heartbeat_worker(self, worker_id: str, now_ms: int) -> None: ...
 
@@ -201,8 +218,9 @@ class Store(Protocol):
         """Worker ids that hold running tasks but have not heartbeated since the given time
         (including ids with no heartbeat row at all)."""
 
-    # ── slots ────────────────────────────────────────────────────────
 
+@runtime_checkable
+class SlotStore(Protocol):
     async def upsert_slot(self, slot: SlotRecord, worker_id: str) -> None: ...
 
     async def get_slot(self, slot_id: SlotId) -> SlotRecord | None: ...
@@ -219,28 +237,34 @@ class Store(Protocol):
 
     async def delete_slot(self, slot_id: SlotId) -> None: ...
 
-    # ── spend ────────────────────────────────────────────────────────
 
-    async def add_spend(self, microdollars: int) -> int:
+@runtime_checkable
+class LedgerStore(Protocol):
+    """The pool's total spend."""
+
+    async def add_spend(self, microdollars: int, *, events: Sequence[Event] = ()) -> int:
         """Atomically add to the pool's total spend; returns the new total."""
 
     async def get_spend(self) -> int: ...
 
-    # ── shared context ───────────────────────────────────────────────
 
-    async def context_set(self, key: str, value: str) -> None: ...
+@runtime_checkable
+class NoteStore(Protocol):
+    """Shared context (key/value notes) and messages between slots."""
+
+    async def context_set(self, key: str, value: str, *, events: Sequence[Event] = ()) -> None: ...
 
     async def context_get(self, key: str) -> str | None: ...
 
-    async def context_delete(self, key: str) -> bool: ...
+    async def context_delete(self, key: str, *, events: Sequence[Event] = ()) -> bool:
+        """Whether the key existed (``events`` are logged only then)."""
 
     async def context_list(self) -> dict[str, str]: ...
 
-    # ── messages ─────────────────────────────────────────────────────
-
     async def send_message(
-        self, from_slot: str, to_slot: str, content: str, now_ms: int
-    ) -> Message: ...
+        self, from_slot: str, to_slot: str, content: str, now_ms: int,
+        *, events: Sequence[Event] = (),
+    ) -> Message: ...  # fmt: skip
 
     async def read_messages(
         self, slot_id: str, *, drain: bool, up_to_id: int | None = None
@@ -249,22 +273,52 @@ class Store(Protocol):
         With ``up_to_id``, only messages up to that id are read (and marked): the ones that
         were delivered, not those that arrived since."""
 
-    # ── events ───────────────────────────────────────────────────────
 
-    async def append_event(
+@runtime_checkable
+class Wakeups(Protocol):
+    """How one process learns that others appended events, without reading per waiter."""
+
+    async def wait(self, after_seq: int, timeout: float) -> int:
+        """The latest sequence number in the event log once it is past ``after_seq``, or
+        whatever it is when ``timeout`` seconds have passed. Any number of callers may wait
+        at once; the store checks for all of them together."""
+
+
+@runtime_checkable
+class EventLogStore(Protocol):
+    """The numbered log of domain events."""
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Append in order, setting each event's ``seq`` (which only grows)."""
+
+    async def read_events(
         self,
-        kind: str,
-        task_id: str | None,
-        slot_id: str | None,
-        data: Mapping[str, Any],
-        now_ms: int,
-    ) -> int: ...
+        *,
+        after: int = 0,
+        up_to: int | None = None,
+        limit: int = 1000,
+        task_id: str | None = None,
+        chain_id: str | None = None,
+        types: Collection[str] | None = None,
+        not_from: str | None = None,
+    ) -> list[Event]:
+        """Events with ``after < seq <= up_to``, oldest first, at most ``limit``; only those
+        about ``task_id`` / ``chain_id`` / of the given ``types`` when given, and not those
+        published by worker ``not_from``. Each is a private copy."""
 
-    async def list_events(
-        self, *, task_id: str | None = None, after_id: int = 0, limit: int = 1000
-    ) -> list[EventRecord]: ...
+    async def latest_event_seq(self) -> int:
+        """The highest ``seq`` in the log (0 when empty): one cheap read."""
 
-    # ── chains ───────────────────────────────────────────────────────
+    def wakeups(self) -> Wakeups:
+        """The store's wake-up channel (one per store object, shared by its users)."""
+
+    async def prune_events(self, before_ms: int) -> int:
+        """Delete events older than ``before_ms`` (never the newest one); returns how many."""
+
+
+@runtime_checkable
+class ChainStore(Protocol):
+    """Chain progress documents, with compare-and-set ownership."""
 
     async def upsert_chain(
         self,
@@ -274,6 +328,7 @@ class Store(Protocol):
         now_ms: int,
         *,
         expected_owner: str | None = None,
+        events: Sequence[Event] = (),
     ) -> bool:
         """Create or replace a chain's progress document (JSON-serialisable) and its state.
         The first upsert of an id stamps its creation time, which orders :meth:`list_chains`;
@@ -284,8 +339,8 @@ class Store(Protocol):
         With ``expected_owner``, the save is conditional, checked and written atomically
         (across processes): only if the chain is stored and its owner is ``expected_owner``
         is it replaced; otherwise (the chain was taken over by another worker, or is
-        unknown) nothing changes. Returns whether the document was written (always True
-        without ``expected_owner``)."""
+        unknown) nothing changes and ``events`` are not logged. Returns whether the document
+        was written (always True without ``expected_owner``)."""
 
     async def claim_chain(
         self, chain_id: str, expected_owner: str | None, new_owner: str, now_ms: int
@@ -306,30 +361,33 @@ class Store(Protocol):
         """Chain documents in creation order (oldest first); with ``state``, only the chains
         last upserted with that state."""
 
-    # ── metrics ──────────────────────────────────────────────────────
 
+@runtime_checkable
+class MetricsStore(Protocol):
     async def session_metrics(
         self, filter: MetricsFilter | None, session_start_ms: int, now_ms: int
     ) -> SessionMetrics:
-        """Aggregates computed where the data lives (SQL for database stores).
+        """Aggregates computed where the data lives (SQL for database stores), by the rules
+        of :mod:`claude_pool.store.metrics`: the tasks in scope are those created in
+        ``since_ms <= created_at_ms < until_ms`` (each bound only when set), with any of the
+        filter's tags, whose result's ``model`` is ``model`` when set."""
 
-        Tasks in scope: ``since_ms <= created_at_ms < until_ms`` (each bound only when set; a
-        task without ``created_at_ms`` is out of scope when a bound is set), with any of the
-        filter's tags (empty list: no filter), whose result's ``model`` equals ``model`` when
-        set. Over the tasks in scope:
 
-        - ``total_tasks``: all of them (every state, pending_review included); the five state
-          counts: tasks in that state.
-        - ``total_spend_microdollars``: sum of ``result.cost_microdollars`` over every task with
-          a result, whatever its state.
-        - "completed" figures use tasks in state completed that have a result:
-          ``avg_cost`` = sum // count, ``max_cost``; ``avg_elapsed`` = sum // count,
-          ``min/max_elapsed``, ``median_elapsed`` = the middle value, or for an even count
-          the floor of the mean of the two middle values; ``avg_turns`` = sum / count (float).
-          All are 0 when there is none.
-        - ``tasks_by_model`` and ``model_breakdown``: tasks (any state) whose result names a
-          model; per model ``task_count``, ``total_cost``, ``avg_cost`` = total // count,
-          ``avg_elapsed_ms`` = sum // count, ``total_turns``. ``model_breakdown`` is ordered by
-          total cost, highest first, then model name.
-        - ``session_start_ms`` as given; ``session_duration_ms`` = max(0, now - start).
-        """
+@runtime_checkable
+class Store(
+    TaskQueueStore,
+    MemberStore,
+    SlotStore,
+    LedgerStore,
+    NoteStore,
+    EventLogStore,
+    ChainStore,
+    MetricsStore,
+    Protocol,
+):
+    """Durable state of a pool: every role. Every method is atomic on its own."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema; idempotent."""
+
+    async def close(self) -> None: ...

@@ -7,31 +7,32 @@ changing an object it holds never changes the store (the same as a database stor
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import copy
 import json
-from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from claude_pool.errors import StoreError
+from claude_pool.events import Event, parse_event
 from claude_pool.store._common import (
-    normalise_tags,
     recovery_failure,
     stored_slot,
     validate_slot_fields,
 )
 from claude_pool.store.base import (
     UNSET,
-    EventRecord,
     Message,
+    RecoveryEvents,
     RecoveryPolicy,
     StoredTask,
 )
+from claude_pool.store.metrics import groups_of, metrics_from_groups, normalise_tags
 from claude_pool.types import (
     MetricsFilter,
-    ModelMetrics,
     SessionMetrics,
     SlotId,
     SlotRecord,
@@ -42,6 +43,10 @@ from claude_pool.types import (
     TaskResult,
     TaskState,
 )
+
+MAX_EVENTS = 100_000
+"""Events the memory store keeps; older ones are forgotten (a long-lived in-memory pool
+would otherwise grow without bound)."""
 
 
 def _copy_task(task: StoredTask) -> StoredTask:
@@ -63,7 +68,9 @@ class MemoryStore:
         self._messages: list[Message] = []
         self._delivered: set[int] = set()
         self._next_message_id = 1
-        self._events: list[EventRecord] = []
+        self._events: deque[tuple[int, str, Event]] = deque(maxlen=MAX_EVENTS)
+        self._last_seq = 0
+        self._wakeups = _MemoryWakeups(self)
         # Chain id -> (state, JSON text of the document); dicts keep creation order.
         self._chains: dict[str, tuple[str, str]] = {}
         self._closed = False
@@ -89,7 +96,7 @@ class MemoryStore:
         if index < len(self._queue) and self._queue[index] == key:
             del self._queue[index]
 
-    async def insert_task(self, task: StoredTask) -> StoredTask:
+    async def insert_task(self, task: StoredTask, *, events: Sequence[Event] = ()) -> StoredTask:
         self._check_open()
         if task.record.id in self._tasks:
             raise StoreError(
@@ -102,6 +109,7 @@ class MemoryStore:
         self._tasks[stored.record.id] = stored
         if stored.record.state is TaskState.PENDING:
             self._enqueue(stored)
+        self._log(events)
         return _copy_task(stored)
 
     async def get_task(self, task_id: TaskId) -> StoredTask | None:
@@ -110,7 +118,12 @@ class MemoryStore:
         return None if stored is None else _copy_task(stored)
 
     async def list_tasks(
-        self, filter: TaskFilter | None = None, limit: int = 100, offset: int = 0
+        self,
+        filter: TaskFilter | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        newest_first: bool = False,
     ) -> list[TaskRecord]:
         self._check_open()
         if limit < 0 or offset < 0:
@@ -118,7 +131,8 @@ class MemoryStore:
         tags = normalise_tags(filter.tags) if filter else None
         out: list[TaskRecord] = []
         skipped = 0
-        for stored in self._tasks.values():
+        tasks = self._tasks.values()
+        for stored in reversed(tasks) if newest_first else tasks:
             if len(out) >= limit:
                 break
             record = stored.record
@@ -181,6 +195,7 @@ class MemoryStore:
         slot_id: SlotId | Any | None = UNSET,
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
+        events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         self._check_open()
         fields = {
@@ -189,13 +204,16 @@ class MemoryStore:
             "prompt": prompt,
             "rejection_count": rejection_count,
         }
-        return self._transition(
+        record = self._transition(
             task_id,
             from_states,
             to_state,
             now_ms,
             {k: v for k, v in fields.items() if v is not UNSET},
         )
+        if record is not None:
+            self._log(events)
+        return record
 
     def _transition(
         self,
@@ -245,6 +263,8 @@ class MemoryStore:
         spend: int,
         tasks_completed: int,
         slot_fields: Mapping[str, Any],
+        events: Sequence[Event] = (),
+        always_events: Sequence[Event] = (),
     ) -> bool:
         self._check_open()
         values = validate_slot_fields(slot_id, dict(slot_fields))
@@ -258,20 +278,31 @@ class MemoryStore:
             slot.tasks_completed += tasks_completed
             self._slots[slot_id] = (slot, owner)
         moved = self._transition(task_id, from_states, to_state, now_ms, {"result": result})
+        self._log([*always_events, *events] if moved is not None else always_events)
         return moved is not None
 
-    async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
+    async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         self._check_open()
         return [
             _copy_task(stored)
             for stored in self._tasks.values()
             if stored.record.state is TaskState.PENDING
-            and stored.record.created_at_ms is not None
-            and stored.record.created_at_ms < created_before_ms
+            and (
+                created_before_ms is None
+                or (
+                    stored.record.created_at_ms is not None
+                    and stored.record.created_at_ms < created_before_ms
+                )
+            )
         ]
 
     async def recover_tasks(
-        self, dead_workers: Collection[str], policy: RecoveryPolicy, now_ms: int
+        self,
+        dead_workers: Collection[str],
+        policy: RecoveryPolicy,
+        now_ms: int,
+        *,
+        events: RecoveryEvents | None = None,
     ) -> list[TaskId]:
         self._check_open()
         dead = set(dead_workers)
@@ -292,6 +323,8 @@ class MemoryStore:
                 record.result = recovery_failure(worker_id)
                 record.completed_at_ms = now_ms
             recovered.append(record.id)
+            if events is not None:
+                self._log(events(record.id, worker_id, record.model_copy(deep=True)))
         return recovered
 
     # ── workers ──────────────────────────────────────────────────────
@@ -365,9 +398,10 @@ class MemoryStore:
 
     # ── spend ────────────────────────────────────────────────────────
 
-    async def add_spend(self, microdollars: int) -> int:
+    async def add_spend(self, microdollars: int, *, events: Sequence[Event] = ()) -> int:
         self._check_open()
         self._spend += microdollars
+        self._log(events)
         return self._spend
 
     async def get_spend(self) -> int:
@@ -376,17 +410,21 @@ class MemoryStore:
 
     # ── shared context ───────────────────────────────────────────────
 
-    async def context_set(self, key: str, value: str) -> None:
+    async def context_set(self, key: str, value: str, *, events: Sequence[Event] = ()) -> None:
         self._check_open()
         self._context[key] = value
+        self._log(events)
 
     async def context_get(self, key: str) -> str | None:
         self._check_open()
         return self._context.get(key)
 
-    async def context_delete(self, key: str) -> bool:
+    async def context_delete(self, key: str, *, events: Sequence[Event] = ()) -> bool:
         self._check_open()
-        return self._context.pop(key, None) is not None
+        if self._context.pop(key, None) is None:
+            return False
+        self._log(events)
+        return True
 
     async def context_list(self) -> dict[str, str]:
         self._check_open()
@@ -395,12 +433,14 @@ class MemoryStore:
     # ── messages ─────────────────────────────────────────────────────
 
     async def send_message(
-        self, from_slot: str, to_slot: str, content: str, now_ms: int
-    ) -> Message:
+        self, from_slot: str, to_slot: str, content: str, now_ms: int,
+        *, events: Sequence[Event] = (),
+    ) -> Message:  # fmt: skip
         self._check_open()
         message = Message(self._next_message_id, from_slot, to_slot, content, now_ms)
         self._next_message_id += 1
         self._messages.append(message)
+        self._log(events)
         return message
 
     async def read_messages(
@@ -420,32 +460,69 @@ class MemoryStore:
 
     # ── events ───────────────────────────────────────────────────────
 
-    async def append_event(
-        self,
-        kind: str,
-        task_id: str | None,
-        slot_id: str | None,
-        data: Mapping[str, Any],
-        now_ms: int,
-    ) -> int:
-        self._check_open()
-        # Through JSON, so that what is stored is exactly what a database store would keep.
-        stored_data = json.loads(json.dumps(dict(data)))
-        event = EventRecord(len(self._events) + 1, kind, task_id, slot_id, stored_data, now_ms)
-        self._events.append(event)
-        return event.id
+    def _log(self, events: Sequence[Event]) -> None:
+        """Append events (no await: part of the caller's atomic change)."""
+        for event in events:
+            self._last_seq += 1
+            event.seq = self._last_seq
+            # Kept as JSON, so that what is read back is exactly what a database keeps.
+            self._events.append((self._last_seq, event.model_dump_json(exclude={"seq"}), event))
+        if events:
+            self._wakeups.notify(self._last_seq)
 
-    async def list_events(
-        self, *, task_id: str | None = None, after_id: int = 0, limit: int = 1000
-    ) -> list[EventRecord]:
+    async def append_events(self, events: Sequence[Event]) -> None:
         self._check_open()
-        out: list[EventRecord] = []
-        for event in self._events[max(0, after_id) :]:
+        self._log(events)
+
+    async def read_events(
+        self,
+        *,
+        after: int = 0,
+        up_to: int | None = None,
+        limit: int = 1000,
+        task_id: str | None = None,
+        chain_id: str | None = None,
+        types: Collection[str] | None = None,
+        not_from: str | None = None,
+    ) -> list[Event]:
+        self._check_open()
+        out: list[Event] = []
+        start = 0
+        if self._events:
+            # Sequence numbers are consecutive here: index from the first one kept.
+            start = max(0, after + 1 - self._events[0][0])
+        for index in range(start, len(self._events)):
             if len(out) >= limit:
                 break
-            if task_id is None or event.task_id == task_id:
-                out.append(replace(event, data=copy.deepcopy(event.data)))
+            seq, text, original = self._events[index]
+            if up_to is not None and seq > up_to:
+                break
+            if (
+                (task_id is not None and original.task_id != task_id)
+                or (chain_id is not None and original.chain_id != chain_id)
+                or (types is not None and original.type not in types)
+                or (not_from is not None and original.worker_id == not_from)
+            ):
+                continue
+            event = parse_event(text)
+            event.seq = seq
+            out.append(event)
         return out
+
+    async def latest_event_seq(self) -> int:
+        self._check_open()
+        return self._last_seq
+
+    def wakeups(self) -> _MemoryWakeups:
+        return self._wakeups
+
+    async def prune_events(self, before_ms: int) -> int:
+        self._check_open()
+        pruned = 0
+        while len(self._events) > 1 and self._events[0][2].at_ms < before_ms:
+            self._events.popleft()
+            pruned += 1
+        return pruned
 
     # ── chains ───────────────────────────────────────────────────────
 
@@ -457,6 +534,7 @@ class MemoryStore:
         now_ms: int,
         *,
         expected_owner: str | None = None,
+        events: Sequence[Event] = (),
     ) -> bool:
         self._check_open()
         if expected_owner is not None:
@@ -465,6 +543,7 @@ class MemoryStore:
                 return False
         # Kept as JSON text, so that what is stored is exactly what a database store keeps.
         self._chains[chain_id] = (state, json.dumps(dict(data)))
+        self._log(events)
         return True
 
     async def claim_chain(
@@ -502,87 +581,41 @@ class MemoryStore:
         self, filter: MetricsFilter | None, session_start_ms: int, now_ms: int
     ) -> SessionMetrics:
         self._check_open()
-        return compute_session_metrics(
-            (stored.record for stored in self._tasks.values()), filter, session_start_ms, now_ms
-        )
+        groups, middle = groups_of((stored.record for stored in self._tasks.values()), filter)
+        return metrics_from_groups(groups, middle, session_start_ms, now_ms)
 
 
-def _in_scope(record: TaskRecord, filter: MetricsFilter, tags: list[str] | None) -> bool:
-    created = record.created_at_ms
-    if filter.since_ms is not None and (created is None or created < filter.since_ms):
-        return False
-    if filter.until_ms is not None and (created is None or created >= filter.until_ms):
-        return False
-    if tags is not None and not any(tag in record.tags for tag in tags):
-        return False
-    return filter.model is None or (
-        record.result is not None and record.result.model == filter.model
-    )
+class _MemoryWakeups:
+    """Wakes waiters at once when the memory store logs an event (every user of one memory
+    store is in this process)."""
 
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._waiters: list[tuple[int, asyncio.Future[int]]] = []
 
-def compute_session_metrics(
-    records: Iterable[TaskRecord],
-    filter: MetricsFilter | None,
-    session_start_ms: int,
-    now_ms: int,
-) -> SessionMetrics:
-    """Session metrics over task records, exactly as ``Store.session_metrics`` defines them."""
-    filter = filter or MetricsFilter()
-    tags = normalise_tags(filter.tags)
-    states: Counter[TaskState] = Counter()
-    spend = 0
-    completed: list[TaskResult] = []
-    per_model: dict[str, list[TaskResult]] = {}
-    for record in records:
-        if not _in_scope(record, filter, tags):
-            continue
-        states[record.state] += 1
-        result = record.result
-        if result is None:
-            continue
-        spend += result.cost_microdollars
-        if record.state is TaskState.COMPLETED:
-            completed.append(result)
-        if result.model is not None:
-            per_model.setdefault(result.model, []).append(result)
+    def notify(self, latest: int) -> None:
+        keep = []
+        for after, future in self._waiters:
+            if future.done():
+                continue
+            if latest > after:
+                future.set_result(latest)
+            else:
+                keep.append((after, future))
+        self._waiters = keep
 
-    metrics = SessionMetrics(
-        total_tasks=sum(states.values()),
-        completed_tasks=states[TaskState.COMPLETED],
-        failed_tasks=states[TaskState.FAILED],
-        cancelled_tasks=states[TaskState.CANCELLED],
-        running_tasks=states[TaskState.RUNNING],
-        pending_tasks=states[TaskState.PENDING],
-        total_spend_microdollars=spend,
-        session_start_ms=session_start_ms,
-        session_duration_ms=max(0, now_ms - session_start_ms),
-    )
-    if completed:
-        count = len(completed)
-        costs = [r.cost_microdollars for r in completed]
-        elapsed = sorted(r.elapsed_ms for r in completed)
-        middle = (count - 1) // 2
-        metrics.avg_cost_microdollars = sum(costs) // count
-        metrics.max_cost_microdollars = max(costs)
-        metrics.avg_elapsed_ms = sum(elapsed) // count
-        metrics.min_elapsed_ms = elapsed[0]
-        metrics.max_elapsed_ms = elapsed[-1]
-        metrics.median_elapsed_ms = (
-            elapsed[middle] if count % 2 else (elapsed[middle] + elapsed[middle + 1]) // 2
-        )
-        metrics.avg_turns = sum(r.turns_used for r in completed) / count
-    breakdown = [
-        ModelMetrics(
-            model=model,
-            task_count=len(results),
-            total_cost_microdollars=sum(r.cost_microdollars for r in results),
-            avg_cost_microdollars=sum(r.cost_microdollars for r in results) // len(results),
-            avg_elapsed_ms=sum(r.elapsed_ms for r in results) // len(results),
-            total_turns=sum(r.turns_used for r in results),
-        )
-        for model, results in per_model.items()
-    ]
-    breakdown.sort(key=lambda m: (-m.total_cost_microdollars, m.model))
-    metrics.model_breakdown = breakdown
-    metrics.tasks_by_model = {m.model: m.task_count for m in breakdown}
-    return metrics
+    async def wait(self, after_seq: int, timeout: float) -> int:
+        latest = self._store._last_seq
+        if latest > after_seq:
+            return latest
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        entry = (after_seq, future)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            return self._store._last_seq
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)

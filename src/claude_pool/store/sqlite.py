@@ -21,13 +21,13 @@ date by the numbered files in ``sql/sqlite/migrations``. The applied version is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
 import sqlite3
 import threading
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,22 +37,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from claude_pool.errors import StoreError
+from claude_pool.events import Event, parse_event
 from claude_pool.store._common import (
-    normalise_tags,
     recovery_failure,
     validate_slot_fields,
 )
 from claude_pool.store.base import (
     UNSET,
-    EventRecord,
     Message,
+    RecoveryEvents,
     RecoveryPolicy,
     StoredTask,
     TaskTarget,
 )
+from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
 from claude_pool.types import (
     MetricsFilter,
-    ModelMetrics,
     SessionMetrics,
     SlotConfig,
     SlotId,
@@ -376,6 +376,37 @@ def _transition(
     return _record_from_row(row) if parse else _MOVED
 
 
+_INSERT_EVENT = (
+    "INSERT INTO events (kind, task_id, slot_id, chain_id, worker_id, created_at_ms, data_json) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+
+
+def _log_events(conn: sqlite3.Connection, events: Sequence[Event]) -> list[int]:
+    """Append events inside the caller's write transaction; their sequence numbers, which
+    the caller sets on the events once the transaction has committed."""
+    return [
+        conn.execute(
+            _INSERT_EVENT,
+            (
+                e.type,
+                e.task_id,
+                e.slot_id,
+                e.chain_id,
+                e.worker_id,
+                e.at_ms,
+                e.model_dump_json(exclude={"seq"}),
+            ),
+        ).fetchone()[0]
+        for e in events
+    ]
+
+
+def _numbered(events: Sequence[Event], seqs: Sequence[int]) -> None:
+    for event, seq in zip(events, seqs, strict=True):
+        event.seq = seq
+
+
 class _Database:
     """Synchronous operations on one connection.
 
@@ -518,7 +549,7 @@ class _Database:
 
     # tasks
 
-    def insert_task(self, task: StoredTask) -> StoredTask:
+    def insert_task(self, task: StoredTask, events: Sequence[Event]) -> StoredTask:
         with self.write() as conn:
             try:
                 seq: int = conn.execute(
@@ -527,6 +558,8 @@ class _Database:
             except sqlite3.IntegrityError as exc:
                 raise _duplicate(task.record.id) from exc
             self._insert_tags(conn, [(seq, task.record.tags)])
+            seqs = _log_events(conn, events)
+        _numbered(events, seqs)
         return replace(task, seq=seq)
 
     def insert_tasks(self, tasks: Sequence[StoredTask]) -> list[StoredTask]:
@@ -562,7 +595,9 @@ class _Database:
         ).fetchone()
         return None if row is None else _task_from_row(row)
 
-    def list_tasks(self, filter: TaskFilter | None, limit: int, offset: int) -> list[TaskRecord]:
+    def list_tasks(
+        self, filter: TaskFilter | None, limit: int, offset: int, newest_first: bool
+    ) -> list[TaskRecord]:
         clauses: list[str] = []
         params: list[Any] = []
         if filter is not None:
@@ -577,7 +612,8 @@ class _Database:
                 clauses.append(_tags_clause(tags, params))
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         rows = self.conn.execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks {where}ORDER BY seq LIMIT ? OFFSET ?",
+            f"SELECT {_TASK_COLUMNS} FROM tasks {where}ORDER BY seq"
+            f"{' DESC' if newest_first else ''} LIMIT ? OFFSET ?",
             (*params, limit, offset),
         ).fetchall()
         return [_record_from_row(row) for row in rows]
@@ -619,11 +655,16 @@ class _Database:
         to_state: TaskState,
         now_ms: int,
         fields: dict[str, Any],
+        events: Sequence[Event],
     ) -> TaskRecord | None:
         if not from_states:
             return None
         with self.write() as conn:
-            return _transition(conn, task_id, from_states, to_state, now_ms, fields)
+            record = _transition(conn, task_id, from_states, to_state, now_ms, fields)
+            seqs = _log_events(conn, events) if record is not None else []
+        if record is not None:
+            _numbered(events, seqs)
+        return record
 
     def settle_task(
         self,
@@ -636,6 +677,8 @@ class _Database:
         spend: int,
         tasks_completed: int,
         slot_values: dict[str, Any],
+        events: Sequence[Event],
+        always_events: Sequence[Event],
     ) -> bool:
         columns = [_slot_column_value(name, value) for name, value in slot_values.items()]
         sets = "".join(f", {c} = ?" for c, _ in columns)
@@ -650,45 +693,59 @@ class _Database:
                 f"tasks_completed = tasks_completed + ?{sets} WHERE id = ?",
                 (spend, tasks_completed, *(v for _, v in columns), slot_id),
             )
-            if not from_states:
-                return False
-            return (
+            moved = bool(from_states) and (
                 _transition(
                     conn, task_id, from_states, to_state, now_ms, {"result": result}, parse=False
                 )
                 is not None
             )
+            logged = [*always_events, *events] if moved else list(always_events)
+            seqs = _log_events(conn, logged)
+        _numbered(logged, seqs)
+        return moved
 
-    def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
+    def pending_tasks(self, created_before_ms: int | None) -> list[StoredTask]:
         rows = self.conn.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks WHERE state = 'pending' "
-            "AND created_at_ms < ? ORDER BY seq",
-            (created_before_ms,),
+            "AND (? IS NULL OR created_at_ms < ?) ORDER BY seq",
+            (created_before_ms, created_before_ms),
         ).fetchall()
         return [_task_from_row(row) for row in rows]
 
     def recover_tasks(
-        self, dead_workers: list[str], policy: RecoveryPolicy, now_ms: int
+        self,
+        dead_workers: list[str],
+        policy: RecoveryPolicy,
+        now_ms: int,
+        events: RecoveryEvents | None,
     ) -> list[TaskId]:
-        recovered: list[tuple[int, str]] = []
+        recovered: list[tuple[int, str, str, TaskRecord]] = []
+        logged: list[Event] = []
         with self.write() as conn:
             for worker_id in dead_workers:
                 if policy == "requeue":
                     cursor = conn.execute(
                         "UPDATE tasks SET state = 'pending', slot_id = NULL, claimed_by = NULL, "
                         "started_at_ms = NULL WHERE state = 'running' AND claimed_by = ? "
-                        "RETURNING seq, id",
+                        f"RETURNING {_TASK_COLUMNS}",
                         (worker_id,),
                     )
                 else:
                     cursor = conn.execute(
                         f"UPDATE tasks SET state = 'failed', claimed_by = NULL, "
                         f"completed_at_ms = ?, {_RESULT_SETS} "
-                        "WHERE state = 'running' AND claimed_by = ? RETURNING seq, id",
+                        f"WHERE state = 'running' AND claimed_by = ? RETURNING {_TASK_COLUMNS}",
                         (now_ms, *_result_values(recovery_failure(worker_id)), worker_id),
                     )
-                recovered.extend(cursor.fetchall())
-        return [TaskId(task_id) for _, task_id in sorted(recovered)]
+                for row in cursor.fetchall():
+                    recovered.append((row[0], row[1], worker_id, _record_from_row(row)))
+            recovered.sort(key=lambda item: item[0])
+            if events is not None:
+                for _, task_id, worker_id, record in recovered:
+                    logged.extend(events(TaskId(task_id), worker_id, record))
+            seqs = _log_events(conn, logged)
+        _numbered(logged, seqs)
+        return [TaskId(task_id) for _, task_id, _, _ in recovered]
 
     # workers
 
@@ -792,13 +849,15 @@ class _Database:
 
     # spend and context
 
-    def add_spend(self, microdollars: int) -> int:
+    def add_spend(self, microdollars: int, events: Sequence[Event]) -> int:
         with self.write() as conn:
             total: int = conn.execute(
                 "UPDATE counters SET value = value + ? WHERE name = 'spend_microdollars' "
                 "RETURNING value",
                 (microdollars,),
             ).fetchone()[0]
+            seqs = _log_events(conn, events)
+        _numbered(events, seqs)
         return total
 
     def get_spend(self) -> int:
@@ -807,21 +866,25 @@ class _Database:
         ).fetchone()[0]
         return total
 
-    def context_set(self, key: str, value: str) -> None:
+    def context_set(self, key: str, value: str, events: Sequence[Event]) -> None:
         with self.write() as conn:
             conn.execute(
                 "INSERT INTO context (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+            seqs = _log_events(conn, events)
+        _numbered(events, seqs)
 
     def context_get(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM context WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def context_delete(self, key: str) -> bool:
+    def context_delete(self, key: str, events: Sequence[Event]) -> bool:
         with self.write() as conn:
             deleted: int = conn.execute("DELETE FROM context WHERE key = ?", (key,)).rowcount
+            seqs = _log_events(conn, events) if deleted else []
+        _numbered(events if deleted else (), seqs)
         return deleted > 0
 
     def context_list(self) -> dict[str, str]:
@@ -830,13 +893,17 @@ class _Database:
 
     # messages and events
 
-    def send_message(self, from_slot: str, to_slot: str, content: str, now_ms: int) -> Message:
+    def send_message(
+        self, from_slot: str, to_slot: str, content: str, now_ms: int, events: Sequence[Event]
+    ) -> Message:
         with self.write() as conn:
             row = conn.execute(
                 "INSERT INTO messages (from_slot, to_slot, content, created_at_ms) "
                 f"VALUES (?, ?, ?, ?) RETURNING {_MESSAGE_COLUMNS}",
                 (from_slot, to_slot, content, now_ms),
             ).fetchone()
+            seqs = _log_events(conn, events)
+        _numbered(events, seqs)
         return _message_from_row(row)
 
     def read_messages(self, slot_id: str, drain: bool, up_to_id: int | None) -> list[Message]:
@@ -863,41 +930,77 @@ class _Database:
                 [m.id for m in messages],
             )
 
-    def append_event(
-        self, kind: str, task_id: str | None, slot_id: str | None, data: str, now_ms: int
-    ) -> int:
+    def append_events(self, events: Sequence[Event]) -> None:
         with self.write() as conn:
-            event_id: int = conn.execute(
-                "INSERT INTO events (kind, task_id, slot_id, created_at_ms, data_json) "
-                "VALUES (?, ?, ?, ?, ?) RETURNING id",
-                (kind, task_id, slot_id, now_ms, data),
-            ).fetchone()[0]
-        return event_id
+            seqs = _log_events(conn, events)
+        _numbered(events, seqs)
 
-    def list_events(self, task_id: str | None, after_id: int, limit: int) -> list[EventRecord]:
-        task_clause = "" if task_id is None else "AND task_id = ? "
-        params: tuple[Any, ...] = (after_id,) if task_id is None else (after_id, task_id)
+    def read_events(
+        self,
+        after: int,
+        up_to: int | None,
+        limit: int,
+        task_id: str | None,
+        chain_id: str | None,
+        types: list[str] | None,
+        not_from: str | None,
+    ) -> list[Event]:
+        clauses = ["id > ?"]
+        params: list[Any] = [after]
+        if up_to is not None:
+            clauses.append("id <= ?")
+            params.append(up_to)
+        if task_id is not None:
+            clauses.append("task_id = ?")
+            params.append(task_id)
+        if chain_id is not None:
+            clauses.append("chain_id = ?")
+            params.append(chain_id)
+        if types is not None:
+            clauses.append(f"kind IN ({_placeholders(len(types))})")
+            params.extend(types)
+        if not_from is not None:
+            clauses.append("(worker_id IS NULL OR worker_id != ?)")
+            params.append(not_from)
         rows = self.conn.execute(
-            "SELECT id, kind, task_id, slot_id, data_json, created_at_ms FROM events "
-            f"WHERE id > ? {task_clause}ORDER BY id LIMIT ?",
+            f"SELECT id, data_json FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
             (*params, limit),
         ).fetchall()
-        return [
-            EventRecord(
-                id=r[0],
-                kind=r[1],
-                task_id=r[2],
-                slot_id=r[3],
-                data=json.loads(r[4]),
-                created_at_ms=r[5],
-            )
-            for r in rows
-        ]
+        events = []
+        for seq, data in rows:
+            event = parse_event(data)
+            event.seq = seq
+            events.append(event)
+        return events
+
+    def latest_event_seq(self) -> int:
+        row = self.conn.execute("SELECT MAX(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def prune_events(self, before_ms: int) -> int:
+        with self.write() as conn:
+            # Events are appended in time order, so the first one to keep bounds the rest; the
+            # newest event always stays, so sequence numbers never go back.
+            keep = conn.execute(
+                "SELECT id FROM events WHERE created_at_ms >= ? ORDER BY id LIMIT 1", (before_ms,)
+            ).fetchone()
+            if keep is None:
+                keep = conn.execute("SELECT MAX(id) FROM events").fetchone()
+            if keep is None or keep[0] is None:
+                return 0
+            pruned: int = conn.execute("DELETE FROM events WHERE id < ?", (keep[0],)).rowcount
+        return pruned
 
     # chains
 
     def upsert_chain(
-        self, chain_id: str, data: str, state: str, now_ms: int, expected_owner: str | None
+        self,
+        chain_id: str,
+        data: str,
+        state: str,
+        now_ms: int,
+        expected_owner: str | None,
+        events: Sequence[Event],
     ) -> bool:
         """Whether it was written: with ``expected_owner``, only over a stored chain of that
         owner's, checked and written in one write transaction (atomic across processes)."""
@@ -917,6 +1020,8 @@ class _Database:
                 "updated_at_ms = excluded.updated_at_ms, data_json = excluded.data_json",
                 (chain_id, state, now_ms, now_ms, data),
             )
+            seqs = _log_events(conn, events)
+        _numbered(events, seqs)
         return True
 
     def claim_chain(
@@ -977,15 +1082,15 @@ class _Database:
                 clauses.append(_tags_clause(tags, params))
         scope = " AND ".join(clauses) or "1 = 1"
         with self.snapshot() as conn:
-            groups = conn.execute(
+            rows = conn.execute(
                 "SELECT state, model, COUNT(*), COUNT(cost_microdollars), "
                 "COALESCE(SUM(cost_microdollars), 0), MAX(cost_microdollars), "
                 "COALESCE(SUM(elapsed_ms), 0), MIN(elapsed_ms), MAX(elapsed_ms), "
                 f"COALESCE(SUM(turns_used), 0) FROM tasks WHERE {scope} GROUP BY state, model",
                 params,
             ).fetchall()
-            completed = [g for g in groups if g[0] == "completed" and g[3]]
-            with_result = sum(g[3] for g in completed)
+            groups = [MetricGroup(*row) for row in rows]
+            with_result = sum(g.with_result for g in groups if g.state == "completed")
             middle: list[int] = []
             if with_result:
                 middle = [
@@ -997,59 +1102,7 @@ class _Database:
                         (*params, (with_result - 1) // 2),
                     ).fetchall()
                 ]
-        return _metrics_from_groups(groups, middle, session_start_ms, now_ms)
-
-
-def _metrics_from_groups(
-    groups: list[tuple[Any, ...]], middle: list[int], session_start_ms: int, now_ms: int
-) -> SessionMetrics:
-    """Session metrics from per-(state, model) aggregates: (state, model, tasks, tasks with a
-    result, cost sum, cost max, elapsed sum, elapsed min, elapsed max, turns sum)."""
-    counts: Counter[str] = Counter()
-    for state, _, tasks, *_ in groups:
-        counts[state] += tasks
-    metrics = SessionMetrics(
-        total_tasks=sum(counts.values()),
-        completed_tasks=counts["completed"],
-        failed_tasks=counts["failed"],
-        cancelled_tasks=counts["cancelled"],
-        running_tasks=counts["running"],
-        pending_tasks=counts["pending"],
-        total_spend_microdollars=sum(g[4] for g in groups),
-        session_start_ms=session_start_ms,
-        session_duration_ms=max(0, now_ms - session_start_ms),
-    )
-    completed = [g for g in groups if g[0] == "completed" and g[3]]
-    with_result = sum(g[3] for g in completed)
-    if with_result:
-        metrics.avg_cost_microdollars = sum(g[4] for g in completed) // with_result
-        metrics.max_cost_microdollars = max(g[5] for g in completed)
-        metrics.avg_elapsed_ms = sum(g[6] for g in completed) // with_result
-        metrics.min_elapsed_ms = min(g[7] for g in completed)
-        metrics.max_elapsed_ms = max(g[8] for g in completed)
-        metrics.avg_turns = sum(g[9] for g in completed) / with_result
-        metrics.median_elapsed_ms = middle[0] if with_result % 2 else (middle[0] + middle[1]) // 2
-    per_model: dict[str, list[int]] = {}
-    for _, model, tasks, _, cost, _, elapsed, _, _, turns in groups:
-        if model is not None:
-            totals = per_model.setdefault(model, [0, 0, 0, 0])
-            for index, value in enumerate((tasks, cost, elapsed, turns)):
-                totals[index] += value
-    breakdown = [
-        ModelMetrics(
-            model=model,
-            task_count=tasks,
-            total_cost_microdollars=cost,
-            avg_cost_microdollars=cost // tasks,
-            avg_elapsed_ms=elapsed // tasks,
-            total_turns=turns,
-        )
-        for model, (tasks, cost, elapsed, turns) in per_model.items()
-    ]
-    breakdown.sort(key=lambda m: (-m.total_cost_microdollars, m.model))
-    metrics.model_breakdown = breakdown
-    metrics.tasks_by_model = {m.model: m.task_count for m in breakdown}
-    return metrics
+        return metrics_from_groups(groups, middle, session_start_ms, now_ms)
 
 
 # ── the async store ──────────────────────────────────────────────────
@@ -1090,6 +1143,7 @@ class SqliteStore:
         self._background: set[asyncio.Future[Any]] = set()
         self._checkpoint_pending = False
         self._quick_calls = 0
+        self._wakeups = _SqliteWakeups(self)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -1227,6 +1281,7 @@ class SqliteStore:
     async def close(self) -> None:
         if self._executor is None:
             return
+        await self._wakeups.stop()
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         await self._shutdown()
@@ -1247,8 +1302,8 @@ class SqliteStore:
 
     # ── tasks ────────────────────────────────────────────────────────
 
-    async def insert_task(self, task: StoredTask) -> StoredTask:
-        return await self._quick("inserting a task", _Database.insert_task, task)
+    async def insert_task(self, task: StoredTask, *, events: Sequence[Event] = ()) -> StoredTask:
+        return await self._quick("inserting a task", _Database.insert_task, task, events)
 
     async def insert_tasks(self, tasks: Iterable[StoredTask]) -> list[StoredTask]:
         """Insert many tasks in one transaction (imports, benchmarks); returns them with
@@ -1259,11 +1314,18 @@ class SqliteStore:
         return await self._quick("reading a task", _Database.get_task, task_id)
 
     async def list_tasks(
-        self, filter: TaskFilter | None = None, limit: int = 100, offset: int = 0
+        self,
+        filter: TaskFilter | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        newest_first: bool = False,
     ) -> list[TaskRecord]:
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        return await self._run("listing tasks", _Database.list_tasks, filter, limit, offset)
+        return await self._run(
+            "listing tasks", _Database.list_tasks, filter, limit, offset, newest_first
+        )
 
     async def count_tasks(self) -> dict[TaskState, int]:
         return await self._run("counting tasks", _Database.count_tasks)
@@ -1301,6 +1363,7 @@ class SqliteStore:
         slot_id: SlotId | Any | None = UNSET,
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
+        events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         fields = {
             name: value
@@ -1320,20 +1383,29 @@ class SqliteStore:
             TaskState(to_state),
             now_ms,
             fields,
+            events,
         )
 
-    async def pending_tasks_older_than(self, created_before_ms: int) -> list[StoredTask]:
-        return await self._run(
-            "listing waiting tasks", _Database.pending_tasks_older_than, created_before_ms
-        )
+    async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
+        return await self._run("listing waiting tasks", _Database.pending_tasks, created_before_ms)
 
     async def recover_tasks(
-        self, dead_workers: Collection[str], policy: RecoveryPolicy, now_ms: int
+        self,
+        dead_workers: Collection[str],
+        policy: RecoveryPolicy,
+        now_ms: int,
+        *,
+        events: RecoveryEvents | None = None,
     ) -> list[TaskId]:
         if policy not in ("requeue", "fail"):
             raise ValueError(f"unknown recovery policy {policy!r}; use 'requeue' or 'fail'")
         return await self._run(
-            "recovering tasks", _Database.recover_tasks, sorted(set(dead_workers)), policy, now_ms
+            "recovering tasks",
+            _Database.recover_tasks,
+            sorted(set(dead_workers)),
+            policy,
+            now_ms,
+            events,
         )
 
     # ── workers ──────────────────────────────────────────────────────
@@ -1375,6 +1447,8 @@ class SqliteStore:
         spend: int,
         tasks_completed: int,
         slot_fields: Mapping[str, Any],
+        events: Sequence[Event] = (),
+        always_events: Sequence[Event] = (),
     ) -> bool:
         values = validate_slot_fields(slot_id, dict(slot_fields))
         return await self._quick(
@@ -1389,6 +1463,8 @@ class SqliteStore:
             spend,
             tasks_completed,
             values,
+            events,
+            always_events,
         )
 
     async def update_slot(self, slot_id: SlotId, **fields: Any) -> SlotRecord | None:
@@ -1411,22 +1487,22 @@ class SqliteStore:
 
     # ── spend ────────────────────────────────────────────────────────
 
-    async def add_spend(self, microdollars: int) -> int:
-        return await self._quick("adding spend", _Database.add_spend, microdollars)
+    async def add_spend(self, microdollars: int, *, events: Sequence[Event] = ()) -> int:
+        return await self._quick("adding spend", _Database.add_spend, microdollars, events)
 
     async def get_spend(self) -> int:
         return await self._quick("reading spend", _Database.get_spend)
 
     # ── shared context ───────────────────────────────────────────────
 
-    async def context_set(self, key: str, value: str) -> None:
-        await self._quick("setting context", _Database.context_set, key, value)
+    async def context_set(self, key: str, value: str, *, events: Sequence[Event] = ()) -> None:
+        await self._quick("setting context", _Database.context_set, key, value, events)
 
     async def context_get(self, key: str) -> str | None:
         return await self._quick("reading context", _Database.context_get, key)
 
-    async def context_delete(self, key: str) -> bool:
-        return await self._quick("deleting context", _Database.context_delete, key)
+    async def context_delete(self, key: str, *, events: Sequence[Event] = ()) -> bool:
+        return await self._quick("deleting context", _Database.context_delete, key, events)
 
     async def context_list(self) -> dict[str, str]:
         return await self._quick("listing context", _Database.context_list)
@@ -1434,10 +1510,17 @@ class SqliteStore:
     # ── messages ─────────────────────────────────────────────────────
 
     async def send_message(
-        self, from_slot: str, to_slot: str, content: str, now_ms: int
-    ) -> Message:
+        self, from_slot: str, to_slot: str, content: str, now_ms: int,
+        *, events: Sequence[Event] = (),
+    ) -> Message:  # fmt: skip
         return await self._quick(
-            "sending a message", _Database.send_message, from_slot, to_slot, content, now_ms
+            "sending a message",
+            _Database.send_message,
+            from_slot,
+            to_slot,
+            content,
+            now_ms,
+            events,
         )
 
     async def read_messages(
@@ -1458,28 +1541,41 @@ class SqliteStore:
 
     # ── events ───────────────────────────────────────────────────────
 
-    async def append_event(
+    async def append_events(self, events: Sequence[Event]) -> None:
+        if events:
+            await self._quick("recording events", _Database.append_events, events)
+
+    async def read_events(
         self,
-        kind: str,
-        task_id: str | None,
-        slot_id: str | None,
-        data: Mapping[str, Any],
-        now_ms: int,
-    ) -> int:
-        return await self._quick(
-            "recording an event",
-            _Database.append_event,
-            kind,
+        *,
+        after: int = 0,
+        up_to: int | None = None,
+        limit: int = 1000,
+        task_id: str | None = None,
+        chain_id: str | None = None,
+        types: Collection[str] | None = None,
+        not_from: str | None = None,
+    ) -> list[Event]:
+        return await self._run(
+            "reading events",
+            _Database.read_events,
+            after,
+            up_to,
+            limit,
             task_id,
-            slot_id,
-            json.dumps(dict(data)),
-            now_ms,
+            chain_id,
+            sorted(types) if types is not None else None,
+            not_from,
         )
 
-    async def list_events(
-        self, *, task_id: str | None = None, after_id: int = 0, limit: int = 1000
-    ) -> list[EventRecord]:
-        return await self._run("listing events", _Database.list_events, task_id, after_id, limit)
+    async def latest_event_seq(self) -> int:
+        return await self._quick("reading the latest event", _Database.latest_event_seq)
+
+    def wakeups(self) -> _SqliteWakeups:
+        return self._wakeups
+
+    async def prune_events(self, before_ms: int) -> int:
+        return await self._run("pruning events", _Database.prune_events, before_ms)
 
     # ── chains ───────────────────────────────────────────────────────
 
@@ -1491,6 +1587,7 @@ class SqliteStore:
         now_ms: int,
         *,
         expected_owner: str | None = None,
+        events: Sequence[Event] = (),
     ) -> bool:
         written: bool = await self._quick(
             "saving a chain",
@@ -1500,6 +1597,7 @@ class SqliteStore:
             state,
             now_ms,
             expected_owner,
+            events,
         )
         return written
 
@@ -1539,3 +1637,72 @@ class SqliteStore:
             session_start_ms,
             now_ms,
         )
+
+
+WAKEUP_INTERVAL_SECS = 0.1
+"""How often a SQLite store looks for events appended by other processes while anyone waits:
+one read of the highest event id, shared by all of the store's waiters."""
+
+
+class _SqliteWakeups:
+    """Another process's writes are seen by reading the latest event id, at most every
+    ``interval`` seconds and only while someone waits, however many wait."""
+
+    def __init__(self, store: SqliteStore, interval: float = WAKEUP_INTERVAL_SECS) -> None:
+        self._store = store
+        self.interval = interval
+        self._waiters: list[tuple[int, asyncio.Future[int]]] = []
+        self._prober: asyncio.Task[None] | None = None
+        self._last_probe = -interval
+        self.probes = 0
+        """Reads of the latest event id so far (for benchmarks)."""
+
+    async def wait(self, after_seq: int, timeout: float) -> int:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        entry = (after_seq, future)
+        self._waiters.append(entry)
+        if self._prober is None or self._prober.done():
+            self._prober = loop.create_task(self._probe(), name="sqlite-wakeups")
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            return await self._store.latest_event_seq()
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    async def stop(self) -> None:
+        prober, self._prober = self._prober, None
+        if prober is not None and not prober.done():
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiters:
+            # However often waiters come and go, the file is read at most once an interval.
+            wait = self._last_probe + self.interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_probe = loop.time()
+            try:
+                self.probes += 1
+                latest = await self._store.latest_event_seq()
+            except StoreError as exc:
+                log.warning("SQLite store %s: looking for new events failed: %s", self._store, exc)
+            else:
+                self._wake(latest)
+
+    def _wake(self, latest: int) -> None:
+        keep = []
+        for after, future in self._waiters:
+            if future.done():
+                continue
+            if latest > after:
+                future.set_result(latest)
+            else:
+                keep.append((after, future))
+        self._waiters = keep

@@ -29,6 +29,19 @@ from typing import Any
 import pytest
 
 from claude_pool.errors import StoreError
+from claude_pool.events import (
+    ContextChanged,
+    Event,
+    MessageSent,
+    SpendRecorded,
+    TaskCancelled,
+    TaskFinished,
+    TaskQueued,
+    TaskRequeued,
+    TaskText,
+    UnknownEvent,
+    WorkerLost,
+)
 from claude_pool.store.base import UNSET, Store, StoredTask, TaskTarget
 from claude_pool.types import (
     MetricsFilter,
@@ -191,6 +204,9 @@ class StoreContract:
         assert [t.id for t in await store.list_tasks(limit=3, offset=5)] == ids[5:]
         assert await store.list_tasks(limit=0) == []
         assert await store.list_tasks(offset=7) == []
+        newest = [t.id for t in await store.list_tasks(limit=3, newest_first=True)]
+        assert newest == ids[::-1][:3]
+        assert [t.id for t in await store.list_tasks(offset=5, newest_first=True)] == ids[1::-1]
 
     async def test_list_tasks_filters_by_state_slot_and_any_tag(self, store: Store) -> None:
         a = await store.insert_task(make_task("a", tags=["red", "big"]))
@@ -445,19 +461,21 @@ class StoreContract:
         assert cancelled.started_at_ms is None
         assert await claim(store) is None
 
-    async def test_pending_tasks_older_than_lists_only_old_pending_tasks(
+    async def test_pending_tasks_lists_pending_tasks_submitted_before_a_time(
         self, store: Store
     ) -> None:
         old = await store.insert_task(make_task(created_at_ms=T0 - 1000))
         older_running = await store.insert_task(make_task(created_at_ms=T0 - 2000, priority=9))
         await claim(store)
         boundary = await store.insert_task(make_task(created_at_ms=T0))
-        await store.insert_task(make_task(created_at_ms=T0 + 1000))
-        got = await store.pending_tasks_older_than(T0)
+        newest = await store.insert_task(make_task(created_at_ms=T0 + 1000))
+        got = await store.pending_tasks(T0)
         assert [t.record.id for t in got] == [old.record.id]
         assert older_running.record.id not in [t.record.id for t in got]
-        got = await store.pending_tasks_older_than(T0 + 1)
+        got = await store.pending_tasks(T0 + 1)
         assert [t.record.id for t in got] == [old.record.id, boundary.record.id]
+        every = await store.pending_tasks()
+        assert [t.record.id for t in every] == [old.record.id, boundary.record.id, newest.record.id]
 
     # ── recovery and workers ─────────────────────────────────────────
 
@@ -781,33 +799,167 @@ class StoreContract:
 
     # ── events ───────────────────────────────────────────────────────
 
-    async def test_events_are_listed_in_order_after_an_id(self, store: Store) -> None:
-        e1 = await store.append_event("submitted", "task-1", None, {"prompt": "p"}, T0)
-        e2 = await store.append_event("started", "task-1", "slot-a", {}, T0 + 1)
-        e3 = await store.append_event(
-            "note", None, "slot-a", {"n": 1, "nested": {"x": [1, 2]}}, T0 + 2
-        )
-        e4 = await store.append_event("completed", "task-1", "slot-a", {"ok": True}, T0 + 3)
-        assert e1 < e2 < e3 < e4
-        events = await store.list_events()
-        assert [e.id for e in events] == [e1, e2, e3, e4]
-        assert (events[2].kind, events[2].task_id, events[2].slot_id) == ("note", None, "slot-a")
-        assert events[2].data == {"n": 1, "nested": {"x": [1, 2]}}
-        assert events[2].created_at_ms == T0 + 2
-        assert [e.id for e in await store.list_events(after_id=e2)] == [e3, e4]
-        assert [e.id for e in await store.list_events(task_id="task-1")] == [e1, e2, e4]
-        assert [e.id for e in await store.list_events(task_id="task-1", after_id=e1, limit=1)] == [
-            e2
-        ]
-        assert await store.list_events(after_id=e4) == []
-        assert await store.list_events(task_id="task-other") == []
+    async def test_appended_events_get_growing_sequence_numbers_and_read_back_equal(
+        self, store: Store
+    ) -> None:
+        first = TaskQueued(task_id="task-1", prompt="p", tags=["x"], at_ms=T0, worker_id="w1")
+        second = TaskText(task_id="task-1", slot_id="slot-a", text="hi", at_ms=T0 + 1)
+        third = SpendRecorded(microdollars=5, at_ms=T0 + 2, slot_id="slot-a", chain_id="c-1")
+        await store.append_events([first, second])
+        await store.append_events([third])
+        assert 0 < first.seq < second.seq < third.seq
+        assert await store.latest_event_seq() == third.seq
+        events = await store.read_events()
+        assert events == [first, second, third]
+        assert events[0] is not first, "reads are private copies"
 
-    async def test_event_data_is_a_copy(self, store: Store) -> None:
-        data: dict[str, Any] = {"items": [1]}
-        await store.append_event("k", None, None, data, T0)
-        data["items"].append(2)
-        (event,) = await store.list_events()
-        assert event.data == {"items": [1]}
+    async def test_reading_events_after_a_number_up_to_another_and_by_filter(
+        self, store: Store
+    ) -> None:
+        events: list[Event] = [
+            TaskQueued(task_id="task-1", at_ms=T0, worker_id="w1"),
+            TaskText(task_id="task-1", slot_id="s", text="a", at_ms=T0, worker_id="w2"),
+            TaskQueued(task_id="task-2", at_ms=T0, worker_id="w1", chain_id="chain-1"),
+            ContextChanged(key="k", at_ms=T0, worker_id="w2"),
+            TaskText(task_id="task-2", slot_id="s", text="b", at_ms=T0, chain_id="chain-1"),
+        ]
+        await store.append_events(events)
+        seqs = [e.seq for e in events]
+
+        async def read(**kwargs: Any) -> list[int]:
+            return [e.seq for e in await store.read_events(**kwargs)]
+
+        assert await read(after=seqs[1]) == seqs[2:]
+        assert await read(after=seqs[0], up_to=seqs[2]) == seqs[1:3]
+        assert await read(limit=2) == seqs[:2]
+        assert await read(task_id="task-1") == seqs[:2]
+        assert await read(chain_id="chain-1") == [seqs[2], seqs[4]]
+        assert await read(types={"task_text"}) == [seqs[1], seqs[4]]
+        assert await read(not_from="w1") == [seqs[1], seqs[3], seqs[4]]
+        assert await read(after=seqs[4]) == []
+        assert await read(task_id="task-none") == []
+
+    async def test_an_empty_event_log_reads_as_nothing_with_latest_zero(self, store: Store) -> None:
+        assert await store.latest_event_seq() == 0
+        assert await store.read_events() == []
+
+    async def test_an_event_of_an_unknown_type_reads_back_without_failing(
+        self, store: Store
+    ) -> None:
+        # A newer claude-pool sharing the store may write types this one does not know.
+        newer = UnknownEvent(type="task_teleported", task_id="task-1", at_ms=T0)
+        await store.append_events([newer])
+        (back,) = await store.read_events()
+        assert isinstance(back, UnknownEvent)
+        assert (back.type, back.task_id, back.seq) == ("task_teleported", "task-1", newer.seq)
+
+    async def test_events_given_with_a_state_change_are_logged_with_it(self, store: Store) -> None:
+        queued = TaskQueued(task_id="task-x", at_ms=T0)
+        task = await store.insert_task(make_task(), events=[queued])
+        assert queued.seq > 0
+        cancelled = TaskCancelled(task_id=task.record.id, at_ms=T0 + 1)
+        moved = await store.transition_task(
+            task.record.id, [TaskState.PENDING], TaskState.CANCELLED, now_ms=T0 + 1,
+            events=[cancelled],
+        )  # fmt: skip
+        assert moved is not None
+        assert cancelled.seq > queued.seq
+        spend = SpendRecorded(microdollars=3, at_ms=T0 + 2)
+        await store.add_spend(3, events=[spend])
+        note = ContextChanged(key="k", at_ms=T0 + 3)
+        await store.context_set("k", "v", events=[note])
+        sent = MessageSent(from_slot="a", to_slot="b", at_ms=T0 + 4)
+        await store.send_message("a", "b", "hi", T0 + 4, events=[sent])
+        types = [e.type for e in await store.read_events()]
+        assert types == [
+            "task_queued", "task_cancelled", "spend_recorded", "context_changed", "message_sent",
+        ]  # fmt: skip
+
+    async def test_events_of_a_state_change_that_did_not_happen_are_not_logged(
+        self, store: Store
+    ) -> None:
+        task = await store.insert_task(make_task())
+        assert await claim(store) is not None
+        refused = TaskCancelled(task_id=task.record.id, at_ms=T0)
+        moved = await store.transition_task(
+            task.record.id, [TaskState.PENDING], TaskState.CANCELLED, now_ms=T0, events=[refused]
+        )
+        assert moved is None
+        assert refused.seq == 0
+        missing = ContextChanged(key="none", deleted=True, at_ms=T0)
+        assert await store.context_delete("none", events=[missing]) is False
+        assert await store.read_events() == []
+
+    async def test_settling_a_task_logs_its_events_with_the_spend(self, store: Store) -> None:
+        await store.upsert_slot(slot_record("slot-a"), "w1")
+        await store.insert_task(make_task())
+        running = await claim(store)
+        assert running is not None
+        events: list[Event] = [
+            TaskFinished(
+                task_id=running.record.id, slot_id="slot-a", state=TaskState.COMPLETED,
+                success=True, cost_microdollars=7, at_ms=T0,
+            ),
+            SpendRecorded(task_id=running.record.id, slot_id="slot-a", microdollars=7, at_ms=T0),
+        ]  # fmt: skip
+        moved = await store.settle_task(
+            running.record.id, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=T0,
+            result=make_result(cost=7), slot_id=SlotId("slot-a"), spend=7, tasks_completed=1,
+            slot_fields={"state": SlotState.IDLE, "current_task": None}, events=events,
+        )  # fmt: skip
+        assert moved
+        assert [e.type for e in await store.read_events()] == ["task_finished", "spend_recorded"]
+        assert all(e.seq > 0 for e in events)
+
+    async def test_recovery_logs_the_events_it_is_given_for_each_task(self, store: Store) -> None:
+        (task,) = await self._running_for(store, ["w-dead"])
+
+        def events(task_id: TaskId, worker: str, record: TaskRecord) -> list[Event]:
+            return [
+                TaskRequeued(task_id=task_id, reason=f"{worker} died, now {record.state}"),
+                WorkerLost(lost_worker=worker, tasks=[task_id]),
+            ]
+
+        recovered = await store.recover_tasks(["w-dead"], "requeue", T0, events=events)
+        assert recovered == [task.record.id]
+        logged = await store.read_events()
+        assert [e.type for e in logged] == ["task_requeued", "worker_lost"]
+        assert isinstance(logged[0], TaskRequeued)
+        assert logged[0].reason == "w-dead died, now pending"
+
+    async def test_pruning_drops_old_events_but_never_the_newest(self, store: Store) -> None:
+        old = [TaskText(task_id="t", slot_id="s", text=str(i), at_ms=T0 + i) for i in range(3)]
+        await store.append_events(old)
+        assert await store.prune_events(T0 + 2) == 2
+        assert [e.seq for e in await store.read_events()] == [old[2].seq]
+        assert await store.prune_events(T0 + 100) == 0, "the newest event stays"
+        assert await store.latest_event_seq() == old[2].seq
+        later = TaskText(task_id="t", slot_id="s", text="later", at_ms=T0 + 200)
+        await store.append_events([later])
+        assert later.seq > old[2].seq, "numbers never go back"
+
+    async def test_a_waiter_wakes_when_an_event_is_appended(self, store: Store) -> None:
+        latest = await store.latest_event_seq()
+        waiter = asyncio.ensure_future(store.wakeups().wait(latest, timeout=10))
+        await asyncio.sleep(0)
+        event = ContextChanged(key="k", at_ms=T0)
+        await store.append_events([event])
+        async with asyncio.timeout(10):
+            assert await waiter == event.seq
+
+    async def test_a_waiter_returns_at_once_when_events_are_past_its_number(
+        self, store: Store
+    ) -> None:
+        event = ContextChanged(key="k", at_ms=T0)
+        await store.append_events([event])
+        assert await store.wakeups().wait(0, timeout=10) == event.seq
+
+    async def test_a_waiter_returns_the_latest_number_when_nothing_comes(
+        self, store: Store
+    ) -> None:
+        event = ContextChanged(key="k", at_ms=T0)
+        await store.append_events([event])
+        assert await store.wakeups().wait(event.seq, timeout=0.05) == event.seq
 
     # ── chains ───────────────────────────────────────────────────────
 

@@ -103,16 +103,20 @@ CREATE TABLE messages (
 
 CREATE INDEX messages_unread ON messages (to_slot, id) WHERE delivered = 0;
 
+-- The event log: every domain event as a JSON document; id is its sequence number.
 CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
     task_id TEXT,
     slot_id TEXT,
+    chain_id TEXT,
+    worker_id TEXT,
     created_at_ms INTEGER NOT NULL,
     data_json TEXT NOT NULL
 );
 
 CREATE INDEX events_task ON events (task_id, id) WHERE task_id IS NOT NULL;
+CREATE INDEX events_chain ON events (chain_id, id) WHERE chain_id IS NOT NULL;
 
 -- Chains: each chain's progress (its spec and step results, as one JSON document) and state,
 -- so that a restarted pool can show it and resume it.

@@ -1,4 +1,5 @@
-"""Workflows: named, parameterised chains, defined as data.
+"""Workflows: named, parameterised chains, defined as data; and turning skills and workflows
+into chain steps (:func:`skill_resolver`, :func:`workflow_chain`).
 
 A :class:`Workflow` declares parameters and ordered steps. Each step is a prompt template or a
 skill invocation (skill name + argument templates), with optional task overrides and
@@ -27,6 +28,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from claude_pool.chain.model import ChainSpec, ChainStep, SkillResolver
+from claude_pool.config import merge_overrides
 from claude_pool.errors import ClaudePoolError
 from claude_pool.skills import SkillRegistry
 from claude_pool.skills.template import NAME_PATTERN, TemplateValues, references, render
@@ -500,6 +503,39 @@ def builtin_workflows() -> builtins.list[Workflow]:
     return [Workflow.model_validate(data) for data in _BUILTIN_WORKFLOWS]
 
 
+def skill_resolver(registry: SkillRegistry) -> SkillResolver:
+    """Resolve chain skill steps with ``registry`` (its runtime skills included)."""
+
+    def resolve(name: str, args: Mapping[str, str]) -> tuple[str, TaskOverrides | None]:
+        skill = registry.get(name)
+        return skill.render(dict(args)), skill.overrides
+
+    return resolve
+
+
+def workflow_chain(
+    workflow: Workflow,
+    params: Mapping[str, str | None],
+    skills: SkillRegistry,
+    overrides: TaskOverrides | None = None,
+) -> ChainSpec:
+    """The chain that runs ``workflow`` with ``params``: skill steps rendered by ``skills``, and
+    ``overrides`` applying to every step under the step's own settings (a workflow's read-only
+    planning step stays read-only). Raises the workflow's and skills' argument errors."""
+    steps = [
+        ChainStep(
+            name=step.name,
+            prompt=step.prompt,
+            skill=step.skill,
+            args=step.args,
+            overrides=merge_overrides(overrides, step.task_overrides()),
+            output_vars=step.output_vars or {},
+        )
+        for step in workflow.render(params, skills=skills)
+    ]
+    return ChainSpec(steps=steps, name=workflow.name, tags=[f"workflow:{workflow.name}"])
+
+
 __all__ = [
     "PREVIOUS_OUTPUT",
     "Workflow",
@@ -510,4 +546,6 @@ __all__ = [
     "WorkflowRegistry",
     "WorkflowStep",
     "builtin_workflows",
+    "skill_resolver",
+    "workflow_chain",
 ]

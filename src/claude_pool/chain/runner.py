@@ -1,53 +1,39 @@
-"""Chains: ordered steps, each run as one pool task, with their progress kept in the store.
+"""Chains, the runner: drives each chain of one pool, step by step, as pool tasks.
 
-A :class:`ChainSpec` lists :class:`ChainStep` s. A step is a ``prompt``, or a ``skill`` with
-``args`` (resolved at run time by a :data:`SkillResolver`, so this module does not depend on the
-skill registry), with optional :class:`~claude_pool.types.TaskOverrides`, a failure policy
-(``retries``; then ``recovery_prompt``, whose success lets the chain go on) and ``output_vars``.
-
-Placeholders (in prompts, skill arguments and recovery prompts):
-
-- ``{previous_output}``: the output of the step before (not allowed in the first step);
-- ``{steps.<step>.<var>}``: output variable ``<var>`` of an earlier step ``<step>``; a step's
-  ``output_vars`` map a variable name to a dot path into the step's output parsed as JSON
-  (``"files": "result.files"``; list items by index, ``"items.0"``). A path that is missing, or
-  an output that is not JSON, fails the step (and goes through its failure policy);
-- ``{error}``: in a recovery prompt only, why the last attempt failed.
-
-Only these forms are replaced; every other brace is literal and kept byte for byte (JSON
-examples, ``{name}``, ``{{``). To write one of the forms literally, double its braces:
-``{{previous_output}}`` renders as ``{previous_output}``. Substitution is a single pass: inserted
-values are never scanned for placeholders. Variables that are not strings are inserted as JSON.
-
-Isolation (per chain): ``none`` runs the steps in the pool's directory; ``worktree`` (default)
-in a git worktree of the chain's own on branch ``claude-pool/<chain id>``; ``clone`` in a
-``git clone`` of the repository in a temporary directory (``origin`` keeps the repository's
-origin URL). Afterwards the worktree or clone is removed without losing work: see
-:mod:`claude_pool.worktree`; ``ChainResult.kept_branch`` names the branch kept.
-
-Each step attempt is a pool task submitted with ``cwd`` = the chain's directory (so it runs
-one-shot there, in a fresh session). Its real cost counts, failed and cancelled attempts
-included. The chain's document in the store is updated at every change, so a pool opened on
-the same store shows its progress and resumes chains whose pool died (re-attaching to a step's
-task that is still queued or running, or taking its result).
+It works through a small :class:`TaskPort` (submit, wait, cancel: what ``TaskQueue`` offers)
+and the store's chain role, so it knows nothing of the pool facade. Each step attempt is a
+task submitted with ``cwd`` = the chain's directory (so it runs one-shot there, in a fresh
+session). The chain's document in the store is updated at every change, with the chain's
+events, so a pool opened on the same store shows its progress and resumes chains whose pool
+died (re-attaching to a step's task that is still queued or running, or taking its result).
+Waiting for a chain that runs in another process wakes on its ``chain_finished`` event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
-import secrets
-import tempfile
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from claude_pool.chain.model import (
+    CLONE_DIR,
+    ChainIsolation,
+    ChainResult,
+    ChainSpec,
+    ChainState,
+    ChainStep,
+    OutputVarError,
+    SkillResolver,
+    StepAttempt,
+    StepResult,
+    StepState,
+    extract_vars,
+    new_chain_id,
+    substitute,
+)
 from claude_pool.config import merge_overrides
 from claude_pool.errors import (
     ChainNotFound,
@@ -56,313 +42,41 @@ from claude_pool.errors import (
     TaskNotFound,
     WorktreeError,
 )
-from claude_pool.executor.base import EventKind, ExecutorEvent
-from claude_pool.types import TaskOverrides, TaskState, now_ms
-from claude_pool.worktree import WorktreeManager, WorktreeReport
-
-if TYPE_CHECKING:
-    from claude_pool.pool import Pool
+from claude_pool.eventlog import EventLog
+from claude_pool.events import (
+    ChainFinished,
+    ChainStarted,
+    ChainStepFinished,
+    ChainStepStarted,
+    Event,
+    TaskText,
+)
+from claude_pool.lifecycle import Lifecycle
+from claude_pool.runner import CHAIN_TAG
+from claude_pool.store.base import ChainStore
+from claude_pool.types import TaskId, TaskOverrides, TaskRecord, TaskState, now_ms
+from claude_pool.worktree import WorktreeManager, WorktreeReport, worktree_event
 
 log = logging.getLogger(__name__)
 
-SkillResolver = Callable[[str, Mapping[str, str]], tuple[str, TaskOverrides | None]]
-"""``(skill name, arguments) -> (prompt, overrides or None)``; raises if the skill is unknown or
-the arguments do not fit."""
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_REF = r"steps\.(?P<{p}step>[A-Za-z0-9_-]+)\.(?P<{p}var>[A-Za-z0-9_-]+)"
-_PLACEHOLDER = re.compile(
-    r"\{\{(?P<escaped>previous_output|error|" + _REF.format(p="e") + r")\}\}"
-    r"|\{(?P<name>previous_output|error|" + _REF.format(p="") + r")\}"
-)
-CLONE_DIR = Path(tempfile.gettempdir()) / "claude-pool-clones"
-"""Where ``clone`` isolation puts its clones (one directory per chain id)."""
+class TaskPort(Protocol):
+    """What the chain runner needs of the task queue."""
 
+    async def submit(
+        self,
+        prompt: str,
+        overrides: TaskOverrides | None = None,
+        tags: Iterable[str] = (),
+        *,
+        timeout: float | None = None,
+        fresh_session: bool = False,
+        cwd: str | Path | None = None,
+    ) -> TaskId: ...
 
-class ChainIsolation(StrEnum):
-    NONE = "none"
-    WORKTREE = "worktree"
-    CLONE = "clone"
+    async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord: ...
 
-
-class ChainState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (ChainState.COMPLETED, ChainState.FAILED, ChainState.CANCELLED)
-
-
-class StepState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"
-
-
-# ── specs ────────────────────────────────────────────────────────────
-
-
-class ChainStep(BaseModel):
-    """One step: a ``prompt``, or a ``skill`` invoked with ``args`` (a step with both runs the
-    prompt, as a workflow step rendered with its skill does)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = None
-    """Unique within the chain; defaults to ``step-<n>`` (1-based)."""
-    prompt: str | None = None
-    skill: str | None = None
-    args: dict[str, str] = Field(default_factory=dict)
-    overrides: TaskOverrides | None = None
-    retries: int = Field(default=0, ge=0)
-    """Extra attempts after a failure, before the recovery prompt."""
-    recovery_prompt: str | None = None
-    """Run once the retries are used up; ``{error}`` is the last failure. If it succeeds, its
-    output is the step's output and the chain goes on."""
-    output_vars: dict[str, str] = Field(default_factory=dict)
-    """Variable name → dot path into the step's JSON output."""
-    timeout_secs: float | None = Field(default=None, gt=0)
-    """Run-time limit of each attempt (default: the pool's task timeout)."""
-
-    @field_validator("output_vars")
-    @classmethod
-    def _valid_vars(cls, output_vars: dict[str, str]) -> dict[str, str]:
-        for var, path in output_vars.items():
-            if not _NAME.match(var):
-                raise ValueError(f"output var name {var!r} must be letters, digits, _ and -")
-            if not path.strip() or any(not part for part in path.split(".")):
-                raise ValueError(f"output var {var!r}: {path!r} is not a dot path")
-        return output_vars
-
-    @model_validator(mode="after")
-    def _prompt_or_skill(self) -> Self:
-        if self.prompt is None and self.skill is None:
-            raise ValueError("a step needs a prompt or a skill")
-        if self.prompt is not None and not self.prompt.strip():
-            raise ValueError("a step's prompt must not be empty")
-        return self
-
-    def templates(self) -> list[str]:
-        return ([self.prompt] if self.prompt is not None else []) + list(self.args.values())
-
-
-class ChainSpec(BaseModel):
-    """What to run: ordered steps, how to isolate them, and labels."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: list[ChainStep] = Field(min_length=1)
-    isolation: ChainIsolation = ChainIsolation.WORKTREE
-    name: str | None = None
-    tags: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        names: list[str] = []
-        outputs: dict[str, set[str]] = {}
-        for index, step in enumerate(self.steps):
-            if step.name is None:
-                step.name = f"step-{index + 1}"
-            if not _NAME.match(step.name):
-                raise ValueError(f"step name {step.name!r} must be letters, digits, _ and -")
-            if step.name in names:
-                raise ValueError(f"two steps are named {step.name!r}")
-            names.append(step.name)
-            texts = step.templates() + ([step.recovery_prompt] if step.recovery_prompt else [])
-            for text in texts:
-                for match in _PLACEHOLDER.finditer(text):
-                    name = match["name"]
-                    if name == "previous_output" and index == 0:
-                        raise ValueError(
-                            f"step {step.name!r}: the first step has no {{previous_output}}"
-                        )
-                    if match["step"] is not None:
-                        ref, var = match["step"], match["var"]
-                        if ref not in outputs:
-                            raise ValueError(
-                                f"step {step.name!r}: {{steps.{ref}.{var}}} does not name an "
-                                f"earlier step (earlier: {', '.join(outputs) or 'none'})"
-                            )
-                        if var not in outputs[ref]:
-                            raise ValueError(
-                                f"step {step.name!r}: step {ref!r} has no output var {var!r} "
-                                f"(it declares: {', '.join(sorted(outputs[ref])) or 'none'})"
-                            )
-            outputs[step.name] = set(step.output_vars)
-        return self
-
-    def step_names(self) -> list[str]:
-        return [step.name or f"step-{i + 1}" for i, step in enumerate(self.steps)]
-
-
-# ── results ──────────────────────────────────────────────────────────
-
-AttemptState = Literal["running", "completed", "failed", "cancelled", "interrupted"]
-
-
-class StepAttempt(BaseModel):
-    """One run of a step (a pool task), or of its recovery prompt."""
-
-    task_id: str | None = None
-    """None when the task could not even be submitted (e.g. the budget was exhausted)."""
-    recovery: bool = False
-    state: AttemptState = "running"
-    """``interrupted``: the pool stopped under it; it is run again and does not count as a
-    failure."""
-    cost_microdollars: int = 0
-    error: str | None = None
-
-
-class StepResult(BaseModel):
-    name: str
-    index: int
-    state: StepState = StepState.PENDING
-    output: str | None = None
-    vars: dict[str, Any] = Field(default_factory=dict)
-    """The step's output variables (``{steps.<name>.<var>}``)."""
-    attempts: list[StepAttempt] = Field(default_factory=list)
-    cost_microdollars: int = 0
-    """Every attempt's cost, failed and cancelled ones included."""
-    recovered: bool = False
-    """The output came from the recovery prompt."""
-    error: str | None = None
-    started_at_ms: int | None = None
-    completed_at_ms: int | None = None
-
-
-class ChainResult(BaseModel):
-    """A chain's progress and outcome."""
-
-    id: str
-    name: str | None = None
-    state: ChainState = ChainState.PENDING
-    isolation: ChainIsolation = ChainIsolation.WORKTREE
-    steps: list[StepResult] = Field(default_factory=list)
-    current_step: int | None = None
-    """Index of the running step."""
-    current_step_name: str | None = None
-    current_task_id: str | None = None
-    partial_output: str = ""
-    """Text the running step has produced so far (live in the pool running the chain)."""
-    total_cost_microdollars: int = 0
-    workdir: str | None = None
-    """The worktree or clone the steps run in (None with isolation ``none``)."""
-    kept_branch: str | None = None
-    """Branch kept after the chain because it holds work found nowhere else."""
-    workdir_report: WorktreeReport | None = None
-    error: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    created_at_ms: int = Field(default_factory=now_ms)
-    started_at_ms: int | None = None
-    completed_at_ms: int | None = None
-
-    @property
-    def success(self) -> bool:
-        return self.state is ChainState.COMPLETED
-
-    @property
-    def output(self) -> str | None:
-        """The last step's output once the chain completed."""
-        return self.steps[-1].output if self.success and self.steps else None
-
-
-def new_chain_id() -> str:
-    return f"chain-{secrets.token_hex(6)}"
-
-
-# ── substitution and output variables ────────────────────────────────
-
-
-def substitute(
-    template: str,
-    *,
-    previous_output: str,
-    step_vars: Mapping[str, Mapping[str, Any]],
-    error: str | None = None,
-) -> str:
-    """Fill the known placeholders of ``template`` (see the module docstring). ``{error}`` is a
-    placeholder only when ``error`` is given (recovery prompts)."""
-
-    def known(name: str) -> bool:
-        return name != "error" or error is not None
-
-    def replace(match: re.Match[str]) -> str:
-        escaped = match["escaped"]
-        if escaped is not None:
-            return "{" + escaped + "}" if known(escaped) else match[0]
-        name = match["name"]
-        if name == "previous_output":
-            return previous_output
-        if name == "error":
-            return error if error is not None else match[0]
-        value = step_vars.get(match["step"], {}).get(match["var"], match[0])
-        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-    return _PLACEHOLDER.sub(replace, template)
-
-
-class OutputVarError(ValueError):
-    """A step's output has no value at an output var's path."""
-
-
-def parse_json_output(text: str) -> Any:
-    """The JSON value in a step's output: the whole text, else the last fenced ```json block,
-    else the first JSON object or array in the text."""
-    stripped = text.strip()
-    try:
-        return json.loads(stripped)
-    except ValueError:
-        pass
-    fences = re.findall(r"```(?:json)?\s*\n(.*?)```", text, flags=re.DOTALL)
-    for block in reversed(fences):
-        try:
-            return json.loads(block)
-        except ValueError:
-            continue
-    decoder = json.JSONDecoder()
-    for index, char in enumerate(text):
-        if char in "{[":
-            try:
-                return decoder.raw_decode(text, index)[0]
-            except ValueError:
-                continue
-    raise OutputVarError(f"the step's output is not JSON: {_preview(text)}")
-
-
-def extract_vars(output: str, output_vars: Mapping[str, str]) -> dict[str, Any]:
-    """Each output var's value in the step's JSON output; :class:`OutputVarError` if missing."""
-    if not output_vars:
-        return {}
-    data = parse_json_output(output)
-    values: dict[str, Any] = {}
-    for var, path in output_vars.items():
-        value = data
-        for part in path.split("."):
-            if isinstance(value, dict) and part in value:
-                value = value[part]
-            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            else:
-                raise OutputVarError(
-                    f"output var {var!r}: path {path!r} is not in the step's JSON output "
-                    f"(no {part!r} there): {_preview(output)}"
-                )
-        values[var] = value
-    return values
-
-
-def _preview(text: str, limit: int = 200) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-# ── running chains ───────────────────────────────────────────────────
+    async def cancel(self, task_id: TaskId | str) -> TaskRecord: ...
 
 
 class _Interrupted(Exception):
@@ -405,21 +119,32 @@ class ChainRunner:
 
     def __init__(
         self,
-        pool: Pool,
         *,
+        tasks: TaskPort,
+        store: ChainStore,
+        events: EventLog,
         spawn: Spawn,
         worktrees: Callable[[], Awaitable[WorktreeManager]],
         cwd: Path,
-        accepting: Callable[[], bool],
+        lifecycle: Lifecycle,
     ) -> None:
-        self._pool = pool
+        self._tasks = tasks
+        self._store = store
+        self._events = events
         self._spawn = spawn
         self._worktrees = worktrees
         self._cwd = cwd
-        self._accepting = accepting
+        self._lifecycle = lifecycle
         self._live: dict[str, _Run] = {}
         self._by_task: dict[str, _Run] = {}
-        pool.add_listener(self._on_event)
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    def _accepting(self) -> bool:
+        return self._lifecycle.accepting
+
+    @property
+    def _me(self) -> str:
+        return self._events.worker_id
 
     # ── public operations ───────────────────────────────────────────
 
@@ -435,7 +160,8 @@ class ChainRunner:
             tags=list(spec.tags),
         )
         run = _Run(spec=spec, result=result, resolver=resolver)
-        await self._save(run, take=True)
+        started = ChainStarted(chain_id=result.id, name=spec.name, steps=names)
+        await self._save(run, take=True, events=[started])
         self._start(run)
         return result.id
 
@@ -448,19 +174,19 @@ class ChainRunner:
         the owner it was seen with, so of several pools doing this at once (or one pool
         twice), exactly one runs it. Chains this pool owns are never taken over here: they
         are running here, or were stopped by this pool's drain."""
-        me = self._pool.worker_id
+        me = self._me
         resumed: list[str] = []
         for state in (ChainState.RUNNING, ChainState.PENDING):
-            for doc in await self._pool.store.list_chains(state.value, limit=1_000_000):
+            for doc in await self._store.list_chains(state.value, limit=1_000_000):
                 owner = doc.get("owner")
                 chain_id = str(doc.get("result", {}).get("id", ""))
                 if chain_id in self._live or owner == me or owner in live_workers:
                     continue
                 if not self._accepting():
                     return resumed  # draining: leave it to a pool that stays
-                if not await self._pool.store.claim_chain(chain_id, owner, me, now_ms()):
+                if not await self._store.claim_chain(chain_id, owner, me, now_ms()):
                     continue  # another pool took it over first, or its owner saved meanwhile
-                fresh = await self._pool.store.get_chain(chain_id)  # the latest progress
+                fresh = await self._store.get_chain(chain_id)  # the latest progress
                 try:
                     spec = ChainSpec.model_validate((fresh or {})["spec"])
                     result = ChainResult.model_validate((fresh or {})["result"])
@@ -489,7 +215,7 @@ class ChainRunner:
         run = self._live.get(chain_id)
         if run is not None:
             return run.snapshot()
-        doc = await self._pool.store.get_chain(chain_id)
+        doc = await self._store.get_chain(chain_id)
         if doc is None:
             raise ChainNotFound(chain_id)
         return ChainResult.model_validate(doc["result"])
@@ -497,7 +223,7 @@ class ChainRunner:
     async def list_chains(
         self, state: ChainState | None = None, limit: int = 100, offset: int = 0
     ) -> list[ChainResult]:
-        docs = await self._pool.store.list_chains(
+        docs = await self._store.list_chains(
             state.value if state is not None else None, limit, offset
         )
         results = []
@@ -507,7 +233,7 @@ class ChainRunner:
             results.append(run.snapshot() if run is not None else result)
         return results
 
-    async def wait(self, chain_id: str, timeout: float | None, poll_secs: float) -> ChainResult:
+    async def wait(self, chain_id: str, timeout: float | None = None) -> ChainResult:
         """Wait until the chain ends (or, if it runs here, until it stops running here)."""
         async with asyncio.timeout(timeout):
             while True:
@@ -517,10 +243,33 @@ class ChainRunner:
                     if not run.taken_over:
                         return run.snapshot()
                     continue  # another pool runs it now: follow the store
-                result = await self.get(chain_id)
-                if result.state.is_terminal:
-                    return result
-                await asyncio.sleep(poll_secs)  # runs in another pool process
+                # It runs in another pool process: its chain_finished event wakes this (or
+                # its taking over here, after that process died).
+                future = asyncio.get_running_loop().create_future()
+                self._waiters.setdefault(chain_id, []).append(future)
+                try:
+                    result = await self.get(chain_id)
+                    if result.state.is_terminal:
+                        return result
+                    if self._lifecycle.closed:
+                        raise PoolShutdown("the pool closed before the chain finished")
+                    await future
+                finally:
+                    waiting = self._waiters.get(chain_id)
+                    if waiting is not None and future in waiting:
+                        waiting.remove(future)
+                        if not waiting:
+                            del self._waiters[chain_id]
+
+    def _wake(self, chain_id: str) -> None:
+        for future in self._waiters.pop(chain_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def wake_all(self) -> None:
+        """The pool closed: every waiter looks once more."""
+        for chain_id in list(self._waiters):
+            self._wake(chain_id)
 
     async def cancel(self, chain_id: str) -> ChainResult:
         run = self._live.get(chain_id)
@@ -529,7 +278,7 @@ class ChainRunner:
         run.cancel_requested = True
         task_id = run.result.current_task_id
         if task_id is not None:
-            await self._pool.cancel(task_id)
+            await self._tasks.cancel(task_id)
         await run.done.wait()
         if run.taken_over:
             return await self._cancel_elsewhere(chain_id)
@@ -576,6 +325,7 @@ class ChainRunner:
     def _start(self, run: _Run) -> None:
         self._live[run.result.id] = run
         run.task = self._spawn(self._drive(run), f"chain-{run.result.id}")
+        self._wake(run.result.id)  # a waiter for a chain taken over here follows it here
 
     def _forget(self, run: _Run) -> None:
         self._live.pop(run.result.id, None)
@@ -597,7 +347,7 @@ class ChainRunner:
                 log.exception("chain %s failed unexpectedly", result.id)
                 try:
                     self._end(run, ChainState.FAILED, f"internal error while running it: {exc!r}")
-                    await self._save(run)
+                    await self._save(run, events=[_finished(run.result)])
                     await self._finish_workdir(run)
                     await self._save(run)
                 except _TakenOver:
@@ -628,7 +378,7 @@ class ChainRunner:
             mine.add(result.current_task_id)
         owner: object = None
         try:
-            doc = await self._pool.store.get_chain(result.id)
+            doc = await self._store.get_chain(result.id)
         except Exception:
             log.exception("chain %s: reading the new owner's progress failed", result.id)
             doc = None
@@ -644,7 +394,7 @@ class ChainRunner:
         )
         for task_id in sorted(mine):
             try:
-                await self._pool.cancel(task_id)
+                await self._tasks.cancel(task_id)
             except ClaudePoolError:
                 log.exception("chain %s: cancelling its step task %s failed", result.id, task_id)
 
@@ -656,14 +406,14 @@ class ChainRunner:
             await self._save(run)
         if run.cancel_requested:
             self._end(run, ChainState.CANCELLED, "cancelled before it started")
-            await self._save(run)
+            await self._save(run, events=[_finished(result)])
             return
         try:
             workdir = await self._prepare_workdir(run)
         except (WorktreeError, OSError) as exc:
             error = f"could not prepare the chain's {result.isolation} directory: {exc}"
             self._end(run, ChainState.FAILED, error)
-            await self._save(run)
+            await self._save(run, events=[_finished(result)])
             return
         previous = ""
         for index, step in enumerate(result.steps):
@@ -683,7 +433,8 @@ class ChainRunner:
             previous = step.output or ""
         else:
             self._end(run, ChainState.COMPLETED, None)
-        await self._save(run)  # the outcome is recorded before the slow git work
+        # The outcome is recorded before the slow git work.
+        await self._save(run, events=[_finished(result)])
         await self._finish_workdir(run)
         await self._save(run)
 
@@ -720,11 +471,13 @@ class ChainRunner:
                 step.state = StepState.COMPLETED
                 step.completed_at_ms = now_ms()
                 step.error = None
+                self._events.emit(_step_finished(result.id, step))
                 return StepState.COMPLETED
             if action == "failed":
                 step.state = StepState.FAILED
                 step.completed_at_ms = now_ms()
                 step.error = step.attempts[-1].error if step.attempts else "no attempt ran"
+                self._events.emit(_step_finished(result.id, step))
                 return StepState.FAILED
             if action == "await":
                 attempt = step.attempts[-1]
@@ -740,6 +493,8 @@ class ChainRunner:
                 raise _Interrupted
             if attempt.state == "cancelled":
                 step.error = attempt.error
+                step.state = StepState.CANCELLED
+                self._events.emit(_step_finished(result.id, step))
                 return StepState.CANCELLED
 
     async def _start_attempt(
@@ -765,10 +520,10 @@ class ChainRunner:
                 overrides = spec.overrides
             else:
                 prompt, overrides = self._step_prompt(run, spec, previous, step_vars)
-            task_id = await self._pool.submit(
+            task_id = await self._tasks.submit(
                 prompt,
                 overrides,
-                [*run.spec.tags, f"chain:{result.id}", f"chain-step:{step.name}"],
+                [*run.spec.tags, f"{CHAIN_TAG}{result.id}", f"chain-step:{step.name}"],
                 cwd=workdir or self._cwd,
                 fresh_session=True,
                 timeout=spec.timeout_secs,
@@ -786,9 +541,13 @@ class ChainRunner:
         result.current_task_id = task_id
         run.partial.clear()
         self._by_task[task_id] = run
-        await self._save(run)
+        started = ChainStepStarted(
+            chain_id=result.id, task_id=task_id, step=step.name, index=index,
+            attempt=len(step.attempts), recovery=recovery,
+        )  # fmt: skip
+        await self._save(run, events=[started])
         if run.cancel_requested:
-            await self._pool.cancel(task_id)
+            await self._tasks.cancel(task_id)
         return attempt
 
     def _step_prompt(
@@ -819,7 +578,7 @@ class ChainRunner:
         step = run.result.steps[index]
         spec = run.spec.steps[index]
         try:
-            record = await self._pool.wait(attempt.task_id)
+            record = await self._tasks.wait(attempt.task_id)
         except PoolShutdown as exc:
             raise _Interrupted from exc
         except TaskNotFound:
@@ -901,29 +660,30 @@ class ChainRunner:
             )
         result.workdir_report = report
         result.kept_branch = report.branch if report.branch_kept else None
+        self._events.emit(worktree_event(report))
         return report
 
     # ── persistence and events ──────────────────────────────────────
 
-    async def _save(self, run: _Run, *, take: bool = False) -> None:
-        """Save the chain's progress, if this worker still owns it; :class:`_TakenOver` if
-        another one does now. With ``take``, whoever owns it (a new chain, or cancelling one
-        no runner here drives)."""
+    async def _save(self, run: _Run, *, take: bool = False, events: Iterable[Event] = ()) -> None:
+        """Save the chain's progress (with ``events``), if this worker still owns it;
+        :class:`_TakenOver` if another one does now. With ``take``, whoever owns it (a new
+        chain, or cancelling one no runner here drives)."""
         result = run.snapshot()
-        me = self._pool.worker_id
+        me = self._me
         document = {
             "result": result.model_dump(mode="json"),
             "spec": run.spec.model_dump(mode="json"),
             "owner": me,
         }
         try:
-            saved = await self._pool.store.upsert_chain(
-                result.id,
-                document,
-                result.state.value,
-                now_ms(),
-                expected_owner=None if take else me,
-            )
+            saved = await self._events.write(
+                lambda batch: self._store.upsert_chain(
+                    result.id, document, result.state.value, now_ms(),
+                    expected_owner=None if take else me, events=batch,
+                ),
+                *events,
+            )  # fmt: skip
         except Exception:
             log.exception("chain %s: saving its progress failed", result.id)
             return
@@ -932,7 +692,7 @@ class ChainRunner:
 
     async def _cancel_elsewhere(self, chain_id: str) -> ChainResult:
         """Cancel a chain no live runner here drives (another process, or nobody)."""
-        doc = await self._pool.store.get_chain(chain_id)
+        doc = await self._store.get_chain(chain_id)
         if doc is None:
             raise ChainNotFound(chain_id)
         spec = ChainSpec.model_validate(doc["spec"])
@@ -942,18 +702,40 @@ class ChainRunner:
         task_id = result.current_task_id
         run = _Run(spec=spec, result=result, resolver=None)
         self._end(run, ChainState.CANCELLED, "cancelled")
-        await self._save(run, take=True)
+        await self._save(run, take=True, events=[_finished(result)])
         if task_id is not None:
-            await self._pool.cancel(task_id)
+            await self._tasks.cancel(task_id)
         return result
 
-    def _on_event(self, event: ExecutorEvent) -> None:
-        if event.kind is not EventKind.ASSISTANT_TEXT:
-            return
-        run = self._by_task.get(event.task_id)
-        text = event.data.get("text")
-        if run is not None and isinstance(text, str) and text:
-            run.partial.append(text)
+    def on_event(self, event: Event) -> None:
+        """Bus listener: a running step's text (partial output), a chain that ended in
+        another process (its waiters here wake)."""
+        if isinstance(event, TaskText):
+            run = self._by_task.get(event.task_id)
+            if run is not None and event.text:
+                run.partial.append(event.text)
+        elif isinstance(event, ChainFinished):
+            self._wake(event.chain_id)
+
+
+def _finished(result: ChainResult) -> ChainFinished:
+    return ChainFinished(
+        chain_id=result.id,
+        state=result.state.value,
+        cost_microdollars=result.total_cost_microdollars,
+        error=result.error,
+    )
+
+
+def _step_finished(chain_id: str, step: StepResult) -> ChainStepFinished:
+    return ChainStepFinished(
+        chain_id=chain_id,
+        step=step.name,
+        index=step.index,
+        state=step.state.value,
+        cost_microdollars=step.cost_microdollars,
+        error=step.error,
+    )
 
 
 def _current_step_tasks(doc: Mapping[str, Any]) -> set[str]:
@@ -998,19 +780,4 @@ def _next_action(
     return "recover" if spec.recovery_prompt else "failed"
 
 
-__all__ = [
-    "ChainIsolation",
-    "ChainResult",
-    "ChainRunner",
-    "ChainSpec",
-    "ChainState",
-    "ChainStep",
-    "SkillResolver",
-    "StepAttempt",
-    "StepResult",
-    "StepState",
-    "extract_vars",
-    "new_chain_id",
-    "parse_json_output",
-    "substitute",
-]
+__all__ = ["ChainRunner", "TaskPort"]

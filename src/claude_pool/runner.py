@@ -1,0 +1,522 @@
+"""The run of one claimed task on one slot, from request to settlement.
+
+:meth:`TaskRunner.run` builds the executor request (the effective config for this task on
+this slot, a budget reservation that becomes the CLI's ``--max-budget-usd``, the shared
+context appended to the system prompt, the slot's unread messages put before the prompt),
+executes it while translating the executor's live events into domain events, and settles:
+spend, the slot's new state and the task's one terminal state, in one store write with their
+events. A CLI process that died is counted against the slot (restarted with ``--resume`` for
+the next task, errored past ``max_restarts``).
+
+Runs are stopped through :meth:`TaskRunner.stop`; a task cancelled or ended by another
+process sharing the store is stopped here when its event arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from claude_pool.budget import BudgetLedger
+from claude_pool.config import EffectiveConfig, effective_config
+from claude_pool.errors import BudgetExhausted
+from claude_pool.eventlog import EventLog
+from claude_pool.events import (
+    ContextChanged,
+    Event,
+    MessageSent,
+    SlotRestarted,
+    SlotStateChanged,
+    SpendRecorded,
+    TaskApiRetry,
+    TaskCancelled,
+    TaskHeldForReview,
+    TaskPermissionDenied,
+    TaskStarted,
+    TaskText,
+    TaskToolUse,
+    TaskTurn,
+    finished,
+    preview,
+    task_state_after,
+)
+from claude_pool.executor.base import EventKind, ExecutionRequest, Executor, ExecutorEvent
+from claude_pool.outcomes import Outcomes
+from claude_pool.ratelimit import RateLimiter
+from claude_pool.slot import RunningTask, Slot
+from claude_pool.slots import SlotSet
+from claude_pool.store.base import Store, StoredTask
+from claude_pool.types import (
+    PoolConfig,
+    SlotMode,
+    SlotState,
+    TaskId,
+    TaskRecord,
+    TaskResult,
+    TaskState,
+    now_ms,
+)
+
+log = logging.getLogger(__name__)
+
+CHAIN_TAG = "chain:"
+"""Tasks of a chain step carry the tag ``chain:<chain id>``."""
+
+_TEXT_CHARS = 2000
+"""Longest assistant text a progress event carries."""
+
+_TOOL_DETAIL_KEYS = ("command", "file_path", "path", "pattern", "url", "description")
+
+
+def chain_of(record: TaskRecord) -> str | None:
+    """The chain a task is a step of (from its ``chain:<id>`` tag), if any."""
+    for tag in record.tags:
+        if tag.startswith(CHAIN_TAG):
+            return tag[len(CHAIN_TAG) :]
+    return None
+
+
+class _NotStarted(Exception):
+    """A claimed task stopped before its CLI started (cancelled, or timed out waiting)."""
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        *,
+        config: PoolConfig,
+        task_timeout_secs: float | None,
+        store: Store,
+        executor: Callable[[], Executor],
+        events: EventLog,
+        slots: SlotSet,
+        budget: BudgetLedger,
+        rate_limits: RateLimiter,
+        outcomes: Outcomes,
+    ) -> None:
+        self.config = config
+        self._task_timeout = task_timeout_secs
+        self._store = store
+        self._executor_of = executor
+        self._events = events
+        self._slots = slots
+        self._budget = budget
+        self._rate_limits = rate_limits
+        self._outcomes = outcomes
+        self._running: dict[TaskId, RunningTask] = {}
+        self._context: dict[str, str] | None = None
+        self._chains: dict[TaskId, str | None] = {}
+
+    # ── what runs here ───────────────────────────────────────────────
+
+    def get(self, task_id: TaskId | str) -> RunningTask | None:
+        return self._running.get(TaskId(task_id))
+
+    def running_tasks(self) -> list[RunningTask]:
+        return list(self._running.values())
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._running
+
+    def stop(self, task_id: TaskId | str, reason: str) -> RunningTask | None:
+        """Ask a run here to stop; the run it was, or None if none runs here."""
+        running = self._running.get(TaskId(task_id))
+        if running is not None:
+            running.stop(reason)
+        return running
+
+    def idle_slots(self) -> int:
+        """Slots that could start a task now, counting the one asking."""
+        return 1 + sum(1 for s in self._slots if s.running is None)
+
+    # ── one run ──────────────────────────────────────────────────────
+
+    def start(self, slot: Slot, stored: StoredTask) -> RunningTask:
+        """Register a task a slot just claimed (at once, so a cancel finds it)."""
+        task = stored.record
+        running = RunningTask(task_id=task.id, slot_id=slot.id)
+        self._running[task.id] = running
+        self._chains[task.id] = chain_of(task)
+        slot.running = running
+        previous = slot.record.state
+        # The claim already marked the slot busy in the store.
+        slot.record = slot.record.model_copy(
+            update={"state": SlotState.BUSY, "current_task": task.id}
+        )
+        slot.looking = False
+        self._slots.note_state(slot, previous)
+        return running
+
+    async def run(self, slot: Slot, stored: StoredTask, running: RunningTask) -> None:
+        task = stored.record
+        result: TaskResult | None = None
+        try:
+            request = await self._build_request(slot, stored, running)
+            executor: Executor = self._executor_of()
+            self._emit(
+                TaskStarted(
+                    task_id=task.id,
+                    slot_id=slot.id,
+                    model=request.config.model,
+                    resumed_session=request.session_id is not None,
+                )
+            )
+            result = await executor.execute(request, lambda e: self._on_executor_event(running, e))
+        except BudgetExhausted as exc:
+            self._outcomes.refused(task.id, exc)
+            result = TaskResult.failure(str(exc))
+        except _NotStarted as exc:
+            result = TaskResult.failure(str(exc))
+        except asyncio.CancelledError:
+            result = TaskResult.failure("cancelled: the pool shut down while the task ran")
+            raise
+        except Exception as exc:
+            log.exception("task %s on slot %s: executor error", task.id, slot.id)
+            result = TaskResult.failure(f"internal error while running the task: {exc!r}")
+        finally:
+            await asyncio.shield(self._settle(slot, stored, running, result))
+
+    async def _build_request(
+        self, slot: Slot, stored: StoredTask, running: RunningTask
+    ) -> ExecutionRequest:
+        task = stored.record
+        running.timeout_secs = (
+            stored.timeout_secs if stored.timeout_secs is not None else self._task_timeout
+        )
+        config = effective_config(self.config, slot.record.config, task.config)
+        cap = await self._await_budget(running, config.max_budget_usd)
+        if cap is not None:
+            config = replace(config, max_budget_usd=cap / 1_000_000)
+        config = await self._with_shared_context(config)
+        prompt = await self._with_messages(slot, running, task.prompt)
+        elsewhere = stored.cwd is not None and Path(stored.cwd) != slot.cwd
+        # A conversation resumes only where it was recorded, so a task in another directory
+        # runs one-shot and leaves the slot's warm process and session alone.
+        one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
+        fresh = one_shot or stored.fresh_session
+        running.one_shot = elsewhere
+        return ExecutionRequest(
+            task_id=task.id,
+            slot_id=slot.id,
+            prompt=prompt,
+            config=config,
+            cwd=Path(stored.cwd) if elsewhere and stored.cwd else slot.cwd,
+            mode=SlotMode.EPHEMERAL if one_shot else SlotMode.PERSISTENT,
+            session_id=None if fresh else slot.record.session_id,
+            timeout_secs=running.timeout_secs,
+            cancel=running.cancel,
+        )
+
+    async def _await_budget(self, running: RunningTask, task_cap_usd: float | None) -> int | None:
+        """Reserve the task's budget; waiting for it can be cancelled and counts against the
+        task's timeout like the run itself."""
+        if self.config.budget_microdollars is None:  # nothing to wait for
+            return await self._budget.reserve(running.task_id, task_cap_usd, self.idle_slots)
+        reserve = asyncio.ensure_future(
+            self._budget.reserve(running.task_id, task_cap_usd, self.idle_slots)
+        )
+        stop = asyncio.ensure_future(running.cancel.wait())
+        try:
+            await asyncio.wait(
+                {reserve, stop}, timeout=running.timeout_secs,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+        finally:
+            stop.cancel()
+        if reserve.done():
+            return reserve.result()
+        # Nothing is reserved until reserve() returns, so stopping it here loses nothing.
+        reserve.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reserve
+        if running.cancel.is_set():
+            raise _NotStarted("cancelled while waiting for budget")
+        raise _NotStarted(
+            f"timed out after {running.timeout_secs:g}s waiting for budget held by running tasks"
+        )
+
+    async def _with_shared_context(self, config: EffectiveConfig) -> EffectiveConfig:
+        if self._context is None:  # forgotten whenever a note changes, here or elsewhere
+            self._context = await self._store.context_list()
+        context = self._context
+        if not context:
+            return config
+        notes = "\n".join(f"- {key}: {value}" for key, value in sorted(context.items()))
+        block = f"Shared context from the pool coordinator:\n{notes}"
+        prompt = f"{config.system_prompt}\n\n{block}" if config.system_prompt else block
+        return replace(config, system_prompt=prompt)
+
+    async def _with_messages(self, slot: Slot, running: RunningTask, prompt: str) -> str:
+        if not slot.unread_messages:
+            return prompt
+        messages = await self._store.read_messages(slot.id, drain=False)
+        running.delivered_up_to = messages[-1].id if messages else None
+        if not messages:
+            slot.unread_messages = False
+            return prompt
+        lines = "\n".join(f"- from {m.from_slot}: {m.content}" for m in messages)
+        return f"Messages for you from other slots:\n{lines}\n\n{prompt}"
+
+    # ── live events ──────────────────────────────────────────────────
+
+    def _emit(self, event: Event) -> None:
+        if event.task_id is not None:
+            event.chain_id = self._chains.get(TaskId(event.task_id))
+        self._events.emit(event)
+
+    def _on_executor_event(self, running: RunningTask, event: ExecutorEvent) -> None:
+        data = event.data
+        base = {"task_id": event.task_id, "slot_id": event.slot_id, "at_ms": event.at_ms}
+        match event.kind:
+            case EventKind.ASSISTANT_TEXT:
+                text = str(data.get("text") or "").strip()
+                if text:
+                    self._emit(TaskText(text=preview(text, _TEXT_CHARS), **base))
+            case EventKind.TOOL_USE:
+                self._emit(
+                    TaskToolUse(
+                        tool=str(data.get("name") or "a tool"), detail=_tool_detail(data), **base
+                    )
+                )
+            case EventKind.TURN:
+                self._emit(TaskTurn(turn=int(data.get("turn") or 0), **base))
+            case EventKind.API_RETRY:
+                self._rate_limits.note_api_retry(event)
+                status = data.get("status")
+                attempt = data.get("attempt")
+                retries = data.get("max_retries")
+                self._emit(
+                    TaskApiRetry(
+                        status=status if isinstance(status, int) else None,
+                        attempt=attempt if isinstance(attempt, int) else None,
+                        max_retries=retries if isinstance(retries, int) else None,
+                        delay_ms=int(data.get("delay_ms") or 0),
+                        error=preview(str(data.get("error") or "")),
+                        **base,
+                    )
+                )
+            case EventKind.PERMISSION_DENIED:
+                self._emit(
+                    TaskPermissionDenied(
+                        tool=str(data.get("tool") or "a tool"),
+                        reason=preview(str(data.get("reason") or "")),
+                        **base,
+                    )
+                )
+            case EventKind.PROCESS_EXITED:
+                running.crashed = True
+            case _:
+                pass
+
+    def on_event(self, event: Event) -> None:
+        """Bus listener: what other processes (and this one) changed that a run cares about."""
+        match event:
+            case ContextChanged():
+                self._context = None
+            case MessageSent(to_slot=to_slot):
+                if to_slot in self._slots:
+                    self._slots.get(to_slot).unread_messages = True
+            case _ if event.worker_id != self._events.worker_id and event.task_id is not None:
+                running = self._running.get(TaskId(event.task_id))
+                state = task_state_after(event)
+                if running is not None and state is not None and state is not TaskState.RUNNING:
+                    running.stop(f"task became {state} elsewhere")
+
+    # ── settling ─────────────────────────────────────────────────────
+
+    async def _settle(
+        self, slot: Slot, stored: StoredTask, running: RunningTask, result: TaskResult | None
+    ) -> None:
+        """Record a finished run: spend, slot state, the task's one terminal state."""
+        task = stored.record
+        result = result or TaskResult.failure("the task ended without a result")
+        try:
+            if result.success and running.delivered_up_to is not None:
+                # Only what this task's prompt carried: later messages wait for the next task.
+                await self._store.read_messages(
+                    slot.id, drain=True, up_to_id=running.delivered_up_to
+                )
+            if running.cancel.is_set() and not result.success:
+                # (A run that succeeded just as the cancel came stays completed: it is done.)
+                target = TaskState.CANCELLED
+                reason = running.cancel_reason or "cancelled"
+                result = result.model_copy(
+                    update={"success": False, "output": _join(reason, result.output)}
+                )
+            elif result.success:
+                target = TaskState.PENDING_REVIEW if task.review_required else TaskState.COMPLETED
+            else:
+                target = TaskState.FAILED
+            session = slot.record.session_id
+            if slot.mode is SlotMode.EPHEMERAL:
+                session = None
+            elif result.session_id and not running.one_shot and not running.crashed:
+                # A run that died may never have saved its conversation: keep the last one
+                # known to be resumable.
+                session = result.session_id
+            slot_fields: dict[str, Any] = {
+                "state": SlotState.IDLE,
+                "current_task": None,
+                "session_id": session,
+                "session_cwd": str(slot.cwd) if session is not None else None,
+            }
+            slot_fields.update(self._crash_accounting(slot, running, result))
+            completed = 1 if result.success else 0
+            always = self._settle_events(slot, task.id, result, slot_fields)
+            outcome = [_outcome_event(task.id, slot.id, target, result, running)]
+            outcome[0].chain_id = self._chains.get(task.id)
+            now = now_ms()
+
+            def settle(batch: list[Event]) -> Any:
+                split = len(batch) - len(outcome)
+                return self._store.settle_task(
+                    task.id,
+                    {TaskState.RUNNING},
+                    target,
+                    now_ms=now,
+                    result=result,
+                    slot_id=slot.id,
+                    spend=result.cost_microdollars,
+                    tasks_completed=completed,
+                    slot_fields=slot_fields,
+                    always_events=batch[:split],
+                    events=batch[split:],
+                )
+
+            moved = await self._events.write(settle, *always, *outcome)
+            if moved and target.is_terminal:
+                self._outcomes.ended(task.model_copy(update={
+                    "state": target, "result": result, "slot_id": slot.id,
+                    "completed_at_ms": now,
+                }))  # fmt: skip
+            slot.record = slot.record.model_copy(
+                update={
+                    **slot_fields,
+                    "tasks_completed": slot.record.tasks_completed + completed,
+                    "cost_microdollars": slot.record.cost_microdollars + result.cost_microdollars,
+                }
+            )
+            if not moved:
+                # Someone else ended it first (e.g. a cancel from another process): keep their
+                # state, but attach what the run actually cost and said.
+                await self._store.transition_task(
+                    task.id,
+                    {TaskState.CANCELLED},
+                    TaskState.CANCELLED,
+                    now_ms=now,
+                    result=result.model_copy(update={"success": False}),
+                )
+        except Exception:
+            log.exception("task %s: recording its result failed", task.id)
+        finally:
+            self._budget.settle(task.id, result)
+            slot.running = None
+            slot.looking = True
+            slot.last_active_ms = now_ms()
+            self._running.pop(task.id, None)
+            self._chains.pop(task.id, None)
+            running.finished.set()
+            self._slots.changed.notify()
+
+    def _settle_events(
+        self, slot: Slot, task_id: TaskId, result: TaskResult, fields: dict[str, Any]
+    ) -> list[Event]:
+        """Events that go with the settlement whatever the task's state became: spend, the
+        slot's new state, a restart."""
+        events: list[Event] = []
+        chain = self._chains.get(task_id)
+        if result.cost_microdollars:
+            events.append(
+                SpendRecorded(
+                    task_id=task_id,
+                    slot_id=slot.id,
+                    chain_id=chain,
+                    microdollars=result.cost_microdollars,
+                )
+            )
+        events.append(
+            SlotStateChanged(
+                slot_id=slot.id,
+                state=fields["state"].value,
+                previous=slot.record.state.value,
+                current_task=None,
+            )
+        )
+        if "restart_count" in fields:
+            events.append(
+                SlotRestarted(
+                    slot_id=slot.id,
+                    restart_count=fields["restart_count"],
+                    reason="its CLI process died under a task; it resumes for the next one",
+                )
+            )
+        return events
+
+    def _crash_accounting(
+        self, slot: Slot, running: RunningTask, result: TaskResult
+    ) -> dict[str, Any]:
+        """A dead CLI process is restarted (with --resume) for the next task, up to
+        ``max_restarts`` crashes in a row; past that the slot is errored."""
+        if not running.crashed:
+            if result.success:
+                slot.crash_streak = 0
+            return {}
+        slot.crash_streak += 1
+        if slot.crash_streak > self.config.max_restarts:
+            log.error(
+                "slot %s: its CLI process died %d times in a row; the slot is now errored",
+                slot.id,
+                slot.crash_streak,
+            )
+            return {"state": SlotState.ERRORED}
+        log.warning("slot %s: its CLI process died; it restarts for the next task", slot.id)
+        return {"restart_count": slot.record.restart_count + 1}
+
+
+def _outcome_event(
+    task_id: TaskId,
+    slot_id: str,
+    state: TaskState,
+    result: TaskResult,
+    running: RunningTask,
+) -> Event:
+    if state is TaskState.CANCELLED:
+        return TaskCancelled(
+            task_id=task_id,
+            slot_id=slot_id,
+            reason=running.cancel_reason or "cancelled",
+            cost_microdollars=result.cost_microdollars,
+            was_running=True,
+        )
+    if state is TaskState.PENDING_REVIEW:
+        return TaskHeldForReview(
+            task_id=task_id,
+            slot_id=slot_id,
+            cost_microdollars=result.cost_microdollars,
+            turns_used=result.turns_used,
+            elapsed_ms=result.elapsed_ms,
+            output=preview(result.output),
+        )
+    return finished(task_id, state, result, slot_id)
+
+
+def _tool_detail(data: dict[str, Any]) -> str:
+    tool_input = data.get("input")
+    if isinstance(tool_input, dict):
+        for key in _TOOL_DETAIL_KEYS:
+            value = tool_input.get(key)
+            if isinstance(value, str):
+                return preview(value, 80)
+    return ""
+
+
+def _join(reason: str, output: str) -> str:
+    return f"{reason}: {output}" if output and output != reason else reason
+
+
+__all__ = ["CHAIN_TAG", "TaskRunner", "chain_of"]

@@ -1,0 +1,362 @@
+"""The engine's event seam: typed domain events, one bus, the event log, no polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from claude_pool import Pool, PoolConfig, TaskState
+from claude_pool.bus import EventBus, Lagged
+from claude_pool.events import (
+    EVENT_CLASSES,
+    Event,
+    TaskFinished,
+    TaskQueued,
+    TaskText,
+    UnknownEvent,
+    describe,
+    parse_event,
+)
+from claude_pool.executor.base import EventKind, ExecutionRequest
+from claude_pool.store import MemoryStore, SqliteStore, Store
+from claude_pool.testing.counting_store import CountingStore
+from claude_pool.testing.fake_executor import FakeExecutor
+from claude_pool.types import TaskResult
+
+
+def make_pool(
+    executor: FakeExecutor | None = None, *, slots: int = 1, store: Store | None = None, **kw: Any
+) -> Pool:
+    return Pool(
+        PoolConfig(), slots=slots, store=store or MemoryStore(),
+        executor=executor or FakeExecutor(), **kw,
+    )  # fmt: skip
+
+
+async def collect(stream: AsyncIterator[Event], count: int, timeout: float = 5) -> list[Event]:
+    got: list[Event] = []
+    async with asyncio.timeout(timeout):
+        async for event in stream:
+            got.append(event)
+            if len(got) == count:
+                break
+    return got
+
+
+# ── the events themselves ────────────────────────────────────────────
+
+
+def sample_events() -> list[Event]:
+    """One event of every type, with only the fields it needs."""
+    values = {
+        "task_id": "task-1", "slot_id": "slot-1", "chain_id": "chain-1", "text": "hello",
+        "tool": "Bash", "turn": 2, "state": "completed", "success": True, "requeued": True,
+        "attempt": 2, "max_attempts": 3, "reason": "why", "restart_count": 1,
+        "microdollars": 12, "until_ms": 5, "step": "plan", "index": 0, "path": "/tmp/x",
+        "key": "goal", "from_slot": "a", "to_slot": "b", "lost_worker": "w",
+    }  # fmt: skip
+    events = []
+    for cls in EVENT_CLASSES.values():
+        needed = {
+            name: values[name]
+            for name, field in cls.model_fields.items()
+            if field.is_required() or name in ("task_id", "slot_id", "chain_id")
+        }
+        events.append(cls.model_validate(needed))
+    return events
+
+
+def test_every_event_type_round_trips_through_json() -> None:
+    for event in sample_events():
+        event.seq = 7
+        back = parse_event(event.model_dump_json())
+        assert type(back) is type(event)
+        assert back == event
+
+
+def test_an_event_of_an_unknown_type_parses_as_unknown() -> None:
+    back = parse_event('{"type": "task_teleported", "task_id": "t", "seq": 3, "extra": 1}')
+    assert isinstance(back, UnknownEvent)
+    assert (back.type, back.task_id, back.seq) == ("task_teleported", "t", 3)
+    assert describe(back) == "task_teleported t"
+
+
+def test_describe_renders_every_event_type_as_one_line() -> None:
+    lines = [describe(event) for event in sample_events()]
+    assert all(line and "\n" not in line for line in lines)
+    assert len(set(lines)) == len(lines), "each type says something of its own"
+
+
+def test_describe_can_leave_out_the_task_it_is_about() -> None:
+    event = TaskText(task_id="task-9", slot_id="s", text="reading  the\nfiles")
+    assert describe(event) == "task-9: reading the files"
+    assert describe(event, subject=False) == "reading the files"
+
+
+# ── the bus ──────────────────────────────────────────────────────────
+
+
+async def test_a_slow_subscriber_is_told_which_events_it_missed() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe(maxsize=2)
+    for seq in range(1, 6):
+        bus.publish(TaskText(task_id="t", slot_id="s", text=str(seq), seq=seq))
+    items = [await subscription.get(timeout=1) for _ in range(3)]
+    assert [getattr(i, "seq", None) for i in items[:2]] == [1, 2]
+    assert items[2] == Lagged(first_seq=3, last_seq=5, count=3)
+    bus.publish(TaskText(task_id="t", slot_id="s", text="6", seq=6))
+    after = await subscription.get(timeout=1)
+    assert isinstance(after, Event)
+    assert after.seq == 6
+    assert subscription.missed == 3
+
+
+async def test_a_failing_listener_does_not_stop_the_others() -> None:
+    bus = EventBus()
+    seen: list[int] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("boom")
+
+    bus.add_listener(broken)
+    bus.add_listener(lambda e: seen.append(e.seq))
+    bus.publish(TaskText(task_id="t", slot_id="s", text="x", seq=1))
+    assert seen == [1]
+
+
+async def test_a_closed_subscription_ends_its_iteration() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe()
+    bus.publish(TaskText(task_id="t", slot_id="s", text="x", seq=1))
+    subscription.close()
+    assert [item async for item in subscription] == [
+        TaskText(task_id="t", slot_id="s", text="x", seq=1)
+    ]
+    assert bus.subscriber_count == 0
+
+
+# ── the engine publishes ─────────────────────────────────────────────
+
+
+async def test_a_subscriber_sees_the_events_of_a_task_in_order() -> None:
+    executor = FakeExecutor(
+        events=lambda r: [
+            (EventKind.ASSISTANT_TEXT, {"text": "looking"}),
+            (EventKind.TOOL_USE, {"name": "Read", "input": {"file_path": "a.py"}}),
+        ]
+    )
+    async with make_pool(executor) as pool:
+        subscription = pool.subscribe(lambda e: e.task_id is not None)
+        task_id = await pool.submit("hello")
+        await pool.wait(task_id, timeout=5)
+        events = []
+        while (item := subscription.get_nowait()) is not None or len(events) < 6:
+            if item is None:
+                item = await subscription.get(timeout=5)
+            assert isinstance(item, Event)
+            events.append(item)
+            if isinstance(item, TaskFinished):
+                break
+    types = [e.type for e in events if e.task_id == task_id]
+    assert types == [
+        "task_queued", "task_claimed", "task_started", "task_text", "task_tool_use",
+        "spend_recorded", "task_finished",
+    ]  # fmt: skip
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(set(seqs)), "in order, each once"
+    assert all(e.worker_id == pool.worker_id for e in events)
+    finished = events[-1]
+    assert isinstance(finished, TaskFinished)
+    assert (finished.state, finished.success, finished.cost_microdollars) == (
+        TaskState.COMPLETED, True, 1000,
+    )  # fmt: skip
+
+
+async def test_a_slow_subscriber_does_not_slow_dispatch_and_learns_what_it_missed() -> None:
+    async with make_pool(slots=2) as pool:
+        slow = pool.subscribe(maxsize=5)  # never read while the batch runs
+        ids = [await pool.submit(f"task {i}") for i in range(100)]
+        for task_id in ids:
+            assert (await pool.wait(task_id, timeout=10)).state is TaskState.COMPLETED
+        items = [slow.get_nowait() for _ in range(6)]
+    assert all(isinstance(i, Event) for i in items[:5])
+    notice = items[5]
+    assert isinstance(notice, Lagged)
+    assert notice.count > 500, "100 tasks publish several events each"
+    assert 0 < notice.first_seq < notice.last_seq
+
+
+async def test_a_consumer_resumes_after_sequence_n_without_missing_or_repeating() -> None:
+    async with make_pool() as pool:
+        first = await pool.submit("one")
+        await pool.wait(first, timeout=5)
+        history = await collect(pool.events(after=0), 1)
+        everything = [history[0]]
+        async for event in pool.events(after=history[0].seq):
+            everything.append(event)
+            if isinstance(event, TaskFinished):
+                break
+        resume_at = everything[2].seq
+        live = pool.events(after=resume_at)
+        second = await pool.submit("two")
+        await pool.wait(second, timeout=5)
+        resumed = []
+        async with asyncio.timeout(5):
+            async for event in live:
+                resumed.append(event)
+                if isinstance(event, TaskFinished) and event.task_id == second:
+                    break
+    assert [e.seq for e in everything] == sorted(e.seq for e in everything)
+    assert resumed[0].seq == resume_at + 1, "nothing missed"
+    assert [e.seq for e in resumed] == list(range(resume_at + 1, resumed[-1].seq + 1))
+    assert {e.task_id for e in resumed if e.task_id} == {first, second}
+
+
+async def test_the_event_stream_can_follow_one_task() -> None:
+    async with make_pool() as pool:
+        noise = await pool.submit("noise")
+        wanted = await pool.submit("wanted")
+        await pool.wait(noise, timeout=5)
+        await pool.wait(wanted, timeout=5)
+        events = await collect(pool.events(after=0, task_id=wanted), 5)
+    assert {e.task_id for e in events} == {wanted}
+    assert events[0].type == "task_queued"
+
+
+async def test_a_task_finished_by_a_second_pool_on_one_sqlite_file_wakes_a_wait_in_the_first(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pool.db"
+    async with Pool(
+        PoolConfig(), slots=0, store=SqliteStore(db), executor=FakeExecutor()
+    ) as client:
+        task_id = await client.submit("do it")
+        waiter = asyncio.ensure_future(client.wait(task_id, timeout=10))
+        await asyncio.sleep(0)
+        executor = FakeExecutor()
+        async with make_pool(executor, store=SqliteStore(db)):
+            record = await waiter
+        assert record.state is TaskState.COMPLETED
+        assert record.result is not None
+        assert record.result.output == "done: do it"
+
+
+async def test_a_cancel_from_a_second_pool_stops_the_run_in_the_first(tmp_path: Path) -> None:
+    db = tmp_path / "pool.db"
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor, store=SqliteStore(db)) as worker:
+        task_id = await worker.submit("long")
+        await executor.wait_running(1)
+        async with make_pool(slots=0, store=SqliteStore(db)) as other:
+            record = await other.cancel(task_id)
+            assert record.state is TaskState.CANCELLED
+        # The worker's run stops when the cancel's event reaches it through the store.
+        assert executor.running == {} or await _stopped(executor)
+        final = await worker.wait(task_id, timeout=10)
+        assert final.state is TaskState.CANCELLED
+
+
+async def _stopped(executor: FakeExecutor) -> bool:
+    async with asyncio.timeout(10):
+        while executor.running:
+            executor._changed.clear()
+            await executor._changed.wait()
+    return True
+
+
+# ── no polling ───────────────────────────────────────────────────────
+
+
+async def test_waiting_reads_the_store_once_however_long_the_wait() -> None:
+    store = CountingStore(MemoryStore())
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor, store=store.as_store()) as pool:
+        task_id = await pool.submit("slow")
+        await executor.wait_running(1)
+        store.reset()
+        waiter = asyncio.ensure_future(pool.wait(task_id))
+        # However long it waits, nothing reads the task again until its run ends.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=1.0)
+        assert store.calls["get_task"] == 1
+        executor.release()
+        assert (await waiter).state is TaskState.COMPLETED
+    assert store.calls["get_task"] == 1
+
+
+async def test_a_submit_makes_one_idle_slot_claim_not_all_of_them() -> None:
+    store = CountingStore(MemoryStore())
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor, slots=8, store=store.as_store()) as pool:
+        await _claims_reach(store, 8)  # each new slot asks once, finds nothing, parks
+        store.reset()
+        task_id = await pool.submit("one task")
+        await executor.wait_running(1)
+        executor.release()
+        await pool.wait(task_id, timeout=5)
+        await _claims_reach(store, 2)
+        # One claim took the task; its slot asked once more when it was done. The seven
+        # other idle slots were left alone.
+        assert store.calls["claim_task"] == 2
+
+
+async def _claims_reach(store: CountingStore, count: int) -> None:
+    for _ in range(10_000):
+        if store.calls["claim_task"] >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"only {store.calls['claim_task']} claims, expected {count}")
+
+
+async def test_work_queued_by_another_pool_is_claimed_without_polling(tmp_path: Path) -> None:
+    db = tmp_path / "pool.db"
+    executor = FakeExecutor()
+    async with make_pool(executor, slots=2, store=SqliteStore(db)) as worker:
+        async with make_pool(slots=0, store=SqliteStore(db)) as client:
+            started = time.perf_counter()
+            task_id = await client.submit("from elsewhere")
+            record = await client.wait(task_id, timeout=10)
+        assert record.state is TaskState.COMPLETED
+        # Well under the scheduler's fallback: the queued event woke the worker.
+        assert time.perf_counter() - started < 5
+        assert worker.slots
+
+
+async def test_context_set_in_another_process_reaches_the_next_task(tmp_path: Path) -> None:
+    db = tmp_path / "pool.db"
+    prompts: list[str | None] = []
+
+    def handler(request: ExecutionRequest) -> TaskResult:
+        prompts.append(request.config.system_prompt)
+        return TaskResult.success_result("ok", 0, 1)
+
+    async with make_pool(FakeExecutor(handler=handler), store=SqliteStore(db)) as worker:
+        await worker.run("first")
+        async with make_pool(slots=0, store=SqliteStore(db)) as other:
+            await other.context_set("goal", "ship it")
+        changed = worker.subscribe(lambda e: e.type == "context_changed")
+        with contextlib.suppress(TimeoutError):
+            await changed.get(timeout=0)  # may have arrived already
+        async with asyncio.timeout(10):
+            while True:
+                await worker.run("again")
+                if prompts[-1] and "ship it" in prompts[-1]:
+                    break
+                await changed.get()
+    assert prompts[0] is None or "ship it" not in prompts[0]
+
+
+async def test_queued_events_carry_what_a_scheduler_elsewhere_needs() -> None:
+    async with make_pool(slots=0) as pool:
+        for i in range(3):
+            await pool.submit(f"p{i}", priority=i, role="reviewer", tags=["x"])
+        queued = await collect(pool.events(after=0, types={"task_queued"}), 3)
+    for i, event in enumerate(queued):
+        assert isinstance(event, TaskQueued)
+        assert (event.priority, event.target.role, event.tags, event.prompt) == (
+            i, "reviewer", ["x"], f"p{i}",
+        )  # fmt: skip
