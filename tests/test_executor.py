@@ -522,6 +522,35 @@ async def test_rate_limit_retries_are_surfaced_as_api_retry_events(
     assert [r["attempt"] for r in retries] == [1, 2]
 
 
+async def test_a_request_the_api_refuses_fails_saying_so_not_success(
+    slot: Slot, mock_api: MockAnthropicAPI
+) -> None:
+    # Regression: the CLI reports a 400 as subtype "success" with is_error, and the task
+    # failed as "Claude Code stopped with success: ...".
+    mock_api.fail(400, times=5, message="prompt is too long")
+
+    result = await slot.run("hello")
+
+    assert not result.success
+    assert result.output.startswith("the API refused the request (HTTP 400): ")
+    assert "success" not in result.output
+
+
+async def test_a_task_timed_out_in_an_api_error_storm_says_what_the_api_did(
+    slot: Slot, mock_api: MockAnthropicAPI
+) -> None:
+    # Regression: it said only "timed out after 4s".
+    mock_api.fail(529, times=1000)
+
+    result = await slot.run("hello", timeout_secs=4)
+
+    assert not result.success
+    assert result.output.startswith("timed out after 4s; the API kept failing while it ran: ")
+    assert "HTTP 529" in result.output
+    assert "retries in all" in result.output or "1 retry in all" in result.output
+    assert "next retry announced in" in result.output
+
+
 async def test_budget_exceeded_is_reported(slot: Slot, mock_api: MockAnthropicAPI) -> None:
     mock_api.default = Reply("pricey", usage=Usage(input_tokens=100_000, output_tokens=10_000))
 

@@ -308,6 +308,44 @@ def test_budget_stop_is_a_failure_marked_budget_exceeded() -> None:
     assert "Reached maximum budget" in result.output
 
 
+def test_an_api_error_reported_as_success_fails_with_the_http_status() -> None:
+    # Regression: "Claude Code stopped with success: API Error ..." said the opposite.
+    event = result_event(is_error=True, api_error_status=400, result="API Error: bad request")
+    result = result_to_task_result(
+        event, TurnTracker(), requested_model=None, structured=False, cost_usd=0, elapsed_ms=0
+    )
+    assert not result.success
+    assert result.output == "the API refused the request (HTTP 400): API Error: bad request"
+
+
+def test_an_error_without_a_status_says_why_the_cli_stopped() -> None:
+    event = result_event(is_error=True, subtype="error_max_turns", result="")
+    result = result_to_task_result(
+        event, TurnTracker(), requested_model=None, structured=False, cost_usd=0, elapsed_ms=0
+    )
+    assert result.output.startswith("Claude Code failed: it reached its turn limit (max_turns)")
+
+
+def test_a_bare_result_event_is_no_success() -> None:
+    # Regression: {"type": "result"} counted as success with empty output.
+    result = result_to_task_result(
+        {"type": "result"}, TurnTracker(), requested_model=None, structured=False, cost_usd=0,
+        elapsed_ms=0,
+    )  # fmt: skip
+    assert not result.success
+    assert result.output == "Claude Code ended the task without a successful result (no subtype)"
+
+
+def test_a_result_of_an_unknown_subtype_is_no_success() -> None:
+    event = result_event(subtype="interrupted_by_gremlins")
+    result = result_to_task_result(
+        event, TurnTracker(), requested_model=None, structured=False, cost_usd=0, elapsed_ms=0
+    )
+    assert not result.success
+    assert "'interrupted_by_gremlins'" in result.output
+    assert result.output.endswith(": done")
+
+
 def test_a_401_result_says_the_credentials_are_bad() -> None:
     event = result_event(is_error=True, subtype="error_during_execution", api_error_status=401)
     result = result_to_task_result(

@@ -47,6 +47,7 @@ from claude_pool.executor.protocol import (
     encode_user_message,
     is_auth_failure,
     permission_prompt_in,
+    plural,
     result_to_task_result,
     task_cost_usd,
 )
@@ -660,12 +661,13 @@ class ClaudeCliExecutor:
         caller has the CLI's own figure), its cost is estimated from the token usage the
         stream reported, and the output says so: the API calls it made were paid for."""
         update: dict[str, Any] = {"turns_used": tracker.turns}
+        message += tracker.retry_note()
         if estimate_cost and tracker.messages:
             cost = usd_to_microdollars(tracker.estimated_cost_usd())
             update["cost_microdollars"] = cost
             message = (
                 f"{message}\n\n(cost ${cost / 1_000_000:.6f} is an estimate from the token "
-                f"usage of {_plural(len(tracker.messages), 'API message')} seen: the CLI ended "
+                f"usage of {plural(len(tracker.messages), 'API message')} seen: the CLI ended "
                 "without reporting its own total)"
             )
         result = TaskResult.failure(message).with_failure_details(
@@ -751,10 +753,6 @@ def _emit_exit(emit: _Emitter, proc: CliProcess, result: TaskResult) -> None:
         EventKind.PROCESS_EXITED,
         {"pid": proc.pid, "exit_code": proc.returncode, "reason": result.output[:500]},
     )
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _describe_exit(code: int | None) -> str:

@@ -176,7 +176,31 @@ class TurnTracker:
     """The cumulative ``total_cost_usd`` of the result event, once it came."""
     messages: dict[str, MessageUsage] = field(default_factory=dict)
     """Token usage of every API message seen, by message id (each message counted once)."""
+    api_retries: int = 0
+    """``api_retry`` events seen: how often the CLI had to retry an API call."""
+    last_api_retry: dict[str, Any] = field(default_factory=dict)
     _assistant_ids: set[str] = field(default_factory=set)
+
+    def retry_note(self) -> str:
+        """What the API did while the CLI retried (empty when it never retried): for the
+        result of a task that ended in the middle of an error storm."""
+        if not self.api_retries:
+            return ""
+        last = self.last_api_retry
+        status = last.get("status")
+        attempt, limit = last.get("attempt"), last.get("max_retries")
+        delay = last.get("delay_ms")
+        parts = [f"HTTP {status}" if status is not None else "an API error"]
+        if attempt is not None:
+            parts.append(f"on attempt {attempt}" + (f" of {limit}" if limit is not None else ""))
+        if isinstance(delay, int | float):
+            parts.append(f"next retry announced in {delay / 1000:.1f}s")
+        error = last.get("error")
+        detail = f": {str(error)[:300]}" if error else ""
+        return (
+            f"; the API kept failing while it ran: {', '.join(parts)} "
+            f"({plural(self.api_retries, 'retry', 'retries')} in all){detail}"
+        )
 
     def estimated_cost_usd(self) -> float:
         """The cost of the API messages seen, priced as the CLI prices them: what a task that
@@ -226,16 +250,16 @@ class TurnTracker:
                 },
             )
         elif etype == "system" and subtype == "api_retry":
-            emit(
-                EventKind.API_RETRY,
-                {
-                    "status": event.get("error_status"),
-                    "attempt": event.get("attempt"),
-                    "max_retries": event.get("max_retries"),
-                    "delay_ms": event.get("retry_delay_ms"),
-                    "error": event.get("error"),
-                },
-            )
+            retry = {
+                "status": event.get("error_status"),
+                "attempt": event.get("attempt"),
+                "max_retries": event.get("max_retries"),
+                "delay_ms": event.get("retry_delay_ms"),
+                "error": event.get("error"),
+            }
+            self.api_retries += 1
+            self.last_api_retry = retry
+            emit(EventKind.API_RETRY, dict(retry))
         elif etype == "system" and subtype == "permission_denied":
             tool = str(event.get("tool_name") or "?")
             reason = str(event.get("message") or event.get("decision_reason") or "")
@@ -404,22 +428,36 @@ def result_to_task_result(
         output = result["result"]
     else:
         output = ""
+    succeeded = not is_error and subtype == "success"
     if is_error:
         errors = [str(e) for e in result.get("errors") or () if e]
         reason = "; ".join(errors) or output or "no detail given"
-        output = f"Claude Code stopped with {subtype or 'an error'}: {reason}"
-        if result.get("api_error_status") == 401:
+        status = result.get("api_error_status")
+        if status == 401:
             output = AUTH_FAILED_MESSAGE
+        elif isinstance(status, int) and not isinstance(status, bool):
+            output = f"the API refused the request (HTTP {status}): {reason}"
+        else:
+            why = _STOP_REASONS.get(subtype, f"it stopped ({subtype})" if subtype else "")
+            output = (
+                f"Claude Code failed: {why}: {reason}" if why else f"Claude Code failed: {reason}"
+            )
+    elif not succeeded:
+        # Only a result that says it succeeded counts: a bare or unknown one is no success.
+        detail = f"subtype {subtype!r}" if subtype else "no subtype"
+        output = f"Claude Code ended the task without a successful result ({detail})" + (
+            f": {output}" if output else ""
+        )
     if denied:
         note = permission_message(denied)
         # Structured output must stay parseable JSON; the note then only goes to stderr below.
-        if not (structured and not is_error):
+        if not (structured and succeeded):
             output = f"{output}\n\n{note}" if output else note
 
     model = tracker.served_model or _model_from_usage(result) or requested_model
     task_result = TaskResult(
         output=output,
-        success=not is_error,
+        success=succeeded,
         cost_microdollars=usd_to_microdollars(cost_usd),
         turns_used=int(result.get("num_turns") or tracker.turns or 0),
         elapsed_ms=elapsed_ms,
@@ -427,9 +465,18 @@ def result_to_task_result(
         session_id=_str_or_none(result.get("session_id")) or tracker.session_id,
         budget_exceeded=subtype == "error_max_budget_usd",
     )
-    if denied and structured and not is_error:
+    if denied and structured and succeeded:
         task_result = task_result.model_copy(update={"stderr": permission_message(denied)})
     return task_result
+
+
+_STOP_REASONS = {
+    "error_max_turns": "it reached its turn limit (max_turns)",
+    "error_max_budget_usd": "it reached its spend cap (max_budget_usd)",
+    "error_during_execution": "an error while it ran",
+    "success": "",
+}
+"""Why the CLI stopped, by the ``subtype`` of its result event."""
 
 
 def _model_from_usage(result: Mapping[str, Any]) -> str | None:
@@ -443,3 +490,8 @@ def _model_from_usage(result: Mapping[str, Any]) -> str | None:
             }
             return max(costs, key=costs.__getitem__)
     return None
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``3 retries``, ``1 retry``."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
