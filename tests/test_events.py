@@ -186,7 +186,7 @@ async def test_a_slow_subscriber_does_not_slow_dispatch_and_learns_what_it_misse
     assert all(isinstance(i, Event) for i in items[:5])
     notice = items[5]
     assert isinstance(notice, Lagged)
-    assert notice.count > 500, "100 tasks publish several events each"
+    assert notice.count >= 100 * 4, "100 tasks publish several events each"
     assert 0 < notice.first_seq < notice.last_seq
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -143,13 +143,14 @@ class EventBus:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._by_type: dict[str, list[Listener]] = {}
         self._subscriptions: list[Subscription] = []
         self.published = 0
         """Events published so far."""
 
     def publish(self, event: Event) -> None:
         self.published += 1
-        for listener in tuple(self._listeners):
+        for listener in (*self._listeners, *self._by_type.get(event.type, ())):
             try:
                 listener(event)
             except Exception:
@@ -157,13 +158,23 @@ class EventBus:
         for subscription in tuple(self._subscriptions):
             subscription.offer(event)
 
-    def add_listener(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(event)`` inline for every event; returns a function removing it."""
-        self._listeners.append(listener)
+    def add_listener(
+        self, listener: Listener, types: Collection[str] | None = None
+    ) -> Callable[[], None]:
+        """Call ``listener(event)`` inline for every event (or only for events of the given
+        ``types``); returns a function removing it."""
+        lists = (
+            [self._listeners]
+            if types is None
+            else [self._by_type.setdefault(kind, []) for kind in types]
+        )
+        for listeners in lists:
+            listeners.append(listener)
 
         def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            for listeners in lists:
+                if listener in listeners:
+                    listeners.remove(listener)
 
         return remove
 

@@ -126,8 +126,6 @@ class EventLog:
             if unlogged:
                 self._pending[:0] = unlogged
                 self._flush_wanted.set()
-            for event in batch:
-                event.worker_id = self.worker_id
             self._publish([e for e in batch if e.seq])
             return result
 

@@ -208,6 +208,10 @@ class SlotRemoved(Event):
 
 
 class SlotStateChanged(Event):
+    """A slot's state changed other than by running tasks: it errored, stopped or came back.
+    (A slot is busy from its ``task_claimed`` event and idle again from the event that ends
+    that task's run; those routine changes have no event of their own.)"""
+
     type: Literal["slot_state_changed"] = "slot_state_changed"
     slot_id: str
     state: str
@@ -451,6 +455,15 @@ def outcome_of(record: TaskRecord) -> Event | None:
     return None
 
 
+TASK_STATE_TYPES = frozenset(
+    {
+        "task_finished", "task_cancelled", "task_held_for_review", "task_approved",
+        "task_rejected", "task_requeued",
+    }
+)  # fmt: skip
+"""The event types that tell a task's new state (see :func:`task_state_after`)."""
+
+
 def task_state_after(event: Event) -> TaskState | None:
     """The state a task is in after ``event``, for the events that end a run or a review
     (None for every other event)."""
@@ -625,6 +638,7 @@ __all__ = [
     "EVENT_CLASSES",
     "EVENT_TYPES",
     "PREVIEW_CHARS",
+    "TASK_STATE_TYPES",
     "AnyEvent",
     "ChainFinished",
     "ChainStarted",

@@ -47,7 +47,7 @@ from claude_pool.chain.workflows import skill_resolver
 from claude_pool.config import Settings, effective_config
 from claude_pool.errors import ClaudePoolError, PoolShutdown, SlotNotFound
 from claude_pool.eventlog import EventLog
-from claude_pool.events import ContextChanged, Event, MessageSent
+from claude_pool.events import TASK_STATE_TYPES, ContextChanged, Event, MessageSent
 from claude_pool.executor.base import Executor
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, new_worker_id
@@ -254,14 +254,20 @@ class Pool:
             worker_id=self.worker_id,
             max_restarts=self.config.max_restarts,
         )
-        for listener in (
-            self._queue.on_event,
+        # The engine's own reactions, each to the event types it cares about.
+        self.bus.add_listener(self._queue.on_event, TASK_STATE_TYPES)
+        self.bus.add_listener(
             self._scheduler.on_event,
-            self._runner.on_event,
-            self._chains.on_event,
-            self._slots.on_event,
-        ):
-            self.bus.add_listener(listener)
+            {"task_queued", "task_claimed", *TASK_STATE_TYPES},
+        )
+        self.bus.add_listener(
+            self._runner.on_event, {"context_changed", "message_sent", *TASK_STATE_TYPES}
+        )
+        self.bus.add_listener(self._chains.on_event, {"task_text", "chain_finished"})
+        if base.auto_scale:
+            self.bus.add_listener(
+                self._slots.on_event, {"task_queued", "task_requeued", "task_rejected"}
+            )
 
     # ── lifecycle ───────────────────────────────────────────────────
 

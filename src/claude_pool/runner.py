@@ -143,13 +143,12 @@ class TaskRunner:
         self._running[task.id] = running
         self._chains[task.id] = chain_of(task)
         slot.running = running
-        previous = slot.record.state
-        # The claim already marked the slot busy in the store.
+        # The claim already marked the slot busy in the store (and its task_claimed event
+        # says so: a slot's routine busy/idle changes have no events of their own).
         slot.record = slot.record.model_copy(
             update={"state": SlotState.BUSY, "current_task": task.id}
         )
         slot.looking = False
-        self._slots.note_state(slot, previous)
         return running
 
     async def run(self, slot: Slot, stored: StoredTask, running: RunningTask) -> None:
@@ -439,14 +438,16 @@ class TaskRunner:
                     microdollars=result.cost_microdollars,
                 )
             )
-        events.append(
-            SlotStateChanged(
-                slot_id=slot.id,
-                state=fields["state"].value,
-                previous=slot.record.state.value,
-                current_task=None,
+        if fields["state"] is not SlotState.IDLE:
+            # Idle again is what the task's own ending event says; anything else is news.
+            events.append(
+                SlotStateChanged(
+                    slot_id=slot.id,
+                    state=fields["state"].value,
+                    previous=slot.record.state.value,
+                    current_task=None,
+                )
             )
-        )
         if "restart_count" in fields:
             events.append(
                 SlotRestarted(
