@@ -682,9 +682,9 @@ def demo(
     raise typer.Exit(_run(run_demo(options, out)))
 
 
-# ── skills, workflows, auto (claude_pool.cli_skills) ────────────────
+# ── skills, workflows, auto (claude_pool.cli.skills) ────────────────
 
-from claude_pool.cli_skills import attach as _attach_skill_commands  # noqa: E402
+from claude_pool.cli.skills import attach as _attach_skill_commands  # noqa: E402
 
 _attach_skill_commands(app)
 
@@ -694,7 +694,3 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
