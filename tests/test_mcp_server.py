@@ -22,8 +22,9 @@ from mcp.types import TextResourceContents
 from claude_pool import Pool, PoolConfig, ScalingConfig, Settings, TaskOverrides, TaskResult
 from claude_pool.executor.base import EventKind, ExecutionRequest
 from claude_pool.mcp import DEFAULT_TOOL_GROUPS, INSTRUCTIONS, build_server, pool_tool
-from claude_pool.mcp.models import MAX_PROMPT_CHARS, Submitted, TaskOverridesArg
-from claude_pool.mcp.tools import READ_ONLY
+from claude_pool.mcp.arguments import MAX_PROMPT_CHARS, TaskOverridesArg
+from claude_pool.mcp.models import Submitted
+from claude_pool.mcp.tooling import READ_ONLY
 from claude_pool.store import MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor, echo_handler
 from claude_pool.testing.mcp_client import WAIT, Served

@@ -6,6 +6,7 @@ streamable HTTP and drains the pool on exit.
 """
 
 from claude_pool.mcp.auth import BearerTokenMiddleware, is_loopback, parse_tokens
+from claude_pool.mcp.errors import tool_error
 from claude_pool.mcp.resources import POOL_RESOURCE_GROUPS, register_pool_resources
 from claude_pool.mcp.server import (
     DEFAULT_PORT,
@@ -18,7 +19,8 @@ from claude_pool.mcp.server import (
     http_server,
     serve,
 )
-from claude_pool.mcp.tools import POOL_TOOL_GROUPS, ToolGroup, pool_tool, tool_error
+from claude_pool.mcp.tooling import ToolGroup, pool_tool
+from claude_pool.mcp.tools import POOL_TOOL_GROUPS
 
 __all__ = [
     "DEFAULT_PORT",

@@ -23,10 +23,9 @@ from claude_pool.config import Settings
 from claude_pool.errors import ConfigError
 from claude_pool.executor.base import Executor
 from claude_pool.mcp.auth import BearerTokenMiddleware, is_loopback
-from claude_pool.mcp.chain_tools import register_chain_tools
 from claude_pool.mcp.resources import POOL_RESOURCE_GROUPS, ResourceGroup
-from claude_pool.mcp.skill_tools import SKILL_TOOL_GROUPS
-from claude_pool.mcp.tools import POOL_TOOL_GROUPS, ToolGroup
+from claude_pool.mcp.tooling import ToolGroup
+from claude_pool.mcp.tools import TOOL_GROUPS
 from claude_pool.pool import DrainSummary, Pool
 
 log = logging.getLogger(__name__)
@@ -36,13 +35,9 @@ MCP_PATH = "/mcp"
 DEFAULT_PORT = 8765
 _SHUTDOWN_SECS = 10
 
-DEFAULT_TOOL_GROUPS: tuple[ToolGroup, ...] = (
-    *POOL_TOOL_GROUPS,
-    register_chain_tools,
-    *SKILL_TOOL_GROUPS,
-)
+DEFAULT_TOOL_GROUPS: tuple[ToolGroup, ...] = TOOL_GROUPS
 """The engine's tools, then chains (with pool://chains/{id}), skills (also as prompts),
-workflows and routing."""
+workflows and routing (see :mod:`claude_pool.mcp.tools`)."""
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 

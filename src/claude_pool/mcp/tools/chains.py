@@ -8,7 +8,6 @@ runtime (``pool_skill_add``) can be a chain step at once.
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any, Self
 
 from mcp.server.mcpserver import MCPServer
@@ -24,7 +23,8 @@ from claude_pool.chain import (
     SkillResolver,
 )
 from claude_pool.errors import ChainNotFound
-from claude_pool.mcp.models import (
+from claude_pool.mcp.arguments import (
+    DEFAULT_WAIT_SECS,
     MAX_LIST_ITEMS,
     NOT_BOOL,
     Name,
@@ -32,24 +32,13 @@ from claude_pool.mcp.models import (
     Tags,
     TaskOverridesArg,
     TimeoutSecs,
+    WaitSecs,
     overrides_of,
 )
 from claude_pool.mcp.progress import ProgressReporter, reporter_for
-from claude_pool.mcp.tools import (
-    READ_ONLY,
-    REMOVES,
-    RUNS_WORK,
-    ToolContext,
-    pool_tool,
-)
+from claude_pool.mcp.tooling import READ_ONLY, REMOVES, RUNS_WORK, ToolContext, pool_tool
 from claude_pool.pool import Pool
 
-log = logging.getLogger(__name__)
-
-"""How often a waiting chain call looks at the chain's progress to report it."""
-_CANCEL_SECS = 30.0
-_DEFAULT_WAIT_SECS = 300.0
-_MAX_WAIT_SECS = 3_600.0
 _MAX_STEPS = 100
 _MAX_RETRIES = 10
 
@@ -179,15 +168,6 @@ ChainIdArg = Annotated[
         max_length=256,
         description="A chain id as returned by pool_submit_chain or pool_chain (chain-...).",
     ),
-]
-WaitSecs = Annotated[
-    float | None,
-    Field(
-        gt=0,
-        le=_MAX_WAIT_SECS,
-        description=f"Most seconds to wait (default {_DEFAULT_WAIT_SECS:g}).",
-    ),
-    NOT_BOOL,
 ]
 
 
@@ -350,7 +330,7 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         runs out you get finished=false and can call again. Waiting reports progress."""
         if not wait:
             return ChainOutcome.of(await pool.chain_result(chain_id))
-        limit = timeout_secs or _DEFAULT_WAIT_SECS
+        limit = timeout_secs or DEFAULT_WAIT_SECS
         async with reporter_for(pool, ctx) as reporter:
             try:
                 result = await follow_chain(pool, reporter, chain_id, limit)

@@ -1,10 +1,8 @@
-"""Skills, workflows and auto-routing as MCP tools, and skills as MCP prompts.
+"""Skills as MCP tools, and as MCP prompts.
 
 Tools: ``pool_skill_list``, ``pool_skill_get``, ``pool_skill_add``, ``pool_skill_remove``,
-``pool_skill_save``, ``pool_skill_eject``, ``pool_skill_run``, ``pool_workflow_list``,
-``pool_invoke_workflow``, ``pool_route`` and ``pool_auto``. They act on the pool's skill registry
-(:attr:`Pool.skills`), the built-in workflows (:mod:`claude_pool.chain.workflows`, run as
-chains) and :mod:`claude_pool.routing`.
+``pool_skill_save``, ``pool_skill_eject`` and ``pool_skill_run``. They act on the pool's skill
+registry (:attr:`Pool.skills`).
 
 Every skill of the registry is also an MCP prompt (same name, its declared arguments), kept in
 step with the registry through ``SkillRegistry.on_change``. The server advertises
@@ -19,9 +17,8 @@ it in: clients see it on their next ``prompts/list``.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,43 +28,33 @@ from mcp.server.mcpserver.prompts.base import Prompt as McpPrompt
 from mcp.server.mcpserver.prompts.base import PromptArgument
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, InitializeRequestParams, ToolAnnotations
+from mcp.types import INVALID_PARAMS, InitializeRequestParams
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
-from claude_pool.chain import ChainIsolation
-from claude_pool.chain.workflows import (
-    Workflow,
-    WorkflowParameter,
-    WorkflowRegistry,
-    workflow_chain,
-)
 from claude_pool.config import merge_overrides
 from claude_pool.errors import ClaudePoolError
-from claude_pool.mcp.chain_tools import ChainOutcome, run_chain_reporting
-from claude_pool.mcp.models import (
+from claude_pool.mcp.arguments import (
     MAX_PROMPT_CHARS,
-    NOT_BOOL,
     Name,
-    Prompt,
+    Overrides,
     Tags,
-    TaskOutcome,
-    TaskOverridesArg,
     TimeoutSecs,
+    Wait,
     overrides_of,
 )
-from claude_pool.mcp.progress import ProgressReporter, reporter_for
-from claude_pool.mcp.tools import (
+from claude_pool.mcp.models import TaskOutcome
+from claude_pool.mcp.progress import reporter_for
+from claude_pool.mcp.tooling import (
     CHANGES,
     READ_ONLY,
     REMOVES,
     RUNS_WORK,
+    SETS_FILES,
     ToolContext,
-    ToolGroup,
     pool_tool,
 )
 from claude_pool.pool import Pool
-from claude_pool.routing import AutoResult, RouteDecision, RouteHints, RouteKind, auto, route
 from claude_pool.skills import (
     GLOBAL_SKILLS_DIR,
     Skill,
@@ -82,15 +69,7 @@ from claude_pool.types import TaskOverrides
 
 log = logging.getLogger(__name__)
 
-SETS_FILES = REMOVES
-"""Writes a file (replacing one only with overwrite=true); repeating it changes nothing more."""
-CLASSIFIES = ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-)
-"""One cheap model call that changes nothing (it is a task, so it costs a little)."""
 
-"""How often pool_auto looks for the tasks it started, to report their progress."""
-_CANCEL_SECS = 30.0
 FREE_TEXT_ARGUMENT = "arguments"
 """The one prompt argument of a skill that declares none: free text, split like a shell line."""
 MAX_TRACKED_SESSIONS = 256
@@ -175,43 +154,6 @@ class SkillRun(BaseModel):
     outcome: TaskOutcome
 
 
-class WorkflowStepView(BaseModel):
-    name: str
-    skill: str | None = None
-    prompt: str | None = None
-
-
-class WorkflowView(BaseModel):
-    name: str
-    description: str
-    parameters: list[WorkflowParameter]
-    steps: list[WorkflowStepView]
-
-    @classmethod
-    def of(cls, workflow: Workflow) -> WorkflowView:
-        return cls(
-            name=workflow.name,
-            description=workflow.description,
-            parameters=workflow.parameters,
-            steps=[
-                WorkflowStepView(name=s.name, skill=s.skill, prompt=s.prompt)
-                for s in workflow.steps
-            ],
-        )
-
-
-class WorkflowList(BaseModel):
-    workflows: list[WorkflowView]
-
-
-class WorkflowRun(BaseModel):
-    workflow: str
-    engine: Literal["chain"] = Field(
-        "chain", description="How it ran: as a chain (pool_chain_result follows it)."
-    )
-    outcome: ChainOutcome
-
-
 # ── argument types ──────────────────────────────────────────────────
 
 SkillName = Annotated[
@@ -234,10 +176,8 @@ SkillText = Annotated[
         json_schema_extra={"maxLength": MAX_PROMPT_CHARS},
     ),
 ]
-Overrides = Annotated[
-    TaskOverridesArg | None,
-    Field(description="Per-task settings (model, permission mode, tools, budget...)."),
-]
+
+
 SkillArgs = Annotated[
     dict[Name, str] | None,
     Field(description="The skill's arguments by name (see its `arguments`)."),
@@ -252,27 +192,9 @@ FreeArgs = Annotated[
         json_schema_extra={"maxLength": MAX_PROMPT_CHARS},
     ),
 ]
-Wait = Annotated[
-    bool,
-    Field(description="Wait for the result (default). False: return at once with the id."),
-]
+
+
 Overwrite = Annotated[bool, Field(description="Replace an existing file.")]
-RouteModel = Annotated[
-    Name | None, Field(description="Model for the routing call (default: a cheap one).")
-]
-MaxParallel = Annotated[
-    int, Field(ge=1, le=100, description="At most this many tasks side by side."), NOT_BOOL
-]
-MaxSteps = Annotated[
-    int, Field(ge=1, le=50, description="At most this many chain steps."), NOT_BOOL
-]
-Preference = Annotated[
-    RouteKind | None, Field(description="The shape to choose when it fits the request.")
-]
-Domain = Annotated[
-    str | None,
-    Field(max_length=1_000, description='What the work is about, e.g. "Python web backend".'),
-]
 
 
 def _skill_args(args: dict[str, str] | None, arguments: str | None) -> Mapping[str, str] | str:
@@ -591,160 +513,12 @@ def _global_dir(registry: SkillRegistry) -> Path:
     return registry.global_dir or GLOBAL_SKILLS_DIR.expanduser()
 
 
-# ── workflows ───────────────────────────────────────────────────────
-
-
-def register_workflow_tools(
-    server: MCPServer[Any], pool: Pool, workflows: WorkflowRegistry | None = None
-) -> None:
-    """pool_workflow_list and pool_invoke_workflow."""
-    registry = workflows or WorkflowRegistry()
-
-    @pool_tool(server, "pool_workflow_list", READ_ONLY, "List workflows")
-    async def pool_workflow_list() -> WorkflowList:
-        """The named workflows (e.g. issue-to-pr, refactor-and-test, review-and-fix): ready-made
-        chains of skills with their parameters and steps. Run one with pool_invoke_workflow."""
-        return WorkflowList(workflows=[WorkflowView.of(w) for w in registry.list()])
-
-    @pool_tool(server, "pool_invoke_workflow", RUNS_WORK, "Run a workflow")
-    async def pool_invoke_workflow(
-        name: Annotated[Name, Field(description="A workflow name (pool_workflow_list).")],
-        ctx: ToolContext,
-        params: Annotated[
-            dict[Name, str] | None,
-            Field(description='The workflow\'s parameters by name, e.g. {"issue": "123"}.'),
-        ] = None,
-        overrides: Annotated[
-            TaskOverridesArg | None,
-            Field(
-                description="Task settings for every step; a step's own settings (e.g. a "
-                "read-only planning step) win over these."
-            ),
-        ] = None,
-        tags: Tags | None = None,
-        isolation: Annotated[
-            ChainIsolation,
-            Field(
-                description="worktree (default: a git worktree of its own, work kept on "
-                "branch claude-pool/<chain id>), clone, or none (the pool's directory)."
-            ),
-        ] = ChainIsolation.WORKTREE,
-        wait: Wait = True,
-    ) -> WorkflowRun:
-        """Run a named workflow: its parameters are filled in and its steps run as a chain
-        (each step a pool task, later steps using earlier ones' output). With wait=true
-        (default) returns the chain's outcome with every step's output and cost, reporting
-        each step as progress; with wait=false returns at once with the chain id for
-        pool_chain_result. Unknown workflows, and missing or unknown parameters, are refused
-        naming what is wrong. Costs money; its steps may edit files and push branches if their
-        settings allow it (issue-to-pr opens a PR). Cancelling a waiting call cancels it."""
-        workflow = registry.get(name)
-        spec = workflow_chain(workflow, params or {}, pool.skills, overrides_of(overrides))
-        spec = spec.model_copy(update={"isolation": isolation, "tags": [*(tags or ()), *spec.tags]})
-        if not wait:
-            chain_id = await pool.submit_chain(spec)
-            result = await pool.chain_result(chain_id)
-        else:
-            result = await run_chain_reporting(pool, ctx, spec)
-        return WorkflowRun(workflow=workflow.name, outcome=ChainOutcome.of(result))
-
-
-# ── routing ─────────────────────────────────────────────────────────
-
-
-def register_routing_tools(server: MCPServer[Any], pool: Pool) -> None:
-    """pool_route and pool_auto."""
-
-    @pool_tool(server, "pool_route", CLASSIFIES, "Classify how a request should run")
-    async def pool_route(
-        request: Prompt,
-        max_parallel: MaxParallel = 8,
-        max_steps: MaxSteps = 6,
-        preference: Preference = None,
-        domain: Domain = None,
-        model: RouteModel = None,
-    ) -> RouteDecision:
-        """Decide, without running it, how a request would best be run: as one task (single),
-        as independent parts side by side (parallel, with the sub-prompts), or as ordered
-        steps (chain, with the steps). One cheap, tool-less model call (a few tenths of a cent);
-        if it fails the answer is single with fallback_reason set. Use pool_auto to route and
-        run in one go."""
-        hints = RouteHints(
-            max_parallel=max_parallel, max_steps=max_steps, preference=preference, domain=domain
-        )
-        return await route(pool, request, hints, model=model)
-
-    @pool_tool(server, "pool_auto", RUNS_WORK, "Route a request and run it")
-    async def pool_auto(
-        request: Prompt,
-        ctx: ToolContext,
-        max_parallel: MaxParallel = 8,
-        max_steps: MaxSteps = 6,
-        preference: Preference = None,
-        domain: Domain = None,
-        model: RouteModel = None,
-        overrides: Overrides = None,
-        tags: Tags | None = None,
-    ) -> AutoResult:
-        """Hand over a request and let the pool decide how to run it: a cheap model call
-        classifies it (see pool_route), then it runs as one task, as parallel tasks, or as a
-        chain of steps, and you get the combined output, each part's result and the total cost
-        (routing included). Task failures are results (success=false), not errors. Progress
-        notifications report the routing decision and each task's activity. Costs money;
-        overrides apply to every task (not to the routing call)."""
-        hints = RouteHints(
-            max_parallel=max_parallel, max_steps=max_steps, preference=preference, domain=domain
-        )
-        marker = f"auto-call:{secrets.token_hex(4)}"
-        async with reporter_for(pool, ctx) as reporter:
-            reporter.note("routing the request")
-            run = auto(
-                pool,
-                request,
-                hints,
-                overrides=overrides_of(overrides),
-                tags=[*(tags or ()), marker],
-                model=model,
-            )
-            return await _following_tagged(pool, reporter, marker, run)
-
-
-async def _following_tagged(
-    pool: Pool, reporter: ProgressReporter, tag: str, work: Awaitable[AutoResult]
-) -> AutoResult:
-    """Await ``work``, reporting the tasks tagged ``tag`` (and their events) as they are
-    queued. Cancelling cancels the work, whose tasks go with it (the engine's rule)."""
-    reporter.watch_tag(tag)
-    result = await work
-    decision = result.decision
-    reporter.note(f"ran as {decision.kind}: {'succeeded' if result.success else 'failed'}")
-    return result
-
-
-def _first_words(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-SKILL_TOOL_GROUPS: tuple[ToolGroup, ...] = (
-    register_skill_tools,
-    register_workflow_tools,
-    register_routing_tools,
-)
-"""Skills (and skill prompts), workflows and routing, in the order they are listed."""
-
 __all__ = [
-    "SKILL_TOOL_GROUPS",
     "SkillChanged",
     "SkillDetail",
     "SkillList",
     "SkillPrompts",
     "SkillRun",
     "SkillSummary",
-    "WorkflowList",
-    "WorkflowRun",
-    "WorkflowView",
-    "register_routing_tools",
     "register_skill_tools",
-    "register_workflow_tools",
 ]
