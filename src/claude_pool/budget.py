@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from claude_pool.errors import BudgetExhausted
-from claude_pool.signal import Signal
+from claude_pool.notify import Signal
 from claude_pool.store import Store
 from claude_pool.types import TaskId, TaskResult
 

@@ -32,9 +32,9 @@ from claude_pool.events import (
     finished,
     task_state_after,
 )
+from claude_pool.notify import Signal
 from claude_pool.outcomes import Outcomes
 from claude_pool.runner import TaskRunner
-from claude_pool.signal import Signal
 from claude_pool.slot import Slot
 from claude_pool.slots import SlotSet
 from claude_pool.store.base import Store, StoredTask, TaskTarget

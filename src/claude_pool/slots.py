@@ -35,7 +35,7 @@ from claude_pool.events import (
 from claude_pool.executor.base import Executor
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, dead_here
-from claude_pool.signal import Signal
+from claude_pool.notify import Signal
 from claude_pool.slot import Slot
 from claude_pool.store.base import Store
 from claude_pool.types import (
