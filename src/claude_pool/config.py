@@ -24,6 +24,8 @@ from claude_pool.types import (
     ScalingConfig,
     SlotConfig,
     TaskOverrides,
+    UnusableText,
+    check_texts,
     usd_to_microdollars,
 )
 
@@ -192,6 +194,12 @@ class Settings(BaseModel):
     tokens: list[SecretStr] = Field(default_factory=list)
     """Bearer tokens HTTP clients must send. Only from ``CLAUDE_POOL_TOKENS`` or arguments,
     never from a config file: those get committed and shared."""
+
+    @model_validator(mode="after")
+    def _usable_texts(self) -> Self:
+        for name in ("store", "claude_bin", "cwd", "env", "host"):
+            check_texts(getattr(self, name), name)
+        return self
 
     @model_validator(mode="after")
     def _fit_slots_to_scaling(self) -> Self:
@@ -460,8 +468,16 @@ def _reason(error: ErrorDetails) -> str:
 def _validation_error(exc: ValidationError, merged: _Layer) -> ConfigError:
     error = exc.errors()[0]
     cause = error.get("ctx", {}).get("error")
+    value: object
     if isinstance(cause, _SlotCountError):
         key, value, reason, entry = cause.key, cause.value, cause.reason, cause.key
+    elif isinstance(cause, UnusableText):
+        parts = cause.field.split(".")
+        key = cause.field
+        entry = ".".join(parts[:2]) if parts[0] in ("mcp_servers", "env") else parts[0]
+        given_entry = merged.get(entry)
+        value = given_entry.value if given_entry else None
+        reason = f"{cause.problem}; remove it"
     else:
         key, entry = _error_key(error["loc"])
         value, reason = error["input"], _reason(error)

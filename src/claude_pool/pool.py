@@ -76,6 +76,8 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
+    check_text,
+    check_texts,
     now_ms,
 )
 from claude_pool.worktree import WorktreeReport, find_repo_root
@@ -683,6 +685,8 @@ class Pool:
         """Set a note that every task's system prompt carries from now on."""
         if not key.strip():
             raise ValueError("context key must not be empty")
+        check_text(key, "context key")
+        check_text(value, f"context value of {key!r}")
         await self._events.write(
             lambda batch: self._store.context_set(key, value, events=batch),
             ContextChanged(key=key),
@@ -703,6 +707,7 @@ class Pool:
 
     async def send_message(self, from_slot: str, to_slot: str, content: str) -> Message:
         """Leave a message for a slot; it is delivered with that slot's next task."""
+        check_texts({"from_slot": from_slot, "to_slot": to_slot, "content": content}, "message")
         if to_slot not in self._slots and await self._store.get_slot(SlotId(to_slot)) is None:
             raise SlotNotFound(to_slot)
         return await self._send(from_slot, to_slot, content)
@@ -717,6 +722,7 @@ class Pool:
 
     async def broadcast(self, from_slot: str, content: str) -> list[Message]:
         """Send a message to every slot except the sender."""
+        check_texts({"from_slot": from_slot, "content": content}, "message")
         return [
             await self._send(from_slot, slot.id, content)
             for slot in self._slots

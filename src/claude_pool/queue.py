@@ -50,6 +50,8 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
+    check_text,
+    check_texts,
     new_task_id,
     now_ms,
 )
@@ -152,6 +154,10 @@ class TaskQueue:
         self._lifecycle.check_accepting()
         if not prompt or not prompt.strip():
             raise ValueError("prompt must not be empty")
+        check_text(prompt, "prompt")
+        tags = list(tags)
+        check_texts(tags, "tags")
+        check_texts([slot, role, name, str(cwd) if cwd is not None else None], "target")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_rejections < 0:
@@ -493,6 +499,7 @@ class TaskQueue:
     async def reject(self, task_id: TaskId | str, feedback: str) -> RejectOutcome:
         if not feedback.strip():
             raise ValueError("feedback must say what to change")
+        check_text(feedback, "feedback")
         stored = await self._store.get_task(TaskId(task_id))
         if stored is None:
             raise TaskNotFound(task_id)

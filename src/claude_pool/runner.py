@@ -60,6 +60,7 @@ from claude_pool.types import (
     TaskResult,
     TaskState,
     now_ms,
+    unusable_text,
 )
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class TaskRunner:
 
     async def _with_shared_context(self, config: EffectiveConfig) -> EffectiveConfig:
         if self._context is None:  # forgotten whenever a note changes, here or elsewhere
-            self._context = await self._store.context_list()
+            self._context = self._usable_notes(await self._store.context_list())
         context = self._context
         if not context:
             return config
@@ -249,6 +250,21 @@ class TaskRunner:
         block = f"Shared context from the pool coordinator:\n{notes}"
         prompt = f"{config.system_prompt}\n\n{block}" if config.system_prompt else block
         return replace(config, system_prompt=prompt)
+
+    @staticmethod
+    def _usable_notes(context: dict[str, str]) -> dict[str, str]:
+        """The shared notes that can reach a process: one stored before text was checked (a
+        NUL in it, say) is left out, with a warning, instead of failing every task."""
+        usable = {}
+        for key, value in context.items():
+            problem = unusable_text(key) or unusable_text(value)
+            if problem is None:
+                usable[key] = value
+            else:
+                log.warning(
+                    "shared context %r %s; left out of prompts (set it again)", key, problem
+                )
+        return usable
 
     async def _with_messages(self, slot: Slot, running: RunningTask, prompt: str) -> str:
         if not slot.unread_messages:

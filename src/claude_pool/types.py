@@ -52,14 +52,70 @@ def microdollars_to_usd(micro: int) -> float:
     return micro / 1_000_000
 
 
+def unusable_text(value: str) -> str | None:
+    """Why ``value`` cannot reach a process's arguments, its environment or a file (a NUL
+    character, or an unpaired surrogate that no encoding can write), or None when it can."""
+    if "\x00" in value:
+        return (
+            "contains a NUL character (\\x00), which no command line, environment or file can carry"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"contains {value[exc.start]!r} at position {exc.start}, an unpaired surrogate that "
+            "is not valid text"
+        )
+    return None
+
+
+class UnusableText(ValueError):
+    """Text that cannot reach a process; ``field`` names where it was given."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}; remove it")
+
+
+def check_text(value: str, field: str) -> str:
+    """``value`` if it is usable text (see :func:`unusable_text`); otherwise
+    :class:`UnusableText` (a ``ValueError``) naming ``field``."""
+    problem = unusable_text(value)
+    if problem is not None:
+        raise UnusableText(field, problem)
+    return value
+
+
+def check_texts(value: Any, where: str) -> None:
+    """:func:`check_text` on every string in ``value`` (nested dicts and lists too)."""
+    if isinstance(value, str):
+        check_text(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                check_text(key, f"{where} key")
+            check_texts(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_texts(item, f"{where}[{index}]")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=False, populate_by_name=True)
 
 
 class _Settings(_Model):
-    """Configuration: a misspelled key is an error, never silently ignored."""
+    """Configuration: a misspelled key is an error, never silently ignored, and every text in
+    it must be able to reach the CLI's command line, environment and files."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _usable_texts(self) -> Self:
+        for name in type(self).model_fields:
+            check_texts(getattr(self, name), name)
+        return self
 
 
 # ── Enums ────────────────────────────────────────────────────────────

@@ -47,7 +47,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from claude_pool.types import TaskOverrides, now_ms
+from claude_pool.types import TaskOverrides, check_texts, now_ms
 from claude_pool.worktree import WorktreeReport
 
 SkillResolver = Callable[[str, Mapping[str, str]], tuple[str, TaskOverrides | None]]
@@ -125,6 +125,12 @@ class ChainStep(BaseModel):
             if not path.strip() or any(not part for part in path.split(".")):
                 raise ValueError(f"output var {var!r}: {path!r} is not a dot path")
         return output_vars
+
+    @model_validator(mode="after")
+    def _usable_texts(self) -> Self:
+        for name in ("name", "prompt", "skill", "args", "recovery_prompt", "output_vars"):
+            check_texts(getattr(self, name), f"step {name}")
+        return self
 
     @model_validator(mode="after")
     def _prompt_or_skill(self) -> Self:
