@@ -861,6 +861,7 @@ class Pool:
             _, still = await asyncio.wait(stragglers, timeout=_KILL_BUDGET_SECS)
             for waiter in still:
                 waiter.cancel()
+        self._runner.closing = True
         if cancel_pending:
             for record in await self._store.list_tasks(TaskFilter(state=TaskState.PENDING), 10**9):
                 await self.cancel(record.id)

@@ -24,7 +24,7 @@ from typing import Any
 
 from claude_pool.budget import BudgetLedger
 from claude_pool.config import EffectiveConfig, effective_config
-from claude_pool.errors import BudgetExhausted
+from claude_pool.errors import BudgetExhausted, StoreError
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     ContextChanged,
@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 
 CHAIN_TAG = "chain:"
 """Tasks of a chain step carry the tag ``chain:<chain id>``."""
+
+SETTLE_RETRY_FIRST_SECS = 0.1
+SETTLE_RETRY_MAX_SECS = 5.0
+"""A settlement the store refuses is retried after 0.1 s, then twice as long each time, up to
+every 5 s, until it is written."""
 
 _TEXT_CHARS = 2000
 """Longest assistant text a progress event carries."""
@@ -111,6 +116,11 @@ class TaskRunner:
         self._outcomes = outcomes
         self._running: dict[TaskId, RunningTask] = {}
         self._context: dict[str, str] | None = None
+        self.closing = False
+        """Set once the pool stops waiting for runs: a settlement the store keeps refusing
+        is given up then."""
+        self.settle_retry_first_secs = SETTLE_RETRY_FIRST_SECS
+        self.settle_retry_max_secs = SETTLE_RETRY_MAX_SECS
         self._chains: dict[TaskId, str | None] = {}
 
     # ── what runs here ───────────────────────────────────────────────
@@ -403,7 +413,7 @@ class TaskRunner:
                     events=batch[split:],
                 )
 
-            moved = await self._events.write(settle, *always, *outcome)
+            moved = await self._write_settlement(task.id, settle, [*always, *outcome])
             if moved and target.is_terminal:
                 self._outcomes.ended(task.model_copy(update={
                     "state": target, "result": result, "slot_id": slot.id,
@@ -437,6 +447,45 @@ class TaskRunner:
             self._chains.pop(task.id, None)
             running.finished.set()
             self._slots.changed.notify()
+
+    async def _write_settlement(
+        self, task_id: TaskId, settle: Callable[[list[Event]], Any], events: list[Event]
+    ) -> bool:
+        """Write a finished run's settlement, retrying with growing pauses while the store
+        fails (a full disk, a locked file): the result is kept until it is written, and the
+        slot takes no other task meanwhile. One log line when it starts failing, one when it
+        works again."""
+        pause = self.settle_retry_first_secs
+        failures = 0
+        while True:
+            try:
+                moved: bool = await self._events.write(settle, *events)
+            except StoreError as exc:
+                failures += 1
+                if self.closing:
+                    log.error(
+                        "task %s: its result could not be recorded before the pool closed "
+                        "(%s); the task stays running in the store until recovery re-queues "
+                        "or fails it",
+                        task_id,
+                        exc,
+                    )
+                    raise
+                if failures == 1:
+                    log.error(
+                        "task %s: recording its result failed (%s); retrying until it is "
+                        "written, the slot waits meanwhile",
+                        task_id,
+                        exc,
+                    )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.settle_retry_max_secs)
+                continue
+            if failures:
+                log.warning(
+                    "task %s: its result was recorded after %d failed attempts", task_id, failures
+                )
+            return moved
 
     def _settle_events(
         self, slot: Slot, task_id: TaskId, result: TaskResult, fields: dict[str, Any]

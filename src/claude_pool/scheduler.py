@@ -82,6 +82,7 @@ class Scheduler:
         self._claiming: Slot | None = None
         self.claims = 0
         """Claims asked of the store so far (for benchmarks)."""
+        self._claims_failing = False
         # Assignment deadlines: a heap of (deadline, task id), and the live ones by id.
         self._deadlines: list[tuple[float, TaskId]] = []
         self._deadline_of: dict[TaskId, float] = {}
@@ -151,8 +152,10 @@ class Scheduler:
                 claimed = await self._claim(slot)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("slot %s: claiming a task failed; retrying", slot.id)
+            except Exception as exc:
+                if not self._claims_failing:  # once per incident, not once a second
+                    log.error("claiming a task failed (%r); retrying every second", exc)
+                self._claims_failing = True
                 await Signal.wait(self._slots.changed.ticket(), 1.0)
                 slot.looking = True
                 continue
@@ -161,6 +164,9 @@ class Scheduler:
                 self._claiming = None
                 self._claim_done.notify()
                 self._slots.claim_ended.notify()
+            if self._claims_failing:
+                self._claims_failing = False
+                log.warning("claiming tasks works again")
             if claimed is None:
                 if self._generation != generation:
                     slot.looking = True  # work arrived while it asked: ask again
