@@ -8,7 +8,9 @@ PUBLIC_API = sorted(
     [
         # the engine
         "Pool", "PoolStatus", "DrainSummary", "Settings", "load_settings",
-        "EffectiveConfig", "effective_config",
+        "EffectiveConfig", "effective_config", "FanOutItem", "RejectOutcome",
+        # what happens in a pool
+        "Event", "describe",
         # the seed's domain model
         "PoolConfig", "SlotConfig", "TaskOverrides", "ScalingConfig", "SlotMode",
         "PermissionMode", "Effort", "SlotRecord", "SlotState", "SlotId", "TaskRecord",

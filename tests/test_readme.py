@@ -61,7 +61,7 @@ def test_the_readme_chain_example_runs_its_three_steps(
     mock_api.on(Reply('{"risks": ["data loss", "downtime"]}'), prompt="List the risks")
     mock_api.on(Reply("Back up first."), prompt="How do we avoid: data loss?")
     mock_api.on(Reply("Back up, then migrate."), prompt="Summarise in one line: Back up first.")
-    run = run_example(1, claude_bin, cli_env, tmp_path)
+    run = run_example(2, claude_bin, cli_env, tmp_path)
     lines = run.stdout.splitlines()
     assert lines[:3] == [
         'plan completed {"risks": ["data loss", "downtime"]}',
@@ -69,6 +69,25 @@ def test_the_readme_chain_example_runs_its_three_steps(
         "summary completed Back up, then migrate.",
     ]
     assert re.fullmatch(r"completed \$0\.\d{4}", lines[3])
+
+
+@pytest.mark.cli
+def test_the_readme_events_example_prints_what_happened(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    mock_api.on(Reply("Hello!"), prompt="Say hello.")
+    run = run_example(1, claude_bin, cli_env, tmp_path)
+    lines = run.stdout.splitlines()
+    task_lines = lines[[i for i, line in enumerate(lines) if line.startswith("queued")][0] :]
+    assert task_lines[0] == "queued: Say hello."
+    assert task_lines[1].startswith("claimed by slot ")
+    assert task_lines[2].startswith("started on slot ")
+    assert "Hello!" in task_lines
+    finished = [line for line in task_lines if line.startswith("completed on slot ")]
+    assert len(finished) == 1
+    assert re.fullmatch(
+        r"completed on slot slot-\w+ \(\$0\.\d{4}, 1 turns, \d+\.\ds\)", finished[0]
+    )
 
 
 @pytest.mark.cli

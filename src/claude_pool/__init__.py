@@ -31,7 +31,8 @@ from claude_pool.errors import (
     TaskTimeout,
     WorktreeError,
 )
-from claude_pool.pool import DrainSummary, Pool, PoolStatus
+from claude_pool.events import Event, describe
+from claude_pool.pool import DrainSummary, FanOutItem, Pool, PoolStatus, RejectOutcome
 from claude_pool.types import (
     Effort,
     MetricsFilter,
@@ -73,6 +74,8 @@ __all__ = [
     "DrainSummary",
     "EffectiveConfig",
     "Effort",
+    "Event",
+    "FanOutItem",
     "InvalidTaskState",
     "MetricsFilter",
     "ModelMetrics",
@@ -83,6 +86,7 @@ __all__ = [
     "PoolConfig",
     "PoolShutdown",
     "PoolStatus",
+    "RejectOutcome",
     "ScalingConfig",
     "ScalingError",
     "SessionMetrics",
@@ -109,6 +113,7 @@ __all__ = [
     "WorktreeError",
     "WorktreeReport",
     "__version__",
+    "describe",
     "effective_config",
     "load_settings",
     "now_ms",
