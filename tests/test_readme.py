@@ -78,7 +78,7 @@ def test_the_readme_events_example_prints_what_happened(
     mock_api.on(Reply("Hello!"), prompt="Say hello.")
     run = run_example(1, claude_bin, cli_env, tmp_path)
     lines = run.stdout.splitlines()
-    task_lines = lines[[i for i, line in enumerate(lines) if line.startswith("queued")][0] :]
+    task_lines = lines[next(i for i, line in enumerate(lines) if line.startswith("queued")) :]
     assert task_lines[0] == "queued: Say hello."
     assert task_lines[1].startswith("claimed by slot ")
     assert task_lines[2].startswith("started on slot ")
