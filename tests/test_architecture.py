@@ -22,7 +22,7 @@ LAYERS: list[list[str]] = [
     ["membership", "slots"],
     ["runner"],
     ["scheduler"],
-    ["queue"],
+    ["queue", "notes"],
     ["supervisor", "chain.runner", "chain.workflows", "chain"],
     ["pool"],
     ["routing"],

@@ -45,12 +45,13 @@ from claude_pool.chain.model import (
 from claude_pool.chain.runner import ChainRunner
 from claude_pool.chain.workflows import skill_resolver
 from claude_pool.config import Settings, effective_config
-from claude_pool.errors import ClaudePoolError, PoolShutdown, SlotNotFound
+from claude_pool.errors import ClaudePoolError, PoolShutdown
 from claude_pool.eventlog import EventLog
-from claude_pool.events import TASK_STATE_TYPES, ContextChanged, Event, MessageSent
+from claude_pool.events import TASK_STATE_TYPES, Event
 from claude_pool.executor.base import Executor
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, new_worker_id
+from claude_pool.notes import SharedNotes
 from claude_pool.outcomes import Outcomes
 from claude_pool.queue import FanOutItem, RejectOutcome, TaskQueue
 from claude_pool.ratelimit import RateLimiter, RateLimitState
@@ -76,8 +77,6 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
-    check_text,
-    check_texts,
     now_ms,
 )
 from claude_pool.worktree import WorktreeReport, find_repo_root
@@ -239,6 +238,7 @@ class Pool:
             lifecycle=self._lifecycle,
             only_targeted=only_targeted,
         )
+        self._notes = SharedNotes(store=self._store, events=self._events, slots=self._slots)
         self._chains = ChainRunner(
             tasks=self._queue,
             store=self._store,
@@ -683,59 +683,35 @@ class Pool:
 
     async def context_set(self, key: str, value: str) -> None:
         """Set a note that every task's system prompt carries from now on."""
-        if not key.strip():
-            raise ValueError("context key must not be empty")
-        check_text(key, "context key")
-        check_text(value, f"context value of {key!r}")
-        await self._events.write(
-            lambda batch: self._store.context_set(key, value, events=batch),
-            ContextChanged(key=key),
-        )
+        await self._notes.context_set(key, value)
 
     async def context_get(self, key: str) -> str | None:
-        return await self._store.context_get(key)
+        """A shared note's value, or None."""
+        return await self._notes.context_get(key)
 
     async def context_delete(self, key: str) -> bool:
         """Delete a note; whether it existed."""
-        return await self._events.write(
-            lambda batch: self._store.context_delete(key, events=batch),
-            ContextChanged(key=key, deleted=True),
-        )
+        return await self._notes.context_delete(key)
 
     async def context_list(self) -> dict[str, str]:
-        return await self._store.context_list()
+        """Every shared note, by key."""
+        return await self._notes.context_list()
 
     async def send_message(self, from_slot: str, to_slot: str, content: str) -> Message:
         """Leave a message for a slot; it is delivered with that slot's next task."""
-        check_texts({"from_slot": from_slot, "to_slot": to_slot, "content": content}, "message")
-        if to_slot not in self._slots and await self._store.get_slot(SlotId(to_slot)) is None:
-            raise SlotNotFound(to_slot)
-        return await self._send(from_slot, to_slot, content)
-
-    async def _send(self, from_slot: str, to_slot: str, content: str) -> Message:
-        return await self._events.write(
-            lambda batch: self._store.send_message(
-                from_slot, to_slot, content, now_ms(), events=batch
-            ),
-            MessageSent(from_slot=from_slot, to_slot=to_slot, slot_id=to_slot),
-        )
+        return await self._notes.send_message(from_slot, to_slot, content)
 
     async def broadcast(self, from_slot: str, content: str) -> list[Message]:
         """Send a message to every slot except the sender."""
-        check_texts({"from_slot": from_slot, "content": content}, "message")
-        return [
-            await self._send(from_slot, slot.id, content)
-            for slot in self._slots
-            if slot.id != from_slot
-        ]
+        return await self._notes.broadcast(from_slot, content)
 
     async def read_messages(self, slot_id: str) -> list[Message]:
         """A slot's unread messages; they are marked read."""
-        return await self._store.read_messages(slot_id, drain=True)
+        return await self._notes.read_messages(slot_id, drain=True)
 
     async def peek_messages(self, slot_id: str) -> list[Message]:
         """A slot's unread messages, left unread."""
-        return await self._store.read_messages(slot_id, drain=False)
+        return await self._notes.read_messages(slot_id, drain=False)
 
     # ── chains ──────────────────────────────────────────────────────
 
