@@ -74,27 +74,69 @@ async def wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no
             await asyncio.sleep(0.05)
 
 
-async def test_tool_processes_of_a_killed_pool_are_killed_by_the_next_pool(
-    claude_bin: Path,
-    cli_env: dict[str, str],
-    cli_cwd: Path,
-    mock_api: MockAnthropicAPI,
-    tmp_path: Path,
-) -> None:
-    """Regression: PR_SET_PDEATHSIG killed the CLI of a SIGKILLed pool, but the commands its
-    Bash tool had started (in sessions of their own) kept running."""
-    mock_api.on(Reply([bash(SLEEPER)]), tool_result=False)
+async def start_pool_running_a_sleeping_tool(
+    claude_bin: Path, cli_env: dict[str, str], cli_cwd: Path, tmp_path: Path
+) -> tuple[asyncio.subprocess.Process, int]:
     script = tmp_path / "pool.py"
     script.write_text(POOL_SCRIPT)
     pool = await asyncio.create_subprocess_exec(
         sys.executable, str(script), str(claude_bin), DEFAULT_MODEL,
         cwd=cli_cwd, env=cli_env, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    try:
-        assert pool.stdout is not None
-        cli_pid = int(await pool.stdout.readline())
-        await wait_for(lambda: bool(sleepers_of(pool.pid)))
+    assert pool.stdout is not None
+    cli_pid = int(await pool.stdout.readline())
+    await wait_for(lambda: bool(sleepers_of(pool.pid)))
+    return pool, cli_pid
 
+
+def watchdog_of(pid: int) -> int | None:
+    for entry in Path("/proc").iterdir():
+        command = _cmdline(int(entry.name)) if entry.name.isdigit() else ""
+        if "watchdog.py" in command and f" {pid}:" in command:
+            return int(entry.name)
+    return None
+
+
+async def test_tool_processes_of_a_pool_killed_outright_die_with_it(
+    claude_bin: Path,
+    cli_env: dict[str, str],
+    cli_cwd: Path,
+    mock_api: MockAnthropicAPI,
+    tmp_path: Path,
+) -> None:
+    """Regression: SIGKILL of the pool killed the CLI, but the commands its Bash tool started
+    (in sessions of their own) kept running until a new pool happened to start."""
+    mock_api.on(Reply([bash(SLEEPER)]), tool_result=False)
+    pool, cli_pid = await start_pool_running_a_sleeping_tool(claude_bin, cli_env, cli_cwd, tmp_path)
+    try:
+        assert watchdog_of(pool.pid) is not None
+        pool.kill()
+        await pool.wait()
+        # No other pool starts: the killed pool's watchdog ends them.
+        await wait_for(lambda: start_time_of(cli_pid) is None)
+        await wait_for(lambda: not sleepers_of(pool.pid))
+        await wait_for(lambda: watchdog_of(pool.pid) is None)
+    finally:
+        if pool.returncode is None:
+            pool.kill()
+            await pool.wait()
+        for pid in sleepers_of(pool.pid):
+            os.kill(pid, 9)
+
+
+async def test_tool_processes_of_a_pool_killed_with_its_watchdog_are_killed_by_the_next_pool(
+    claude_bin: Path,
+    cli_env: dict[str, str],
+    cli_cwd: Path,
+    mock_api: MockAnthropicAPI,
+    tmp_path: Path,
+) -> None:
+    mock_api.on(Reply([bash(SLEEPER)]), tool_result=False)
+    pool, cli_pid = await start_pool_running_a_sleeping_tool(claude_bin, cli_env, cli_cwd, tmp_path)
+    try:
+        watchdog = watchdog_of(pool.pid)
+        assert watchdog is not None
+        os.kill(watchdog, 9)
         pool.kill()
         await pool.wait()
         await wait_for(lambda: start_time_of(cli_pid) is None)

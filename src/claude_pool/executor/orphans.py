@@ -7,8 +7,11 @@ descendant does keep is its environment. So each CLI is started with a marker va
 its pool process (pid and start time, since ids are reused) and itself:
 
 - when a CLI has been torn down, whatever still carries its marker is killed;
+- the first CLI a pool process starts also starts its watchdog (:mod:`watchdog`), which kills
+  every process carrying a marker of that pool process as soon as the pool process dies,
+  however it dies;
 - the first CLI a pool process starts first kills every process whose marker names a pool
-  process that no longer exists (a crashed or killed pool's leftovers).
+  process that no longer exists (the leftovers of a pool whose watchdog was killed too).
 
 Linux only (``/proc``); elsewhere this does nothing.
 """
@@ -20,6 +23,8 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -113,9 +118,49 @@ _reap_lock = threading.Lock()
 
 
 def reap_orphans_once() -> None:
-    """Run :func:`reap_orphans` the first time this process starts a CLI."""
+    """The first time this process starts a CLI: run :func:`reap_orphans` and start the
+    watchdog that ends this process's CLIs and their tools if it dies."""
     global _reaped
     with _reap_lock:
         if not _reaped:
             _reaped = True
             reap_orphans()
+            start_watchdog()
+
+
+_WATCHDOG = Path(__file__).with_name("watchdog.py")
+_watchdog: subprocess.Popen[bytes] | None = None
+
+
+def start_watchdog() -> subprocess.Popen[bytes] | None:
+    """Start this process's watchdog (once; Linux only). None when it cannot run here."""
+    global _watchdog
+    if _watchdog is not None and _watchdog.poll() is None:
+        return _watchdog
+    if not _PROC.is_dir() or not _WATCHDOG.is_file():
+        return None
+    env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
+    try:
+        _watchdog = subprocess.Popen(
+            [sys.executable, "-S", str(_WATCHDOG), _OWNER],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        logger.warning(
+            "could not start the process watchdog (%s): a pool killed outright may leave "
+            "tool processes behind until the next pool starts",
+            exc,
+        )
+        return None
+    logger.debug("started the process watchdog, pid %d", _watchdog.pid)
+    return _watchdog
+
+
+def watchdog_pid() -> int | None:
+    """The pid of this process's watchdog, while it runs."""
+    return _watchdog.pid if _watchdog is not None and _watchdog.poll() is None else None
