@@ -73,6 +73,8 @@ def test_asking_for_a_query_the_file_does_not_have_names_it() -> None:
 def test_every_shipped_query_is_used_and_every_query_used_ships() -> None:
     text = (files("claude_pool.store.sqlite") / "sql" / "queries.sql").read_text()
     included = set(re.findall(r"\{(\w+)\}", text)) & set(QUERIES)
-    used = set(re.findall(r'Q\["(\w+)"\]', Path(database.__file__).read_text()))
-    assert used - set(QUERIES) == set()
-    assert set(QUERIES) - used - included == set()
+    code = Path(database.__file__).read_text()
+    looked_up = set(re.findall(r'(?:Q\[|_sql\()\s*"(\w+)"', code))
+    named = set(re.findall(r'"(\w+)"', code))
+    assert looked_up - set(QUERIES) == set()
+    assert set(QUERIES) - named - included == set()

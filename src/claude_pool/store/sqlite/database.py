@@ -15,6 +15,7 @@ Which connection runs an operation, on which thread, is for the async store
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -98,6 +99,16 @@ def _duplicate(task_id: str) -> StoreError:
 # ── composing statements ─────────────────────────────────────────────
 
 
+@functools.lru_cache(maxsize=512)
+def _sql(name: str, **parts: str) -> str:
+    """The named statement or fragment with its ``{parts}`` filled in.
+
+    Remembered: the same few shapes recur on every call (a task moving to a state, a slot's
+    usual fields), and ``str.format`` scans the whole template each time, which costs more
+    than the lookup on the quick path."""
+    return Q[name].format(**parts)
+
+
 def _placeholders(count: int) -> str:
     """The ``?`` of an IN list."""
     return ", ".join("?" * count)
@@ -116,7 +127,7 @@ def _where(clauses: Sequence[str]) -> str:
 def _tags_clause(tags: list[str], params: list[Any]) -> str:
     """The condition "has any of ``tags``"; adds its parameters to ``params``."""
     params.extend(tags)
-    return Q["task_with_any_tag"].format(tags=_placeholders(len(tags)))
+    return _sql("task_with_any_tag", tags=_placeholders(len(tags)))
 
 
 _MOVED = TaskRecord(id=TaskId("moved"), prompt="-")
@@ -153,11 +164,12 @@ def _transition(
         if name in fields:
             sets.append(f"{name} = ?")
             params.append(fields[name])
-    statement = Q["transition_task"] if parse else Q["transition_task_returning_id"]
-    row = conn.execute(
-        statement.format(assignments=", ".join(sets), states=_placeholders(len(states))),
-        (*params, task_id, *states),
-    ).fetchone()
+    statement = _sql(
+        "transition_task" if parse else "transition_task_returning_id",
+        assignments=", ".join(sets),
+        states=_placeholders(len(states)),
+    )
+    row = conn.execute(statement, (*params, task_id, *states)).fetchone()
     if row is None:
         return None
     return record_from_row(row) if parse else _MOVED
@@ -372,8 +384,8 @@ class Database:
             tags = normalise_tags(filter.tags)
             if tags:
                 clauses.append(_tags_clause(tags, params))
-        statement = Q["list_tasks"].format(
-            where=_where(clauses), order="DESC" if newest_first else "ASC"
+        statement = _sql(
+            "list_tasks", where=_where(clauses), order="DESC" if newest_first else "ASC"
         )
         rows = self.conn.execute(statement, (*params, limit, offset)).fetchall()
         return [record_from_row(row) for row in rows]
@@ -439,8 +451,8 @@ class Database:
         always_events: Sequence[Event],
     ) -> bool:
         columns = [slot_column_value(name, value) for name, value in slot_fields.items()]
-        settle_slot = Q["settle_slot"].format(
-            more_assignments="".join(f", {column} = ?" for column, _ in columns)
+        settle_slot = _sql(
+            "settle_slot", more_assignments="".join(f", {column} = ?" for column, _ in columns)
         )
         with self.write() as conn:
             if spend:
@@ -528,8 +540,8 @@ class Database:
         if not values:
             return self.get_slot(slot_id)
         columns = [slot_column_value(name, value) for name, value in values.items()]
-        statement = Q["update_slot"].format(
-            assignments=", ".join(f"{column} = ?" for column, _ in columns)
+        statement = _sql(
+            "update_slot", assignments=", ".join(f"{column} = ?" for column, _ in columns)
         )
         with self.write() as conn:
             row = conn.execute(statement, (*(v for _, v in columns), slot_id)).fetchone()
@@ -599,7 +611,7 @@ class Database:
         return [message_from_row(row) for row in rows]
 
     def undeliver_messages(self, messages: list[Message]) -> None:
-        statement = Q["undeliver_messages"].format(ids=_placeholders(len(messages)))
+        statement = _sql("undeliver_messages", ids=_placeholders(len(messages)))
         with self.write() as conn:
             conn.execute(statement, [m.id for m in messages])
 
@@ -630,12 +642,12 @@ class Database:
             clauses.append(Q["event_of_chain"])
             params.append(chain_id)
         if types is not None:
-            clauses.append(Q["event_of_kinds"].format(kinds=_placeholders(len(types))))
+            clauses.append(_sql("event_of_kinds", kinds=_placeholders(len(types))))
             params.extend(types)
         if not_from is not None:
             clauses.append(Q["event_not_from"])
             params.append(not_from)
-        statement = Q["read_events"].format(filters=_all_of(clauses))
+        statement = _sql("read_events", filters=_all_of(clauses))
         rows = self.conn.execute(statement, (*params, limit)).fetchall()
         events = []
         for seq, data in rows:
@@ -740,7 +752,7 @@ class Database:
                 clauses.append(_tags_clause(tags, params))
         scope = _all_of(clauses)
         with self.snapshot() as conn:
-            rows = conn.execute(Q["metric_groups"].format(filters=scope), params).fetchall()
+            rows = conn.execute(_sql("metric_groups", filters=scope), params).fetchall()
             groups = [MetricGroup(*row) for row in rows]
             with_result = sum(g.with_result for g in groups if g.state == "completed")
             middle: list[int] = []
@@ -748,7 +760,7 @@ class Database:
                 middle = [
                     row[0]
                     for row in conn.execute(
-                        Q["middle_elapsed"].format(filters=scope),
+                        _sql("middle_elapsed", filters=scope),
                         (*params, (with_result - 1) // 2),
                     ).fetchall()
                 ]
