@@ -515,9 +515,10 @@ async def test_store_errors_chain_the_sqlite_error(db_path: Path) -> None:
 def test_the_sql_files_ship_inside_the_package() -> None:
     from importlib.resources import files
 
-    sql = files("claude_pool.store") / "sql" / "sqlite"
+    sql = files("claude_pool.store.sqlite") / "sql"
     assert "CREATE TABLE tasks" in (sql / "schema.sql").read_text()
     assert (sql / "migrations" / "0001_initial.sql").is_file()
+    assert "-- name: claim_task" in (sql / "queries.sql").read_text()
 
 
 # ── open_store ───────────────────────────────────────────────────────

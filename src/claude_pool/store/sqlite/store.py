@@ -1,0 +1,580 @@
+"""The SQLite store: :class:`SqliteStore`, one SQLite file in WAL mode, shareable by several
+processes.
+
+Threads: the stdlib ``sqlite3`` module is used directly rather than aiosqlite. Each store has
+one dedicated thread (a single-worker ``ThreadPoolExecutor``) owning a connection that waits
+for the file's lock (``busy_timeout``) and runs everything whose cost grows with the data,
+plus the schema migrations. Short operations run on the event loop's thread on a second
+connection that never waits, and go to the thread only when the file is locked (see
+:class:`SqliteStore`). aiosqlite would give the thread but not this fast path, and would hide
+the transaction control the store needs.
+
+Both connections are a :class:`~claude_pool.store.sqlite.database.Database`, which holds the
+transactions and the SQL; this module checks the arguments and decides where each operation
+runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from claude_pool.errors import StoreError
+from claude_pool.events import Event
+from claude_pool.store._common import validate_slot_fields
+from claude_pool.store.base import (
+    UNSET,
+    Message,
+    RecoveryEvents,
+    RecoveryPolicy,
+    StoredTask,
+)
+from claude_pool.store.sqlite.database import Database, is_busy, translate_error
+from claude_pool.store.sqlite.wakeups import SqliteWakeups
+from claude_pool.types import (
+    MetricsFilter,
+    SessionMetrics,
+    SlotId,
+    SlotRecord,
+    TaskFilter,
+    TaskId,
+    TaskRecord,
+    TaskResult,
+    TaskState,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_CHECKPOINT_EVERY = 384
+"""Quick-path write transactions between two WAL checkpoints (run on the store's thread)."""
+_YIELD_EVERY = 8
+"""Quick-path calls between two yields to the event loop."""
+
+
+class SqliteStore:
+    """The :class:`~claude_pool.store.base.Store` protocol over one SQLite file.
+
+    ``path`` may be ``":memory:"`` for a private in-memory database (one store object only).
+    ``busy_timeout_ms`` is how long a write waits for another process holding the file.
+
+    Short operations (one task, one slot, a counter...) run directly on the event loop's
+    thread on a connection that never waits: they take tens of microseconds, while a hop to a
+    thread and back costs about 100 µs and, under load, the GIL hand-off costs far more. When
+    the file is locked by someone else such an operation goes to the store's thread, which
+    waits for the lock there. Operations whose cost grows with the data (listing, metrics,
+    recovery, bulk inserts) always run on the store's thread.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 10_000) -> None:
+        raw = os.fspath(path)
+        self.path = raw if raw == ":memory:" else os.path.abspath(os.path.expanduser(raw))
+        self._db = Database(self.path, busy_timeout_ms)
+        self._quick_db: Database | None = None
+        self._quick_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+        self._checkpoint_pending = False
+        self._quick_calls = 0
+        self._wakeups = SqliteWakeups(self)
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    def _guarded(
+        self, operation: str, fn: Callable[..., T], db: Database, args: tuple[Any, ...]
+    ) -> T:
+        try:
+            return fn(db, *args)
+        except sqlite3.Error as exc:
+            raise translate_error(self.path, operation, exc) from exc
+
+    def _executor_or_raise(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            raise StoreError(f"SQLite store {self.path} is not open; call open() first")
+        return self._executor
+
+    def _in_background(self, future: asyncio.Future[Any]) -> None:
+        self._background.add(future)
+        future.add_done_callback(self._background_done)
+
+    def _background_done(self, done: asyncio.Future[Any]) -> None:
+        self._background.discard(done)
+        if not done.cancelled() and done.exception() is not None:
+            log.error("SQLite store %s: %s", self.path, done.exception())
+
+    async def _run(
+        self,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        undo: Callable[[Database, Any], None] | None = None,
+    ) -> T:
+        """Run ``fn(db, *args)`` on the store's thread."""
+        executor = self._executor_or_raise()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(executor, self._guarded, operation, fn, self._db, args)
+        if undo is None:
+            return await future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The caller gave up, but the thread may still complete the change (a claim, a
+            # drain) that nobody will act on: take it back once it is done.
+            def take_back(done: asyncio.Future[T]) -> None:
+                if done.cancelled() or done.exception() is not None or not done.result():
+                    return
+                self._in_background(
+                    loop.run_in_executor(
+                        executor,
+                        self._guarded,
+                        f"undoing {operation}",
+                        undo,
+                        self._db,
+                        (done.result(),),
+                    )
+                )
+
+            future.add_done_callback(take_back)
+            self._background.add(future)
+            future.add_done_callback(self._background.discard)
+            raise
+
+    async def _quick(
+        self,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        undo: Callable[[Database, Any], None] | None = None,
+    ) -> T:
+        """Run ``fn(db, *args)`` here if the database is free at once, else on the thread."""
+        if self._quick_db is not None and not self._checkpoint_pending:
+            # Yield now and then, like I/O would, so that a loop of store calls cannot starve
+            # the other tasks of this event loop; before the operation, since once it has run
+            # nothing may stop its result from reaching the caller (a claimed task would be
+            # lost). A call that does not yield has no suspension point at all.
+            self._quick_calls += 1
+            if self._quick_calls % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            db = self._quick_db
+            if (
+                db is not None
+                and not self._checkpoint_pending
+                and self._quick_lock.acquire(blocking=False)
+            ):
+                try:
+                    result = fn(db, *args)
+                except sqlite3.Error as exc:
+                    if not is_busy(exc):
+                        raise translate_error(self.path, operation, exc) from exc
+                else:
+                    if db.writes >= _CHECKPOINT_EVERY:
+                        self._request_checkpoint(db)
+                    return result
+                finally:
+                    self._quick_lock.release()
+        return await self._run(operation, fn, *args, undo=undo)
+
+    def _request_checkpoint(self, db: Database) -> None:
+        """Copy the WAL back into the database file on the store's thread.
+
+        The quick connection never checkpoints: a checkpoint syncs files to disk, which must
+        not happen on the event loop. Until the checkpoint is done, every operation goes to
+        the thread and queues behind it, so that it completes and the WAL file is reused from
+        its start instead of growing (SQLite's own automatic checkpoint gets the same effect
+        by running inside a writer)."""
+        db.writes = 0
+        if self._checkpoint_pending or self._executor is None:
+            return
+        self._checkpoint_pending = True
+
+        def done(_: asyncio.Future[Any]) -> None:
+            self._checkpoint_pending = False
+
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._guarded, "checkpointing", Database.checkpoint, self._db, ()
+        )
+        future.add_done_callback(done)
+        self._in_background(future)
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="claude-pool-sqlite")
+        try:
+            await self._run("opening the database", Database.connect)
+            if self.path != ":memory:":
+                quick = Database(self.path, 0, quick=True)
+                self._guarded("opening the database", Database.connect, quick, ())
+                self._quick_db = quick
+        except BaseException:
+            await self._shutdown()
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        await self._wakeups.stop()
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        executor = self._executor
+        try:
+            if self._quick_db is not None:
+                with self._quick_lock:
+                    self._quick_db.close()
+                    self._quick_db = None
+            # Last, so that closing the last connection checkpoints and removes the WAL file.
+            await self._run("closing the database", Database.close)
+        finally:
+            self._executor = None
+            if executor is not None:
+                executor.shutdown(wait=False)
+
+    # ── tasks ────────────────────────────────────────────────────────
+
+    async def insert_task(self, task: StoredTask, *, events: Sequence[Event] = ()) -> StoredTask:
+        return await self._quick("inserting a task", Database.insert_task, task, events)
+
+    async def insert_tasks(self, tasks: Iterable[StoredTask]) -> list[StoredTask]:
+        """Insert many tasks in one transaction (imports, benchmarks); returns them with
+        ``seq`` assigned. Not part of the Store protocol."""
+        return await self._run("inserting tasks", Database.insert_tasks, list(tasks))
+
+    async def get_task(self, task_id: TaskId) -> StoredTask | None:
+        return await self._quick("reading a task", Database.get_task, task_id)
+
+    async def list_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        newest_first: bool = False,
+    ) -> list[TaskRecord]:
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        return await self._run(
+            "listing tasks", Database.list_tasks, filter, limit, offset, newest_first
+        )
+
+    async def count_tasks(self) -> dict[TaskState, int]:
+        return await self._run("counting tasks", Database.count_tasks)
+
+    async def claim_task(
+        self,
+        slot_id: SlotId,
+        role: str | None,
+        name: str | None,
+        worker_id: str,
+        now_ms: int,
+        *,
+        targeted_only: bool = False,
+    ) -> StoredTask | None:
+        return await self._quick(
+            "claiming a task",
+            Database.claim_task,
+            slot_id,
+            role,
+            name,
+            worker_id,
+            now_ms,
+            targeted_only,
+            undo=Database.unclaim_task,
+        )
+
+    async def transition_task(
+        self,
+        task_id: TaskId,
+        from_states: Collection[TaskState],
+        to_state: TaskState,
+        *,
+        now_ms: int,
+        result: TaskResult | Any | None = UNSET,
+        slot_id: SlotId | Any | None = UNSET,
+        prompt: str | Any = UNSET,
+        rejection_count: int | Any = UNSET,
+        events: Sequence[Event] = (),
+    ) -> TaskRecord | None:
+        fields = {
+            name: value
+            for name, value in (
+                ("result", result),
+                ("slot_id", slot_id),
+                ("prompt", prompt),
+                ("rejection_count", rejection_count),
+            )
+            if value is not UNSET
+        }
+        return await self._quick(
+            "changing a task's state",
+            Database.transition_task,
+            task_id,
+            list(from_states),
+            TaskState(to_state),
+            now_ms,
+            fields,
+            events,
+        )
+
+    async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
+        return await self._run("listing waiting tasks", Database.pending_tasks, created_before_ms)
+
+    async def recover_tasks(
+        self,
+        dead_workers: Collection[str],
+        policy: RecoveryPolicy,
+        now_ms: int,
+        *,
+        events: RecoveryEvents | None = None,
+    ) -> list[TaskId]:
+        if policy not in ("requeue", "fail"):
+            raise ValueError(f"unknown recovery policy {policy!r}; use 'requeue' or 'fail'")
+        return await self._run(
+            "recovering tasks",
+            Database.recover_tasks,
+            sorted(set(dead_workers)),
+            policy,
+            now_ms,
+            events,
+        )
+
+    # ── workers ──────────────────────────────────────────────────────
+
+    async def heartbeat_worker(self, worker_id: str, now_ms: int) -> None:
+        await self._quick("recording a heartbeat", Database.heartbeat_worker, worker_id, now_ms)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._quick("removing a worker", Database.remove_worker, worker_id)
+
+    async def live_workers(self, alive_since_ms: int) -> list[str]:
+        return await self._quick("listing workers", Database.live_workers, alive_since_ms)
+
+    async def stale_task_owners(self, alive_since_ms: int) -> list[str]:
+        return await self._quick(
+            "finding stale workers", Database.stale_task_owners, alive_since_ms
+        )
+
+    # ── slots ────────────────────────────────────────────────────────
+
+    async def upsert_slot(self, slot: SlotRecord, worker_id: str) -> None:
+        await self._quick("saving a slot", Database.upsert_slot, slot, worker_id)
+
+    async def get_slot(self, slot_id: SlotId) -> SlotRecord | None:
+        return await self._quick("reading a slot", Database.get_slot, slot_id)
+
+    async def list_slots(self, worker_id: str | None = None) -> list[SlotRecord]:
+        return await self._quick("listing slots", Database.list_slots, worker_id)
+
+    async def settle_task(
+        self,
+        task_id: TaskId,
+        from_states: Collection[TaskState],
+        to_state: TaskState,
+        *,
+        now_ms: int,
+        result: TaskResult,
+        slot_id: SlotId,
+        spend: int,
+        tasks_completed: int,
+        slot_fields: Mapping[str, Any],
+        events: Sequence[Event] = (),
+        always_events: Sequence[Event] = (),
+    ) -> bool:
+        values = validate_slot_fields(slot_id, dict(slot_fields))
+        return await self._quick(
+            "recording a finished task",
+            Database.settle_task,
+            task_id,
+            list(from_states),
+            TaskState(to_state),
+            now_ms,
+            result,
+            slot_id,
+            spend,
+            tasks_completed,
+            values,
+            events,
+            always_events,
+        )
+
+    async def update_slot(self, slot_id: SlotId, **fields: Any) -> SlotRecord | None:
+        values = validate_slot_fields(slot_id, fields)
+        return await self._quick("updating a slot", Database.update_slot, slot_id, values)
+
+    async def add_slot_cost(
+        self, slot_id: SlotId, cost_microdollars: int, tasks_completed: int
+    ) -> None:
+        await self._quick(
+            "adding to a slot's cost",
+            Database.add_slot_cost,
+            slot_id,
+            cost_microdollars,
+            tasks_completed,
+        )
+
+    async def delete_slot(self, slot_id: SlotId) -> None:
+        await self._quick("deleting a slot", Database.delete_slot, slot_id)
+
+    # ── spend ────────────────────────────────────────────────────────
+
+    async def add_spend(self, microdollars: int, *, events: Sequence[Event] = ()) -> int:
+        return await self._quick("adding spend", Database.add_spend, microdollars, events)
+
+    async def get_spend(self) -> int:
+        return await self._quick("reading spend", Database.get_spend)
+
+    # ── shared context ───────────────────────────────────────────────
+
+    async def context_set(self, key: str, value: str, *, events: Sequence[Event] = ()) -> None:
+        await self._quick("setting context", Database.context_set, key, value, events)
+
+    async def context_get(self, key: str) -> str | None:
+        return await self._quick("reading context", Database.context_get, key)
+
+    async def context_delete(self, key: str, *, events: Sequence[Event] = ()) -> bool:
+        return await self._quick("deleting context", Database.context_delete, key, events)
+
+    async def context_list(self) -> dict[str, str]:
+        return await self._quick("listing context", Database.context_list)
+
+    # ── messages ─────────────────────────────────────────────────────
+
+    async def send_message(
+        self, from_slot: str, to_slot: str, content: str, now_ms: int,
+        *, events: Sequence[Event] = (),
+    ) -> Message:  # fmt: skip
+        return await self._quick(
+            "sending a message",
+            Database.send_message,
+            from_slot,
+            to_slot,
+            content,
+            now_ms,
+            events,
+        )
+
+    async def read_messages(
+        self, slot_id: str, *, drain: bool, up_to_id: int | None = None
+    ) -> list[Message]:
+        if not drain:
+            return await self._quick(
+                "reading messages", Database.read_messages, slot_id, False, up_to_id
+            )
+        return await self._quick(
+            "draining messages",
+            Database.read_messages,
+            slot_id,
+            True,
+            up_to_id,
+            undo=Database.undeliver_messages,
+        )
+
+    # ── events ───────────────────────────────────────────────────────
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        if events:
+            await self._quick("recording events", Database.append_events, events)
+
+    async def read_events(
+        self,
+        *,
+        after: int = 0,
+        up_to: int | None = None,
+        limit: int = 1000,
+        task_id: str | None = None,
+        chain_id: str | None = None,
+        types: Collection[str] | None = None,
+        not_from: str | None = None,
+    ) -> list[Event]:
+        return await self._run(
+            "reading events",
+            Database.read_events,
+            after,
+            up_to,
+            limit,
+            task_id,
+            chain_id,
+            sorted(types) if types is not None else None,
+            not_from,
+        )
+
+    async def latest_event_seq(self) -> int:
+        return await self._quick("reading the latest event", Database.latest_event_seq)
+
+    def wakeups(self) -> SqliteWakeups:
+        return self._wakeups
+
+    async def prune_events(self, before_ms: int) -> int:
+        return await self._run("pruning events", Database.prune_events, before_ms)
+
+    # ── chains ───────────────────────────────────────────────────────
+
+    async def upsert_chain(
+        self,
+        chain_id: str,
+        data: Mapping[str, Any],
+        state: str,
+        now_ms: int,
+        *,
+        expected_owner: str | None = None,
+        events: Sequence[Event] = (),
+    ) -> bool:
+        written: bool = await self._quick(
+            "saving a chain",
+            Database.upsert_chain,
+            chain_id,
+            json.dumps(dict(data)),
+            state,
+            now_ms,
+            expected_owner,
+            events,
+        )
+        return written
+
+    async def claim_chain(
+        self, chain_id: str, expected_owner: str | None, new_owner: str, now_ms: int
+    ) -> bool:
+        claim = await self._quick(
+            "claiming a chain",
+            Database.claim_chain,
+            chain_id,
+            expected_owner,
+            new_owner,
+            now_ms,
+            undo=Database.unclaim_chain,
+        )
+        return claim is not None
+
+    async def get_chain(self, chain_id: str) -> dict[str, Any] | None:
+        return await self._quick("reading a chain", Database.get_chain, chain_id)
+
+    async def list_chains(
+        self, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        return await self._run("listing chains", Database.list_chains, state, limit, offset)
+
+    # ── metrics ──────────────────────────────────────────────────────
+
+    async def session_metrics(
+        self, filter: MetricsFilter | None, session_start_ms: int, now_ms: int
+    ) -> SessionMetrics:
+        return await self._run(
+            "computing session metrics",
+            Database.session_metrics,
+            filter,
+            session_start_ms,
+            now_ms,
+        )
