@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from claude_pool.events import TaskFinished
 from claude_pool.store import SqliteStore, StoredTask
 from claude_pool.types import (
     MetricsFilter,
@@ -159,7 +160,10 @@ async def dispatch_bench(path: Path, count: int, backlog: int) -> None:
         )
         await store.add_spend(10)
         await store.add_slot_cost(slot, 10, 1)
-        await store.append_event("completed", claimed.record.id, slot, {"cost": 10}, T0 + 2)
+        await store.append_events(
+            [TaskFinished(task_id=claimed.record.id, slot_id=slot, state=TaskState.COMPLETED,
+                          success=True, cost_microdollars=10, at_ms=T0 + 2)]
+        )  # fmt: skip
     elapsed = time.perf_counter() - start
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)]

@@ -131,11 +131,10 @@ async def test_a_failing_listener_does_not_stop_the_others() -> None:
 async def test_a_closed_subscription_ends_its_iteration() -> None:
     bus = EventBus()
     subscription = bus.subscribe()
-    bus.publish(TaskText(task_id="t", slot_id="s", text="x", seq=1))
+    event = TaskText(task_id="t", slot_id="s", text="x", seq=1)
+    bus.publish(event)
     subscription.close()
-    assert [item async for item in subscription] == [
-        TaskText(task_id="t", slot_id="s", text="x", seq=1)
-    ]
+    assert [item async for item in subscription] == [event]
     assert bus.subscriber_count == 0
 
 

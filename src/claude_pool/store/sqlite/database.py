@@ -178,8 +178,17 @@ def _transition(
 def _log_events(conn: sqlite3.Connection, events: Sequence[Event]) -> list[int]:
     """Append events inside the caller's write transaction; their sequence numbers, which
     the caller sets on the events once the transaction has committed."""
-    insert = Q["insert_event"]
-    return [conn.execute(insert, event_values(e)).fetchone()[0] for e in events]
+    if len(events) == 1:
+        return [conn.execute(Q["insert_event"], event_values(events[0])).fetchone()[0]]
+    if not events:
+        return []
+    # Several at once (a settlement's events): numbered here and inserted in one call.
+    first: int = conn.execute(Q["last_event_id"]).fetchone()[0] + 1
+    conn.executemany(
+        Q["insert_numbered_event"],
+        [(first + i, *event_values(e)) for i, e in enumerate(events)],
+    )
+    return list(range(first, first + len(events)))
 
 
 def _numbered(events: Sequence[Event], seqs: Sequence[int]) -> None:

@@ -305,6 +305,18 @@ INSERT INTO events (kind, task_id, slot_id, chain_id, worker_id, created_at_ms, 
 VALUES (?, ?, ?, ?, ?, ?, ?)
 RETURNING id;
 
+-- name: last_event_id
+-- The highest event id ever handed out, AUTOINCREMENT's own counter included: a batch of
+-- events inserted with executemany is numbered after it (inside the write transaction, which
+-- keeps every other writer out).
+SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+    COALESCE((SELECT MAX(id) FROM events), 0));
+
+-- name: insert_numbered_event
+-- id, then rows.event_values(event).
+INSERT INTO events (id, kind, task_id, slot_id, chain_id, worker_id, created_at_ms, data_json)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+
 -- name: read_events
 -- The filters' parameters, limit. {filters}: event_after, then the other event_* fragments
 -- asked for, joined with AND.
