@@ -69,6 +69,11 @@ def _concat_unique(*lists: list[str] | None) -> tuple[str, ...]:
     return tuple(seen)
 
 
+_NO_SLOT_CONFIG = SlotConfig()
+_NO_OVERRIDES = TaskOverrides()
+"""Read only: what layering uses when a slot or a task sets nothing."""
+
+
 def effective_config(
     pool: PoolConfig, slot: SlotConfig | None = None, task: TaskOverrides | None = None
 ) -> EffectiveConfig:
@@ -80,8 +85,8 @@ def effective_config(
     tools, built-in tool selection, JSON schema and budget exist only per task; strict MCP
     config is pool-wide.
     """
-    slot = slot or SlotConfig()
-    task = task or TaskOverrides()
+    slot = slot or _NO_SLOT_CONFIG
+    task = task or _NO_OVERRIDES
     fallback_mode = PermissionMode.DONT_ASK if pool.unattended_mode else PermissionMode.PLAN
     # The seed's PoolConfig defaults to plan; only an explicit pool setting counts as "set",
     # so that unattended mode can still choose its own default.

@@ -113,8 +113,9 @@ class _Settings(_Model):
 
     @model_validator(mode="after")
     def _usable_texts(self) -> Self:
-        for name in type(self).model_fields:
-            check_texts(getattr(self, name), name)
+        for name, value in self.__dict__.items():
+            if value is not None and not isinstance(value, bool | int | float | StrEnum):
+                check_texts(value, name)
         return self
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from claude_pool.types import SlotId, SlotRecord, TaskResult
+from claude_pool.types import SlotConfig, SlotId, SlotRecord, TaskResult
 
 SLOT_UPDATABLE_FIELDS = frozenset(SlotRecord.model_fields) - {"id", "mcp_config_path"}
 """SlotRecord fields ``update_slot`` may set. ``mcp_config_path`` is runtime-only (the seed
@@ -21,8 +21,12 @@ def validate_slot_fields(slot_id: SlotId, fields: Mapping[str, Any]) -> dict[str
             f"update_slot cannot set {', '.join(sorted(unknown))}: the stored fields are "
             f"{', '.join(sorted(SLOT_UPDATABLE_FIELDS))}"
         )
-    validated = SlotRecord.model_validate({"id": slot_id, **fields})
+    # The config a partial update leaves out is not validated again: an empty one stands in.
+    validated = SlotRecord.model_validate({"id": slot_id, "config": _EMPTY_CONFIG, **fields})
     return {name: getattr(validated, name) for name in fields}
+
+
+_EMPTY_CONFIG = SlotConfig()
 
 
 def stored_slot(slot: SlotRecord) -> SlotRecord:

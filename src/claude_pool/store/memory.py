@@ -49,8 +49,20 @@ MAX_EVENTS = 100_000
 would otherwise grow without bound)."""
 
 
+def copy_record(record: TaskRecord) -> TaskRecord:
+    """A private copy of a task record. Its mutable parts (tags, result, overrides) are copied;
+    everything else is immutable, so this is as good as a deep copy, at a fraction of its cost
+    (the memory store copies every record that goes in or out)."""
+    update: dict[str, Any] = {"tags": list(record.tags)}
+    if record.result is not None:
+        update["result"] = record.result.model_copy()
+    if record.config is not None:
+        update["config"] = record.config.model_copy(deep=True)
+    return record.model_copy(update=update)
+
+
 def _copy_task(task: StoredTask) -> StoredTask:
-    return replace(task, record=task.record.model_copy(deep=True))
+    return replace(task, record=copy_record(task.record))
 
 
 class MemoryStore:
@@ -146,7 +158,7 @@ class MemoryStore:
             if skipped < offset:
                 skipped += 1
                 continue
-            out.append(record.model_copy(deep=True))
+            out.append(copy_record(record))
         return out
 
     async def count_tasks(self) -> dict[TaskState, int]:
@@ -249,7 +261,7 @@ class MemoryStore:
                 self._enqueue(stored)
             else:
                 record.completed_at_ms = now_ms
-        return record.model_copy(deep=True)
+        return copy_record(record)
 
     async def settle_task(
         self,
@@ -324,7 +336,7 @@ class MemoryStore:
                 record.completed_at_ms = now_ms
             recovered.append(record.id)
             if events is not None:
-                self._log(events(record.id, worker_id, record.model_copy(deep=True)))
+                self._log(events(record.id, worker_id, copy_record(record)))
         return recovered
 
     # ── workers ──────────────────────────────────────────────────────
