@@ -118,10 +118,17 @@ class Scheduler:
     def work_arrived(self, target: TaskTarget) -> None:
         """A task this pool's slots may run was queued: one parked slot that fits it looks."""
         self._generation += 1
-        for slot in sorted(self._slots.free(), key=lambda s: s.last_active_ms):
-            if not slot.looking and self._may_run(slot, target):
-                slot.looking = True
-                break
+        chosen: Slot | None = None
+        for slot in self._slots:
+            if (
+                not slot.looking
+                and slot.is_free
+                and (chosen is None or slot.last_active_ms < chosen.last_active_ms)
+                and self._may_run(slot, target)
+            ):
+                chosen = slot
+        if chosen is not None:
+            chosen.looking = True
         self._slots.changed.notify()
 
     def look_everywhere(self) -> None:
@@ -228,6 +235,8 @@ class Scheduler:
         the slots here that may run it, else the pool's."""
         if explicit is not None:
             return explicit
+        if not self._slots.any_assignment_timeout():
+            return float(self.config.slot_assignment_timeout_secs)
         overrides = [
             s.record.config.slot_assignment_timeout_secs
             for s in self._slots

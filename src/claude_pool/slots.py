@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,8 @@ class SlotSet:
 
     # ── reading ──────────────────────────────────────────────────────
 
-    def __iter__(self) -> Any:
-        return iter(list(self._slots.values()))
+    def __iter__(self) -> Iterator[Slot]:
+        return iter(tuple(self._slots.values()))
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -109,6 +109,12 @@ class SlotSet:
     @property
     def records(self) -> list[SlotRecord]:
         return [slot.record for slot in self._slots.values()]
+
+    def any_assignment_timeout(self) -> bool:
+        """Whether any slot here overrides the pool's assignment timeout."""
+        return any(
+            s.record.config.slot_assignment_timeout_secs is not None for s in self._slots.values()
+        )
 
     def free(self) -> list[Slot]:
         """Slots that could take a task now."""
