@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -180,20 +180,33 @@ async def _wait_with_progress(
     description) and the time it has taken."""
     if quiet or not err.is_terminal:
         return await pool.wait(task_id, timeout)
+    return await _showing_events(
+        pool, task_id, pool.wait(task_id, timeout), lambda e: e.task_id == task_id
+    )
+
+
+_QUIET_EVENTS = frozenset({"task_turn", "spend_recorded"})
+
+
+async def _showing_events(
+    pool: Pool, label: str, work: Awaitable[_T], about: Callable[[Event], bool]
+) -> _T:
+    """Await ``work`` under a status line showing the latest event it is ``about`` (the
+    engine's one-line description) and the time taken so far."""
     started = now_ms()
     latest = ["waiting"]
 
     def on_event(event: Event) -> None:
-        if event.task_id == task_id and event.type not in ("task_turn", "spend_recorded"):
-            latest[0] = describe(event, subject=False)
+        if about(event) and event.type not in _QUIET_EVENTS:
+            latest[0] = describe(event)
 
     remove = pool.add_listener(on_event)
     try:
-        with err.status(task_id) as status:
-            waiter = asyncio.ensure_future(pool.wait(task_id, timeout))
+        with err.status(label) as status:
+            waiter = asyncio.ensure_future(work)
             while not waiter.done():
                 secs = (now_ms() - started) / 1000
-                status.update(Text(f"{task_id} {secs:.0f}s · {latest[0][:100]}"))
+                status.update(Text(f"{label} {secs:.0f}s · {latest[0][:100]}"))
                 # Only the clock needs this tick: what happens comes from the events above.
                 await asyncio.wait({waiter}, timeout=0.5)
             return waiter.result()

@@ -6,7 +6,6 @@ on the same store if there is one, else runs in this process with one slot.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -39,6 +38,7 @@ from claude_pool.cli.common import (
     _registry,
     _run,
     _settings,
+    _showing_events,
     _usage,
     err,
     out,
@@ -54,8 +54,6 @@ workflow_app = typer.Typer(
     help="List and run workflows (named, parameterised chains of skills).",
     no_args_is_help=True,
 )
-
-_PROGRESS_SECS = 0.5
 
 
 @workflow_app.command("list")
@@ -137,15 +135,9 @@ def run_workflow(
 async def _follow_chain(pool: Pool, chain_id: str, *, quiet: bool) -> ChainResult:
     if quiet or not err.is_terminal:
         return await pool.wait_chain(chain_id)
-    with err.status("starting") as status:
-        waiter = asyncio.ensure_future(pool.wait_chain(chain_id))
-        while not waiter.done():
-            snapshot = await pool.chain_result(chain_id)
-            step = snapshot.current_step_name or "-"
-            partial = snapshot.partial_output.strip().splitlines()[-1:] or [""]
-            status.update(f"{chain_id} [cyan]{snapshot.state}[/] step {step} · {partial[0][:80]}")
-            await asyncio.wait({waiter}, timeout=_PROGRESS_SECS)
-        return waiter.result()
+    return await _showing_events(
+        pool, chain_id, pool.wait_chain(chain_id), lambda e: e.chain_id == chain_id
+    )
 
 
 def _show_chain(result: ChainResult) -> None:
