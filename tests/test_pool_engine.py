@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from claude_pool import (
+    InvalidTaskState,
     NoSlotAvailable,
     Pool,
     PoolConfig,
@@ -439,3 +440,29 @@ async def test_a_live_pool_with_a_late_heartbeat_keeps_its_running_task(tmp_path
             assert record.slot_id == busy.slots[0].id
         executor.release()
         assert (await busy.wait(task_id, timeout=5)).state is TaskState.COMPLETED
+
+
+async def test_a_failed_task_can_be_queued_again_and_runs_anew() -> None:
+    attempts: list[str] = []
+
+    def flaky(request: ExecutionRequest) -> TaskResult:
+        attempts.append(request.prompt)
+        if len(attempts) == 1:
+            return TaskResult.failure("the first try failed")
+        return TaskResult.success_result("fine now", 10, 1)
+
+    async with Pool(
+        PoolConfig(), slots=1, store=MemoryStore(), executor=FakeExecutor(handler=flaky)
+    ) as pool:
+        task_id = await pool.submit("try it", priority=3, tags=["x"])
+        assert (await pool.wait(task_id, timeout=5)).state is TaskState.FAILED
+        again = await pool.requeue(task_id)
+        assert again.state is TaskState.PENDING
+        assert again.result is None
+        record = await pool.wait(task_id, timeout=5)
+        assert record.state is TaskState.COMPLETED
+        assert record.result is not None
+        assert record.result.output == "fine now"
+        assert attempts == ["try it", "try it"]
+        with pytest.raises(InvalidTaskState, match="requeue"):
+            await pool.requeue(task_id)

@@ -27,6 +27,11 @@ class Outcomes:
         while len(self._final) > self._limit:
             del self._final[next(iter(self._final))]
 
+    def forget(self, task_id: TaskId) -> None:
+        """The task is queued again: what it ended with is no longer its final record."""
+        self._final.pop(task_id, None)
+        self._errors.pop(task_id, None)
+
     def final(self, task_id: TaskId) -> TaskRecord | None:
         return self._final.get(task_id)
 

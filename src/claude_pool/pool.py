@@ -548,6 +548,11 @@ class Pool:
         Returns the task's record afterwards."""
         return await self._queue.cancel(task_id)
 
+    async def requeue(self, task_id: TaskId | str) -> TaskRecord:
+        """Queue a failed or cancelled task again, as it was first submitted; returns its
+        record, pending. ``InvalidTaskState`` for a task in any other state."""
+        return await self._queue.retry(task_id)
+
     def cancelled_with_caller(self) -> contextlib.AbstractAsyncContextManager[set[str]]:
         """``async with pool.cancelled_with_caller() as mine: mine.add(task_id)``: the tasks
         added are cancelled if the caller is cancelled inside the block (plain asyncio and

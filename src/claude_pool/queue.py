@@ -35,6 +35,7 @@ from claude_pool.events import (
     ends_wait,
     finished,
     preview,
+    task_state_after,
 )
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.outcomes import Outcomes
@@ -204,7 +205,10 @@ class TaskQueue:
     # ── waiting ──────────────────────────────────────────────────────
 
     def on_event(self, event: Event) -> None:
-        """Bus listener: wake the waiters of a task whose run or review ended."""
+        """Bus listener: wake the waiters of a task whose run or review ended; forget the
+        final record of a task queued again."""
+        if event.task_id is not None and task_state_after(event) is TaskState.PENDING:
+            self._outcomes.forget(TaskId(event.task_id))
         if event.task_id is not None and ends_wait(event):
             for future in self._waiters.pop(TaskId(event.task_id), ()):
                 if not future.done():
@@ -361,6 +365,28 @@ class TaskQueue:
         return stored.claimed_by == self._events.worker_id and not (
             stored.record.slot_id or ""
         ).startswith(EXTERNAL_PREFIX)
+
+    async def retry(self, task_id: TaskId | str) -> TaskRecord:
+        """Queue a failed or cancelled task again, as it was first submitted (its prompt,
+        overrides, target and priority); what its earlier runs spent stays spent."""
+        task_id = TaskId(task_id)
+        self._lifecycle.check_accepting()
+        stored = await self._store.get_task(task_id)
+        if stored is None:
+            raise TaskNotFound(task_id)
+        updated = await self._events.write(
+            lambda batch: self._store.transition_task(
+                task_id, {TaskState.FAILED, TaskState.CANCELLED}, TaskState.PENDING,
+                now_ms=now_ms(), result=None, slot_id=None, events=batch,
+            ),
+            TaskRequeued(
+                task_id=task_id, reason="queued again on request",
+                target=target_info(stored.target),
+            ),
+        )  # fmt: skip
+        if updated is None:
+            raise await self._wrong_state(task_id, "failed or cancelled", "requeue")
+        return updated
 
     async def requeue(self, stored: StoredTask, reason: str) -> bool:
         """Put a running task back in the queue (it runs nowhere, though marked running)."""

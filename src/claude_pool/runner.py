@@ -176,6 +176,11 @@ class TaskRunner:
                     resumed_session=request.session_id is not None,
                 )
             )
+            log.info(
+                "task %s started on slot %s (%s)",
+                task.id, slot.id, request.config.model or "default model",
+                extra={"task_id": task.id, "slot_id": slot.id},
+            )  # fmt: skip
             result = await executor.execute(request, lambda e: self._on_executor_event(running, e))
         except BudgetExhausted as exc:
             self._outcomes.refused(task.id, exc)
@@ -414,6 +419,7 @@ class TaskRunner:
                 )
 
             moved = await self._write_settlement(task.id, settle, [*always, *outcome])
+            _log_outcome(task.id, slot.id, target, result)
             if moved and target.is_terminal:
                 self._outcomes.ended(task.model_copy(update={
                     "state": target, "result": result, "slot_id": slot.id,
@@ -569,6 +575,27 @@ def _outcome_event(
             output=preview(result.output),
         )
     return finished(task_id, state, result, slot_id)
+
+
+def _log_outcome(task_id: TaskId, slot_id: str, state: TaskState, result: TaskResult) -> None:
+    """One log line per finished run: state, cost, turns, time, and why it failed."""
+    figures = (
+        f"${result.cost_microdollars / 1_000_000:.6f}, {result.turns_used} turns, "
+        f"{result.elapsed_ms / 1000:.1f}s"
+    )
+    extra = {
+        "task_id": task_id,
+        "slot_id": slot_id,
+        "state": str(state),
+        "cost_microdollars": result.cost_microdollars,
+    }
+    if result.success:
+        log.info("task %s %s on slot %s (%s)", task_id, state, slot_id, figures, extra=extra)
+    else:
+        log.warning(
+            "task %s %s on slot %s (%s): %s",
+            task_id, state, slot_id, figures, preview(result.output, 300), extra=extra,
+        )  # fmt: skip
 
 
 def _tool_detail(data: dict[str, Any]) -> str:
