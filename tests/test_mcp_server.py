@@ -703,7 +703,8 @@ async def test_messages_of_a_slot_in_the_store_but_not_this_pool_can_be_read(
 
 
 async def test_spending_the_budget_refuses_new_work_and_shows_in_the_budget_resource() -> None:
-    config = PoolConfig(budget_microdollars=1500)
+    # A task costs 1000 here; what is left after two cannot pay for another call.
+    config = PoolConfig(budget_microdollars=2500)
     async with serving(config=config) as served:
         await served.call("pool_run", prompt="one")
         await served.call("pool_run", prompt="two")
@@ -711,9 +712,9 @@ async def test_spending_the_budget_refuses_new_work_and_shows_in_the_budget_reso
         budget = await read_json(served.client, "pool://budget")
     assert "BudgetExhausted" in error
     assert budget == {
-        "budget_microdollars": 1500,
+        "budget_microdollars": 2500,
         "spend_microdollars": 2000,
-        "remaining_microdollars": 0,
+        "remaining_microdollars": 500,
         "exhausted": True,
     }
 

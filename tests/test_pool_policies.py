@@ -188,7 +188,10 @@ async def test_concurrent_tasks_cannot_spend_past_the_pool_budget() -> None:
         results = await pool.fan_out([f"job {i}" for i in range(40)])
         spent = (await pool.status()).spend_microdollars
         assert spent <= budget
-        assert spent >= budget * 0.99
+        # What is left could not pay for a call as calls were seen to cost: none started to
+        # fail on its cap.
+        costs = [r.cost_microdollars for r in results if r.success]
+        assert budget - spent < 1.25 * (sum(costs) / len(costs))
         refused = [r for r in results if not r.success]
         assert refused
         assert all("budget exhausted" in r.output for r in refused)

@@ -33,7 +33,7 @@ from typing import Any, Self
 from pydantic import BaseModel, Field
 
 from claude_pool.aio import cancelled_with_caller
-from claude_pool.budget import BudgetLedger
+from claude_pool.budget import BudgetLedger, typical_call_cost
 from claude_pool.bus import DEFAULT_SUBSCRIPTION_SIZE, EventBus, EventFilter, Subscription
 from claude_pool.chain.model import (
     ChainResult,
@@ -118,7 +118,12 @@ class PoolStatus(BaseModel):
     tasks: dict[str, int] = Field(default_factory=dict)
     """Number of tasks in each state, across the whole store."""
     spend_microdollars: int = 0
+    reserved_microdollars: int = 0
+    """Budget held for running tasks (by every worker on the store) until they settle."""
     budget_microdollars: int | None = None
+    budget_exhausted: bool = False
+    """New work is refused: the budget is spent, or what is left cannot pay for another call
+    and no running task holds budget that it may give back."""
     model: str | None = None
     """The pool's default model (tasks and slots may override it)."""
     permission_mode: PermissionMode | None = None
@@ -189,7 +194,10 @@ class Pool:
         )
         outcomes = Outcomes()
         self._budget = BudgetLedger(
-            self._store, lambda: self.config.budget_microdollars, poll_secs=poll_secs
+            self._store,
+            lambda: self.config.budget_microdollars,
+            self.worker_id,
+            prior=self._call_cost_prior,
         )
         self._rate_limits = RateLimiter(min_pause_secs=poll_secs, emit=self._events.emit)
         self._slots = SlotSet(
@@ -236,6 +244,7 @@ class Pool:
             budget=self._budget,
             outcomes=outcomes,
             lifecycle=self._lifecycle,
+            default_model=lambda: self.config.model,
             only_targeted=only_targeted,
         )
         self._notes = SharedNotes(store=self._store, events=self._events, slots=self._slots)
@@ -266,6 +275,9 @@ class Pool:
             self._runner.on_event, {"context_changed", "message_sent", *TASK_STATE_TYPES}
         )
         self.bus.add_listener(self._chains.on_event, {"task_text", "chain_finished"})
+        self.bus.add_listener(
+            self._budget.on_event, {"task_finished", "task_cancelled", "task_held_for_review"}
+        )
         if base.auto_scale:
             self.bus.add_listener(
                 self._slots.on_event, {"task_queued", "task_requeued", "task_rejected"}
@@ -344,6 +356,7 @@ class Pool:
         await self._tg.__aenter__()
         try:
             await self._events.start()
+            await self._budget.learn_from_history()
             await self.membership.join(self._slot_count)
             await self.membership.recover()
             if self.config.worktree_isolation:
@@ -425,6 +438,12 @@ class Pool:
             coro.close()
             raise PoolShutdown()
         return self._tg.create_task(coro, name=name)
+
+    def _call_cost_prior(self, model: str | None) -> int:
+        """What a call of ``model`` is assumed to cost before any was seen: the executor's
+        estimate when it has one (``call_cost_prior``), else a typical Claude Code call."""
+        estimate = getattr(self._executor, "call_cost_prior", None)
+        return int(estimate(model)) if callable(estimate) else typical_call_cost(model)
 
     def _executor_or_fail(self) -> Executor:
         if self._executor is None:
@@ -582,12 +601,17 @@ class Pool:
     async def status(self) -> PoolStatus:
         """Slots, task counts, spend against the budget, defaults and rate-limit state."""
         counts = await self._store.count_tasks()
+        spent, reserved = await self._store.budget_state()
         return PoolStatus(
             worker_id=self.worker_id,
             slots=self._slots.records,
             tasks={str(state): n for state, n in counts.items()},
-            spend_microdollars=await self._store.get_spend(),
+            spend_microdollars=spent,
+            reserved_microdollars=reserved,
             budget_microdollars=self.config.budget_microdollars,
+            budget_exhausted=self._budget.exhausted(
+                self.config.budget_microdollars, spent, reserved, self.config.model
+            ),
             model=self.config.model,
             permission_mode=effective_config(self.config).permission_mode,
             slot_mode=self.config.slot_mode,

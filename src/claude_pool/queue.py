@@ -120,6 +120,7 @@ class TaskQueue:
         budget: BudgetLedger,
         outcomes: Outcomes,
         lifecycle: Lifecycle,
+        default_model: Callable[[], str | None] = lambda: None,
         only_targeted: bool = False,
     ) -> None:
         self._store = store
@@ -131,6 +132,7 @@ class TaskQueue:
         self._outcomes = outcomes
         self._lifecycle = lifecycle
         self._only_targeted = only_targeted
+        self._model = default_model
         self._waiters: dict[TaskId, list[asyncio.Future[None]]] = {}
 
     # ── submitting ───────────────────────────────────────────────────
@@ -163,7 +165,9 @@ class TaskQueue:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_rejections < 0:
             raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
-        await self._budget.check()
+        await self._budget.check(
+            overrides.model if overrides is not None and overrides.model else self._model()
+        )
         if self._only_targeted and not (slot or role or name) and len(self._slots):
             slot = next(iter(self._slots)).id  # this pool's own work goes to its own slot
         record = TaskRecord(

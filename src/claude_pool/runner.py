@@ -204,7 +204,7 @@ class TaskRunner:
             stored.timeout_secs if stored.timeout_secs is not None else self._task_timeout
         )
         config = effective_config(self.config, slot.record.config, task.config)
-        cap = await self._await_budget(running, config.max_budget_usd)
+        cap = await self._await_budget(running, config.model, config.max_budget_usd)
         if cap is not None:
             config = replace(config, max_budget_usd=cap / 1_000_000)
         config = await self._with_shared_context(config)
@@ -227,13 +227,15 @@ class TaskRunner:
             cancel=running.cancel,
         )
 
-    async def _await_budget(self, running: RunningTask, task_cap_usd: float | None) -> int | None:
+    async def _await_budget(
+        self, running: RunningTask, model: str | None, task_cap_usd: float | None
+    ) -> int | None:
         """Reserve the task's budget; waiting for it can be cancelled and counts against the
         task's timeout like the run itself."""
         if self.config.budget_microdollars is None:  # nothing to wait for
-            return await self._budget.reserve(running.task_id, task_cap_usd, self.idle_slots)
+            return await self._budget.reserve(running.task_id, model, task_cap_usd, self.idle_slots)
         reserve = asyncio.ensure_future(
-            self._budget.reserve(running.task_id, task_cap_usd, self.idle_slots)
+            self._budget.reserve(running.task_id, model, task_cap_usd, self.idle_slots)
         )
         stop = asyncio.ensure_future(running.cancel.wait())
         try:
@@ -445,7 +447,7 @@ class TaskRunner:
         except Exception:
             log.exception("task %s: recording its result failed", task.id)
         finally:
-            self._budget.settle(task.id, result)
+            self._budget.settled(task.id)
             slot.running = None
             slot.looking = True
             slot.last_active_ms = now_ms()

@@ -91,3 +91,8 @@ class Executor(Protocol):
 
     async def aclose(self) -> None:
         """Stop every process this executor started; none outlives this call."""
+
+    # An executor may also offer ``call_cost_prior(model) -> int``: what one API call of
+    # ``model`` is expected to cost in microdollars before the pool has seen one (the budget
+    # never starts a task with a cap below that). Without it the pool assumes a typical
+    # Claude Code call.

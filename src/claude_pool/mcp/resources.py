@@ -31,7 +31,7 @@ async def budget_of(pool: Pool) -> Budget:
         budget_microdollars=limit,
         spend_microdollars=spent,
         remaining_microdollars=None if limit is None else max(0, limit - spent),
-        exhausted=limit is not None and spent >= limit,
+        exhausted=status.budget_exhausted,
     )
 
 

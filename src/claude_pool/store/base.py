@@ -185,7 +185,8 @@ class TaskQueueStore(Protocol):
         compare-and-set the task to ``to_state`` with ``result`` (as ``transition_task``).
         Returns whether the task moved. The spend, the slot changes and ``always_events`` apply
         even when it had left ``from_states`` (money spent is spent); ``events`` are logged
-        only when it moved, after ``always_events``."""
+        only when it moved, after ``always_events``. The task's budget reservation is dropped
+        in the same write."""
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         """Pending tasks (submitted before the given time, when given), oldest first."""
@@ -200,7 +201,8 @@ class TaskQueueStore(Protocol):
     ) -> list[TaskId]:
         """Tasks left running by the given workers are re-queued (pending, slot cleared) or
         failed with a clear reason, in one atomic write that also logs ``events(task id,
-        worker, record)`` for each. Returns their ids."""
+        worker, record)`` for each and drops the workers' budget reservations. Returns their
+        ids."""
 
 
 @runtime_checkable
@@ -240,12 +242,27 @@ class SlotStore(Protocol):
 
 @runtime_checkable
 class LedgerStore(Protocol):
-    """The pool's total spend."""
+    """The pool's total spend, and the budget reserved for running tasks (shared by every
+    worker on the store, so that together they keep one budget)."""
 
     async def add_spend(self, microdollars: int, *, events: Sequence[Event] = ()) -> int:
         """Atomically add to the pool's total spend; returns the new total."""
 
     async def get_spend(self) -> int: ...
+
+    async def budget_state(self) -> tuple[int, int]:
+        """``(spent, reserved)``: the total spend, and the sum of every task's reservation."""
+
+    async def reserve_budget(
+        self, task_id: TaskId, worker_id: str, microdollars: int, limit: int, now_ms: int
+    ) -> bool:
+        """Atomically (across processes) reserve ``microdollars`` for the task if the spend,
+        every reservation and this one together stay within ``limit``; whether it did. A task
+        holds at most one reservation (a second replaces the first)."""
+
+    async def release_budget(self, task_id: TaskId) -> None:
+        """Drop the task's reservation, if it has one. (Settling a task and recovering it
+        drop it too, in the same write.)"""
 
 
 @runtime_checkable

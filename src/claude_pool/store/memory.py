@@ -76,6 +76,7 @@ class MemoryStore:
         self._workers: dict[str, int] = {}
         self._slots: dict[SlotId, tuple[SlotRecord, str]] = {}
         self._spend = 0
+        self._reservations: dict[TaskId, tuple[str, int]] = {}
         self._context: dict[str, str] = {}
         self._messages: list[Message] = []
         self._delivered: set[int] = set()
@@ -282,6 +283,7 @@ class MemoryStore:
         values = validate_slot_fields(slot_id, dict(slot_fields))
         # No await below: the whole settlement happens at once.
         self._spend += spend
+        self._reservations.pop(task_id, None)
         entry = self._slots.get(slot_id)
         if entry is not None:
             slot, owner = entry
@@ -325,6 +327,7 @@ class MemoryStore:
                 continue
             worker_id = stored.claimed_by
             stored.claimed_by = None
+            self._reservations.pop(record.id, None)
             if policy == "requeue":
                 record.state = TaskState.PENDING
                 record.slot_id = None
@@ -419,6 +422,24 @@ class MemoryStore:
     async def get_spend(self) -> int:
         self._check_open()
         return self._spend
+
+    async def budget_state(self) -> tuple[int, int]:
+        self._check_open()
+        return self._spend, sum(amount for _, amount in self._reservations.values())
+
+    async def reserve_budget(
+        self, task_id: TaskId, worker_id: str, microdollars: int, limit: int, now_ms: int
+    ) -> bool:
+        self._check_open()
+        others = sum(a for t, (_, a) in self._reservations.items() if t != task_id)
+        if self._spend + others + microdollars > limit:
+            return False
+        self._reservations[task_id] = (worker_id, microdollars)
+        return True
+
+    async def release_budget(self, task_id: TaskId) -> None:
+        self._check_open()
+        self._reservations.pop(task_id, None)
 
     # ── shared context ───────────────────────────────────────────────
 

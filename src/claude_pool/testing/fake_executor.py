@@ -45,6 +45,9 @@ class FakeExecutor:
     """Events to emit (kind, data) when a task starts, e.g. API retries."""
     cancel_cost_microdollars: int = 0
     """Spend reported by a task that is cancelled while held (like a CLI interrupted mid-turn)."""
+    call_cost_microdollars: int = 1000
+    """What the executor expects one call to cost (:meth:`call_cost_prior`): the echo
+    handler's cost."""
     requests: list[ExecutionRequest] = field(default_factory=list)
     running: dict[str, ExecutionRequest] = field(default_factory=dict)
     released_slots: list[SlotId] = field(default_factory=list)
@@ -132,6 +135,10 @@ class FakeExecutor:
                 update={"cost_microdollars": self.cancel_cost_microdollars}
             )
         return None
+
+    def call_cost_prior(self, model: str | None) -> int:
+        """What the pool assumes a call costs before it has seen one."""
+        return self.call_cost_microdollars
 
     async def release_slot(self, slot_id: SlotId) -> None:
         self.released_slots.append(slot_id)

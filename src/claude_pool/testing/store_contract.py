@@ -747,6 +747,46 @@ class StoreContract:
         assert sorted(totals) == [7 * (i + 1) for i in range(100)]
         assert await store.add_spend(0) == 700
 
+    async def test_budget_reservations_fit_the_limit_together_with_the_spend(
+        self, store: Store
+    ) -> None:
+        assert await store.budget_state() == (0, 0)
+        await store.add_spend(300)
+        assert await store.reserve_budget(TaskId("task-a"), "w1", 400, 1000, T0)
+        assert await store.reserve_budget(TaskId("task-b"), "w2", 300, 1000, T0)
+        assert await store.budget_state() == (300, 700)
+        assert not await store.reserve_budget(TaskId("task-c"), "w1", 1, 1000, T0)
+        # A task's second reservation replaces its first.
+        assert await store.reserve_budget(TaskId("task-a"), "w1", 300, 1000, T0)
+        assert await store.budget_state() == (300, 600)
+        await store.release_budget(TaskId("task-b"))
+        await store.release_budget(TaskId("task-none"))
+        assert await store.budget_state() == (300, 300)
+
+    async def test_concurrent_reservations_never_pass_the_limit(self, store: Store) -> None:
+        granted = await asyncio.gather(
+            *(store.reserve_budget(TaskId(f"task-{i}"), "w", 100, 1000, T0) for i in range(25))
+        )
+        assert sum(granted) == 10
+        assert await store.budget_state() == (0, 1000)
+
+    async def test_settling_and_recovering_a_task_drop_its_reservation(self, store: Store) -> None:
+        await store.upsert_slot(slot_record("slot-a"), "w1")
+        await store.insert_task(make_task())
+        running = await claim(store)
+        assert running is not None
+        assert await store.reserve_budget(running.record.id, "worker-1", 500, 1000, T0)
+        await store.settle_task(
+            running.record.id, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=T0,
+            result=make_result(cost=120), slot_id=SlotId("slot-a"), spend=120,
+            tasks_completed=1, slot_fields={"state": SlotState.IDLE, "current_task": None},
+        )  # fmt: skip
+        assert await store.budget_state() == (120, 0)
+        (dead,) = await self._running_for(store, ["w-dead"])
+        assert await store.reserve_budget(dead.record.id, "w-dead", 200, 1000, T0)
+        assert await store.recover_tasks(["w-dead"], "requeue", T0) == [dead.record.id]
+        assert await store.budget_state() == (120, 0)
+
     async def test_context_set_get_list_and_delete(self, store: Store) -> None:
         assert await store.context_get("k") is None
         assert await store.context_list() == {}

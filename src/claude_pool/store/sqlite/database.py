@@ -466,6 +466,7 @@ class Database:
         with self.write() as conn:
             if spend:
                 conn.execute(Q["add_spend_quietly"], (spend,))
+            conn.execute(Q["release_budget"], (task_id,))
             conn.execute(settle_slot, (spend, tasks_completed, *(v for _, v in columns), slot_id))
             moved = bool(from_states) and (
                 _transition(
@@ -502,6 +503,7 @@ class Database:
                     cursor = conn.execute(Q["fail_tasks_of_worker"], (now_ms, *failure, worker_id))
                 for row in cursor.fetchall():
                     recovered.append((row[0], row[1], worker_id, record_from_row(row)))
+                conn.execute(Q["release_budget_of_worker"], (worker_id,))
             recovered.sort(key=lambda item: item[0])
             if events is not None:
                 for _, task_id, worker_id, record in recovered:
@@ -576,6 +578,24 @@ class Database:
     def get_spend(self) -> int:
         total: int = self.conn.execute(Q["get_spend"]).fetchone()[0]
         return total
+
+    def budget_state(self) -> tuple[int, int]:
+        spent, reserved = self.conn.execute(Q["budget_state"]).fetchone()
+        return int(spent), int(reserved)
+
+    def reserve_budget(
+        self, task_id: str, worker_id: str, microdollars: int, limit: int, now_ms: int
+    ) -> bool:
+        with self.write() as conn:
+            cursor = conn.execute(
+                Q["reserve_budget"],
+                (task_id, worker_id, microdollars, now_ms, task_id, microdollars, limit),
+            )
+            return cursor.rowcount > 0
+
+    def release_budget(self, task_id: str) -> None:
+        with self.write() as conn:
+            conn.execute(Q["release_budget"], (task_id,))
 
     def context_set(self, key: str, value: str, events: Sequence[Event]) -> None:
         with self.write() as conn:

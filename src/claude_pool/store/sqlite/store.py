@@ -434,6 +434,21 @@ class SqliteStore:
     async def get_spend(self) -> int:
         return await self._quick("reading spend", Database.get_spend)
 
+    async def budget_state(self) -> tuple[int, int]:
+        return await self._quick("reading the budget", Database.budget_state)
+
+    async def reserve_budget(
+        self, task_id: TaskId, worker_id: str, microdollars: int, limit: int, now_ms: int
+    ) -> bool:
+        reserved: bool = await self._quick(
+            "reserving budget", Database.reserve_budget, task_id, worker_id, microdollars,
+            limit, now_ms,
+        )  # fmt: skip
+        return reserved
+
+    async def release_budget(self, task_id: TaskId) -> None:
+        await self._quick("releasing budget", Database.release_budget, task_id)
+
     # ── shared context ───────────────────────────────────────────────
 
     async def context_set(self, key: str, value: str, *, events: Sequence[Event] = ()) -> None:

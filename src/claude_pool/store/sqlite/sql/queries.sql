@@ -247,6 +247,31 @@ UPDATE counters SET value = value + ? WHERE name = 'spend_microdollars';
 -- name: get_spend
 SELECT value FROM counters WHERE name = 'spend_microdollars';
 
+-- name: budget_state
+-- (spent, reserved).
+SELECT (SELECT value FROM counters WHERE name = 'spend_microdollars'),
+    (SELECT COALESCE(SUM(microdollars), 0) FROM budget_reservations);
+
+-- name: reserve_budget
+-- Inside a write transaction (which keeps other writers out). task id, worker id,
+-- microdollars, now, then task id (leave out its own earlier reservation), microdollars,
+-- limit: inserted only if spend + the other reservations + this one fit the limit.
+INSERT INTO budget_reservations (task_id, worker_id, microdollars, created_at_ms)
+SELECT ?, ?, ?, ?
+WHERE (SELECT value FROM counters WHERE name = 'spend_microdollars')
+    + (SELECT COALESCE(SUM(microdollars), 0) FROM budget_reservations WHERE task_id != ?)
+    + ? <= ?
+ON CONFLICT (task_id) DO UPDATE SET worker_id = excluded.worker_id,
+    microdollars = excluded.microdollars, created_at_ms = excluded.created_at_ms;
+
+-- name: release_budget
+-- task id.
+DELETE FROM budget_reservations WHERE task_id = ?;
+
+-- name: release_budget_of_worker
+-- worker id: the reservations of a dead worker's tasks.
+DELETE FROM budget_reservations WHERE worker_id = ?;
+
 
 -- ── shared context ───────────────────────────────────────────────────
 

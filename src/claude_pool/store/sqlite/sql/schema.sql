@@ -87,6 +87,14 @@ CREATE TABLE counters (
 
 INSERT INTO counters (name, value) VALUES ('spend_microdollars', 0);
 
+-- Budget reserved for running tasks, in the store, so that every worker on it keeps one budget.
+CREATE TABLE budget_reservations (
+    task_id TEXT PRIMARY KEY,
+    worker_id TEXT NOT NULL,
+    microdollars INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+
 CREATE TABLE context (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

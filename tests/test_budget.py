@@ -1,0 +1,122 @@
+"""The pool's budget: no task starts that cannot finish a call, and several workers keep one
+budget."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from claude_pool import BudgetExhausted, Pool, PoolConfig, TaskState
+from claude_pool.executor.base import ExecutionRequest
+from claude_pool.store import MemoryStore, SqliteStore
+from claude_pool.testing.fake_executor import FakeExecutor
+from claude_pool.types import TaskResult
+
+CALL = 6_000
+"""What one API call costs here, in microdollars (the stand-in of the report)."""
+
+
+def one_call(request: ExecutionRequest) -> TaskResult:
+    """A one-call task, with the CLI's budget rule: the call is made and paid for, and a cap
+    below its cost ends the task on the cap."""
+    cap = request.config.max_budget_usd
+    if cap is not None and cap * 1_000_000 < CALL:
+        return TaskResult.failure("Claude Code failed: it reached its spend cap").model_copy(
+            update={"cost_microdollars": CALL, "turns_used": 1, "budget_exceeded": True}
+        )
+    return TaskResult.success_result("done", CALL, 1)
+
+
+async def test_a_tight_budget_never_starts_a_task_with_a_cap_below_a_call() -> None:
+    # Regression: budget 15,000, 4 slots, one-call tasks of 6,000: 24,000 was spent, one task
+    # succeeded and three failed on caps of 2,250, 1,125 and 4,500.
+    executor = FakeExecutor(handler=one_call, call_cost_microdollars=5_000)  # a close prior
+    async with Pool(
+        PoolConfig(budget_microdollars=15_000), slots=4, store=MemoryStore(), executor=executor
+    ) as pool:
+        items = await pool.fan_out_items([f"job {i}" for i in range(8)])
+        status = await pool.status()
+    caps = [r.config.max_budget_usd for r in executor.requests]
+    assert all(cap is not None and cap * 1_000_000 >= CALL for cap in caps)
+    assert not any(i.result and i.result.budget_exceeded for i in items)
+    assert sum(i.success for i in items) == 2, "as many as the budget pays for"
+    assert status.spend_microdollars == 2 * CALL
+    refused = [i for i in items if not i.success]
+    assert all("budget exhausted" in (i.error or "") for i in refused)
+    assert status.budget_exhausted
+
+
+async def test_a_task_waits_for_running_ones_to_settle_before_it_is_refused() -> None:
+    executor = FakeExecutor(handler=one_call, call_cost_microdollars=CALL, hold=True)
+    # Two caps of 1.25 calls fit; what is left after the two cannot pay for a third.
+    async with Pool(
+        PoolConfig(budget_microdollars=round(2.5 * CALL)), slots=3, store=MemoryStore(),
+        executor=executor,
+    ) as pool:  # fmt: skip
+        first = await pool.submit("first")
+        await executor.wait_running(1)
+        second = await pool.submit("second")
+        third = await pool.submit("third")
+        await executor.wait_running(2)
+        # The third cannot be paid for while the two run, and is not started.
+        assert len(executor.requests) == 2
+        executor.release()
+        records = [await pool.wait(t, timeout=5) for t in (first, second, third)]
+    assert [r.state for r in records] == [TaskState.COMPLETED, TaskState.COMPLETED,
+                                          TaskState.FAILED]  # fmt: skip
+    assert records[2].result is not None
+    assert "budget exhausted" in records[2].result.output
+    assert len(executor.requests) == 2
+
+
+async def test_several_pools_on_one_store_keep_one_budget(tmp_path: Path) -> None:
+    # Regression: each process reserved on its own, so together they overshot.
+    db = tmp_path / "pool.db"
+    budget = 5 * CALL
+    executors = [FakeExecutor(handler=one_call, call_cost_microdollars=CALL) for _ in range(3)]
+    pools = [
+        Pool(PoolConfig(budget_microdollars=budget), slots=4, store=SqliteStore(db), executor=e)
+        for e in executors
+    ]
+    for pool in pools:
+        await pool.open()
+    try:
+        submitted = [await pools[i % 3].submit(f"job {i}") for i in range(20)]
+        records = [await pools[0].wait(t, timeout=10) for t in submitted]
+        spent = (await pools[0].status()).spend_microdollars
+    finally:
+        for pool in pools:
+            await pool.close()
+    assert spent <= budget
+    assert sum(r.state is TaskState.COMPLETED for r in records) == 5
+    assert not any(r.result and r.result.budget_exceeded for r in records)
+    assert sum(len(e.requests) for e in executors) == 5
+
+
+async def test_new_work_is_refused_once_what_is_left_cannot_pay_for_a_call() -> None:
+    executor = FakeExecutor(handler=one_call, call_cost_microdollars=CALL)
+    async with Pool(
+        PoolConfig(budget_microdollars=CALL + 100), slots=1, store=MemoryStore(),
+        executor=executor,
+    ) as pool:  # fmt: skip
+        assert (await pool.run("the only one")).success
+        with pytest.raises(BudgetExhausted) as refused:
+            await pool.submit("one more")
+        assert (refused.value.spent, refused.value.limit) == (CALL, CALL + 100)
+        assert (await pool.status()).budget_exhausted
+
+
+async def test_what_calls_cost_is_learned_from_the_store_history(tmp_path: Path) -> None:
+    db = tmp_path / "pool.db"
+    first = FakeExecutor(handler=one_call, call_cost_microdollars=CALL)
+    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=first) as pool:
+        await pool.run("teaches the store")
+    # A new pool whose executor guesses far too low still starts with what the store saw.
+    low = FakeExecutor(handler=one_call, call_cost_microdollars=10)
+    async with Pool(
+        PoolConfig(budget_microdollars=100 * CALL), slots=4, store=SqliteStore(db), executor=low
+    ) as pool:
+        await asyncio.gather(*(pool.run(f"job {i}") for i in range(4)))
+    assert all((r.config.max_budget_usd or 0) * 1_000_000 >= CALL for r in low.requests)
