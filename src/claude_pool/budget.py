@@ -38,6 +38,7 @@ def typical_call_cost(model: str | None) -> int:
     """What a typical Claude Code call of ``model`` costs, in microdollars."""
     return max(1, round(estimate_cost_usd(model, [TYPICAL_CALL]) * 1_000_000))
 
+
 CALL_MARGIN = 1.25
 """Where the budget allows, a cap covers this many times the estimated cost of one call (and
 it is never below one call)."""
@@ -79,9 +80,7 @@ class CallCosts:
         if cost_microdollars <= 0 or calls <= 0:
             return
         for key in {_key(model), _ANY}:
-            self._per_call.setdefault(key, deque(maxlen=_SAMPLES)).append(
-                cost_microdollars / calls
-            )
+            self._per_call.setdefault(key, deque(maxlen=_SAMPLES)).append(cost_microdollars / calls)
             self._per_task.setdefault(key, deque(maxlen=_SAMPLES)).append(cost_microdollars)
 
     def per_call(self, model: str | None) -> int:
