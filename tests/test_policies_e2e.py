@@ -47,6 +47,26 @@ async def test_concurrent_tasks_against_a_budget_never_overshoot_more_than_calls
             await pool.submit("one more")
 
 
+async def test_a_tight_budget_completes_what_it_pays_for_and_no_task_fails_on_its_cap(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    # Regression: the budget splitter started tasks with caps below the cost of one call, and
+    # they failed on their caps after paying for it.
+    usage = Usage(input_tokens=1000, output_tokens=1000)
+    call = round(expected_cost_usd(DEFAULT_MODEL, usage) * 1_000_000)
+    mock_api.on(Reply("done", usage=usage), prompt="job")
+    budget = round(call * 2.6)
+    async with make_pool(slots=4, budget_microdollars=budget,
+                         slot_mode=SlotMode.EPHEMERAL) as pool:  # fmt: skip
+        items = await pool.fan_out_items([f"job {i}" for i in range(6)])
+        status = await pool.status()
+    assert sum(i.success for i in items) == 2
+    assert not any(i.result is not None and i.result.budget_exceeded for i in items)
+    assert all("budget exhausted" in (i.error or "") for i in items if not i.success)
+    assert status.spend_microdollars <= budget
+    assert len(mock_api.main_requests) == 2, "no call was made by a task that had to fail"
+
+
 async def test_a_rejected_task_runs_again_with_the_feedback_in_its_prompt(
     make_pool: PoolFactory, mock_api: MockAnthropicAPI
 ) -> None:
