@@ -1,5 +1,7 @@
 """claude-pool: run many Claude Code CLI sessions as one managed pool."""
 
+import logging as _logging
+
 from claude_pool.chain import (
     ChainIsolation,
     ChainResult,
@@ -57,6 +59,9 @@ from claude_pool.types import (
 from claude_pool.worktree import WorktreeReport
 
 __version__ = "0.1.0"
+
+# A library logs, the application decides where to: nothing reaches stderr unless configured.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "BudgetExhausted",
