@@ -12,7 +12,7 @@ from claude_pool import BudgetExhausted, Pool, PoolConfig, TaskState
 from claude_pool.executor.base import ExecutionRequest
 from claude_pool.store import MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
-from claude_pool.types import TaskResult
+from claude_pool.types import MetricsFilter, TaskResult
 
 CALL = 6_000
 """What one API call costs here, in microdollars (the stand-in of the report)."""
@@ -120,3 +120,48 @@ async def test_what_calls_cost_is_learned_from_the_store_history(tmp_path: Path)
     ) as pool:
         await asyncio.gather(*(pool.run(f"job {i}") for i in range(4)))
     assert all((r.config.max_budget_usd or 0) * 1_000_000 >= CALL for r in low.requests)
+
+
+async def test_a_rejected_task_keeps_the_spend_of_every_attempt() -> None:
+    # Regression: after reject() the task was queued again with result=None, and its earlier
+    # attempts vanished from the record and from session_metrics (42,000 there vs 48,000 in
+    # status()).
+    async with Pool(PoolConfig(), slots=1, store=MemoryStore(),
+                    executor=FakeExecutor(handler=one_call)) as pool:  # fmt: skip
+        task_id = await pool.submit("write it", review=True, max_rejections=3)
+        for feedback in ("shorter", "friendlier"):
+            assert (await pool.wait(task_id, timeout=5)).state is TaskState.PENDING_REVIEW
+            await pool.reject(task_id, feedback)
+        record = await pool.wait(task_id, timeout=5)
+        await pool.approve(task_id)
+        record = await pool.get_task(task_id)
+        metrics = await pool.session_metrics()
+        status = await pool.status()
+    assert [a.reason for a in record.attempts] == ["rejected: shorter", "rejected: friendlier"]
+    assert [a.cost_microdollars for a in record.attempts] == [CALL, CALL]
+    assert record.total_cost_microdollars == 3 * CALL
+    assert status.spend_microdollars == 3 * CALL
+    assert metrics.total_spend_microdollars == status.spend_microdollars
+    assert metrics.max_cost_microdollars == 3 * CALL
+    assert metrics.model_breakdown[0].total_cost_microdollars == 3 * CALL
+
+
+async def test_session_metrics_cover_this_session_unless_asked_for_all_time(
+    tmp_path: Path,
+) -> None:
+    # Regression: after reopening a SQLite store, total_tasks counted every task ever stored
+    # while session_start_ms was the new session's.
+    db = tmp_path / "pool.db"
+    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=FakeExecutor()) as pool:
+        for i in range(3):
+            await pool.run(f"earlier {i}")
+    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=FakeExecutor()) as pool:
+        await pool.run("now")
+        session = await pool.session_metrics()
+        everything = await pool.session_metrics(MetricsFilter(all_time=True))
+        ranged = await pool.session_metrics(MetricsFilter(since_ms=0))
+    assert (session.total_tasks, session.scope) == (1, "session")
+    assert (everything.total_tasks, everything.scope) == (4, "all_time")
+    assert (ranged.total_tasks, ranged.scope) == (4, "range")
+    assert "scope" not in session.model_dump(), "the seed's JSON shape, by default"
+    assert everything.model_dump()["scope"] == "all_time"

@@ -63,6 +63,7 @@ from claude_pool.store import Message, Store, open_store
 from claude_pool.supervisor import Supervisor
 from claude_pool.types import (
     MetricsFilter,
+    MetricsScope,
     PermissionMode,
     PoolConfig,
     SessionMetrics,
@@ -622,8 +623,21 @@ class Pool:
 
     async def session_metrics(self, filter: MetricsFilter | None = None) -> SessionMetrics:
         """Counts, spend, cost and time figures and a per-model breakdown, computed in the
-        store (see :mod:`claude_pool.store.metrics`)."""
-        return await self._store.session_metrics(filter, self._started_ms, now_ms())
+        store (see :mod:`claude_pool.store.metrics`). They cover this pool's session (the
+        tasks created since it opened) unless the filter gives a time range or asks for
+        ``all_time``; the result's ``scope`` says which."""
+        filter = filter or MetricsFilter()
+        scope: MetricsScope
+        if filter.since_ms is not None or filter.until_ms is not None:
+            scope = "range"
+        elif filter.all_time:
+            scope = "all_time"
+        else:
+            scope = "session"
+            filter = filter.model_copy(update={"since_ms": self._started_ms})
+        metrics = await self._store.session_metrics(filter, self._started_ms, now_ms())
+        metrics.scope = scope
+        return metrics
 
     # ── outside workers and the review gate ─────────────────────────
 

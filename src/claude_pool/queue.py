@@ -381,7 +381,8 @@ class TaskQueue:
         updated = await self._events.write(
             lambda batch: self._store.transition_task(
                 task_id, {TaskState.FAILED, TaskState.CANCELLED}, TaskState.PENDING,
-                now_ms=now_ms(), result=None, slot_id=None, events=batch,
+                now_ms=now_ms(), result=None, slot_id=None,
+                attempt_reason="queued again on request", events=batch,
             ),
             TaskRequeued(
                 task_id=task_id, reason="queued again on request",
@@ -398,7 +399,7 @@ class TaskQueue:
         moved = await self._events.write(
             lambda batch: self._store.transition_task(
                 task_id, {TaskState.RUNNING}, TaskState.PENDING, now_ms=now_ms(), slot_id=None,
-                events=batch,
+                attempt_reason=reason, events=batch,
             ),
             TaskRequeued(task_id=task_id, reason=reason, target=target_info(stored.target)),
         )  # fmt: skip
@@ -573,7 +574,8 @@ class TaskQueue:
         updated = await self._events.write(
             lambda batch: self._store.transition_task(
                 record.id, {TaskState.PENDING_REVIEW}, TaskState.PENDING, now_ms=now,
-                prompt=prompt, rejection_count=count, result=None, slot_id=None, events=batch,
+                prompt=prompt, rejection_count=count, result=None, slot_id=None,
+                attempt_reason=f"rejected: {preview(feedback, 200)}", events=batch,
             ),
             requeued,
         )  # fmt: skip

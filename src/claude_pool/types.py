@@ -13,7 +13,7 @@ import secrets
 import time
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from typing import Any, NewType, Self
+from typing import Any, Literal, NewType, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -339,6 +339,29 @@ class _SuccessConstructor:
 setattr(TaskResult, "success", _SuccessConstructor())  # noqa: B010 - keeps the field's type for mypy
 
 
+class TaskAttempt(_Model):
+    """An earlier run of a task that ran again (rejected, queued again, recovered): what it
+    cost and how it ended. Not in the seed: kept so that no attempt's spend is lost."""
+
+    attempt: int
+    """1 for the first run."""
+    reason: str
+    """Why the task ran again after it."""
+    state: TaskState
+    """What the run ended as before it was queued again."""
+    cost_microdollars: int = 0
+    turns_used: int = 0
+    elapsed_ms: int = 0
+    model: str | None = None
+    output: str = ""
+    """A preview of what it answered."""
+    ended_at_ms: int | None = None
+
+
+def _is_empty(value: object) -> bool:
+    return not value
+
+
 class TaskRecord(_Model):
     id: TaskId
     prompt: str
@@ -354,6 +377,15 @@ class TaskRecord(_Model):
     created_at_ms: int | None = None
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
+    attempts: list[TaskAttempt] = Field(default_factory=list, exclude_if=_is_empty)
+    """Earlier runs (not the current one), with their cost; absent from the JSON when there
+    are none, as in the seed."""
+
+    @property
+    def total_cost_microdollars(self) -> int:
+        """What every run of the task cost: the earlier attempts and the current result."""
+        current = self.result.cost_microdollars if self.result is not None else 0
+        return current + sum(a.cost_microdollars for a in self.attempts)
 
     @classmethod
     def new_pending(cls, id: TaskId, prompt: str) -> Self:
@@ -403,6 +435,13 @@ class ModelMetrics(_Model):
     total_turns: int = 0
 
 
+MetricsScope = Literal["session", "all_time", "range"]
+
+
+def _is_session(value: object) -> bool:
+    return value == "session"
+
+
 class SessionMetrics(_Model):
     total_tasks: int = 0
     completed_tasks: int = 0
@@ -422,13 +461,23 @@ class SessionMetrics(_Model):
     model_breakdown: list[ModelMetrics] = Field(default_factory=list)
     session_start_ms: int = 0
     session_duration_ms: int = 0
+    scope: MetricsScope = Field(default="session", exclude_if=_is_session)
+    """Which tasks the figures cover: ``session`` (those created since this pool opened, the
+    default; left out of the JSON, as the seed has no such field), ``all_time`` (every task in
+    the store) or ``range`` (the filter's ``since_ms``/``until_ms``)."""
 
 
 class MetricsFilter(_Model):
+    """Which tasks session metrics cover. Without ``since_ms``/``until_ms`` they cover this
+    pool's session, the tasks created since it opened; ``all_time`` asks for every task in the
+    store."""
+
     since_ms: int | None = None
     until_ms: int | None = None
     tags: list[str] | None = None
     model: str | None = None
+    all_time: bool = Field(default=False, exclude_if=_is_false)
+    """Not in the seed: every task in the store, not only this session's."""
 
 
 __all__ = [

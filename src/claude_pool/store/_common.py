@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from claude_pool.types import SlotConfig, SlotId, SlotRecord, TaskResult
+from claude_pool.types import (
+    SlotConfig,
+    SlotId,
+    SlotRecord,
+    TaskAttempt,
+    TaskRecord,
+    TaskResult,
+)
 
 SLOT_UPDATABLE_FIELDS = frozenset(SlotRecord.model_fields) - {"id", "mcp_config_path"}
 """SlotRecord fields ``update_slot`` may set. ``mcp_config_path`` is runtime-only (the seed
@@ -40,3 +47,25 @@ def recovery_failure(worker_id: str) -> TaskResult:
         "before it finished, so the task was marked failed on recovery; submit it again to "
         "re-run it"
     )
+
+
+ATTEMPT_OUTPUT_CHARS = 500
+"""How much of an earlier attempt's answer a task keeps."""
+
+
+def archived(record: TaskRecord, reason: str, now_ms: int) -> list[TaskAttempt]:
+    """The task's attempts with its current run added, as it is queued again for ``reason``."""
+    result = record.result
+    output = result.output if result is not None else ""
+    attempt = TaskAttempt(
+        attempt=len(record.attempts) + 1,
+        reason=reason,
+        state=record.state,
+        cost_microdollars=result.cost_microdollars if result is not None else 0,
+        turns_used=result.turns_used if result is not None else 0,
+        elapsed_ms=result.elapsed_ms if result is not None else 0,
+        model=result.model if result is not None else None,
+        output=output if len(output) <= ATTEMPT_OUTPUT_CHARS else output[:ATTEMPT_OUTPUT_CHARS],
+        ended_at_ms=record.completed_at_ms or now_ms,
+    )
+    return [*record.attempts, attempt]

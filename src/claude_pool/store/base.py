@@ -156,14 +156,17 @@ class TaskQueueStore(Protocol):
         slot_id: SlotId | Any | None = UNSET,
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
+        attempt_reason: str | Any = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         """Compare-and-set: move the task to ``to_state`` only if it is in one of
         ``from_states``; set the given fields; stamp ``started_at_ms`` (running) or
         ``completed_at_ms`` (any other non-pending state), clear ``claimed_by`` unless running.
-        Moving back to pending (a re-queue) clears both stamps. Returns the updated record, or
-        None if the task does not exist or was not in an allowed state (then ``events`` are
-        not logged either)."""
+        Moving back to pending (a re-queue) clears both stamps. With ``attempt_reason``, the
+        run the task had (its state and result, what it cost) is first added to its
+        ``attempts`` for that reason, so that running it again loses none of its spend.
+        Returns the updated record, or None if the task does not exist or was not in an
+        allowed state (then ``events`` are not logged either)."""
 
     async def settle_task(
         self,
@@ -199,10 +202,10 @@ class TaskQueueStore(Protocol):
         *,
         events: RecoveryEvents | None = None,
     ) -> list[TaskId]:
-        """Tasks left running by the given workers are re-queued (pending, slot cleared) or
-        failed with a clear reason, in one atomic write that also logs ``events(task id,
-        worker, record)`` for each and drops the workers' budget reservations. Returns their
-        ids."""
+        """Tasks left running by the given workers are re-queued (pending, slot cleared; the
+        interrupted run added to their ``attempts``) or failed with a clear reason, in one
+        atomic write that also logs ``events(task id, worker, record)`` for each and drops the
+        workers' budget reservations. Returns their ids."""
 
 
 @runtime_checkable

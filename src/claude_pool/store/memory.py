@@ -19,6 +19,7 @@ from typing import Any
 from claude_pool.errors import StoreError
 from claude_pool.events import Event, parse_event
 from claude_pool.store._common import (
+    archived,
     recovery_failure,
     stored_slot,
     validate_slot_fields,
@@ -58,6 +59,8 @@ def copy_record(record: TaskRecord) -> TaskRecord:
         update["result"] = record.result.model_copy()
     if record.config is not None:
         update["config"] = record.config.model_copy(deep=True)
+    if record.attempts:
+        update["attempts"] = [attempt.model_copy() for attempt in record.attempts]
     return record.model_copy(update=update)
 
 
@@ -208,6 +211,7 @@ class MemoryStore:
         slot_id: SlotId | Any | None = UNSET,
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
+        attempt_reason: str | Any = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         self._check_open()
@@ -217,6 +221,13 @@ class MemoryStore:
             "prompt": prompt,
             "rejection_count": rejection_count,
         }
+        stored = self._tasks.get(task_id)
+        if (
+            attempt_reason is not UNSET
+            and stored is not None
+            and stored.record.state in from_states
+        ):
+            stored.record.attempts = archived(stored.record, attempt_reason, now_ms)
         record = self._transition(
             task_id,
             from_states,
@@ -329,6 +340,8 @@ class MemoryStore:
             stored.claimed_by = None
             self._reservations.pop(record.id, None)
             if policy == "requeue":
+                reason = f"its pool process {worker_id} died while it ran"
+                record.attempts = archived(record, reason, now_ms)
                 record.state = TaskState.PENDING
                 record.slot_id = None
                 record.started_at_ms = None

@@ -11,8 +11,10 @@ without ``created_at_ms`` is out of scope when a bound is set), with any of the 
 
 - ``total_tasks``: all of them (every state, pending_review included); the five state counts:
   tasks in that state.
-- ``total_spend_microdollars``: sum of ``result.cost_microdollars`` over every task with a
-  result, whatever its state.
+- A task's cost is what all its runs cost: its result's ``cost_microdollars`` plus its earlier
+  attempts' (a task rejected or queued again keeps what each run spent).
+- ``total_spend_microdollars``: the sum of every task's cost, whatever its state (with or
+  without a current result): what the ledger says was spent on them.
 - "completed" figures use tasks in state completed that have a result: ``avg_cost`` =
   sum // count, ``max_cost``; ``avg_elapsed`` = sum // count, ``min/max_elapsed``,
   ``median_elapsed`` = the middle value, or for an even count the floor of the mean of the two
@@ -48,11 +50,14 @@ class MetricGroup:
     tasks: int
     with_result: int = 0
     cost_sum: int = 0
+    """The cost of the tasks with a result (their earlier attempts included)."""
     cost_max: int | None = None
     elapsed_sum: int = 0
     elapsed_min: int | None = None
     elapsed_max: int | None = None
     turns_sum: int = 0
+    spent_sum: int = 0
+    """The cost of every task of the group, with a current result or not."""
 
 
 def normalise_tags(tags: list[str] | None) -> list[str] | None:
@@ -92,11 +97,13 @@ def groups_of(
         if group is None:
             group = groups[(record.state.value, model)] = MetricGroup(record.state.value, model, 0)
         group.tasks += 1
+        cost = record.total_cost_microdollars
+        group.spent_sum += cost
         if result is None:
             continue
         group.with_result += 1
-        group.cost_sum += result.cost_microdollars
-        group.cost_max = max(group.cost_max or 0, result.cost_microdollars)
+        group.cost_sum += cost
+        group.cost_max = max(group.cost_max or 0, cost)
         group.elapsed_sum += result.elapsed_ms
         group.elapsed_min = min(
             result.elapsed_ms if group.elapsed_min is None else group.elapsed_min,
@@ -134,7 +141,7 @@ def metrics_from_groups(
         cancelled_tasks=counts.get("cancelled", 0),
         running_tasks=counts.get("running", 0),
         pending_tasks=counts.get("pending", 0),
-        total_spend_microdollars=sum(g.cost_sum for g in groups),
+        total_spend_microdollars=sum(g.spent_sum for g in groups),
         session_start_ms=session_start_ms,
         session_duration_ms=max(0, now_ms - session_start_ms),
     )

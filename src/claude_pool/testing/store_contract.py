@@ -747,6 +747,65 @@ class StoreContract:
         assert sorted(totals) == [7 * (i + 1) for i in range(100)]
         assert await store.add_spend(0) == 700
 
+    async def test_a_task_queued_again_keeps_its_earlier_run_as_an_attempt(
+        self, store: Store
+    ) -> None:
+        task = await store.insert_task(make_task())
+        assert await claim(store) is not None
+        first = make_result(cost=400, turns=2, model="m1")
+        await store.transition_task(
+            task.record.id, [TaskState.RUNNING], TaskState.PENDING_REVIEW, now_ms=T0 + 1,
+            result=first,
+        )  # fmt: skip
+        again = await store.transition_task(
+            task.record.id, [TaskState.PENDING_REVIEW], TaskState.PENDING, now_ms=T0 + 2,
+            result=None, attempt_reason="rejected: shorter",
+        )  # fmt: skip
+        assert again is not None
+        assert again.result is None
+        (attempt,) = again.attempts
+        assert (attempt.attempt, attempt.reason, attempt.state) == (
+            1, "rejected: shorter", TaskState.PENDING_REVIEW,
+        )  # fmt: skip
+        assert (attempt.cost_microdollars, attempt.turns_used, attempt.model) == (400, 2, "m1")
+        assert again.total_cost_microdollars == 400
+        assert await claim(store) is not None
+        await store.transition_task(
+            task.record.id, [TaskState.RUNNING], TaskState.COMPLETED, now_ms=T0 + 3,
+            result=make_result(cost=100),
+        )  # fmt: skip
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.record.total_cost_microdollars == 500
+        assert [a.attempt for a in stored.record.attempts] == [1]
+        metrics = await store.session_metrics(None, T0, T0 + 10)
+        assert metrics.total_spend_microdollars == 500
+        assert metrics.avg_cost_microdollars == 500
+
+    async def test_a_recovered_task_keeps_the_interrupted_run_as_an_attempt(
+        self, store: Store
+    ) -> None:
+        (task,) = await self._running_for(store, ["w-dead"])
+        await store.recover_tasks(["w-dead"], "requeue", T0)
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        (attempt,) = stored.record.attempts
+        assert attempt.state is TaskState.RUNNING
+        assert "w-dead" in attempt.reason
+
+    async def test_an_attempt_reason_on_a_refused_change_records_nothing(
+        self, store: Store
+    ) -> None:
+        task = await store.insert_task(make_task())
+        moved = await store.transition_task(
+            task.record.id, [TaskState.FAILED], TaskState.PENDING, now_ms=T0,
+            attempt_reason="never",
+        )  # fmt: skip
+        assert moved is None
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.record.attempts == []
+
     async def test_budget_reservations_fit_the_limit_together_with_the_spend(
         self, store: Store
     ) -> None:

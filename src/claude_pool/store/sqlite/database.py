@@ -27,11 +27,12 @@ from typing import Any
 
 from claude_pool.errors import StoreError
 from claude_pool.events import Event, parse_event
-from claude_pool.store._common import recovery_failure
+from claude_pool.store._common import archived, recovery_failure
 from claude_pool.store.base import Message, RecoveryEvents, RecoveryPolicy, StoredTask
 from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
 from claude_pool.store.sqlite.queries import QUERIES as Q
 from claude_pool.store.sqlite.rows import (
+    attempts_values,
     event_values,
     message_from_row,
     record_from_row,
@@ -160,6 +161,9 @@ def _transition(
     if "result" in fields:
         sets.append(Q["result_assignments"])
         params.extend(result_values(fields["result"]))
+    if "attempts" in fields:
+        sets.append(Q["attempts_assignments"])
+        params.extend(attempts_values(fields["attempts"]))
     for name in ("slot_id", "prompt", "rejection_count"):  # each stored in its own column
         if name in fields:
             sets.append(f"{name} = ?")
@@ -439,6 +443,13 @@ class Database:
         if not from_states:
             return None
         with self.write() as conn:
+            reason = fields.pop("attempt_reason", None)
+            if reason is not None:
+                # The run the task had becomes an attempt, read and written in this write.
+                row = conn.execute(Q["get_task"], (task_id,)).fetchone()
+                if row is None or TaskState(row[2]) not in from_states:
+                    return None
+                fields["attempts"] = archived(record_from_row(row), reason, now_ms)
             record = _transition(conn, task_id, from_states, to_state, now_ms, fields)
             seqs = _log_events(conn, events) if record is not None else []
         if record is not None:
@@ -497,6 +508,10 @@ class Database:
         with self.write() as conn:
             for worker_id in dead_workers:
                 if policy == "requeue":
+                    reason = f"its pool process {worker_id} died while it ran"
+                    for row in conn.execute(Q["running_tasks_of_worker"], (worker_id,)):
+                        attempts = archived(record_from_row(row), reason, now_ms)
+                        conn.execute(Q["set_task_attempts"], (*attempts_values(attempts), row[1]))
                     cursor = conn.execute(Q["requeue_tasks_of_worker"], (worker_id,))
                 else:
                     failure = result_values(recovery_failure(worker_id))

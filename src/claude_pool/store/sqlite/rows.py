@@ -18,6 +18,7 @@ from claude_pool.types import (
     SlotConfig,
     SlotRecord,
     SlotState,
+    TaskAttempt,
     TaskOverrides,
     TaskRecord,
     TaskResult,
@@ -41,6 +42,7 @@ def record_from_row(row: Sequence[Any]) -> TaskRecord:
             "created_at_ms": row[9],
             "started_at_ms": row[10],
             "completed_at_ms": row[11],
+            "attempts": [] if row[24] is None else json.loads(row[24]),
         }
     )
 
@@ -73,6 +75,14 @@ def result_values(result: TaskResult | None) -> tuple[Any, ...]:
     )
 
 
+def attempts_values(attempts: Sequence[TaskAttempt]) -> tuple[Any, ...]:
+    """The parameters of ``attempts_assignments``."""
+    if not attempts:
+        return (None, 0)
+    text = json.dumps([a.model_dump(mode="json") for a in attempts])
+    return (text, sum(a.cost_microdollars for a in attempts))
+
+
 def task_values(task: StoredTask) -> tuple[Any, ...]:
     """The parameters of ``insert_task`` (``insert_numbered_task`` takes the seq first)."""
     record = task.record
@@ -101,6 +111,7 @@ def task_values(task: StoredTask) -> tuple[Any, ...]:
         record.prompt,
         *result_values(record.result),
         task.cwd,
+        *attempts_values(record.attempts),
     )
 
 

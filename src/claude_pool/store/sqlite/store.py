@@ -304,6 +304,7 @@ class SqliteStore:
         slot_id: SlotId | Any | None = UNSET,
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
+        attempt_reason: str | Any = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         fields = {
@@ -313,6 +314,7 @@ class SqliteStore:
                 ("slot_id", slot_id),
                 ("prompt", prompt),
                 ("rejection_count", rejection_count),
+                ("attempt_reason", attempt_reason),
             )
             if value is not UNSET
         }

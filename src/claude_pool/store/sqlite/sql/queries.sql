@@ -19,11 +19,15 @@
 seq, id, state, priority, slot_id, target_slot, target_role, target_name, claimed_by,
 created_at_ms, started_at_ms, completed_at_ms, review_required, max_rejections,
 rejection_count, timeout_secs, assignment_timeout_secs, fresh_session, tags_json,
-config_json, original_prompt, prompt, result_json, cwd
+config_json, original_prompt, prompt, result_json, cwd, attempts_json
 
 -- name: result_assignments
 -- A task's result: rows.result_values(result).
 result_json = ?, cost_microdollars = ?, elapsed_ms = ?, turns_used = ?, model = ?, success = ?
+
+-- name: attempts_assignments
+-- A task's earlier attempts: rows.attempts_values(attempts).
+attempts_json = ?, attempts_cost_microdollars = ?
 
 -- name: insert_task
 -- rows.task_values(task); returns the seq it was given.
@@ -31,8 +35,8 @@ INSERT INTO tasks (id, state, priority, slot_id, target_slot, target_role, targe
     claimed_by, created_at_ms, started_at_ms, completed_at_ms, review_required,
     max_rejections, rejection_count, timeout_secs, assignment_timeout_secs, fresh_session,
     tags_json, config_json, original_prompt, prompt, result_json, cost_microdollars,
-    elapsed_ms, turns_used, model, success, cwd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING seq;
 
 -- name: last_task_seq
@@ -47,8 +51,9 @@ INSERT INTO tasks (seq, id, state, priority, slot_id, target_slot, target_role, 
     claimed_by, created_at_ms, started_at_ms, completed_at_ms, review_required,
     max_rejections, rejection_count, timeout_secs, assignment_timeout_secs, fresh_session,
     tags_json, config_json, original_prompt, prompt, result_json, cost_microdollars,
-    elapsed_ms, turns_used, model, success, cwd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+    ?);
 
 -- name: insert_task_tag
 -- task seq, tag.
@@ -137,6 +142,14 @@ claimed_by = NULL, completed_at_ms = ?
 SELECT {task_columns} FROM tasks
 WHERE state = 'pending' AND (? IS NULL OR created_at_ms < ?)
 ORDER BY seq;
+
+-- name: running_tasks_of_worker
+-- worker id.
+SELECT {task_columns} FROM tasks WHERE state = 'running' AND claimed_by = ?;
+
+-- name: set_task_attempts
+-- rows.attempts_values(attempts), task id.
+UPDATE tasks SET {attempts_assignments} WHERE id = ?;
 
 -- name: requeue_tasks_of_worker
 -- Recovery: a dead worker's running tasks go back to the queue. worker id.
@@ -416,9 +429,11 @@ SELECT data_json FROM chains WHERE state = ? ORDER BY seq LIMIT ? OFFSET ?;
 -- The figures of the tasks in scope, by state and model (store.metrics.MetricGroup). The
 -- filters' parameters. {filters}: the task_* fragments joined with AND ("1 = 1" for none).
 SELECT state, model, COUNT(*), COUNT(cost_microdollars),
-    COALESCE(SUM(cost_microdollars), 0), MAX(cost_microdollars),
+    COALESCE(SUM(cost_microdollars + attempts_cost_microdollars), 0),
+    MAX(cost_microdollars + attempts_cost_microdollars),
     COALESCE(SUM(elapsed_ms), 0), MIN(elapsed_ms), MAX(elapsed_ms),
-    COALESCE(SUM(turns_used), 0)
+    COALESCE(SUM(turns_used), 0),
+    COALESCE(SUM(COALESCE(cost_microdollars, 0) + attempts_cost_microdollars), 0)
 FROM tasks WHERE {filters}
 GROUP BY state, model;
 

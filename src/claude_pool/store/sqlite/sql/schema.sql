@@ -34,7 +34,9 @@ CREATE TABLE tasks (
     original_prompt TEXT,
     prompt TEXT NOT NULL,
     result_json TEXT
-, cwd TEXT); -- cwd: added by migration 0002, spelled as ALTER TABLE writes it
+, cwd TEXT, attempts_json TEXT, attempts_cost_microdollars INTEGER NOT NULL DEFAULT 0);
+-- cwd (migration 0002) and the earlier attempts of a task run again with their total cost
+-- (migration 0007) are spelled as ALTER TABLE writes them.
 
 -- Claims: the queue order, over pending tasks only.
 CREATE INDEX tasks_queue ON tasks (state, priority DESC, seq) WHERE state = 'pending';
