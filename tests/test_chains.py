@@ -45,7 +45,7 @@ def failed(output: str, cost: int) -> TaskResult:
 
 def make_pool(executor: FakeExecutor, slots: int = 1, **kwargs: Any) -> Pool:
     kwargs.setdefault("store", MemoryStore())
-    return Pool(PoolConfig(), slots=slots, executor=executor, poll_secs=0.02, **kwargs)
+    return Pool(PoolConfig(), slots=slots, executor=executor, **kwargs)
 
 
 def spec(*steps: ChainStep | dict[str, Any], **kwargs: Any) -> ChainSpec:
@@ -415,7 +415,7 @@ _CRASHING_POOL = textwrap.dedent(
     async def main():
         executor = FakeExecutor(hold=True)
         pool = Pool(PoolConfig(), slots=1, executor=executor, store=SqliteStore(sys.argv[1]),
-                    settings=Settings(heartbeat_secs=0.2), poll_secs=0.02)
+                    settings=Settings(heartbeat_secs=0.2))
         await pool.open()
         chain_id = await pool.submit_chain({"isolation": "none", "steps": [
             {"name": "plan", "prompt": "plan", "output_vars": {"n": "n"}},

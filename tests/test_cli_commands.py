@@ -179,3 +179,24 @@ def test_run_without_a_worker_leaves_other_queued_tasks_alone(
     states = {t["id"]: t["state"] for t in json.loads(cli("tasks", "--json").stdout)}
     assert [states[t] for t in queued] == ["pending", "pending"]
     assert [r.prompt for r in mock_api.main_requests] == ["only my task"]
+
+
+async def test_status_in_another_shell_shows_the_workers_rate_limit_hold(
+    cli: Cli, worker: subprocess.Popen[bytes], mock_api: MockAnthropicAPI
+) -> None:
+    """Regression: ``claude-pool status`` showed ``rate_limit: null`` while the worker's
+    tasks were retrying 429s. The retried call is slow to answer, so the hold lasts past
+    the announced retry time; status shows it until the call gets through."""
+    mock_api.fail(429, times=1)
+    mock_api.on(Reply("through at last", delay=6), prompt="storm")
+    task_id = cli("submit", "storm").stdout.strip()
+    await asyncio.to_thread(mock_api.wait_for_requests, 2, 60)  # the retry is under way
+    during = json.loads(cli("status", "--json").stdout)
+    hold = during["rate_limit"]
+    assert hold is not None, during
+    assert hold["status"] == 429
+    assert hold["tasks"] == [task_id]
+    assert "rate limited (HTTP 429)" in hold["message"]
+    waited = cli("result", task_id, "--wait", "--timeout", "60", "--json")
+    assert json.loads(waited.stdout)["result"]["output"] == "through at last"
+    assert json.loads(cli("status", "--json").stdout)["rate_limit"] is None

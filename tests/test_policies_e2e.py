@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from claude_pool import BudgetExhausted, Pool, SlotMode, TaskState
-from claude_pool.events import Event, TaskApiRetry
+from claude_pool.events import Event, RateLimitCleared, TaskApiRetry
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
     MockAnthropicAPI,
@@ -107,10 +107,13 @@ async def test_a_429_storm_pauses_dispatch_and_no_task_is_lost(
 ) -> None:
     mock_api.fail(429, times=2)
     retried = asyncio.Event()
+    cleared_at: list[int] = []
 
     def on_event(event: Event) -> None:
         if isinstance(event, TaskApiRetry):
             retried.set()
+        if isinstance(event, RateLimitCleared):
+            cleared_at.append(event.at_ms)
 
     async with make_pool(slots=2) as pool:
         pool.add_listener(on_event)
@@ -119,11 +122,13 @@ async def test_a_429_storm_pauses_dispatch_and_no_task_is_lost(
         status = await pool.status()
         assert status.rate_limit is not None
         assert status.rate_limit.status == 429
-        paused_until = status.rate_limit.until_ms
+        assert status.rate_limit.tasks == [first]
         later = [await pool.submit(f"later {i}") for i in range(3)]
         records = [await pool.wait(t, timeout=60) for t in [first, *later]]
         assert [r.state for r in records] == [TaskState.COMPLETED] * 4
+        # Nothing started while the first task's CLI was still retrying.
+        assert cleared_at, "the hold ended when the retried call got through"
         for record in records[1:]:
             assert record.started_at_ms is not None
-            assert record.started_at_ms >= paused_until
+            assert record.started_at_ms >= cleared_at[0]
         assert (await pool.status()).rate_limit is None

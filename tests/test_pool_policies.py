@@ -18,10 +18,9 @@ from claude_pool import (
     TaskOverrides,
     TaskResult,
     TaskState,
-    now_ms,
 )
 from claude_pool.config import Settings
-from claude_pool.executor.base import EventKind, ExecutionRequest
+from claude_pool.executor.base import ExecutionRequest
 from claude_pool.store import MemoryStore
 from claude_pool.testing.fake_executor import FakeExecutor
 
@@ -225,31 +224,6 @@ async def test_failed_and_cancelled_tasks_spend_counts() -> None:
         assert (await pool.status()).spend_microdollars == 1000
 
 
-async def test_api_retries_pause_dispatch_until_the_retry_time_then_resume() -> None:
-    started_at: dict[str, int] = {}
-
-    def handler(request: ExecutionRequest) -> TaskResult:
-        started_at[request.prompt] = now_ms()
-        return TaskResult.success_result("ok", 1, 1)
-
-    def retry_on_first(request: ExecutionRequest) -> list[tuple[EventKind, dict[str, object]]]:
-        if request.prompt != "first":
-            return []
-        return [(EventKind.API_RETRY, {"status": 429, "attempt": 1, "delay_ms": 300})]
-
-    executor = FakeExecutor(handler=handler, events=retry_on_first)
-    async with make_pool(executor, slots=2) as pool:
-        await pool.run("first")
-        status = await pool.status()
-        assert status.rate_limit is not None
-        assert status.rate_limit.status == 429
-        assert "rate limited" in status.rate_limit.message
-        paused_until = status.rate_limit.until_ms
-        await pool.run("second")
-        assert started_at["second"] >= paused_until
-        assert (await pool.status()).rate_limit is None
-
-
 async def test_auto_scaling_grows_while_tasks_wait_and_shrinks_idle_slots() -> None:
     executor = FakeExecutor(hold=True)
     settings = Settings(
@@ -258,7 +232,7 @@ async def test_auto_scaling_grows_while_tasks_wait_and_shrinks_idle_slots() -> N
         slots=1,
         pool=PoolConfig(scaling=ScalingConfig(min_slots=1, max_slots=3)),
     )
-    pool = Pool(settings=settings, store=MemoryStore(), executor=executor, poll_secs=0.02)
+    pool = Pool(settings=settings, store=MemoryStore(), executor=executor)
     async with pool:
         ids = [await pool.submit(f"job {i}") for i in range(4)]
         await executor.wait_running(3)

@@ -62,7 +62,6 @@ def isolated_pool(repo: Path, executor: FakeExecutor, slots: int = 2, **kwargs: 
         slots=slots,
         executor=executor,
         cwd=repo,
-        poll_secs=0.02,
         **kwargs,
     )
 
@@ -155,9 +154,7 @@ async def test_a_slot_that_moves_out_of_its_worktree_starts_a_new_session(
     async with isolated_pool(repo, FakeExecutor(handler=writer), 1, store=SqliteStore(db)) as p:
         await p.run("first")
     plain = FakeExecutor()
-    async with Pool(
-        PoolConfig(), slots=1, executor=plain, cwd=repo, store=SqliteStore(db), poll_secs=0.02
-    ) as pool:
+    async with Pool(PoolConfig(), slots=1, executor=plain, cwd=repo, store=SqliteStore(db)) as pool:
         await pool.run("no isolation now")
         (slot,) = pool.slots
     assert plain.requests[0].session_id is None
@@ -342,7 +339,7 @@ async def test_a_chain_that_leaves_ignored_notes_keeps_its_worktree_and_says_so(
 
     async with Pool(
         PoolConfig(), slots=1, executor=FakeExecutor(handler=note_taker), cwd=ignoring_repo,
-        store=MemoryStore(), poll_secs=0.02,
+        store=MemoryStore(),
     ) as pool:  # fmt: skip
         result = await pool.chain({"steps": [{"prompt": "take notes"}]})
     assert result.state is ChainState.COMPLETED, result.error

@@ -592,8 +592,8 @@ def _describe(event: Event) -> str:
         case RateLimitHeld():
             wait = max(0, event.until_ms - event.at_ms)
             return (
-                f"rate limited (HTTP {event.status or '?'}): dispatch paused for about "
-                f"{_secs(wait)}"
+                f"rate limited (HTTP {event.status or '?'}): dispatch waits while the CLI "
+                f"retries (next try in about {_secs(wait)})"
             )
         case RateLimitCleared():
             return "rate limit cleared: dispatch resumed"

@@ -29,7 +29,7 @@ from claude_pool.events import (
 )
 from claude_pool.executor.orphans import start_time
 from claude_pool.store.base import RecoveryPolicy, Store
-from claude_pool.types import TaskId, TaskRecord, TaskState, now_ms
+from claude_pool.types import RateLimitState, TaskId, TaskRecord, TaskState, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,15 @@ class Membership:
             if w != self.worker_id
             and ((here := alive_here(w)) is True or (here is None and w in fresh))
         }  # fmt: skip
+
+    async def rate_limits(self) -> list[RateLimitState]:
+        """The rate-limit holds other live pool processes on this store have published."""
+        published = await self._store.rate_limits()
+        published.pop(self.worker_id, None)
+        if not published:
+            return []
+        alive = await self.live_workers()
+        return [state for worker, state in published.items() if worker in alive]
 
     async def live_worker_with_slots(self) -> str | None:
         """Another live pool process on this store that runs slots (one that will execute

@@ -52,9 +52,10 @@ from claude_pool.executor.base import Executor
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, new_worker_id
 from claude_pool.notes import SharedNotes
+from claude_pool.notify import Signal
 from claude_pool.outcomes import Outcomes
 from claude_pool.queue import FanOutItem, RejectOutcome, TaskQueue
-from claude_pool.ratelimit import RateLimiter, RateLimitState
+from claude_pool.ratelimit import RateLimiter, combined
 from claude_pool.runner import TaskRunner
 from claude_pool.scheduler import Scheduler
 from claude_pool.skills import SkillRegistry
@@ -66,6 +67,7 @@ from claude_pool.types import (
     MetricsScope,
     PermissionMode,
     PoolConfig,
+    RateLimitState,
     SessionMetrics,
     SlotConfig,
     SlotId,
@@ -131,7 +133,9 @@ class PoolStatus(BaseModel):
     slot_mode: SlotMode = SlotMode.PERSISTENT
     shutting_down: bool = False
     rate_limit: RateLimitState | None = None
-    """Set while the API pushes back (HTTP 429/529/5xx retries): dispatch pauses until then."""
+    """Set while the API pushes back: tasks are retrying an API call (HTTP 429/529/5xx), in
+    this pool process or in another one on the store, and dispatch waits until they get
+    through or end."""
     latest_event_seq: int = 0
     """The latest event this pool has published (resume ``events(after=...)`` from here)."""
 
@@ -162,7 +166,6 @@ class Pool:
         slot_configs: Sequence[SlotConfig] | None = None,
         task_timeout_secs: float | None = None,
         cwd: str | Path | None = None,
-        poll_secs: float = 0.25,
         only_targeted: bool = False,
     ) -> None:
         base = settings or Settings()
@@ -200,7 +203,7 @@ class Pool:
             self.worker_id,
             prior=self._call_cost_prior,
         )
-        self._rate_limits = RateLimiter(min_pause_secs=poll_secs, emit=self._events.emit)
+        self._rate_limits = RateLimiter(worker_id=self.worker_id, emit=self._events.emit)
         self._slots = SlotSet(
             config=self.config,
             settings=base,
@@ -375,6 +378,7 @@ class Pool:
                 tg.create_task(self._scheduler.run(tg), name="pool-scheduler"),
                 tg.create_task(self._scheduler.assignment_watchdog(), name="pool-deadlines"),
                 tg.create_task(self._maintenance(), name="pool-heartbeat"),
+                tg.create_task(self._publish_rate_limit(), name="pool-rate-limit"),
             ]
             if self.config.supervisor_enabled:
                 self._background.append(
@@ -617,9 +621,31 @@ class Pool:
             permission_mode=effective_config(self.config).permission_mode,
             slot_mode=self.config.slot_mode,
             shutting_down=not self._lifecycle.accepting,
-            rate_limit=self._rate_limits.current(),
+            rate_limit=await self._rate_limit(),
             latest_event_seq=self._events.latest_seq,
         )
+
+    async def _rate_limit(self) -> RateLimitState | None:
+        """This process's hold and those other live processes on the store publish."""
+        own = self._rate_limits.current()
+        others = await self.membership.rate_limits()
+        return combined([own, *others] if own is not None else others)
+
+    async def _publish_rate_limit(self) -> None:
+        """Keep this process's rate-limit hold in the store, for other processes' status."""
+        published: RateLimitState | None = None
+        while True:
+            ticket = self._rate_limits.changed.ticket()
+            state = self._rate_limits.current()
+            if state != published:
+                try:
+                    await self._store.set_rate_limit(self.worker_id, state)
+                except Exception:
+                    log.exception("publishing the rate-limit state failed; will retry")
+                    await asyncio.sleep(self.settings.heartbeat_secs)
+                    continue
+                published = state
+            await Signal.wait(ticket, None)
 
     async def session_metrics(self, filter: MetricsFilter | None = None) -> SessionMetrics:
         """Counts, spend, cost and time figures and a per-model breakdown, computed in the

@@ -194,6 +194,7 @@ class TaskRunner:
             log.exception("task %s on slot %s: executor error", task.id, slot.id)
             result = TaskResult.failure(f"internal error while running the task: {exc!r}")
         finally:
+            self._rate_limits.task_done(task.id)
             await asyncio.shield(self._settle(slot, stored, running, result))
 
     async def _build_request(
@@ -304,6 +305,7 @@ class TaskRunner:
     def _on_executor_event(self, running: RunningTask, event: ExecutorEvent) -> None:
         data = event.data
         base = {"task_id": event.task_id, "slot_id": event.slot_id, "at_ms": event.at_ms}
+        self._rate_limits.note_event(event)
         match event.kind:
             case EventKind.ASSISTANT_TEXT:
                 text = str(data.get("text") or "").strip()
@@ -318,7 +320,6 @@ class TaskRunner:
             case EventKind.TURN:
                 self._emit(TaskTurn(turn=int(data.get("turn") or 0), **base))
             case EventKind.API_RETRY:
-                self._rate_limits.note_api_retry(event)
                 status = data.get("status")
                 attempt = data.get("attempt")
                 retries = data.get("max_retries")

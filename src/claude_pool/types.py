@@ -480,12 +480,31 @@ class MetricsFilter(_Model):
     """Not in the seed: every task in the store, not only this session's."""
 
 
+class RateLimitState(_Model):
+    """The API is pushing back (HTTP 429/529/5xx retries): new tasks wait until the tasks
+    whose CLI is retrying have got through or ended. Not in the seed."""
+
+    until_ms: int
+    """The latest retry time the CLI announced; the hold lasts past it while a retry is still
+    under way."""
+    status: int | None = None
+    """HTTP status the CLI is retrying (429 rate limited, 529 overloaded, 5xx)."""
+    slots: dict[str, int] = Field(default_factory=dict)
+    """Slots whose CLI is retrying, with the time each announced for its next try."""
+    tasks: list[str] = Field(default_factory=list)
+    """The retrying tasks."""
+    workers: list[str] = Field(default_factory=list)
+    """The pool processes that hold dispatch (several when they share a store)."""
+    message: str = ""
+
+
 __all__ = [
     "Effort",
     "MetricsFilter",
     "ModelMetrics",
     "PermissionMode",
     "PoolConfig",
+    "RateLimitState",
     "ScalingConfig",
     "SessionMetrics",
     "SlotConfig",

@@ -59,3 +59,5 @@ def status(
     spent = microdollars_to_usd(data["spend_microdollars"])
     limit = f" of ${microdollars_to_usd(budget):.4f}" if budget is not None else ""
     out.print(f"spend: ${spent:.6f}{limit}")
+    if data["rate_limit"]:
+        out.print(data["rate_limit"]["message"])

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from claude_pool.events import Event
 from claude_pool.types import (
     MetricsFilter,
+    RateLimitState,
     SessionMetrics,
     SlotId,
     SlotRecord,
@@ -222,6 +223,14 @@ class MemberStore(Protocol):
     async def stale_task_owners(self, alive_since_ms: int) -> list[str]:
         """Worker ids that hold running tasks but have not heartbeated since the given time
         (including ids with no heartbeat row at all)."""
+
+    async def set_rate_limit(self, worker_id: str, state: RateLimitState | None) -> None:
+        """Publish (None: clear) a worker's rate-limit hold, for other processes to show. A
+        worker that is not registered (no heartbeat yet, or removed) is left alone."""
+
+    async def rate_limits(self) -> dict[str, RateLimitState]:
+        """The rate-limit holds registered workers have published, by worker id (whether those
+        workers are still alive is for the caller to judge)."""
 
 
 @runtime_checkable

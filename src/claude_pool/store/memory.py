@@ -34,6 +34,7 @@ from claude_pool.store.base import (
 from claude_pool.store.metrics import groups_of, metrics_from_groups, normalise_tags
 from claude_pool.types import (
     MetricsFilter,
+    RateLimitState,
     SessionMetrics,
     SlotId,
     SlotRecord,
@@ -77,6 +78,7 @@ class MemoryStore:
         self._queue: list[tuple[int, int, TaskId]] = []
         self._next_seq = 1
         self._workers: dict[str, int] = {}
+        self._rate_limits: dict[str, RateLimitState] = {}
         self._slots: dict[SlotId, tuple[SlotRecord, str]] = {}
         self._spend = 0
         self._reservations: dict[TaskId, tuple[str, int]] = {}
@@ -364,6 +366,20 @@ class MemoryStore:
     async def remove_worker(self, worker_id: str) -> None:
         self._check_open()
         self._workers.pop(worker_id, None)
+        self._rate_limits.pop(worker_id, None)
+
+    async def set_rate_limit(self, worker_id: str, state: RateLimitState | None) -> None:
+        self._check_open()
+        if worker_id not in self._workers:
+            return
+        if state is None:
+            self._rate_limits.pop(worker_id, None)
+        else:
+            self._rate_limits[worker_id] = state.model_copy(deep=True)
+
+    async def rate_limits(self) -> dict[str, RateLimitState]:
+        self._check_open()
+        return {w: s.model_copy(deep=True) for w, s in sorted(self._rate_limits.items())}
 
     async def live_workers(self, alive_since_ms: int) -> list[str]:
         self._check_open()

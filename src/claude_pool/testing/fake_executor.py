@@ -53,6 +53,7 @@ class FakeExecutor:
     released_slots: list[SlotId] = field(default_factory=list)
     closed: bool = False
     _gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    _callbacks: dict[str, EventCallback] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def wait_running(self, count: int, timeout: float = 5.0) -> list[ExecutionRequest]:
@@ -72,6 +73,14 @@ class FakeExecutor:
         else:
             self._gates.setdefault(task_id, asyncio.Event()).set()
 
+    def emit(self, task_id: str, kind: EventKind, data: dict[str, Any] | None = None) -> None:
+        """Report an event from a running (held) task, as the CLI would mid-task."""
+        request = self.running.get(task_id)
+        callback = self._callbacks.get(task_id)
+        if request is None or callback is None:
+            raise KeyError(f"task {task_id} is not running in the fake executor")
+        callback(ExecutorEvent(kind, request.task_id, request.slot_id, data or {}))
+
     async def execute(
         self, request: ExecutionRequest, on_event: EventCallback | None = None
     ) -> TaskResult:
@@ -80,6 +89,8 @@ class FakeExecutor:
         self._changed.set()
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if on_event is not None:
+            self._callbacks[request.task_id] = on_event
         try:
             if on_event is not None:
                 on_event(
@@ -115,6 +126,7 @@ class FakeExecutor:
         finally:
             self.running.pop(request.task_id, None)
             self._gates.pop(request.task_id, None)
+            self._callbacks.pop(request.task_id, None)
             self._changed.set()
 
     async def _wait_until_released(self, request: ExecutionRequest) -> TaskResult | None:

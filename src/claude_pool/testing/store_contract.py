@@ -46,6 +46,7 @@ from claude_pool.store.base import UNSET, Store, StoredTask, TaskTarget
 from claude_pool.types import (
     MetricsFilter,
     ModelMetrics,
+    RateLimitState,
     SlotConfig,
     SlotId,
     SlotRecord,
@@ -547,6 +548,25 @@ class StoreContract:
         assert sorted(await store.live_workers(T0)) == ["old"]
         assert sorted(await store.stale_task_owners(T0)) == ["fresh", "never-seen"]
         await store.remove_worker("nobody")
+
+    async def test_workers_publish_and_clear_their_rate_limit_hold(self, store: Store) -> None:
+        await store.heartbeat_worker("w1", T0)
+        await store.heartbeat_worker("w2", T0)
+        held = RateLimitState(until_ms=T0 + 500, status=429, slots={"s1": T0 + 500},
+                              tasks=["t1"], workers=["w1"])  # fmt: skip
+        await store.set_rate_limit("w1", held)
+        await store.set_rate_limit("w2", held.model_copy(update={"status": 529}))
+        await store.set_rate_limit("unregistered", held)  # ignored: not a known worker
+        published = await store.rate_limits()
+        assert sorted(published) == ["w1", "w2"]
+        assert published["w1"] == held
+        assert published["w2"].status == 529
+        await store.set_rate_limit("w2", None)
+        assert list(await store.rate_limits()) == ["w1"]
+        await store.heartbeat_worker("w1", T0 + 100)  # a heartbeat keeps the hold
+        assert list(await store.rate_limits()) == ["w1"]
+        await store.remove_worker("w1")
+        assert await store.rate_limits() == {}
 
     # ── slots ────────────────────────────────────────────────────────
 

@@ -46,6 +46,7 @@ from claude_pool.store.sqlite.rows import (
 from claude_pool.store.sqlite.schema import APPLICATION_ID, migrations, schema_sql, split_statements
 from claude_pool.types import (
     MetricsFilter,
+    RateLimitState,
     SessionMetrics,
     SlotRecord,
     TaskFilter,
@@ -544,6 +545,15 @@ class Database:
     def stale_task_owners(self, alive_since_ms: int) -> list[str]:
         rows = self.conn.execute(Q["stale_task_owners"], (alive_since_ms,)).fetchall()
         return [row[0] for row in rows]
+
+    def set_rate_limit(self, worker_id: str, state: RateLimitState | None) -> None:
+        text = None if state is None else state.model_dump_json()
+        with self.write() as conn:
+            conn.execute(Q["set_rate_limit"], (text, worker_id))
+
+    def rate_limits(self) -> dict[str, RateLimitState]:
+        rows = self.conn.execute(Q["rate_limits"]).fetchall()
+        return {row[0]: RateLimitState.model_validate_json(row[1]) for row in rows}
 
     # slots
 

@@ -40,6 +40,7 @@ from claude_pool.store.sqlite.database import Database, is_busy, translate_error
 from claude_pool.store.sqlite.wakeups import SqliteWakeups
 from claude_pool.types import (
     MetricsFilter,
+    RateLimitState,
     SessionMetrics,
     SlotId,
     SlotRecord,
@@ -366,6 +367,14 @@ class SqliteStore:
         return await self._quick(
             "finding stale workers", Database.stale_task_owners, alive_since_ms
         )
+
+    async def set_rate_limit(self, worker_id: str, state: RateLimitState | None) -> None:
+        await self._quick(
+            "publishing the rate-limit state", Database.set_rate_limit, worker_id, state
+        )
+
+    async def rate_limits(self) -> dict[str, RateLimitState]:
+        return await self._quick("reading rate-limit states", Database.rate_limits)
 
     # ── slots ────────────────────────────────────────────────────────
 

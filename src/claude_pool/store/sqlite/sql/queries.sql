@@ -180,6 +180,14 @@ DELETE FROM workers WHERE id = ?;
 -- alive since.
 SELECT id FROM workers WHERE last_heartbeat_ms >= ? ORDER BY id;
 
+-- name: set_rate_limit
+-- The rate-limit hold a worker publishes (NULL: none). JSON, worker id.
+UPDATE workers SET rate_limit_json = ? WHERE id = ?;
+
+-- name: rate_limits
+-- The holds workers have published.
+SELECT id, rate_limit_json FROM workers WHERE rate_limit_json IS NOT NULL ORDER BY id;
+
 -- name: stale_task_owners
 -- Workers holding running tasks with no heartbeat since then (or none at all). alive since.
 SELECT DISTINCT t.claimed_by FROM tasks t LEFT JOIN workers w ON w.id = t.claimed_by

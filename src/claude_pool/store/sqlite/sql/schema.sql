@@ -63,7 +63,7 @@ CREATE INDEX task_tags_tag ON task_tags (tag, task_seq);
 CREATE TABLE workers (
     id TEXT PRIMARY KEY,
     last_heartbeat_ms INTEGER NOT NULL
-);
+, rate_limit_json TEXT); -- rate_limit_json: the worker's rate-limit hold (migration 0008)
 
 CREATE TABLE slots (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
