@@ -23,7 +23,7 @@ PUBLIC_API = sorted(
         "ClaudePoolError", "BudgetExhausted", "TaskNotFound", "SlotNotFound", "ChainNotFound",
         "NoSlotAvailable", "PoolShutdown", "ScalingError", "InvalidTaskState", "ConfigError",
         "PermissionPromptDetected", "ClaudeCliError", "ClaudeCliNotFound", "ClaudeCliTooOld",
-        "StoreError", "TaskTimeout", "WorktreeError",
+        "StoreDamaged", "StoreError", "TaskTimeout", "WorktreeError",
         "__version__",
     ]
 )  # fmt: skip
@@ -41,5 +41,5 @@ def test_every_exported_name_exists() -> None:
 def test_every_exported_exception_is_a_claude_pool_error() -> None:
     exported = [getattr(claude_pool, name) for name in claude_pool.__all__]
     exceptions = [e for e in exported if isinstance(e, type) and issubclass(e, Exception)]
-    assert len(exceptions) == 17
+    assert len(exceptions) == 18
     assert all(issubclass(e, claude_pool.ClaudePoolError) for e in exceptions)

@@ -145,6 +145,11 @@ class StoreError(ClaudePoolError):
     """The store failed (database unreachable, corrupt, locked...)."""
 
 
+class StoreDamaged(StoreError):
+    """The store's file is damaged (a corrupt page) or is not a claude-pool store: retrying
+    cannot help. A pool that meets it stops taking work (see ``Pool.failure``)."""
+
+
 class WorktreeError(ClaudePoolError):
     """A git worktree or clone could not be created, inspected or removed.
 

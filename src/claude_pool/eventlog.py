@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from claude_pool.bus import EventBus
+from claude_pool.errors import StoreDamaged
 from claude_pool.events import Event, TaskProgress
+from claude_pool.lifecycle import Lifecycle
 from claude_pool.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,10 @@ class EventLog:
         *,
         flush_secs: float = FLUSH_SECS,
         watch_fallback_secs: float = WATCH_FALLBACK_SECS,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
+        self._lifecycle = lifecycle
+        self._watch_failing = False
         self._store = store
         self._bus = bus
         self.worker_id = worker_id
@@ -137,11 +142,13 @@ class EventLog:
                 return
             try:
                 await self._store.append_events(batch)
-            except Exception:
+            except Exception as exc:
                 self._pending[:0] = batch
                 if not self._failing:
                     self._failing = True
-                    log.exception("writing %d event(s) to the store failed; will retry", len(batch))
+                    log.error(
+                        "writing %d event(s) to the store failed (%s); will retry", len(batch), exc
+                    )
                 raise
             if self._failing:
                 self._failing = False
@@ -156,6 +163,10 @@ class EventLog:
             self._flush_wanted.clear()
             try:
                 await self.flush()
+            except StoreDamaged as exc:
+                if self._lifecycle is not None:
+                    self._lifecycle.fail(exc)
+                return
             except Exception:
                 await asyncio.sleep(min(5.0, self._flush_secs * 40))
                 self._flush_wanted.set()
@@ -201,9 +212,19 @@ class EventLog:
                     await self._catch_up(latest)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("reading other processes' events failed; will retry")
+            except StoreDamaged as exc:
+                if self._lifecycle is not None:
+                    self._lifecycle.fail(exc)
+                return
+            except Exception as exc:
+                if not self._watch_failing:  # once per incident
+                    self._watch_failing = True
+                    log.error("reading other processes' events failed (%s); will retry", exc)
                 await asyncio.sleep(1.0)
+                continue
+            if self._watch_failing:
+                self._watch_failing = False
+                log.warning("reading other processes' events works again")
 
     async def _catch_up(self, latest: int) -> None:
         own = sum(1 for seq in self._own if self._seen < seq <= latest)

@@ -19,6 +19,7 @@ import os
 import shutil
 from collections.abc import (
     AsyncIterator,
+    Awaitable,
     Callable,
     Collection,
     Coroutine,
@@ -28,7 +29,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -45,7 +46,7 @@ from claude_pool.chain.model import (
 from claude_pool.chain.runner import ChainRunner
 from claude_pool.chain.workflows import skill_resolver
 from claude_pool.config import Settings, effective_config
-from claude_pool.errors import ClaudePoolError, PoolShutdown
+from claude_pool.errors import ClaudePoolError, PoolShutdown, StoreDamaged, StoreError
 from claude_pool.eventlog import EventLog
 from claude_pool.events import TASK_STATE_TYPES, Event
 from claude_pool.executor.base import Executor
@@ -86,6 +87,8 @@ from claude_pool.worktree import WorktreeReport, find_repo_root
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 EVENT_PRUNE_EVERY_SECS = 3600.0
 """How often a pool deletes events older than ``Settings.event_retention_secs``."""
 
@@ -111,6 +114,9 @@ class DrainSummary(BaseModel):
     """What happened to each slot's and chain's worktree (or clone)."""
     kept_branches: list[str] = Field(default_factory=list)
     """Branches kept because they hold work found on no other branch (see ``worktrees``)."""
+    store_error: str | None = None
+    """The first store failure met while draining (the drain went on: every process was
+    stopped; the counts that needed the store are left at zero)."""
 
 
 class PoolStatus(BaseModel):
@@ -192,7 +198,7 @@ class Pool:
         self.bus = EventBus()
         """Where the pool's domain events are published (see :meth:`add_listener`,
         :meth:`subscribe`, :meth:`events`)."""
-        self._events = EventLog(self._store, self.bus, self.worker_id)
+        self._events = EventLog(self._store, self.bus, self.worker_id, lifecycle=self._lifecycle)
         self.membership = Membership(
             self._store, self._events, heartbeat_secs=base.heartbeat_secs, recovery=base.recovery
         )
@@ -228,6 +234,7 @@ class Pool:
             budget=self._budget,
             rate_limits=self._rate_limits,
             outcomes=outcomes,
+            lifecycle=self._lifecycle,
         )
         self._scheduler = Scheduler(
             config=self.config,
@@ -236,6 +243,7 @@ class Pool:
             runner=self._runner,
             events=self._events,
             outcomes=outcomes,
+            lifecycle=self._lifecycle,
             gate=self._rate_limits.gate,
             targeted_only=only_targeted,
         )
@@ -400,15 +408,30 @@ class Pool:
         """Drain (if not done yet), stop background work and close the store."""
         if self._lifecycle.closed or self._tg is None:
             return
-        if self._drain_summary is None:
-            await self.drain()
-        self._lifecycle.closed = True
-        self._queue.wake_all()
-        self._chains.wake_all()
-        await self._shutdown_taskgroup()
-        with contextlib.suppress(Exception):
-            await self.membership.leave()
-        await self._store.close()
+        try:
+            if self._drain_summary is None:
+                await self.drain()
+        finally:
+            self._lifecycle.closed = True
+            self._queue.wake_all()
+            self._chains.wake_all()
+            await self._shutdown_taskgroup()
+            with contextlib.suppress(Exception):
+                await self.membership.leave()
+            await self._store.close()
+
+    @property
+    def failure(self) -> StoreDamaged | None:
+        """Why this pool stopped taking work on its own: its store is damaged (a corrupt page
+        met while claiming, recording a result or heartbeating). None while all is well."""
+        return self._lifecycle.failure
+
+    async def wait_failure(self) -> StoreDamaged:
+        """Return :attr:`failure` once the pool has one (a long-running face waits on this
+        next to its own stop signal)."""
+        await self._lifecycle.failed.wait()
+        assert self._lifecycle.failure is not None
+        return self._lifecycle.failure
 
     async def _shutdown_taskgroup(self) -> None:
         tg, self._tg = self._tg, None
@@ -422,6 +445,7 @@ class Pool:
         """Heartbeat; take over the tasks and chains of pool processes that died; prune old
         events."""
         pruned_at = 0.0
+        failing = False
         while True:
             await asyncio.sleep(self.settings.heartbeat_secs)
             try:
@@ -435,8 +459,20 @@ class Pool:
                     pruned_at = loop_now
                     retention_ms = int(self.settings.event_retention_secs * 1000)
                     await self._store.prune_events(now_ms() - retention_ms)
+            except StoreDamaged as exc:
+                self._lifecycle.fail(exc)
+                return
+            except StoreError as exc:
+                if not failing:  # once per incident
+                    log.error("heartbeat failed (%s); will retry", exc)
+                failing = True
+                continue
             except Exception:
                 log.exception("heartbeat failed; will retry")
+                continue
+            if failing:
+                failing = False
+                log.warning("heartbeat works again")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         if self._tg is None:
@@ -881,7 +917,8 @@ class Pool:
         self, grace_secs: float | None = None, *, cancel_pending: bool = False
     ) -> DrainSummary:
         """Stop taking work, let running tasks finish within the grace period, cancel the
-        rest, stop every slot process. Never hangs."""
+        rest, stop every slot process. Never hangs, and a failing store does not stop it
+        (see ``DrainSummary.store_error``)."""
         if self._drain_summary is not None:
             return self._drain_summary
         grace = self.settings.drain_grace_secs if grace_secs is None else grace_secs
@@ -891,6 +928,17 @@ class Pool:
         await self._scheduler.claim_settled()
         running = self._runner.running_tasks()
         summary = DrainSummary()
+
+        async def tolerant(step: Awaitable[_T], default: _T) -> _T:
+            try:
+                return await step
+            except StoreError as exc:
+                if summary.store_error is None:
+                    summary.store_error = str(exc)
+                    if self._lifecycle.failure is None:
+                        log.error("draining: %s; going on without the store", exc)
+                return default
+
         if running:
             waits = [asyncio.ensure_future(r.finished.wait()) for r in running]
             _, pending = await asyncio.wait(waits, timeout=grace)
@@ -906,21 +954,22 @@ class Pool:
             _, still = await asyncio.wait(stragglers, timeout=_KILL_BUDGET_SECS)
             for waiter in still:
                 waiter.cancel()
-        self._runner.closing = True
+        self._runner.stop_retrying()
         if cancel_pending:
-            for record in await self._store.list_tasks(TaskFilter(state=TaskState.PENDING), 10**9):
-                await self.cancel(record.id)
-        counts = await self._store.count_tasks()
+            pending_filter = TaskFilter(state=TaskState.PENDING)
+            for record in await tolerant(self._store.list_tasks(pending_filter, 10**9), []):
+                await tolerant(self.cancel(record.id), None)
+        counts = await tolerant(self._store.count_tasks(), {})
         summary.tasks_left_pending = counts.get(TaskState.PENDING, 0)
         summary.slots_stopped = len(self._slots)
-        chains_interrupted, chain_reports = await self._chains.stop()
+        chains_interrupted, chain_reports = await tolerant(self._chains.stop(), (0, []))
         slot_reports = await self._slots.stop_all()
         reports = [*chain_reports, *slot_reports]
         summary.chains_interrupted = chains_interrupted
         summary.worktrees = reports
         summary.kept_branches = [b for r in reports for b in r.kept_branches]
         await self._executor_or_fail().aclose()
-        summary.total_spend_microdollars = await self._store.get_spend()
+        summary.total_spend_microdollars = await tolerant(self._store.get_spend(), 0)
         self._drain_summary = summary
         return summary
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from claude_pool.budget import BudgetLedger
 from claude_pool.config import EffectiveConfig, effective_config
-from claude_pool.errors import BudgetExhausted, StoreError
+from claude_pool.errors import BudgetExhausted, StoreDamaged, StoreError
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     ContextChanged,
@@ -46,6 +46,8 @@ from claude_pool.events import (
     task_state_after,
 )
 from claude_pool.executor.base import EventKind, ExecutionRequest, Executor, ExecutorEvent
+from claude_pool.lifecycle import Lifecycle
+from claude_pool.notify import Signal
 from claude_pool.outcomes import Outcomes
 from claude_pool.ratelimit import RateLimiter
 from claude_pool.slot import RunningTask, Slot
@@ -104,8 +106,10 @@ class TaskRunner:
         budget: BudgetLedger,
         rate_limits: RateLimiter,
         outcomes: Outcomes,
+        lifecycle: Lifecycle,
     ) -> None:
         self.config = config
+        self._lifecycle = lifecycle
         self._task_timeout = task_timeout_secs
         self._store = store
         self._executor_of = executor
@@ -117,8 +121,9 @@ class TaskRunner:
         self._running: dict[TaskId, RunningTask] = {}
         self._context: dict[str, str] | None = None
         self.closing = False
-        """Set once the pool stops waiting for runs: a settlement the store keeps refusing
-        is given up then."""
+        """Set (:meth:`stop_retrying`) once the pool stops waiting for runs: a settlement the
+        store keeps refusing is given up then."""
+        self._closing_signal = Signal()
         self.settle_retry_first_secs = SETTLE_RETRY_FIRST_SECS
         self.settle_retry_max_secs = SETTLE_RETRY_MAX_SECS
         self._chains: dict[TaskId, str | None] = {}
@@ -297,6 +302,12 @@ class TaskRunner:
 
     # ── live events ──────────────────────────────────────────────────
 
+    def stop_retrying(self) -> None:
+        """The pool is closing: a settlement the store refuses is given up (once more, at
+        once, then the task stays running in the store for recovery)."""
+        self.closing = True
+        self._closing_signal.notify()
+
     def _emit(self, event: Event) -> None:
         if event.task_id is not None:
             event.chain_id = self._chains.get(TaskId(event.task_id))
@@ -445,6 +456,13 @@ class TaskRunner:
                     now_ms=now,
                     result=result.model_copy(update={"success": False}),
                 )
+        except StoreError as exc:
+            log.error(
+                "task %s: its result could not be recorded (%s); it stays running in the store "
+                "until recovery re-queues or fails it",
+                task.id,
+                exc,
+            )
         except Exception:
             log.exception("task %s: recording its result failed", task.id)
         finally:
@@ -467,18 +485,15 @@ class TaskRunner:
         pause = self.settle_retry_first_secs
         failures = 0
         while True:
+            closing = self._closing_signal.ticket()
             try:
                 moved: bool = await self._events.write(settle, *events)
+            except StoreDamaged as exc:
+                self._lifecycle.fail(exc)  # no retry can help
+                raise
             except StoreError as exc:
                 failures += 1
                 if self.closing:
-                    log.error(
-                        "task %s: its result could not be recorded before the pool closed "
-                        "(%s); the task stays running in the store until recovery re-queues "
-                        "or fails it",
-                        task_id,
-                        exc,
-                    )
                     raise
                 if failures == 1:
                     log.error(
@@ -487,7 +502,7 @@ class TaskRunner:
                         task_id,
                         exc,
                     )
-                await asyncio.sleep(pause)
+                await Signal.wait(closing, pause)  # the pool closing ends the wait
                 pause = min(pause * 2, self.settle_retry_max_secs)
                 continue
             if failures:

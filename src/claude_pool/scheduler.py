@@ -20,7 +20,7 @@ import heapq
 import logging
 from collections.abc import Awaitable, Callable
 
-from claude_pool.errors import NoSlotAvailable
+from claude_pool.errors import NoSlotAvailable, StoreDamaged
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     Event,
@@ -32,6 +32,7 @@ from claude_pool.events import (
     finished,
     task_state_after,
 )
+from claude_pool.lifecycle import Lifecycle
 from claude_pool.notify import Signal
 from claude_pool.outcomes import Outcomes
 from claude_pool.runner import TaskRunner
@@ -64,6 +65,7 @@ class Scheduler:
         runner: TaskRunner,
         events: EventLog,
         outcomes: Outcomes,
+        lifecycle: Lifecycle,
         gate: Callable[[], Awaitable[None]] | None = None,
         targeted_only: bool = False,
         fallback_secs: float = FALLBACK_SECS,
@@ -74,6 +76,7 @@ class Scheduler:
         self._runner = runner
         self._events = events
         self._outcomes = outcomes
+        self._lifecycle = lifecycle
         self._gate = gate
         self.targeted_only = targeted_only
         self._fallback_secs = fallback_secs
@@ -159,6 +162,9 @@ class Scheduler:
                 claimed = await self._claim(slot)
             except asyncio.CancelledError:
                 raise
+            except StoreDamaged as exc:
+                self._lifecycle.fail(exc)  # nothing more can be claimed
+                return
             except Exception as exc:
                 if not self._claims_failing:  # once per incident, not once a second
                     log.error("claiming a task failed (%r); retrying every second", exc)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_pool.config import Settings
-from claude_pool.errors import ScalingError, SlotNotFound, WorktreeError
+from claude_pool.errors import ScalingError, SlotNotFound, StoreError, WorktreeError
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     Event,
@@ -242,11 +242,17 @@ class SlotSet:
         """Drain: every slot's process is stopped and its record marked stopped; returns what
         happened to their worktrees (removed, or kept with their work)."""
         reports = []
-        for slot in list(self._slots.values()):
+        slots = list(self._slots.values())
+        for slot in slots:  # every process first: the store may be failing
             slot.stopping = True
             await self._executor().release_slot(slot.id)
-            await self.update(slot, state=SlotState.STOPPED, current_task=None)
-        for slot in list(self._slots.values()):
+        for slot in slots:
+            try:
+                await self.update(slot, state=SlotState.STOPPED, current_task=None)
+            except StoreError as exc:
+                log.error("slot %s: recording that it stopped failed (%s)", slot.id, exc)
+                break  # the rest would fail alike
+        for slot in slots:
             report = await self.finish_worktree(slot)
             if report is not None:
                 reports.append(report)

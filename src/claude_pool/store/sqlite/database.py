@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from claude_pool.errors import StoreError
+from claude_pool.errors import StoreDamaged, StoreError
 from claude_pool.events import Event, parse_event
 from claude_pool.store._common import archived, recovery_failure
 from claude_pool.store.base import Message, RecoveryEvents, RecoveryPolicy, StoredTask
@@ -71,10 +71,11 @@ def translate_error(path: str, operation: str, exc: sqlite3.Error) -> StoreError
             "another process held the database lock for longer than the busy timeout; retry, "
             "raise busy_timeout_ms, or check for a process stuck holding the file"
         )
-    elif "not a database" in lower or "malformed" in lower or "corrupt" in lower:
-        advice = (
-            "the file is not a claude-pool SQLite database or is damaged; point the store at "
-            f"another path, or move {path} away to start afresh"
+    elif is_damage(exc):
+        return StoreDamaged(
+            f"SQLite store {path}: {operation} failed: {text}; the file is not a claude-pool "
+            f"SQLite database or is damaged; point the store at another path, or move {path} "
+            "away to start afresh (`sqlite3 FILE .recover` may save what it holds)"
         )
     elif "readonly" in lower or "unable to open" in lower or "permission" in lower:
         advice = f"check that {path} and its directory exist and are writable by this user"
@@ -83,6 +84,15 @@ def translate_error(path: str, operation: str, exc: sqlite3.Error) -> StoreError
     else:
         advice = "this looks like a bug in claude-pool; please report it with this message"
     return StoreError(f"SQLite store {path}: {operation} failed: {text}; {advice}")
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the file is damaged or not a database (retrying cannot help)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return True
+    lower = str(exc).lower()
+    return "not a database" in lower or "malformed" in lower or "corrupt" in lower
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -250,6 +260,9 @@ class Database:
             if self.quick:
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
             else:
+                # Nothing is written (not even the journal mode) before the file is known
+                # to be a claude-pool store or a new one.
+                self._check_ownership()
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode != "wal" and self.path != ":memory:":
                     log.warning(
@@ -282,24 +295,11 @@ class Database:
         known = migrations()
         latest = known[-1].version
         if self._user_version() == latest:
-            self._check_application_id()
             return
         with self.write():
-            self._check_application_id()
+            self._check_ownership()  # again: another process may have set it up meanwhile
             version = self._user_version()
-            if version > latest:
-                raise StoreError(
-                    f"SQLite store {self.path}: the database has schema version {version}, "
-                    f"newer than the {latest} this claude-pool knows; upgrade claude-pool"
-                )
             if version == 0:
-                tables = self.conn.execute(Q["other_tables"]).fetchall()
-                if tables:
-                    raise StoreError(
-                        f"SQLite store {self.path}: the file holds other tables "
-                        f"({', '.join(t[0] for t in tables[:5])}) and is not a claude-pool "
-                        "database; choose another path"
-                    )
                 scripts = [schema_sql()]
             else:
                 scripts = [m.sql for m in known if m.version > version]
@@ -310,13 +310,30 @@ class Database:
             self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             log.info("SQLite store %s: schema at version %d (was %d)", self.path, latest, version)
 
-    def _check_application_id(self) -> None:
+    def _check_ownership(self) -> None:
+        """Refuse a file that another application owns, that holds tables of its own, or
+        whose schema is newer than this claude-pool knows. Reads only."""
         app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
         if app_id not in (0, APPLICATION_ID):
             raise StoreError(
                 f"SQLite store {self.path}: the file belongs to another application "
                 f"(application_id {app_id:#x}); choose another path"
             )
+        version = self._user_version()
+        latest = migrations()[-1].version
+        if version > latest:
+            raise StoreError(
+                f"SQLite store {self.path}: the database has schema version {version}, "
+                f"newer than the {latest} this claude-pool knows; upgrade claude-pool"
+            )
+        if version == 0:
+            tables = self.conn.execute(Q["other_tables"]).fetchall()
+            if tables:
+                raise StoreError(
+                    f"SQLite store {self.path}: the file holds other tables "
+                    f"({', '.join(t[0] for t in tables[:5])}) and is not a claude-pool "
+                    "database; choose another path"
+                )
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
