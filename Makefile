@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
-# Both create the virtualenv, install the Python dependencies and the pinned
-# Claude Code CLI (into .cache/, unless a `claude` of that version is on PATH).
+# Both create the virtualenv, install the Python dependencies, and install the
+# pinned Claude Code CLI with `claude-pool install-cli` (installed from a checkout,
+# claude-pool keeps it in the checkout's .cache/claude-cli).
 
 PYTHON ?= python3
 VENV := .venv
@@ -19,8 +20,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(CLAUDE_STAMP): $(STAMP)
-	$(PY) -m claude_pool.testing.claude_cli install
-	touch $@
+	$(VENV)/bin/claude-pool install-cli
+	mkdir -p $(@D) && touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -120,8 +120,8 @@ class ClaudeCliError(ClaudePoolError):
 class ClaudeCliNotFound(ClaudeCliError):
     def __init__(self, searched: str) -> None:
         super().__init__(
-            f"the Claude Code CLI was not found ({searched}); install it with "
-            "`npm install -g @anthropic-ai/claude-code` or set CLAUDE_POOL_CLAUDE_BIN",
+            f"the Claude Code CLI was not found ({searched}); run `claude-pool install-cli` "
+            "(it installs the version claude-pool is tested with) or set CLAUDE_POOL_CLAUDE_BIN",
             exit_code=None,
             stderr="",
             command=None,
@@ -139,6 +139,21 @@ class ClaudeCliTooOld(ClaudeCliError):
             stderr="",
             command=path,
         )
+
+
+class ClaudeCliInstallError(ClaudeCliError):
+    """The pinned Claude Code CLI could not be installed: npm is missing, or ``npm install``
+    failed (``command``, ``exit_code`` and ``stderr`` say how)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        stderr: str = "",
+        command: str | None = None,
+    ) -> None:
+        super().__init__(message, exit_code=exit_code, stderr=stderr, command=command)
 
 
 class StoreError(ClaudePoolError):
@@ -176,6 +191,7 @@ __all__ = [
     "BudgetExhausted",
     "ChainNotFound",
     "ClaudeCliError",
+    "ClaudeCliInstallError",
     "ClaudeCliNotFound",
     "ClaudeCliTooOld",
     "ClaudePoolError",
