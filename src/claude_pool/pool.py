@@ -305,6 +305,7 @@ class Pool:
 
     @property
     def store(self) -> Store:
+        """The store this pool keeps its tasks, slots, spend and events in."""
         return self._store
 
     @property

@@ -152,6 +152,8 @@ class SlotMode(StrEnum):
 
 
 class SlotState(StrEnum):
+    """What a slot is doing: idle, busy with a task, stopped, or errored (it kept crashing)."""
+
     IDLE = "idle"
     BUSY = "busy"
     STOPPED = "stopped"
@@ -159,6 +161,9 @@ class SlotState(StrEnum):
 
 
 class TaskState(StrEnum):
+    """Where a task is: queued (pending), running, held for review (pending_review), or ended
+    (completed, failed, cancelled)."""
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -176,8 +181,12 @@ class TaskState(StrEnum):
 
 
 class ScalingConfig(_Settings):
+    """The bounds the number of slots stays within, scaled by hand or automatically."""
+
     min_slots: int = Field(default=1, ge=0)
+    """Fewest slots: scaling down and auto-scaling stop here."""
     max_slots: int = Field(default=16, ge=1)
+    """Most slots: scaling up and auto-scaling stop here."""
 
 
 class PoolConfig(_Settings):
@@ -256,6 +265,9 @@ class TaskOverrides(_Settings):
 
 
 class SlotRecord(_Model):
+    """A slot as the store keeps it: state, configuration, current task, Claude Code session
+    and totals."""
+
     id: SlotId
     state: SlotState = SlotState.IDLE
     config: SlotConfig = Field(default_factory=SlotConfig)
@@ -284,6 +296,9 @@ def _is_false(value: object) -> bool:
 
 
 class TaskResult(_Model):
+    """What a task produced: output, success, cost, turns and time, and on failure the command,
+    exit code and stderr of the CLI."""
+
     # Field-level exclusion (rather than a model serializer) mirrors serde's
     # skip_serializing_if and keeps the serialization JSON schema that MCP tools publish.
     output: str
@@ -340,6 +355,9 @@ setattr(TaskResult, "success", _SuccessConstructor())  # noqa: B010 - keeps the 
 
 
 class TaskRecord(_Model):
+    """A task as the store keeps it: prompt, state, slot, result, tags, overrides, review state
+    and timestamps."""
+
     id: TaskId
     prompt: str
     state: TaskState = TaskState.PENDING
@@ -385,6 +403,8 @@ class TaskRecord(_Model):
 
 
 class TaskFilter(_Model):
+    """Which tasks ``list_tasks`` returns: by state, slot and tags."""
+
     state: TaskState | None = None
     slot_id: SlotId | None = None
     tags: list[str] | None = None
@@ -395,6 +415,8 @@ class TaskFilter(_Model):
 
 
 class ModelMetrics(_Model):
+    """One model's part of the session metrics: tasks, cost, time and turns."""
+
     model: str = ""
     task_count: int = 0
     total_cost_microdollars: int = 0
@@ -404,6 +426,9 @@ class ModelMetrics(_Model):
 
 
 class SessionMetrics(_Model):
+    """What ``session_metrics`` reports: tasks by state, spend, cost and time statistics, and a
+    breakdown by model."""
+
     total_tasks: int = 0
     completed_tasks: int = 0
     failed_tasks: int = 0
@@ -425,6 +450,8 @@ class SessionMetrics(_Model):
 
 
 class MetricsFilter(_Model):
+    """Which tasks ``session_metrics`` counts: by time range, tags and model."""
+
     since_ms: int | None = None
     until_ms: int | None = None
     tags: list[str] | None = None
