@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CLAUDE_STAMP := .cache/claude-cli/.ready
 
-.PHONY: setup test lint typecheck pytest demo bench clean
+.PHONY: setup test lint typecheck pytest demo bench docs clean
 
 setup: $(STAMP) $(CLAUDE_STAMP)
 
@@ -40,6 +40,10 @@ demo: setup
 
 bench: setup
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# docs/configuration.md is generated; a test fails when it is out of date.
+docs: $(STAMP)
+	$(PY) -m claude_pool.config_reference --write docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -193,29 +193,49 @@ class PoolConfig(_Settings):
     """Configuration that applies to all slots by default (slots override via SlotConfig)."""
 
     model: str | None = None
-    """Claude model to use (e.g. "claude-haiku-4-5-20251001")."""
+    """Claude model to use (e.g. "claude-haiku-4-5-20251001"); none leaves the CLI's default."""
     permission_mode: PermissionMode | None = PermissionMode.PLAN
+    """Default permission mode of tasks; plan is read-only. With ``unattended_mode`` and no mode
+    set anywhere, dontAsk."""
     max_turns: int | None = Field(default=None, ge=1)
+    """Default turn limit per task; none means no limit."""
     system_prompt: str | None = None
     """Appended to Claude Code's own system prompt for every task."""
     allowed_tools: list[str] = Field(default_factory=list)
+    """Tools every task may use without asking; a slot's and a task's add to these."""
     mcp_servers: dict[str, Any] = Field(default_factory=dict)
+    """MCP servers every slot gets, by name; a slot's and a task's merge over these."""
     effort: Effort | None = None
+    """Default reasoning effort; none leaves the CLI's default."""
     fallback_model: str | None = None
+    """Model the CLI switches to when the default one is overloaded."""
     budget_microdollars: int | None = Field(default=None, ge=0)
     """Hard cap on the pool's total spend; new work is refused once reached."""
     slot_mode: SlotMode = SlotMode.PERSISTENT
+    """persistent: a slot keeps one CLI process and conversation from task to task; ephemeral:
+    a fresh process and session for every task."""
     max_restarts: int = Field(default=3, ge=0)
+    """Crashes in a row after which a slot is errored (and times the supervisor restores it)."""
     worktree_isolation: bool = False
+    """Each slot works in its own git worktree, on branch ``claude-pool/<slot>``."""
     slot_assignment_timeout_secs: int = Field(default=300, ge=0)
+    """Seconds a queued task waits for a slot that may run it before failing with
+    NoSlotAvailable."""
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     unattended_mode: bool = False
     """When true, the default permission mode is ``dontAsk`` if none is set anywhere."""
     detect_permission_prompts: bool = True
+    """Recognise the CLI's permission refusals, so a failed task names the tool that needed
+    permission."""
     supervisor_enabled: bool = False
+    """Run the supervisor: it restores errored slots, stops stuck tasks and reconciles the store
+    with what really runs."""
     supervisor_interval_secs: int = Field(default=30, ge=1)
+    """Seconds between the supervisor's checks."""
     strict_mcp_config: bool = True
+    """Slots use only the MCP servers the pool gives them, never the project's ``.mcp.json``."""
     worktree_base_dir: str | None = None
+    """Where slot and chain worktrees are made; none is ``<repository>/.claude/pool-worktrees``."""
 
     @model_validator(mode="after")
     def _unattended_default_mode(self) -> Self:
@@ -231,17 +251,29 @@ class SlotConfig(_Settings):
     """Per-slot overrides plus the slot's identity (name, role, description)."""
 
     model: str | None = None
+    """This slot's model, over the pool's."""
     permission_mode: PermissionMode | None = None
+    """This slot's permission mode, over the pool's."""
     max_turns: int | None = Field(default=None, ge=1)
+    """This slot's turn limit per task, over the pool's."""
     system_prompt: str | None = None
+    """This slot's system prompt, over the pool's (appended to Claude Code's own)."""
     allowed_tools: list[str] | None = None
+    """Tools this slot may use, added to the pool's."""
     mcp_servers: dict[str, Any] | None = None
+    """MCP servers this slot gets, merged by name over the pool's."""
     effort: Effort | None = None
+    """This slot's reasoning effort, over the pool's."""
     fallback_model: str | None = None
+    """This slot's fallback model, over the pool's."""
     role: str | None = None
+    """A role tasks can target (``submit(..., role=...)``), e.g. "review"."""
     name: str | None = None
+    """A name tasks can target (``submit(..., name=...)``)."""
     description: str | None = None
+    """What this slot is for, in words, kept with its record."""
     slot_assignment_timeout_secs: int | None = Field(default=None, ge=0)
+    """How long tasks this slot may run wait for a slot, over the pool's."""
 
 
 class TaskOverrides(_Settings):
