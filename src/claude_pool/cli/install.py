@@ -19,10 +19,11 @@ from claude_pool.executor.locate import (
 
 
 def install_cli(as_json: JsonOpt = False) -> None:
-    """Install the Claude Code CLI claude-pool is tested with (@anthropic-ai/claude-code at the
-    pinned version) with npm, into claude-pool's cache ($CLAUDE_POOL_CACHE_DIR, else the
-    per-user cache directory), where every claude-pool command finds it from any folder.
-    Does nothing if it is already there. Needs Node.js with npm."""
+    """Install the Claude Code CLI version claude-pool is tested with (needs npm).
+
+    It goes into claude-pool's cache ($CLAUDE_POOL_CACHE_DIR, else the per-user cache
+    directory), where every claude-pool command finds it from any folder; nothing is done if
+    it is already there."""
     from claude_pool.doctor import locate_claude
 
     dest = install_dir()
