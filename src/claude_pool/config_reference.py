@@ -22,7 +22,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
@@ -119,14 +118,15 @@ def attribute_docstrings(cls: type[BaseModel]) -> dict[str, str]:
 
 
 def _bounds(info: FieldInfo) -> str:
+    # pydantic keeps ge=, gt= and le= as annotated-types constraints with those attributes.
     low = high = ""
     for item in info.metadata:
-        if isinstance(item, annotated_types.Ge):
-            low = f"≥ {item.ge}"
-        elif isinstance(item, annotated_types.Gt):
-            low = f"> {item.gt}"
-        elif isinstance(item, annotated_types.Le):
-            high = f"≤ {item.le}"
+        if (ge := getattr(item, "ge", None)) is not None:
+            low = f"≥ {ge}"
+        elif (gt := getattr(item, "gt", None)) is not None:
+            low = f"> {gt}"
+        elif (le := getattr(item, "le", None)) is not None:
+            high = f"≤ {le}"
     if low.startswith("≥") and high:
         return f"{low[2:]}..{high[2:]}"
     return low or high
