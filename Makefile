@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
-# Both create the virtualenv, install the Python dependencies and the pinned
-# Claude Code CLI (into .cache/, unless a `claude` of that version is on PATH).
+# Both create the virtualenv, install the Python dependencies, and install the
+# pinned Claude Code CLI with `claude-pool install-cli` (installed from a checkout,
+# claude-pool keeps it in the checkout's .cache/claude-cli).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CLAUDE_STAMP := .cache/claude-cli/.ready
 
-.PHONY: setup test lint typecheck pytest demo bench clean
+.PHONY: setup test lint typecheck pytest demo bench docs clean
 
 setup: $(STAMP) $(CLAUDE_STAMP)
 
@@ -19,12 +20,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(CLAUDE_STAMP): $(STAMP)
-	$(PY) -m claude_pool.testing.claude_cli install
-	touch $@
+	$(VENV)/bin/claude-pool install-cli
+	mkdir -p $(@D) && touch $@
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -39,6 +40,10 @@ demo: setup
 
 bench: setup
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# docs/configuration.md is generated; a test fails when it is out of date.
+docs: $(STAMP)
+	$(PY) -m claude_pool.config_reference --write docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -27,7 +27,7 @@ LAYERS: list[list[str]] = [
     ["pool"],
     ["routing"],
     # the faces, and what helps test them
-    ["testing", "mcp", "cli", "demo", "doctor", "web", "__main__"],
+    ["testing", "mcp", "cli", "demo", "doctor", "web", "__main__", "config_reference"],
 ]
 """Lowest first. A module may import from its own layer and those below, never above."""
 

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from claude_pool.executor.locate import cache_dir, install_dir
 from claude_pool.testing.claude_cli import CLAUDE_CODE_VERSION, find_claude
+
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def fake_claude(directory: Path, version: str) -> Path:
@@ -41,3 +44,35 @@ def test_an_explicit_binary_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     explicit = fake_claude(tmp_path / "explicit", "1.0.0")
     monkeypatch.setenv("CLAUDE_POOL_CLAUDE_BIN", str(explicit))
     assert find_claude() == explicit
+
+
+def test_claude_pool_cache_dir_names_where_the_cli_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_POOL_CACHE_DIR", str(tmp_path / "cache"))
+    assert cache_dir() == tmp_path / "cache"
+    assert install_dir() == tmp_path / "cache" / "claude-cli"
+
+
+def test_a_checkout_keeps_the_cli_in_its_own_cache_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `make setup` and the test suite rely on: the package runs from this checkout."""
+    monkeypatch.delenv("CLAUDE_POOL_CACHE_DIR", raising=False)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
+    monkeypatch.chdir(tmp_path)
+    assert cache_dir() == CHECKOUT / ".cache"
+
+
+def test_the_installed_cli_is_found_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "cache" / "claude-cli" / "node_modules" / ".bin"
+    installed = fake_claude(bin_dir, CLAUDE_CODE_VERSION)
+    monkeypatch.setenv("CLAUDE_POOL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CLAUDE_POOL_CLAUDE_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-claude-here"))
+    elsewhere = tmp_path / "some" / "project"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert find_claude() == installed

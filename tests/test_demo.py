@@ -68,4 +68,4 @@ def test_demo_without_a_claude_cli_says_how_to_get_one(tmp_path: Path) -> None:
     )
     assert run.exit_code == EXIT_USAGE
     assert "no Claude Code CLI found" in run.output
-    assert "make setup" in run.output
+    assert "run `claude-pool install-cli`" in run.output

@@ -93,8 +93,25 @@ def test_doctor_fails_and_says_how_to_install_when_the_cli_is_missing(repo: Path
     claude = checks["claude CLI"]
     assert claude["status"] == "fail"
     assert "not an executable" in claude["detail"]
-    assert "make setup" in claude["fix"]
-    assert "npm install" in claude["fix"]
+    assert claude["fix"].startswith("run `claude-pool install-cli`")
+    assert "CLAUDE_POOL_CLAUDE_BIN" in claude["fix"]
+
+
+def test_doctor_without_any_claude_names_the_folder_install_cli_fills(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    code, checks = doctor(
+        "--store",
+        ":memory:",
+        env={
+            "CLAUDE_POOL_CLAUDE_BIN": None,
+            "CLAUDE_POOL_CACHE_DIR": str(cache),
+            "PATH": str(tmp_path / "empty"),
+        },
+    )
+    assert code == EXIT_TASK_FAILED
+    claude = checks["claude CLI"]
+    assert claude["detail"] == f"no `claude` on PATH and none installed in {cache / 'claude-cli'}"
+    assert claude["fix"].startswith("run `claude-pool install-cli`")
 
 
 @pytest.mark.parametrize(
@@ -218,5 +235,5 @@ def test_doctor_prints_a_table_of_checks_with_what_to_fix(tmp_path: Path) -> Non
     assert run.exit_code == EXIT_TASK_FAILED
     assert "claude CLI" in run.output
     assert "FAIL" in run.output
-    assert "→ run `make setup`" in run.output
+    assert "→ run `claude-pool install-cli`" in run.output
     assert "problem(s) to fix" in run.output

@@ -95,7 +95,7 @@ def test_claude_code_connects_to_claude_pool_with_the_readmes_mcp_json(
     claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     configs = [json.loads(block) for block in code_blocks("json")]
-    [stdio] = [c for c in configs if "command" in c["mcpServers"]["claude-pool"]]
+    [stdio] = [c for c in configs if c["mcpServers"]["claude-pool"].get("command") == "claude-pool"]
     [http] = [c for c in configs if "url" in c["mcpServers"]["claude-pool"]]
     assert http["mcpServers"]["claude-pool"]["url"].endswith("/mcp")
     (tmp_path / ".mcp.json").write_text(json.dumps(stdio))
@@ -119,3 +119,15 @@ def test_claude_code_connects_to_claude_pool_with_the_readmes_mcp_json(
     offered = mock_api.main_requests[0].available_tool_names
     assert "mcp__claude-pool__pool_fan_out" in offered
     assert "mcp__claude-pool__pool_submit" in offered
+
+
+def test_the_readmes_uvx_and_pipx_configs_start_the_same_server_from_a_checkout() -> None:
+    servers = [json.loads(block)["mcpServers"]["claude-pool"] for block in code_blocks("json")]
+    by_command = {server.get("command"): server.get("args") for server in servers}
+    serve = by_command["claude-pool"]
+    assert by_command["uvx"] == ["--from", "/path/to/claude-pool", "claude-pool", *serve]
+    assert by_command["pipx"] == ["run", "--spec", "/path/to/claude-pool", "claude-pool", *serve]
+    # The commands that warm each tool's environment use the same source.
+    text = README.read_text()
+    assert "uvx --from /path/to/claude-pool claude-pool install-cli" in text
+    assert "pipx run --spec /path/to/claude-pool claude-pool install-cli" in text

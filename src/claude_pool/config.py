@@ -170,16 +170,19 @@ class Settings(BaseModel):
     slot_configs: list[SlotConfig] = Field(default_factory=list)
     """Overrides for the first ``len(slot_configs)`` slots."""
     store: str = Field(default="claude-pool.db", min_length=1)
-    """SQLite file path, ``:memory:``, or a ``postgresql://`` URL."""
+    """A SQLite file path (or ``sqlite:///path``), or ``:memory:``; the PostgreSQL store
+    (``postgresql://``) is not available yet."""
     task_timeout_secs: float | None = Field(default=1800, gt=0)
     """Default per-task timeout; None means no limit."""
     drain_grace_secs: float = Field(default=30, ge=0)
     """Drain lets running tasks finish for this long, then cancels them."""
     claude_bin: str | None = None
-    """Path of the claude CLI; None finds it on PATH."""
+    """Path (or command name) of the claude CLI; none: a ``claude`` on PATH, else the one
+    ``claude-pool install-cli`` installed."""
     recovery: Literal["requeue", "fail"] = "requeue"
     """What happens to tasks left running by a pool that died."""
     auto_scale: bool = False
+    """Grow the pool while tasks wait, and shrink it by slots idle for ``scale_idle_secs``."""
     scale_idle_secs: float = Field(default=300, gt=0)
     """Auto-scaling removes slots idle this long (down to ``scaling.min_slots``)."""
     heartbeat_secs: float = Field(default=5, gt=0)

@@ -35,7 +35,7 @@ from rich.text import Text
 
 from claude_pool.chain import ChainIsolation, ChainSpec, ChainStep
 from claude_pool.config import Settings
-from claude_pool.doctor import locate_claude, real_api_configured
+from claude_pool.doctor import INSTALLED_BY, locate_claude, real_api_configured
 from claude_pool.events import (
     Event,
     SpendRecorded,
@@ -50,7 +50,7 @@ from claude_pool.events import (
     preview,
     task_state_after,
 )
-from claude_pool.executor.locate import claude_version, find_claude
+from claude_pool.executor.locate import claude_version, find_claude, install_dir
 from claude_pool.pool import Pool
 from claude_pool.testing.claude_cli import mock_cli_env
 from claude_pool.testing.mock_api import (
@@ -429,7 +429,9 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
     if claude is None:
         console.print(
             "[bold red]error:[/] no Claude Code CLI found (looked at CLAUDE_POOL_CLAUDE_BIN, "
-            "PATH and .cache/claude-cli); run `make setup` here, or `claude-pool doctor`"
+            f"PATH and {install_dir()}); run `claude-pool install-cli`, then try again "
+            "(`claude-pool doctor` checks the rest)",
+            highlight=False,
         )
         return 2
     version = await asyncio.to_thread(claude_version, claude) or "unknown version"
@@ -496,15 +498,15 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
 
 def _demo_claude() -> tuple[Path | None, str]:
     """The CLI the demo's slots run: as a pool finds it, except that a ``claude`` on PATH
-    older than the pinned version gives way to the project-local install ``make setup``
-    makes (the mock's script was written against the pinned version)."""
+    other than the pinned version gives way to the copy ``claude-pool install-cli`` installs
+    (the mock's script was written against the pinned version)."""
     explicit = os.environ.get("CLAUDE_POOL_CLAUDE_BIN")
     if not explicit:
         pinned = find_claude()
         if pinned is not None:
             on_path = shutil.which("claude")
             same = on_path is not None and Path(on_path) == pinned
-            return pinned, "PATH" if same else "the project-local install (.cache/claude-cli)"
+            return pinned, "PATH" if same else INSTALLED_BY
     return locate_claude(explicit)
 
 

@@ -27,7 +27,12 @@ from claude_pool import __version__
 from claude_pool.config import Settings
 from claude_pool.errors import ClaudePoolError, ConfigError
 from claude_pool.executor.claude import MINIMUM_CLI_VERSION
-from claude_pool.executor.locate import CLAUDE_CODE_VERSION, claude_version, find_claude
+from claude_pool.executor.locate import (
+    CLAUDE_CODE_VERSION,
+    claude_version,
+    find_claude,
+    install_dir,
+)
 from claude_pool.store import open_store
 from claude_pool.store.sqlite import APPLICATION_ID, SqliteStore, migrations
 from claude_pool.types import microdollars_to_usd, now_ms
@@ -36,6 +41,7 @@ MOCK_KEY_PREFIX = "sk-ant-mock"
 """Keys the project's mock API hands out start with this; they are not real credentials."""
 
 __all__ = [
+    "INSTALLED_BY",
     "Check",
     "Status",
     "locate_claude",
@@ -44,11 +50,16 @@ __all__ = [
     "run_checks",
 ]
 
+INSTALLED_BY = "`claude-pool install-cli`"
+"""How :func:`locate_claude` says it found the copy in claude-pool's cache."""
+
 _COMMAND_TIMEOUT = 15.0
 _INSTALL_HINT = (
-    f"run `make setup` in a claude-pool checkout, or `npm install -g "
-    f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}`, or set CLAUDE_POOL_CLAUDE_BIN to a "
-    "claude binary"
+    "run `claude-pool install-cli` (it installs the tested version, "
+    f"{CLAUDE_CODE_VERSION}, with npm), or set CLAUDE_POOL_CLAUDE_BIN to a claude binary"
+)
+_USE_INSTALLED = (
+    "run `claude-pool install-cli` and set CLAUDE_POOL_CLAUDE_BIN to the path it prints"
 )
 
 
@@ -78,7 +89,7 @@ def locate_claude(claude_bin: str | None) -> tuple[Path | None, str]:
     """The ``claude`` binary a pool with this ``claude_bin`` setting runs, and how it was found.
 
     The same order as the pool: the setting (``claude_bin`` / ``CLAUDE_POOL_CLAUDE_BIN``), a
-    ``claude`` on PATH, then the project-local install that ``make setup`` creates.
+    ``claude`` on PATH, then the copy ``claude-pool install-cli`` installs.
     """
     if claude_bin:
         found = shutil.which(claude_bin)
@@ -86,8 +97,7 @@ def locate_claude(claude_bin: str | None) -> tuple[Path | None, str]:
     on_path = shutil.which("claude")
     if on_path is not None:
         return Path(on_path), "PATH"
-    local = find_claude()
-    return local, "the project-local install (.cache/claude-cli)"
+    return find_claude(), INSTALLED_BY
 
 
 def _parse(version: str) -> tuple[int, ...]:
@@ -100,7 +110,7 @@ def check_claude(settings: Settings | None) -> Check:
         if settings and settings.claude_bin:
             detail = f"{settings.claude_bin!r} (the claude_bin setting) is not an executable"
         else:
-            detail = "no `claude` on PATH and no project-local install"
+            detail = f"no `claude` on PATH and none installed in {install_dir()}"
         return Check("claude CLI", Status.FAIL, detail, _INSTALL_HINT)
     version = claude_version(path)
     if version is None:
@@ -116,15 +126,15 @@ def check_claude(settings: Settings | None) -> Check:
             "claude CLI",
             Status.FAIL,
             f"{found}: older than {MINIMUM_CLI_VERSION}, the oldest claude-pool drives",
-            f"upgrade it: `npm install -g @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}`",
+            f"upgrade it (`npm install -g @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}`), or "
+            f"{_USE_INSTALLED}",
         )
     if version != CLAUDE_CODE_VERSION:
         return Check(
             "claude CLI",
             Status.WARN,
             f"{found}; claude-pool is tested with {CLAUDE_CODE_VERSION}",
-            "usually fine; if slots misbehave, try the tested version "
-            "(`make setup` installs it locally)",
+            f"usually fine; if slots misbehave, try the tested version: {_USE_INSTALLED}",
         )
     return Check("claude CLI", Status.OK, found)
 

@@ -23,6 +23,9 @@ class ConfigError(ClaudePoolError):
 
 
 class BudgetExhausted(ClaudePoolError):
+    """The pool's budget is spent, so new work is refused (``spent`` and ``limit`` in
+    microdollars)."""
+
     def __init__(self, spent: int, limit: int) -> None:
         self.spent = spent
         self.limit = limit
@@ -33,12 +36,16 @@ class BudgetExhausted(ClaudePoolError):
 
 
 class TaskNotFound(ClaudePoolError):
+    """No task has the id ``task_id``."""
+
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         super().__init__(f"no task with id {task_id!r}; list tasks to see the known ids")
 
 
 class SlotNotFound(ClaudePoolError):
+    """No slot has the id ``slot_id``."""
+
     def __init__(self, slot_id: str) -> None:
         self.slot_id = slot_id
         super().__init__(f"no slot with id {slot_id!r}; list slots to see the known ids")
@@ -58,6 +65,9 @@ class InvalidTaskState(ClaudePoolError):
 
 
 class NoSlotAvailable(ClaudePoolError):
+    """No slot (matching ``target``, if the task names one) became free within
+    ``timeout_secs``."""
+
     def __init__(self, timeout_secs: float, target: str | None = None) -> None:
         self.timeout_secs = timeout_secs
         self.target = target
@@ -69,11 +79,15 @@ class NoSlotAvailable(ClaudePoolError):
 
 
 class PoolShutdown(ClaudePoolError):
+    """The pool is draining or closed, and accepts no new work."""
+
     def __init__(self, detail: str = "the pool is draining or closed") -> None:
         super().__init__(f"{detail}; no new work is accepted")
 
 
 class ScalingError(ClaudePoolError):
+    """A slot count outside ``min_slots..max_slots`` was asked for."""
+
     def __init__(self, requested: int, min_slots: int, max_slots: int) -> None:
         self.requested = requested
         self.min_slots = min_slots
@@ -85,6 +99,8 @@ class ScalingError(ClaudePoolError):
 
 
 class TaskTimeout(ClaudePoolError):
+    """Task ``task_id`` did not finish within ``timeout_secs``."""
+
     def __init__(self, task_id: str, timeout_secs: float) -> None:
         self.task_id = task_id
         self.timeout_secs = timeout_secs
@@ -92,6 +108,9 @@ class TaskTimeout(ClaudePoolError):
 
 
 class PermissionPromptDetected(ClaudePoolError):
+    """Claude Code stopped to ask for permission to use ``tool_name``, in a run where no one
+    can answer."""
+
     def __init__(self, tool_name: str, detail: str = "") -> None:
         self.tool_name = tool_name
         self.detail = detail
@@ -118,10 +137,12 @@ class ClaudeCliError(ClaudePoolError):
 
 
 class ClaudeCliNotFound(ClaudeCliError):
+    """No Claude Code CLI was found to run (or the one configured cannot be started)."""
+
     def __init__(self, searched: str) -> None:
         super().__init__(
-            f"the Claude Code CLI was not found ({searched}); install it with "
-            "`npm install -g @anthropic-ai/claude-code` or set CLAUDE_POOL_CLAUDE_BIN",
+            f"the Claude Code CLI was not found ({searched}); run `claude-pool install-cli` "
+            "(it installs the version claude-pool is tested with) or set CLAUDE_POOL_CLAUDE_BIN",
             exit_code=None,
             stderr="",
             command=None,
@@ -129,6 +150,8 @@ class ClaudeCliNotFound(ClaudeCliError):
 
 
 class ClaudeCliTooOld(ClaudeCliError):
+    """The Claude Code CLI is version ``found``, older than the ``minimum`` claude-pool drives."""
+
     def __init__(self, path: str, found: str, minimum: str) -> None:
         self.found = found
         self.minimum = minimum
@@ -139,6 +162,21 @@ class ClaudeCliTooOld(ClaudeCliError):
             stderr="",
             command=path,
         )
+
+
+class ClaudeCliInstallError(ClaudeCliError):
+    """The pinned Claude Code CLI could not be installed: npm is missing, or ``npm install``
+    failed (``command``, ``exit_code`` and ``stderr`` say how)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        stderr: str = "",
+        command: str | None = None,
+    ) -> None:
+        super().__init__(message, exit_code=exit_code, stderr=stderr, command=command)
 
 
 class StoreError(ClaudePoolError):
@@ -172,6 +210,8 @@ class WorktreeError(ClaudePoolError):
 
 
 class ChainNotFound(ClaudePoolError):
+    """No chain has the id ``chain_id``."""
+
     def __init__(self, chain_id: str) -> None:
         self.chain_id = chain_id
         super().__init__(f"no chain with id {chain_id!r}; list chains to see the known ids")
@@ -181,6 +221,7 @@ __all__ = [
     "BudgetExhausted",
     "ChainNotFound",
     "ClaudeCliError",
+    "ClaudeCliInstallError",
     "ClaudeCliNotFound",
     "ClaudeCliTooOld",
     "ClaudePoolError",

@@ -329,6 +329,7 @@ class Pool:
 
     @property
     def store(self) -> Store:
+        """The store this pool keeps its tasks, slots, spend and events in."""
         return self._store
 
     @property
@@ -980,7 +981,7 @@ def _default_executor(config: PoolConfig, settings: Settings) -> Executor:
 
     claude_bin: str | Path | None = settings.claude_bin
     if claude_bin is None and shutil.which("claude") is None:
-        # Fall back to the project-local install that `make setup` creates.
+        # Fall back to the pinned CLI that `claude-pool install-cli` (or `make setup`) installs.
         claude_bin = find_claude()
     return ClaudeCliExecutor(
         claude_bin, env=settings.env, detect_permission_prompts=config.detect_permission_prompts

@@ -152,6 +152,8 @@ class SlotMode(StrEnum):
 
 
 class SlotState(StrEnum):
+    """What a slot is doing: idle, busy with a task, stopped, or errored (it kept crashing)."""
+
     IDLE = "idle"
     BUSY = "busy"
     STOPPED = "stopped"
@@ -159,6 +161,9 @@ class SlotState(StrEnum):
 
 
 class TaskState(StrEnum):
+    """Where a task is: queued (pending), running, held for review (pending_review), or ended
+    (completed, failed, cancelled)."""
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -176,37 +181,61 @@ class TaskState(StrEnum):
 
 
 class ScalingConfig(_Settings):
+    """The bounds the number of slots stays within, scaled by hand or automatically."""
+
     min_slots: int = Field(default=1, ge=0)
+    """Fewest slots: scaling down and auto-scaling stop here."""
     max_slots: int = Field(default=16, ge=1)
+    """Most slots: scaling up and auto-scaling stop here."""
 
 
 class PoolConfig(_Settings):
     """Configuration that applies to all slots by default (slots override via SlotConfig)."""
 
     model: str | None = None
-    """Claude model to use (e.g. "claude-haiku-4-5-20251001")."""
+    """Claude model to use (e.g. "claude-haiku-4-5-20251001"); none leaves the CLI's default."""
     permission_mode: PermissionMode | None = PermissionMode.PLAN
+    """Default permission mode of tasks; plan is read-only. With ``unattended_mode`` and no mode
+    set anywhere, dontAsk."""
     max_turns: int | None = Field(default=None, ge=1)
+    """Default turn limit per task; none means no limit."""
     system_prompt: str | None = None
     """Appended to Claude Code's own system prompt for every task."""
     allowed_tools: list[str] = Field(default_factory=list)
+    """Tools every task may use without asking; a slot's and a task's add to these."""
     mcp_servers: dict[str, Any] = Field(default_factory=dict)
+    """MCP servers every slot gets, by name; a slot's and a task's merge over these."""
     effort: Effort | None = None
+    """Default reasoning effort; none leaves the CLI's default."""
     fallback_model: str | None = None
+    """Model the CLI switches to when the default one is overloaded."""
     budget_microdollars: int | None = Field(default=None, ge=0)
     """Hard cap on the pool's total spend; new work is refused once reached."""
     slot_mode: SlotMode = SlotMode.PERSISTENT
+    """persistent: a slot keeps one CLI process and conversation from task to task; ephemeral:
+    a fresh process and session for every task."""
     max_restarts: int = Field(default=3, ge=0)
+    """Crashes in a row after which a slot is errored (and times the supervisor restores it)."""
     worktree_isolation: bool = False
+    """Each slot works in its own git worktree, on branch ``claude-pool/<slot>``."""
     slot_assignment_timeout_secs: int = Field(default=300, ge=0)
+    """Seconds a queued task waits for a slot that may run it before failing with
+    NoSlotAvailable."""
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     unattended_mode: bool = False
     """When true, the default permission mode is ``dontAsk`` if none is set anywhere."""
     detect_permission_prompts: bool = True
+    """Recognise the CLI's permission refusals, so a failed task names the tool that needed
+    permission."""
     supervisor_enabled: bool = False
+    """Run the supervisor: it restores errored slots, stops stuck tasks and reconciles the store
+    with what really runs."""
     supervisor_interval_secs: int = Field(default=30, ge=1)
+    """Seconds between the supervisor's checks."""
     strict_mcp_config: bool = True
+    """Slots use only the MCP servers the pool gives them, never the project's ``.mcp.json``."""
     worktree_base_dir: str | None = None
+    """Where slot and chain worktrees are made; none is ``<repository>/.claude/pool-worktrees``."""
 
     @model_validator(mode="after")
     def _unattended_default_mode(self) -> Self:
@@ -222,17 +251,29 @@ class SlotConfig(_Settings):
     """Per-slot overrides plus the slot's identity (name, role, description)."""
 
     model: str | None = None
+    """This slot's model, over the pool's."""
     permission_mode: PermissionMode | None = None
+    """This slot's permission mode, over the pool's."""
     max_turns: int | None = Field(default=None, ge=1)
+    """This slot's turn limit per task, over the pool's."""
     system_prompt: str | None = None
+    """This slot's system prompt, over the pool's (appended to Claude Code's own)."""
     allowed_tools: list[str] | None = None
+    """Tools this slot may use, added to the pool's."""
     mcp_servers: dict[str, Any] | None = None
+    """MCP servers this slot gets, merged by name over the pool's."""
     effort: Effort | None = None
+    """This slot's reasoning effort, over the pool's."""
     fallback_model: str | None = None
+    """This slot's fallback model, over the pool's."""
     role: str | None = None
+    """A role tasks can target (``submit(..., role=...)``), e.g. "review"."""
     name: str | None = None
+    """A name tasks can target (``submit(..., name=...)``)."""
     description: str | None = None
+    """What this slot is for, in words, kept with its record."""
     slot_assignment_timeout_secs: int | None = Field(default=None, ge=0)
+    """How long tasks this slot may run wait for a slot, over the pool's."""
 
 
 class TaskOverrides(_Settings):
@@ -256,6 +297,9 @@ class TaskOverrides(_Settings):
 
 
 class SlotRecord(_Model):
+    """A slot as the store keeps it: state, configuration, current task, Claude Code session
+    and totals."""
+
     id: SlotId
     state: SlotState = SlotState.IDLE
     config: SlotConfig = Field(default_factory=SlotConfig)
@@ -284,6 +328,9 @@ def _is_false(value: object) -> bool:
 
 
 class TaskResult(_Model):
+    """What a task produced: output, success, cost, turns and time, and on failure the command,
+    exit code and stderr of the CLI."""
+
     # Field-level exclusion (rather than a model serializer) mirrors serde's
     # skip_serializing_if and keeps the serialization JSON schema that MCP tools publish.
     output: str
@@ -363,6 +410,9 @@ def _is_empty(value: object) -> bool:
 
 
 class TaskRecord(_Model):
+    """A task as the store keeps it: prompt, state, slot, result, tags, overrides, review state
+    and timestamps."""
+
     id: TaskId
     prompt: str
     state: TaskState = TaskState.PENDING
@@ -417,6 +467,8 @@ class TaskRecord(_Model):
 
 
 class TaskFilter(_Model):
+    """Which tasks ``list_tasks`` returns: by state, slot and tags."""
+
     state: TaskState | None = None
     slot_id: SlotId | None = None
     tags: list[str] | None = None
@@ -427,6 +479,8 @@ class TaskFilter(_Model):
 
 
 class ModelMetrics(_Model):
+    """One model's part of the session metrics: tasks, cost, time and turns."""
+
     model: str = ""
     task_count: int = 0
     total_cost_microdollars: int = 0
@@ -443,6 +497,9 @@ def _is_session(value: object) -> bool:
 
 
 class SessionMetrics(_Model):
+    """What ``session_metrics`` reports: tasks by state, spend, cost and time statistics, and a
+    breakdown by model."""
+
     total_tasks: int = 0
     completed_tasks: int = 0
     failed_tasks: int = 0

@@ -65,12 +65,16 @@ CLONE_DIR = Path(tempfile.gettempdir()) / "claude-pool-clones"
 
 
 class ChainIsolation(StrEnum):
+    """Where a chain's steps work: in place (none), in a git worktree, or in a clone."""
+
     NONE = "none"
     WORKTREE = "worktree"
     CLONE = "clone"
 
 
 class ChainState(StrEnum):
+    """Where a chain is: pending, running, or ended (completed, failed, cancelled)."""
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -79,10 +83,13 @@ class ChainState(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Completed, failed and cancelled never change again."""
         return self in (ChainState.COMPLETED, ChainState.FAILED, ChainState.CANCELLED)
 
 
 class StepState(StrEnum):
+    """Where one step of a chain is; a step is skipped when the chain ended before it ran."""
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -212,6 +219,9 @@ class StepAttempt(BaseModel):
 
 
 class StepResult(BaseModel):
+    """One step's progress and outcome: state, output and output variables, attempts and what
+    they cost."""
+
     name: str
     index: int
     state: StepState = StepState.PENDING

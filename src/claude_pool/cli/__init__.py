@@ -26,6 +26,7 @@ from claude_pool.cli.common import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
+from claude_pool.cli.install import install_cli
 
 app = typer.Typer(
     name="claude-pool",
@@ -46,6 +47,7 @@ app.command()(worker.worker)
 app.command()(serve.serve)
 app.command()(diagnostics.doctor)
 app.command()(diagnostics.demo)
+app.command("install-cli")(install_cli)
 app.command("auto")(auto.auto_command)
 app.command("route")(auto.route_command)
 app.add_typer(skills.skills_app)

@@ -1,10 +1,14 @@
 """Finding the Claude Code CLI the pool drives, and installing the pinned version.
 
 :func:`find_claude` looks, in order, at ``$CLAUDE_POOL_CLAUDE_BIN`` (used as is), a ``claude``
-on PATH of exactly the pinned version, and the copy installed in the cache directory;
-:func:`install_claude` installs the pinned version there with npm. The cache is
-``$CLAUDE_POOL_CACHE_DIR``, else ``<project>/.cache`` (``<project>``: the nearest directory
-above the cwd holding ``pyproject.toml``).
+on PATH of exactly the pinned version, and the copy installed in claude-pool's cache;
+:func:`install_claude` installs the pinned version there with npm (``claude-pool install-cli``).
+
+The cache (:func:`cache_dir`) is ``$CLAUDE_POOL_CACHE_DIR`` if set; else, when this package runs
+from a claude-pool checkout (as ``make setup`` installs it), the checkout's ``.cache``; else the
+per-user cache directory (``~/.cache/claude-pool`` on Linux, ``~/Library/Caches/claude-pool`` on
+macOS). It depends on where the package is, never on the working directory, so every command
+finds the same install from any folder.
 """
 
 from __future__ import annotations
@@ -14,11 +18,17 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import platformdirs
+
+from claude_pool.errors import ClaudeCliInstallError
+
 __all__ = [
+    "CACHE_DIR_ENV_VAR",
     "CLAUDE_CODE_VERSION",
     "NPM_PACKAGE",
     "cache_dir",
@@ -27,30 +37,47 @@ __all__ = [
     "ensure_claude",
     "find_claude",
     "install_claude",
+    "install_dir",
+    "installed_claude",
 ]
 
 CLAUDE_CODE_VERSION = "2.1.330"
 NPM_PACKAGE = "@anthropic-ai/claude-code"
+CACHE_DIR_ENV_VAR = "CLAUDE_POOL_CACHE_DIR"
 
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _VERSION_TIMEOUT = 30.0
 _INSTALL_TIMEOUT = 600.0
 
 
+def _checkout_root() -> Path | None:
+    """The claude-pool checkout this package runs from (``<root>/src/claude_pool``), if any."""
+    source = Path(__file__).resolve().parents[2]
+    root = source.parent
+    if source.name != "src":
+        return None
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return root if project.get("project", {}).get("name") == "claude-pool" else None
+
+
 def cache_dir() -> Path:
-    """Where the CLI is installed: ``$CLAUDE_POOL_CACHE_DIR``, else ``<project>/.cache``."""
-    override = os.environ.get("CLAUDE_POOL_CACHE_DIR")
+    """Where claude-pool keeps what it installs: ``$CLAUDE_POOL_CACHE_DIR``, else a checkout's
+    ``.cache`` (when the package runs from one), else the per-user cache directory."""
+    override = os.environ.get(CACHE_DIR_ENV_VAR)
     if override:
-        return Path(override)
-    here = Path.cwd().resolve()
-    for directory in (here, *here.parents):
-        if (directory / "pyproject.toml").is_file():
-            return directory / ".cache"
-    return here / ".cache"
+        return Path(override).expanduser()
+    checkout = _checkout_root()
+    if checkout is not None:
+        return checkout / ".cache"
+    return Path(platformdirs.user_cache_dir("claude-pool", appauthor=False))
 
 
-def _install_dir(base: Path | None = None) -> Path:
-    return (base or cache_dir()) / "claude-cli"
+def install_dir() -> Path:
+    """Where :func:`install_claude` puts the pinned CLI by default: ``<cache>/claude-cli``."""
+    return cache_dir() / "claude-cli"
 
 
 def _parse_version(text: str) -> tuple[int, int, int] | None:
@@ -80,8 +107,8 @@ def claude_version(binary: Path) -> str | None:
     return ".".join(map(str, version)) if version else None
 
 
-def _installed_candidates(install_dir: Path) -> Iterator[Path]:
-    modules = install_dir / "node_modules"
+def _installed_candidates(directory: Path) -> Iterator[Path]:
+    modules = directory / "node_modules"
     # The npm wrapper's bin is a hard link to the native binary when postinstall ran or the
     # package was hard-linked; otherwise only the platform package's binary works.
     yield modules / ".bin" / "claude"
@@ -89,8 +116,9 @@ def _installed_candidates(install_dir: Path) -> Iterator[Path]:
     yield from sorted(modules.glob("@anthropic-ai/claude-code-*/claude"))
 
 
-def _find_installed(install_dir: Path) -> Path | None:
-    for candidate in _installed_candidates(install_dir):
+def installed_claude(directory: Path | None = None) -> Path | None:
+    """The pinned CLI installed under ``directory`` (default :func:`install_dir`), or None."""
+    for candidate in _installed_candidates(directory or install_dir()):
         if candidate.is_file() and claude_version(candidate) == CLAUDE_CODE_VERSION:
             return candidate
     return None
@@ -101,7 +129,7 @@ def find_claude() -> Path | None:
 
     In order: ``$CLAUDE_POOL_CLAUDE_BIN`` (used as is), a ``claude`` on PATH of exactly the
     pinned version (the tests and the mock rely on its exact behaviour; a newer one on PATH is
-    common on a developer's machine), the copy installed in the project cache.
+    common on a developer's machine), the copy installed in the cache (:func:`install_dir`).
     """
     explicit = os.environ.get("CLAUDE_POOL_CLAUDE_BIN")
     if explicit:
@@ -109,7 +137,7 @@ def find_claude() -> Path | None:
     on_path = shutil.which("claude")
     if on_path is not None and claude_version(Path(on_path)) == CLAUDE_CODE_VERSION:
         return Path(on_path)
-    return _find_installed(_install_dir())
+    return installed_claude()
 
 
 @contextmanager
@@ -127,18 +155,26 @@ def install_claude(dest: Path) -> Path:
     """Install the pinned CLI under ``dest`` with npm and return its binary.
 
     Safe to call from parallel processes: they serialise on a lock file, and whoever comes
-    second finds the finished install.
+    second finds the finished install. :class:`ClaudeCliInstallError` when npm is missing or
+    fails.
     """
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClaudeCliInstallError(
+            f"cannot create {dest} to install {NPM_PACKAGE}@{CLAUDE_CODE_VERSION} in: "
+            f"{exc.strerror or exc}; set {CACHE_DIR_ENV_VAR} to a writable directory"
+        ) from exc
     with _locked(dest / ".install.lock"):
-        found = _find_installed(dest)
+        found = installed_claude(dest)
         if found is not None:
             return found
         npm = shutil.which("npm")
         if npm is None:
-            raise RuntimeError(
-                f"npm is needed to install {NPM_PACKAGE}@{CLAUDE_CODE_VERSION}; install Node.js "
-                "or set CLAUDE_POOL_CLAUDE_BIN to a claude binary"
+            raise ClaudeCliInstallError(
+                f"npm is needed to install {NPM_PACKAGE}@{CLAUDE_CODE_VERSION} and is not on "
+                "PATH; install Node.js 18+ with npm (https://nodejs.org), or set "
+                "CLAUDE_POOL_CLAUDE_BIN to a claude binary"
             )
         command = [
             npm,
@@ -149,26 +185,41 @@ def install_claude(dest: Path) -> Path:
             str(dest),
             f"{NPM_PACKAGE}@{CLAUDE_CODE_VERSION}",
         ]
-        proc = subprocess.run(
-            command, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT, check=False
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(command)} failed with exit code {proc.returncode}:\n"
-                f"{proc.stderr[-4000:]}"
+        shown = " ".join(command)
+        try:
+            proc = subprocess.run(
+                command, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT, check=False
             )
-        found = _find_installed(dest)
+        except subprocess.TimeoutExpired as exc:
+            raise ClaudeCliInstallError(
+                f"{shown} did not finish within {_INSTALL_TIMEOUT:g}s; check the network and "
+                "the npm registry, then try again",
+                command=shown,
+            ) from exc
+        except OSError as exc:
+            raise ClaudeCliInstallError(
+                f"{shown} could not be started: {exc.strerror or exc}", command=shown
+            ) from exc
+        if proc.returncode != 0:
+            raise ClaudeCliInstallError(
+                f"{shown} failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}",
+                exit_code=proc.returncode,
+                stderr=proc.stderr[-4000:],
+                command=shown,
+            )
+        found = installed_claude(dest)
         if found is None:
-            raise RuntimeError(
+            raise ClaudeCliInstallError(
                 f"npm installed {NPM_PACKAGE}@{CLAUDE_CODE_VERSION} into {dest}, but no binary "
-                f"there prints version {CLAUDE_CODE_VERSION}"
+                f"there prints version {CLAUDE_CODE_VERSION}",
+                command=shown,
             )
         return found
 
 
 def ensure_claude() -> Path:
     """The CLI to test with, installing the pinned version if none is found."""
-    return find_claude() or install_claude(_install_dir())
+    return find_claude() or install_claude(install_dir())
 
 
 def clean_env(parent: Mapping[str, str]) -> dict[str, str]:

@@ -1,8 +1,7 @@
 """Run the pinned Claude Code CLI offline against the mock API (for tests and the demo).
 
-``python -m claude_pool.testing.claude_cli install`` installs the pinned CLI (see
-:mod:`claude_pool.executor.locate`) unless a good one is already available, and prints its
-path.
+:func:`ensure_claude` finds the pinned CLI (see :mod:`claude_pool.executor.locate`), installing
+it as ``claude-pool install-cli`` does if none is found.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,6 @@ __all__ = [
     "ensure_claude",
     "find_claude",
     "install_claude",
-    "main",
     "mock_cli_env",
     "run_print",
 ]
@@ -127,23 +124,3 @@ def run_print(
     )
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return CliRun(proc.returncode, events, proc.stderr)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args == ["install"]:
-        print(ensure_claude())
-        return 0
-    if args == ["find"]:
-        found = find_claude()
-        if found is None:
-            print(f"claude {CLAUDE_CODE_VERSION} not found", file=sys.stderr)
-            return 1
-        print(found)
-        return 0
-    print("usage: python -m claude_pool.testing.claude_cli {install|find}", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
