@@ -12,7 +12,7 @@ ROOT = "claude_pool"
 
 LAYERS: list[list[str]] = [
     # the domain model and small helpers
-    ["types", "errors", "pricing", "notify", "lifecycle", "aio"],
+    ["types", "errors", "pricing", "notify", "lifecycle", "aio", "redaction"],
     ["config", "events"],
     # seams and their implementations
     ["bus", "store", "executor"],

@@ -51,6 +51,7 @@ from claude_pool.executor.protocol import (
     result_to_task_result,
     task_cost_usd,
 )
+from claude_pool.redaction import redact
 from claude_pool.types import PermissionMode, SlotId, SlotMode, TaskResult, usd_to_microdollars
 
 logger = logging.getLogger(__name__)
@@ -64,25 +65,6 @@ _VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _VERSION_CHECK_SECS = 30.0
 _CONTROL_REPLY_SECS = 10.0
 _ELIDE_ARG_CHARS = 200
-
-_SECRET_PATTERNS = (
-    (re.compile(r"sk-ant-[A-Za-z0-9_\-]+"), "sk-ant-***"),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]+"), r"\1 ***"),
-    (
-        re.compile(
-            r"(?i)\b([A-Z0-9_]*(?:api[_-]?key|token|secret|password|auth)[A-Z0-9_]*)"
-            r"(\"?\s*[=:]\s*\"?)[^\s\"',}]+"
-        ),
-        r"\1\2***",
-    ),
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with API keys, bearer tokens and ``key=value`` secrets replaced by ``***``."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def command_line(argv: list[str] | tuple[str, ...]) -> str:

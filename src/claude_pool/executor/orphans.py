@@ -23,7 +23,6 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -129,26 +128,39 @@ def reap_orphans_once() -> None:
 
 
 _WATCHDOG = Path(__file__).with_name("watchdog.py")
-_watchdog: subprocess.Popen[bytes] | None = None
+_watchdog: int | None = None
+"""The watchdog's pid. A bare pid, not a ``Popen``: the watchdog is meant to outlive this
+process's interpreter (it acts once the process is gone), which ``Popen`` would report as a
+leak at exit."""
 
 
-def start_watchdog() -> subprocess.Popen[bytes] | None:
-    """Start this process's watchdog (once; Linux only). None when it cannot run here."""
+def _running(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it has ended
+    except ChildProcessError:
+        return False
+    return done == 0
+
+
+def start_watchdog() -> int | None:
+    """Start this process's watchdog (once; Linux only) and return its pid; None when it
+    cannot run here."""
     global _watchdog
-    if _watchdog is not None and _watchdog.poll() is None:
+    if _running(_watchdog):
         return _watchdog
     if not _PROC.is_dir() or not _WATCHDOG.is_file():
         return None
     env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
+    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     try:
-        _watchdog = subprocess.Popen(
+        _watchdog = os.posix_spawn(
+            sys.executable,
             [sys.executable, "-S", str(_WATCHDOG), _OWNER],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
+            env,
+            file_actions=quiet,
+            setsid=True,
         )
     except OSError as exc:
         logger.warning(
@@ -157,10 +169,10 @@ def start_watchdog() -> subprocess.Popen[bytes] | None:
             exc,
         )
         return None
-    logger.debug("started the process watchdog, pid %d", _watchdog.pid)
+    logger.debug("started the process watchdog, pid %d", _watchdog)
     return _watchdog
 
 
 def watchdog_pid() -> int | None:
     """The pid of this process's watchdog, while it runs."""
-    return _watchdog.pid if _watchdog is not None and _watchdog.poll() is None else None
+    return _watchdog if _running(_watchdog) else None
