@@ -466,3 +466,15 @@ async def test_a_failed_task_can_be_queued_again_and_runs_anew() -> None:
         assert attempts == ["try it", "try it"]
         with pytest.raises(InvalidTaskState, match="requeue"):
             await pool.requeue(task_id)
+
+
+@pytest.mark.parametrize("priority", [-99999999999999999999, 2**31, -(2**31)])
+async def test_a_priority_out_of_range_is_refused_with_a_clear_error(priority: int) -> None:
+    """Regression: ``submit --priority -99999999999999999999`` crashed with OverflowError in
+    the store."""
+    async with Pool(PoolConfig(), slots=0, store=MemoryStore()) as pool:
+        with pytest.raises(ValueError, match="priority must be between"):
+            await pool.submit("x", priority=priority)
+        assert await pool.list_tasks() == []
+        edge = await pool.submit("edge", priority=2**31 - 1)
+        assert (await pool.get_task(edge)).state is TaskState.PENDING

@@ -108,6 +108,20 @@ class FanOutItem(BaseModel):
         return self.result or TaskResult.failure(self.error or f"task ended {self.state}")
 
 
+PRIORITY_LIMIT = 2**31 - 1
+"""Priorities are 32-bit signed integers (every store keeps them exactly)."""
+
+
+def check_priority(priority: int) -> None:
+    """Refuse a priority outside ``±PRIORITY_LIMIT``, or one that is not an integer."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(f"priority must be an integer, got {priority!r}")
+    if not -PRIORITY_LIMIT <= priority <= PRIORITY_LIMIT:
+        raise ValueError(
+            f"priority must be between {-PRIORITY_LIMIT} and {PRIORITY_LIMIT}, got {priority}"
+        )
+
+
 class TaskQueue:
     def __init__(
         self,
@@ -165,6 +179,7 @@ class TaskQueue:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_rejections < 0:
             raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
+        check_priority(priority)
         await self._budget.check(
             overrides.model if overrides is not None and overrides.model else self._model()
         )
