@@ -23,7 +23,7 @@ LAYERS: list[list[str]] = [
     ["runner"],
     ["scheduler"],
     ["queue", "notes"],
-    ["supervisor", "chain.runner", "chain.workflows", "chain"],
+    ["supervisor", "chain.runner", "chain.workflows", "chain", "shutdown", "housekeeping"],
     ["pool"],
     ["routing"],
     # the faces, and what helps test them

@@ -19,7 +19,6 @@ import os
 import shutil
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Collection,
     Coroutine,
@@ -29,7 +28,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from pydantic import BaseModel, Field
 
@@ -46,19 +45,21 @@ from claude_pool.chain.model import (
 from claude_pool.chain.runner import ChainRunner
 from claude_pool.chain.workflows import skill_resolver
 from claude_pool.config import Settings, effective_config
-from claude_pool.errors import ClaudePoolError, PoolShutdown, StoreDamaged, StoreError
+from claude_pool.errors import ClaudePoolError, PoolShutdown, StoreDamaged
 from claude_pool.eventlog import EventLog
 from claude_pool.events import TASK_STATE_TYPES, Event
 from claude_pool.executor.base import Executor
+from claude_pool.housekeeping import housekeeping
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, new_worker_id
 from claude_pool.notes import SharedNotes
-from claude_pool.notify import Signal
 from claude_pool.outcomes import Outcomes
 from claude_pool.queue import FanOutItem, RejectOutcome, TaskQueue
 from claude_pool.ratelimit import RateLimiter, combined
+from claude_pool.ratelimit import publish as publish_rate_limit
 from claude_pool.runner import TaskRunner
 from claude_pool.scheduler import Scheduler
+from claude_pool.shutdown import DrainSummary, drain
 from claude_pool.skills import SkillRegistry
 from claude_pool.slots import SlotSet
 from claude_pool.store import Message, Store, open_store
@@ -80,43 +81,11 @@ from claude_pool.types import (
     TaskOverrides,
     TaskRecord,
     TaskResult,
-    TaskState,
     now_ms,
 )
 from claude_pool.worktree import WorktreeReport, find_repo_root
 
 log = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
-
-EVENT_PRUNE_EVERY_SECS = 3600.0
-"""How often a pool deletes events older than ``Settings.event_retention_secs``."""
-
-_KILL_BUDGET_SECS = 30.0
-"""Interrupt, terminate and kill each get a bounded wait inside the executor."""
-
-
-class DrainSummary(BaseModel):
-    """What ``drain()`` did."""
-
-    tasks_finished: int = 0
-    """Tasks that were running when the drain began and finished within the grace period."""
-    tasks_cancelled: int = 0
-    """Tasks still running after the grace period, cancelled."""
-    tasks_left_pending: int = 0
-    """Queued tasks left in the store for the next pool (or cancelled with cancel_pending)."""
-    slots_stopped: int = 0
-    total_spend_microdollars: int = 0
-    chains_interrupted: int = 0
-    """Chains stopped mid-way; they stay ``running`` in the store and a pool opened on it
-    resumes them."""
-    worktrees: list[WorktreeReport] = Field(default_factory=list)
-    """What happened to each slot's and chain's worktree (or clone)."""
-    kept_branches: list[str] = Field(default_factory=list)
-    """Branches kept because they hold work found on no other branch (see ``worktrees``)."""
-    store_error: str | None = None
-    """The first store failure met while draining (the drain went on: every process was
-    stopped; the counts that needed the store are left at zero)."""
 
 
 class PoolStatus(BaseModel):
@@ -386,8 +355,24 @@ class Pool:
                 tg.create_task(self._events.watch(), name="pool-events-watch"),
                 tg.create_task(self._scheduler.run(tg), name="pool-scheduler"),
                 tg.create_task(self._scheduler.assignment_watchdog(), name="pool-deadlines"),
-                tg.create_task(self._maintenance(), name="pool-heartbeat"),
-                tg.create_task(self._publish_rate_limit(), name="pool-rate-limit"),
+                tg.create_task(
+                    housekeeping(
+                        every_secs=self.settings.heartbeat_secs,
+                        event_retention_secs=self.settings.event_retention_secs,
+                        membership=self.membership,
+                        chains=self._chains,
+                        store=self._store,
+                        lifecycle=self._lifecycle,
+                        skill_resolver=self._skill_resolver,
+                    ),
+                    name="pool-heartbeat",
+                ),
+                tg.create_task(
+                    publish_rate_limit(
+                        self._rate_limits, self._store, self.worker_id, self.settings.heartbeat_secs
+                    ),
+                    name="pool-rate-limit",
+                ),
             ]
             if self.config.supervisor_enabled:
                 self._background.append(
@@ -441,39 +426,6 @@ class Pool:
         for task in self._background:
             task.cancel()
         await tg.__aexit__(None, None, None)
-
-    async def _maintenance(self) -> None:
-        """Heartbeat; take over the tasks and chains of pool processes that died; prune old
-        events."""
-        pruned_at = 0.0
-        failing = False
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_secs)
-            try:
-                await self.membership.beat()
-                if self._lifecycle.accepting:
-                    await self._chains.resume_orphans(
-                        await self.membership.live_workers(), self._skill_resolver()
-                    )
-                loop_now = asyncio.get_running_loop().time()
-                if loop_now - pruned_at >= EVENT_PRUNE_EVERY_SECS:
-                    pruned_at = loop_now
-                    retention_ms = int(self.settings.event_retention_secs * 1000)
-                    await self._store.prune_events(now_ms() - retention_ms)
-            except StoreDamaged as exc:
-                self._lifecycle.fail(exc)
-                return
-            except StoreError as exc:
-                if not failing:  # once per incident
-                    log.error("heartbeat failed (%s); will retry", exc)
-                failing = True
-                continue
-            except Exception:
-                log.exception("heartbeat failed; will retry")
-                continue
-            if failing:
-                failing = False
-                log.warning("heartbeat works again")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         if self._tg is None:
@@ -667,22 +619,6 @@ class Pool:
         own = self._rate_limits.current()
         others = await self.membership.rate_limits()
         return combined([own, *others] if own is not None else others)
-
-    async def _publish_rate_limit(self) -> None:
-        """Keep this process's rate-limit hold in the store, for other processes' status."""
-        published: RateLimitState | None = None
-        while True:
-            ticket = self._rate_limits.changed.ticket()
-            state = self._rate_limits.current()
-            if state != published:
-                try:
-                    await self._store.set_rate_limit(self.worker_id, state)
-                except Exception:
-                    log.exception("publishing the rate-limit state failed; will retry")
-                    await asyncio.sleep(self.settings.heartbeat_secs)
-                    continue
-                published = state
-            await Signal.wait(ticket, None)
 
     async def session_metrics(self, filter: MetricsFilter | None = None) -> SessionMetrics:
         """Counts, spend, cost and time figures and a per-model breakdown, computed in the
@@ -920,59 +856,20 @@ class Pool:
         """Stop taking work, let running tasks finish within the grace period, cancel the
         rest, stop every slot process. Never hangs, and a failing store does not stop it
         (see ``DrainSummary.store_error``)."""
-        if self._drain_summary is not None:
-            return self._drain_summary
-        grace = self.settings.drain_grace_secs if grace_secs is None else grace_secs
-        self._lifecycle.accepting = False
-        for slot in self._slots:
-            slot.stopping = True
-        await self._scheduler.claim_settled()
-        running = self._runner.running_tasks()
-        summary = DrainSummary()
-
-        async def tolerant(step: Awaitable[_T], default: _T) -> _T:
-            try:
-                return await step
-            except StoreError as exc:
-                if summary.store_error is None:
-                    summary.store_error = str(exc)
-                    if self._lifecycle.failure is None:
-                        log.error("draining: %s; going on without the store", exc)
-                return default
-
-        if running:
-            waits = [asyncio.ensure_future(r.finished.wait()) for r in running]
-            _, pending = await asyncio.wait(waits, timeout=grace)
-            for waiter in pending:
-                waiter.cancel()
-            for r in running:
-                if r.finished.is_set():
-                    summary.tasks_finished += 1
-                else:
-                    r.stop("cancelled: the pool drained")
-                    summary.tasks_cancelled += 1
-            stragglers = [asyncio.ensure_future(r.finished.wait()) for r in running]
-            _, still = await asyncio.wait(stragglers, timeout=_KILL_BUDGET_SECS)
-            for waiter in still:
-                waiter.cancel()
-        self._runner.stop_retrying()
-        if cancel_pending:
-            pending_filter = TaskFilter(state=TaskState.PENDING)
-            for record in await tolerant(self._store.list_tasks(pending_filter, 10**9), []):
-                await tolerant(self.cancel(record.id), None)
-        counts = await tolerant(self._store.count_tasks(), {})
-        summary.tasks_left_pending = counts.get(TaskState.PENDING, 0)
-        summary.slots_stopped = len(self._slots)
-        chains_interrupted, chain_reports = await tolerant(self._chains.stop(), (0, []))
-        slot_reports = await self._slots.stop_all()
-        reports = [*chain_reports, *slot_reports]
-        summary.chains_interrupted = chains_interrupted
-        summary.worktrees = reports
-        summary.kept_branches = [b for r in reports for b in r.kept_branches]
-        await self._executor_or_fail().aclose()
-        summary.total_spend_microdollars = await tolerant(self._store.get_spend(), 0)
-        self._drain_summary = summary
-        return summary
+        if self._drain_summary is None:
+            self._drain_summary = await drain(
+                grace_secs=self.settings.drain_grace_secs if grace_secs is None else grace_secs,
+                cancel_pending=cancel_pending,
+                lifecycle=self._lifecycle,
+                store=self._store,
+                slots=self._slots,
+                scheduler=self._scheduler,
+                runner=self._runner,
+                chains=self._chains,
+                executor=self._executor_or_fail(),
+                cancel=self.cancel,
+            )
+        return self._drain_summary
 
 
 def _default_executor(config: PoolConfig, settings: Settings) -> Executor:

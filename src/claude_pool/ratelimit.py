@@ -14,6 +14,7 @@ live pool process reports.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from claude_pool.events import Event, RateLimitCleared, RateLimitHeld
 from claude_pool.executor.base import EventKind, ExecutorEvent
 from claude_pool.notify import Signal
+from claude_pool.store.base import MemberStore
 from claude_pool.types import RateLimitState, now_ms
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,26 @@ class RateLimiter:
             await Signal.wait(ticket, None)
 
 
+async def publish(
+    limiter: RateLimiter, store: MemberStore, worker_id: str, retry_secs: float
+) -> None:
+    """Keep ``limiter``'s hold in the store, for other processes' status (a background task:
+    it writes on every change, and retries a failed write after ``retry_secs``)."""
+    published: RateLimitState | None = None
+    while True:
+        ticket = limiter.changed.ticket()
+        state = limiter.current()
+        if state != published:
+            try:
+                await store.set_rate_limit(worker_id, state)
+            except Exception:
+                log.exception("publishing the rate-limit state failed; will retry")
+                await asyncio.sleep(retry_secs)
+                continue
+            published = state
+        await Signal.wait(ticket, None)
+
+
 def combined(states: Iterable[RateLimitState], now: int | None = None) -> RateLimitState | None:
     """One view of the holds of several pool processes (None when none holds), with a
     message for people."""
@@ -149,4 +171,4 @@ def combined(states: Iterable[RateLimitState], now: int | None = None) -> RateLi
     )
 
 
-__all__ = ["PROGRESS", "RateLimitState", "RateLimiter", "combined"]
+__all__ = ["PROGRESS", "RateLimitState", "RateLimiter", "combined", "publish"]
