@@ -77,6 +77,15 @@ def test_skills_list_shows_builtins_and_filters_by_scope(project: Path) -> None:
     assert "code-review" in table.stdout
 
 
+def test_skills_list_shows_a_description_literally_never_as_markup(project: Path) -> None:
+    skill = project / ".claude-pool" / "skills" / "marked" / "SKILL.md"
+    skill.parent.mkdir(parents=True)
+    skill.write_text("---\nname: marked\ndescription: Say [b]x[/b].\n---\nSay x.\n")
+    table = invoke("skills", "list", "--source", "project")
+    assert table.exit_code == 0, table.output
+    assert "Say [b]x[/b]." in table.stdout
+
+
 def test_skills_show_prints_the_skill_and_its_origin(project: Path) -> None:
     shown = as_json(invoke("skills", "show", "code-review", "--json"))
     text = invoke("skills", "show", "code-review")

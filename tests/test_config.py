@@ -673,6 +673,15 @@ def test_slots_below_min_slots_is_an_error() -> None:
     assert "argument slots" in str(error)
 
 
+def test_no_slots_lowers_an_unset_slot_floor_to_zero_and_keeps_a_set_one() -> None:
+    # A pool of 0 slots only queues, for the workers sharing its store.
+    assert load_settings(env={}, slots=0).pool.scaling.min_slots == 0
+    assert load_settings(env={}).pool.scaling.min_slots == 1
+    error = config_error(env={"CLAUDE_POOL_SCALING_MIN_SLOTS": "1"}, slots=0)
+    assert error.key == "slots"
+    assert "1..16" in str(error)
+
+
 def test_min_slots_above_max_slots_is_an_error() -> None:
     env = {"CLAUDE_POOL_SCALING_MIN_SLOTS": "5", "CLAUDE_POOL_SCALING_MAX_SLOTS": "2"}
     error = config_error(env=env)

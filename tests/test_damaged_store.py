@@ -18,6 +18,7 @@ import pytest
 from claude_pool import Pool, PoolConfig, StoreDamaged, StoreError, TaskState
 from claude_pool.store import SqliteStore
 from claude_pool.store.sqlite.schema import APPLICATION_ID
+from claude_pool.testing.damage import corrupt_table
 from claude_pool.testing.fake_executor import FakeExecutor
 
 
@@ -81,24 +82,6 @@ async def test_a_file_that_is_not_a_database_is_refused_as_damaged(tmp_path: Pat
     with pytest.raises(StoreDamaged, match="is not a claude-pool SQLite database or is damaged"):
         await SqliteStore(path).open()
     assert digest(path) == before
-
-
-def corrupt_table(path: Path, table: str) -> None:
-    """Overwrite the root page of ``table`` under the open pool, then make another
-    connection's write invalidate the pool's page cache (as a disk error or a stray write by
-    another program would leave the file)."""
-    with sqlite3.connect(path) as conn:
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        assert busy == 0
-        (root,) = conn.execute(
-            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-    with path.open("r+b") as raw:
-        raw.seek((root - 1) * page_size)
-        raw.write(b"\xff" * 512)
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE counters SET value = value WHERE name = 'spend_microdollars'")
 
 
 async def test_a_page_that_goes_bad_mid_run_stops_the_pool_with_one_clear_error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import TextResourceContents
@@ -23,6 +25,16 @@ from claude_pool.errors import ConfigError
 from claude_pool.testing.mock_api import DEFAULT_MODEL, MockAnthropicAPI, Reply
 
 WAIT = 60.0
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"},
+    },
+}
 
 
 def test_serve_refuses_a_non_loopback_address_without_a_token() -> None:
@@ -206,3 +218,119 @@ def test_an_error_naming_a_long_path_is_printed_on_one_line(tmp_path: Path) -> N
     lines = [line for line in run.output.splitlines() if "error" in line]
     assert len(lines) == 1
     assert f"the MCP config file {config} is not valid JSON" in lines[0]
+
+
+def serve_process(
+    *args: str, env: dict[str, str], cwd: Path, stdin: int | None = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "claude_pool.cli", "serve", *args],
+        cwd=cwd,
+        env=env,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0", "--token", ""], "a bearer token is empty"),
+        (["--token-file", "missing.txt"], "cannot read the token file missing.txt"),
+        (["--token-file", "empty.txt"], "the token file empty.txt holds no token"),
+    ],
+)
+def test_serve_refuses_empty_or_unreadable_tokens_with_a_clear_message(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Regression: `serve --http --host 0.0.0.0 --token ''` died with a raw traceback."""
+    (tmp_path / "empty.txt").write_text("\n \n")
+    process = serve_process("--http", "--store", ":memory:", *args, env={**os.environ},
+                            cwd=tmp_path)  # fmt: skip
+    out, err = process.communicate(timeout=WAIT)
+    assert process.returncode == EXIT_USAGE, err
+    assert message in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+@pytest.mark.cli
+def test_serve_takes_its_tokens_from_a_file_and_logs_json_lines(
+    claude_bin: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-t0ken\nsecond-t0ken\n")
+    port = free_port()
+    env = {**cli_env, "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin)}
+    process = serve_process(
+        "--http", "--port", str(port), "--store", ":memory:", "--token-file", str(tokens),
+        "--log-format", "json", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        listening = json.loads(process.stderr.readline())
+        assert f"127.0.0.1:{port}/mcp" in listening["message"]
+        assert "bearer token required" in listening["message"]
+        assert listening["level"] == "WARNING"
+        assert listening["logger"] == "claude_pool.mcp.server"
+        url = f"http://127.0.0.1:{port}/mcp"
+        headers = {"accept": "application/json, text/event-stream"}
+        with httpx.Client(timeout=WAIT) as http:
+            refused = http.post(url, json=INITIALIZE, headers=headers)
+            accepted = http.post(
+                url, json=INITIALIZE, headers={**headers, "authorization": "Bearer second-t0ken"}
+            )
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (refused.status_code, accepted.status_code) == (401, 200)
+    assert process.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert any(line["message"].startswith("claude-pool serve stopped:") for line in lines)
+    assert "t0ken" not in err
+    assert out == ""
+
+
+@pytest.mark.cli
+async def test_a_server_with_no_slots_queues_for_a_worker_on_its_store(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    mock_api.on(Reply("run by the worker"), prompt="who runs this")
+    store = str(tmp_path / "pool.db")
+    env = {**cli_env, "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin), "CLAUDE_POOL_MODEL": DEFAULT_MODEL}
+    refused = serve_process("--slots", "0", "--min-slots", "1", "--store", store, env=env,
+                            cwd=tmp_path)  # fmt: skip
+    _, why = refused.communicate(timeout=WAIT)
+    assert refused.returncode == EXIT_USAGE
+    assert "slots=0: must be within scaling.min_slots..max_slots (1..16)" in why
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "claude_pool.cli", "serve", "--slots", "0", "--store", store],
+        env=env,
+        cwd=str(tmp_path),
+    )
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "claude_pool.cli", "worker", "--slots", "1", "--store", store,
+        env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with Client(params, mode="legacy") as client:
+            status = await call(client, "pool_status")
+            outcome = await call(client, "pool_run", prompt="who runs this")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), WAIT)
+    assert status["slots"] == []
+    assert outcome["state"] == "completed", outcome
+    assert outcome["result"]["output"] == "run by the worker"

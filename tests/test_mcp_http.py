@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from claude_pool import ConfigError, Pool, PoolConfig
 from claude_pool.mcp import MCP_PATH, BearerTokenMiddleware, build_server, http_server
-from claude_pool.mcp.auth import is_loopback, parse_tokens
+from claude_pool.mcp.auth import host_names, is_loopback, parse_tokens
 from claude_pool.store import MemoryStore
 from claude_pool.testing.fake_executor import FakeExecutor
 
@@ -39,16 +39,24 @@ MCP_HEADERS = {"accept": "application/json, text/event-stream"}
 
 @asynccontextmanager
 async def http_pool(
-    executor: FakeExecutor, tokens: Sequence[str] = (), slots: int = 2
+    executor: FakeExecutor,
+    tokens: Sequence[str] = (),
+    slots: int = 2,
+    *,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
 ) -> AsyncIterator[str]:
-    """Serve a pool over HTTP on a free port; yields the endpoint URL."""
+    """Serve a pool over HTTP on a free loopback port, configured as if bound to ``host``;
+    yields the endpoint URL."""
     pool = Pool(PoolConfig(), slots=slots, store=MemoryStore(), executor=executor)
     async with pool:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         port = sock.getsockname()[1]
-        server = http_server(build_server(pool), host="127.0.0.1", port=port, tokens=tokens)
+        server = http_server(
+            build_server(pool), host=host, port=port, tokens=tokens, allowed_hosts=allowed_hosts
+        )
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             yield f"http://127.0.0.1:{port}{MCP_PATH}"
@@ -182,3 +190,51 @@ def test_the_token_middleware_needs_a_token() -> None:
 
     with pytest.raises(ValueError, match="at least one"):
         BearerTokenMiddleware(app, ["", ""])
+
+
+async def test_a_server_beyond_loopback_answers_only_to_the_host_names_it_knows() -> None:
+    """Regression: bound to a non-loopback address, the server took any Host header (DNS
+    rebinding)."""
+    authorization = {**MCP_HEADERS, "authorization": f"Bearer {TOKEN}"}
+    async with (
+        http_pool(FakeExecutor(), [TOKEN], host="0.0.0.0", allowed_hosts=["pool.example"]) as url,
+        httpx.AsyncClient(timeout=WAIT) as http,
+    ):
+        port = url.split(":")[2].split("/")[0]
+
+        async def post(host: str) -> int:
+            headers = {**authorization, "host": host}
+            return (await http.post(url, json=INITIALIZE, headers=headers)).status_code
+
+        statuses = {
+            host: await post(host)
+            for host in ("evil.example", f"evil.example:{port}", "pool.example",
+                         f"pool.example:{port}", f"127.0.0.1:{port}", f"localhost:{port}")
+        }  # fmt: skip
+    assert statuses == {
+        "evil.example": 421,
+        f"evil.example:{port}": 421,
+        "pool.example": 200,
+        f"pool.example:{port}": 200,
+        f"127.0.0.1:{port}": 200,
+        f"localhost:{port}": 200,
+    }
+
+
+def test_the_host_names_are_the_address_loopback_this_machine_and_the_extra_ones() -> None:
+    machine = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    assert host_names("127.0.0.1") == ["127.0.0.1", "localhost", "::1"]
+    assert host_names("[::1]", ["Pool.Example"]) == ["::1", "127.0.0.1", "localhost",
+                                                    "pool.example"]  # fmt: skip
+    wildcard = host_names("0.0.0.0", ["pool.example"])
+    assert "0.0.0.0" not in wildcard
+    assert {"127.0.0.1", "localhost", "::1", "pool.example"} | machine == set(wildcard)
+    assert "192.168.1.10" in host_names("192.168.1.10")
+
+
+def test_an_empty_token_is_a_configuration_error_not_a_crash() -> None:
+    pool = Pool(PoolConfig(), slots=0, store=MemoryStore(), executor=FakeExecutor())
+    with pytest.raises(ConfigError, match="bearer token is empty"):
+        http_server(build_server(pool), host="0.0.0.0", port=0, tokens=[""])
+    with pytest.raises(ConfigError, match="bearer token is empty"):
+        http_server(build_server(pool), host="127.0.0.1", port=0, tokens=["ok", "  "])

@@ -468,7 +468,7 @@ async def test_a_failed_task_can_be_queued_again_and_runs_anew() -> None:
             await pool.requeue(task_id)
 
 
-@pytest.mark.parametrize("priority", [-99999999999999999999, 2**31, -(2**31)])
+@pytest.mark.parametrize("priority", [-99999999999999999999, 1_000_001, -1_000_001])
 async def test_a_priority_out_of_range_is_refused_with_a_clear_error(priority: int) -> None:
     """Regression: ``submit --priority -99999999999999999999`` crashed with OverflowError in
     the store."""
@@ -476,5 +476,5 @@ async def test_a_priority_out_of_range_is_refused_with_a_clear_error(priority: i
         with pytest.raises(ValueError, match="priority must be between"):
             await pool.submit("x", priority=priority)
         assert await pool.list_tasks() == []
-        edge = await pool.submit("edge", priority=2**31 - 1)
+        edge = await pool.submit("edge", priority=1_000_000)
         assert (await pool.get_task(edge)).state is TaskState.PENDING

@@ -166,7 +166,9 @@ class Settings(BaseModel):
     pool: PoolConfig = Field(default_factory=PoolConfig)
     slots: int = Field(default=2, ge=0)
     """Initial number of slots; must fit ``pool.scaling``. When not given, 2 brought within
-    the scaling bounds, or the number of ``slot_configs`` if that is more."""
+    the scaling bounds, or the number of ``slot_configs`` if that is more. 0 makes a pool that
+    only queues, for workers sharing its store to run; ``scaling.min_slots`` then defaults to
+    0."""
     slot_configs: list[SlotConfig] = Field(default_factory=list)
     """Overrides for the first ``len(slot_configs)`` slots."""
     store: str = Field(default="claude-pool.db", min_length=1)
@@ -202,16 +204,27 @@ class Settings(BaseModel):
     tokens: list[SecretStr] = Field(default_factory=list)
     """Bearer tokens HTTP clients must send. Only from ``CLAUDE_POOL_TOKENS`` or arguments,
     never from a config file: those get committed and shared."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """``Host`` header names the HTTP server answers to besides the address it binds, the
+    loopback names and (on a non-loopback address) this machine's own names."""
 
     @model_validator(mode="after")
     def _usable_texts(self) -> Self:
-        for name in ("store", "claude_bin", "cwd", "env", "host"):
+        for name in ("store", "claude_bin", "cwd", "env", "host", "allowed_hosts"):
             check_texts(getattr(self, name), name)
         return self
 
     @model_validator(mode="after")
     def _fit_slots_to_scaling(self) -> Self:
         scaling = self.pool.scaling
+        if (
+            self.slots == 0
+            and "slots" in self.model_fields_set
+            and "min_slots" not in scaling.model_fields_set
+        ):
+            # No slots of its own: a pool that queues for workers sharing its store. Its
+            # floor is 0 then, unless one was set (which the check below holds it to).
+            scaling.min_slots = 0
         if "slots" not in self.model_fields_set:
             fitted = min(max(2, scaling.min_slots), scaling.max_slots)
             self.slots = max(fitted, len(self.slot_configs))

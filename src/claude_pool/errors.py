@@ -31,7 +31,8 @@ class BudgetExhausted(ClaudePoolError):
         self.limit = limit
         super().__init__(
             f"pool budget exhausted: spent {spent / 1e6:.6f} USD of {limit / 1e6:.6f} USD; "
-            "raise budget_microdollars or start a new pool to run more work"
+            "raise the budget (budget_usd in the config file, CLAUDE_POOL_BUDGET_USD or "
+            "--budget-usd; budget_microdollars in PoolConfig) or start a new pool to run more work"
         )
 
 

@@ -108,8 +108,8 @@ class FanOutItem(BaseModel):
         return self.result or TaskResult.failure(self.error or f"task ended {self.state}")
 
 
-PRIORITY_LIMIT = 2**31 - 1
-"""Priorities are 32-bit signed integers (every store keeps them exactly)."""
+PRIORITY_LIMIT = 1_000_000
+"""Priorities go from ``-PRIORITY_LIMIT`` to ``PRIORITY_LIMIT`` (every face and store)."""
 
 
 def check_priority(priority: int) -> None:

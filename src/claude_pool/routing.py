@@ -439,15 +439,20 @@ async def auto(
     tags: Sequence[str] = (),
     model: str | None = None,
     chain_runner: ChainRunner = run_as_chain,
+    fresh_session: bool = False,
 ) -> AutoResult:
     """Route ``request`` (see :func:`route`) and run it that way, with ``overrides`` and
     ``tags`` on every task it runs. Task failures (including pool errors such as a spent
-    budget) are reported in the parts, not raised."""
+    budget) are reported in the parts, not raised. ``fresh_session`` runs a single task or
+    parallel tasks in new conversations (chain steps always start one)."""
     decision = await route(pool, request, hints, model=model)
     run_tags = [*tags, AUTO_TAG, f"{AUTO_TAG}:{decision.kind}"]
     skipped: list[str] = []
     if decision.kind is RouteKind.PARALLEL:
-        results = await pool.fan_out(decision.prompts, overrides, run_tags)
+        items = await pool.fan_out_items(
+            decision.prompts, overrides, run_tags, fresh_session=fresh_session
+        )
+        results = [item.as_result() for item in items]
         parts = [
             AutoPart(name=f"part-{i}", prompt=p, result=r)
             for i, (p, r) in enumerate(zip(decision.prompts, results, strict=True), 1)
@@ -457,7 +462,7 @@ async def auto(
         parts, skipped = await chain_runner(pool, decision.steps, overrides, run_tags)
         output = parts[-1].result.output if parts else ""
     else:
-        result = await _run_part(pool, request, overrides, run_tags)
+        result = await _run_part(pool, request, overrides, run_tags, fresh_session=fresh_session)
         parts = [AutoPart(name="single", prompt=request, result=result)]
         output = result.output
     return AutoResult(
@@ -472,10 +477,15 @@ async def auto(
 
 
 async def _run_part(
-    pool: Pool, prompt: str, overrides: TaskOverrides | None, tags: Sequence[str]
+    pool: Pool,
+    prompt: str,
+    overrides: TaskOverrides | None,
+    tags: Sequence[str],
+    *,
+    fresh_session: bool = False,
 ) -> TaskResult:
     try:
-        return await pool.run(prompt, overrides, tags)
+        return await pool.run(prompt, overrides, tags, fresh_session=fresh_session)
     except ClaudePoolError as exc:
         return TaskResult.failure(str(exc))
 

@@ -610,8 +610,10 @@ def _log_outcome(task_id: TaskId, slot_id: str, state: TaskState, result: TaskRe
     if result.success:
         log.info("task %s %s on slot %s (%s)", task_id, state, slot_id, figures, extra=extra)
     else:
-        log.warning(
-            "task %s %s on slot %s (%s): %s",
+        # A cancel was asked for (by a caller, a drain): worth a line, not a warning.
+        level = logging.INFO if state is TaskState.CANCELLED else logging.WARNING
+        log.log(
+            level, "task %s %s on slot %s (%s): %s",
             task_id, state, slot_id, figures, preview(result.output, 300), extra=extra,
         )  # fmt: skip
 

@@ -13,10 +13,12 @@ import typer
 from rich.markup import escape
 
 from claude_pool.cli.common import (
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TASK_FAILED,
     BudgetOpt,
     ConfigOpt,
+    ContinueOpt,
     JsonOpt,
     MaxTurnsOpt,
     ModelOpt,
@@ -24,6 +26,7 @@ from claude_pool.cli.common import (
     StoreOpt,
     TagOpt,
     _executing_pool,
+    _interruptible,
     _overrides,
     _print_json,
     _run,
@@ -75,9 +78,9 @@ def route_command(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show how `claude-pool auto` would run a request (one task, parallel tasks or a chain of
-    steps) without running it: one cheap model call classifies it. A routing failure is shown
-    as a single task with the reason."""
+    """Show how `claude-pool auto` would run a request, without running it. One cheap model
+    call chooses one task, parallel tasks or a chain of steps; a routing failure is shown as a
+    single task with the reason."""
     settings = _settings(config, store=store)
     hints = _hints(max_parallel, max_steps, prefer, domain)
     _check_request(request)
@@ -122,32 +125,40 @@ def auto_command(
     permission_mode: PermissionOpt = None,
     max_budget_usd: BudgetOpt = None,
     tag: TagOpt = None,
+    keep_conversation: ContinueOpt = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Let the pool decide how to run a request (one task, parallel tasks or a chain of
-    steps; one cheap model call decides) and run it."""
+    """Let the pool decide how to run a request, and run it. One cheap model call chooses
+    one task, parallel tasks or a chain of steps; Ctrl-C cancels the work (exit 130)."""
     settings = _settings(config, store=store)
     overrides = _overrides(model, max_turns, permission_mode, max_budget_usd)
     hints = _hints(max_parallel, max_steps, prefer, domain)
     _check_request(request)
 
-    async def go() -> AutoResult:
+    async def go() -> AutoResult | None:
         async with _executing_pool(settings) as pool:
             try:
-                return await auto(
+                work = auto(
                     pool,
                     request,
                     hints,
                     overrides=overrides,
                     tags=tag or (),
                     model=routing_model,
+                    fresh_session=not keep_conversation,
                 )
+                # Cancelling the call cancels the tasks and chain it started.
+                result, _ = await _interruptible(work)
             except ValueError as exc:
                 _usage(str(exc))
+            return result
 
     result = _run(go())
+    if result is None:
+        err.print("cancelled: the request's tasks were stopped", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:

@@ -27,8 +27,9 @@ def doctor(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check that this machine can run a pool: the claude CLI and its version, credentials,
-    git, the store, node/npm. Exit 1 when something must be fixed."""
+    """Check that this machine can run a pool. It looks at the claude CLI and its version,
+    credentials, git, the store and node/npm, and says what to fix (exit 1 when something
+    must be)."""
     from claude_pool.doctor import Status, print_report, run_checks
 
     settings: Settings | None = None
@@ -60,9 +61,9 @@ def demo(
     model: Annotated[str | None, typer.Option(help="Model (real API only).")] = None,
     keep: Annotated[bool, typer.Option(help="Keep the demo's project directory.")] = False,
 ) -> None:
-    """Watch a pool of real Claude Code slots work: a fan-out of reviews, a two-step chain and
-    a task through the review gate, then spend and metrics. Needs no API key (it uses the
-    built-in mock API without one)."""
+    """Watch a pool of real Claude Code slots at work. It runs a fan-out of reviews, a two-step
+    chain and a task through the review gate, then shows spend and metrics; it needs no API
+    key (it uses the built-in mock API without one)."""
     from claude_pool.demo import DemoOptions, run_demo
 
     options = DemoOptions(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,18 +16,19 @@ from claude_pool.cli.common import (
     _fail,
     _run,
     _settings,
-    err,
 )
+from claude_pool.cli.logs import LogFormat, LogFormatOpt, LogLevel, LogLevelOpt, configure_logging
 from claude_pool.config import TOKENS_ENV_VAR
 from claude_pool.errors import ConfigError
+from claude_pool.mcp.auth import parse_tokens
 from claude_pool.types import Effort, PermissionMode, SlotMode, microdollars_to_usd
+
+log = logging.getLogger(__name__)
 
 
 def _read_mcp_config(path: str) -> dict[str, Any]:
     """The servers of an MCP config file (``{"mcpServers": {...}}`` as in .mcp.json, or the
     bare mapping of servers by name)."""
-    from pathlib import Path
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -42,6 +45,17 @@ def _read_mcp_config(path: str) -> dict[str, Any]:
     return servers
 
 
+def _read_token_file(path: str) -> list[str]:
+    """The tokens in a file: separated by newlines, commas or spaces."""
+    try:
+        tokens = parse_tokens(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read the token file {path}: {exc}", EXIT_USAGE)
+    if not tokens:
+        _fail(f"the token file {path} holds no token", EXIT_USAGE)
+    return tokens
+
+
 def serve(
     http: Annotated[
         bool | None,
@@ -52,20 +66,45 @@ def serve(
     ] = None,
     host: Annotated[
         str | None,
-        typer.Option(help="HTTP address; other than loopback needs --token (default 127.0.0.1)."),
+        typer.Option(help="HTTP address; other than loopback needs a token (default 127.0.0.1)."),
     ] = None,
     port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="HTTP port (default 8765).")
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--token-file",
+            help="File of bearer tokens HTTP clients must send (one a line). Replaces "
+            f"${TOKENS_ENV_VAR}, which holds them comma-separated; both keep them out of `ps`.",
+        ),
     ] = None,
     token: Annotated[
         list[str] | None,
         typer.Option(
             "--token",
-            help=f"Bearer token HTTP clients must send (repeatable; replaces ${TOKENS_ENV_VAR}, "
-            "which holds them comma-separated).",
+            help="Bearer token HTTP clients must send (repeatable; with --token-file, either "
+            f"is accepted; replaces ${TOKENS_ENV_VAR}). Every user of this machine can read it "
+            "in `ps`: prefer --token-file or the environment.",
         ),
     ] = None,
-    slots: Annotated[int | None, typer.Option(min=0, help="Initial number of slots.")] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Another name clients may reach the HTTP server by (Host header; repeatable). "
+            "Accepted anyway: the bound address, loopback names, and beyond loopback this "
+            "machine's names.",
+        ),
+    ] = None,
+    slots: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Initial number of slots. 0: a server that only queues, for `claude-pool "
+            "worker`s on the same store to run (the slot floor, --min-slots, is then 0 too).",
+        ),
+    ] = None,
     min_slots: Annotated[int | None, typer.Option(min=0, help="Fewest slots.")] = None,
     max_slots: Annotated[int | None, typer.Option(min=1, help="Most slots.")] = None,
     auto_scale: Annotated[
@@ -152,28 +191,28 @@ def serve(
     worktree_base_dir: Annotated[
         str | None, typer.Option(help="Where slot and chain git worktrees are made.")
     ] = None,
-    log_level: Annotated[
-        str, typer.Option(help="Log level on stderr (debug, info, warning, error).")
-    ] = "warning",
+    log_level: LogLevelOpt = LogLevel.WARNING,
+    log_format: LogFormatOpt = LogFormat.TEXT,
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve the pool as an MCP server: stdio for a Claude Code session (add it with
-    `claude mcp add claude-pool -- claude-pool serve`), or streamable HTTP with --http.
-    Stops when the client disconnects (stdio) or on Ctrl-C/SIGTERM, draining the pool.
-    Every option can also come from the config file or CLAUDE_POOL_* variables (flags win);
-    bearer tokens only from --token or $CLAUDE_POOL_TOKENS."""
+    """Serve the pool as an MCP server, over stdio or streamable HTTP.
+
+    stdio serves one Claude Code session (add it with `claude mcp add claude-pool --
+    claude-pool serve`); --http serves many. It stops when the client disconnects (stdio) or
+    on Ctrl-C/SIGTERM, draining the pool. Every option can also come from the config file or
+    CLAUDE_POOL_* variables (flags win); bearer tokens only from --token-file, --token or
+    $CLAUDE_POOL_TOKENS, never from the config file."""
     from claude_pool.mcp import check_http_binding
     from claude_pool.mcp import serve as serve_mcp
 
-    level = log_level.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        _fail(f"--log-level {log_level!r}: use debug, info, warning or error", EXIT_USAGE)
+    tokens = [*(token or ()), *(_read_token_file(token_file) if token_file else ())]
     explicit: dict[str, Any] = {
         "http": http,
         "host": host,
         "port": port,
-        "tokens": token or None,
+        "tokens": tokens or None,
+        "allowed_hosts": allowed_host or None,
         "store": store,
         "slots": slots,
         "scaling_min_slots": min_slots,
@@ -208,9 +247,14 @@ def serve(
             check_http_binding(settings.host, [t.get_secret_value() for t in settings.tokens])
         except ConfigError as exc:
             _fail(str(exc), EXIT_USAGE)
-    summary = _run(serve_mcp(settings, log_level=level))  # type: ignore[arg-type]  # checked
-    err.print(
-        f"claude-pool serve stopped: {summary.tasks_finished} task(s) finished, "
-        f"{summary.tasks_cancelled} cancelled, {summary.tasks_left_pending} left queued; "
-        f"spent ${microdollars_to_usd(summary.total_spend_microdollars):.4f}"
+    configure_logging(log_level, log_format)
+    # LogLevel's values, upper-cased, are the MCP server's level names.
+    summary = _run(serve_mcp(settings, log_level=log_level.upper()))  # type: ignore[arg-type]
+    # Said at the level the server said where it listens: both frame its life in the log.
+    log.warning(
+        "claude-pool serve stopped: %d task(s) finished, %d cancelled, %d left queued; spent $%.4f",
+        summary.tasks_finished,
+        summary.tasks_cancelled,
+        summary.tasks_left_pending,
+        microdollars_to_usd(summary.total_spend_microdollars),
     )

@@ -25,24 +25,25 @@ from claude_pool.cli.common import (
     EXIT_TASK_FAILED,
     BudgetOpt,
     ConfigOpt,
+    ContinueOpt,
     JsonOpt,
     MaxTurnsOpt,
     ModelOpt,
     PermissionOpt,
     StoreOpt,
     TagOpt,
+    TimeoutOpt,
+    _end_with_task,
     _executing_pool,
-    _exit_for,
     _fail,
+    _follow_task,
     _not_found,
     _overrides,
     _print_json,
     _registry,
     _run,
     _settings,
-    _show_record,
     _usage,
-    _wait_with_progress,
     err,
     out,
 )
@@ -127,10 +128,12 @@ def list_skills(
         arguments = " ".join(a.name if a.required else f"[{a.name}]" for a in skill.arguments)
         hint = skill.argument_hint or arguments
         table.add_row(
-            skill.name,
+            escape(skill.name),
             str(skill.scope),
             str(skill.source),
-            f"{skill.description} [dim]{escape(hint)}[/]" if hint else skill.description,
+            f"{escape(skill.description)} [dim]{escape(hint)}[/]"
+            if hint
+            else escape(skill.description),
         )
     out.print(table)
     for issue in registry.errors:
@@ -182,8 +185,8 @@ def add_skill(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a skill to the project's skills (or the global ones): checks it, then writes it to
-    <dir>/<name>/SKILL.md as given."""
+    """Add a skill to the project's skills (or the global ones). It is checked, then written
+    to <dir>/<name>/SKILL.md as given."""
     registry = _registry(_settings(config))
     if file == "-":
         text, origin = sys.stdin.read(), None
@@ -242,8 +245,8 @@ def save_skill(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a skill's current definition to the project's skills (or, with --global, the
-    global ones), e.g. to share a project skill with every project."""
+    """Write a skill's current definition to the project's skills (or the global ones). With
+    --global, a project skill is shared with every project."""
     registry = _registry(_settings(config))
     _get_skill(registry, name)
     try:
@@ -293,14 +296,16 @@ def run_skill(
     max_turns: MaxTurnsOpt = None,
     permission_mode: PermissionOpt = None,
     max_budget_usd: BudgetOpt = None,
-    timeout: Annotated[float | None, typer.Option(help="Run-time limit in seconds.")] = None,
+    timeout: TimeoutOpt = None,
     tag: TagOpt = None,
+    keep_conversation: ContinueOpt = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a skill as a task with its own settings (yours on top) and print the result:
-    through a running worker if there is one, otherwise in this process."""
+    """Run a skill as a task with its own settings (yours on top) and print the result. It
+    goes through a running worker if there is one, otherwise runs in this process; Ctrl-C
+    cancels it (exit 130)."""
     settings = _settings(config, store=store)
     skill = _get_skill(_registry(settings), name)
     if skill.scope is SkillScope.COORDINATOR:
@@ -322,16 +327,18 @@ def run_skill(
         skill.overrides, _overrides(model, max_turns, permission_mode, max_budget_usd)
     )
 
-    async def go() -> TaskRecord:
+    async def go() -> tuple[TaskRecord, bool]:
         async with _executing_pool(settings) as pool:
             try:
                 task_id = await pool.submit(
-                    prompt, overrides, [*(tag or ()), f"skill:{skill.name}"], timeout=timeout
+                    prompt,
+                    overrides,
+                    [*(tag or ()), f"skill:{skill.name}"],
+                    timeout=timeout,
+                    fresh_session=not keep_conversation,
                 )
             except ValueError as exc:
                 _usage(str(exc))
-            return await _wait_with_progress(pool, task_id, None, as_json)
+            return await _follow_task(pool, task_id, as_json)
 
-    record = _run(go())
-    _show_record(record, as_json)
-    raise typer.Exit(_exit_for(record))
+    _end_with_task(*_run(go()), as_json)

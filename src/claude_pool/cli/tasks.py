@@ -1,4 +1,5 @@
-"""``claude-pool submit``, ``result``, ``cancel``, ``tasks`` and ``run``: one task at a time."""
+"""``claude-pool submit``, ``result``, ``cancel``, ``requeue``, ``approve``, ``reject``,
+``tasks`` and ``run``: one task at a time."""
 
 from __future__ import annotations
 
@@ -6,42 +7,59 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from claude_pool.cli.common import (
     EXIT_USAGE,
+    BudgetOpt,
     ConfigOpt,
+    ContinueOpt,
     JsonOpt,
+    MaxTurnsOpt,
+    ModelOpt,
+    PermissionOpt,
+    PriorityOpt,
     StoreOpt,
+    TagOpt,
+    TimeoutOpt,
     _client,
+    _end_with_task,
     _executing_pool,
     _exit_for,
     _fail,
+    _follow_task,
     _overrides,
     _print_json,
+    _print_table,
     _run,
     _settings,
     _show_record,
     _wait_with_progress,
     out,
 )
+from claude_pool.events import preview
+from claude_pool.pool import RejectOutcome
 from claude_pool.types import TaskFilter, TaskRecord, TaskState, microdollars_to_usd
+
+TaskIdArg = Annotated[str, typer.Argument(help="Task id.")]
 
 
 def submit(
     prompt: Annotated[str, typer.Argument(help="What the task should do.")],
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
-    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag (repeatable).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model for this task.")] = None,
-    max_turns: Annotated[int | None, typer.Option(help="Turn limit for this task.")] = None,
-    permission_mode: Annotated[str | None, typer.Option(help="Permission mode.")] = None,
-    max_budget_usd: Annotated[float | None, typer.Option(help="Spend cap for this task.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Run-time limit in seconds.")] = None,
+    priority: PriorityOpt = 0,
+    tag: TagOpt = None,
+    model: ModelOpt = None,
+    max_turns: MaxTurnsOpt = None,
+    permission_mode: PermissionOpt = None,
+    max_budget_usd: BudgetOpt = None,
+    timeout: TimeoutOpt = None,
     review: Annotated[bool, typer.Option(help="Hold the result for approval.")] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Queue a task and print its id; a running `claude-pool worker` executes it."""
+    """Queue a task and print its id. A running `claude-pool worker` executes it (in the
+    slot's continuing conversation, as the library does)."""
     settings = _settings(config, store=store)
     overrides = _overrides(model, max_turns, permission_mode, max_budget_usd)
 
@@ -62,9 +80,11 @@ def submit(
 
 
 def result(
-    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    task_id: TaskIdArg,
     wait: Annotated[bool, typer.Option(help="Wait until the task finishes.")] = False,
-    timeout: Annotated[float | None, typer.Option(help="Give up waiting after N seconds.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="Give up waiting after N seconds.")
+    ] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -73,7 +93,7 @@ def result(
     settings = _settings(config, store=store)
 
     async def go() -> TaskRecord:
-        async with _client(settings) as pool:
+        async with _client(settings, existing=True) as pool:
             if not wait:
                 return await pool.get_task(task_id)
             try:
@@ -87,85 +107,194 @@ def result(
 
 
 def cancel(
-    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    task_id: TaskIdArg,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Cancel a task: a queued one never starts; a running one is stopped."""
+    """Cancel a task. A queued one never starts; a running one is stopped (its spend kept)."""
     settings = _settings(config, store=store)
 
     async def go() -> TaskRecord:
-        async with _client(settings) as pool:
+        async with _client(settings, existing=True) as pool:
             return await pool.cancel(task_id)
 
+    _show_record(_run(go()), as_json)
+
+
+def requeue(
+    task_id: TaskIdArg,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a failed or cancelled task again, as it was first submitted. What its earlier
+    runs spent stays spent; exit 4 for a task in another state."""
+    settings = _settings(config, store=store)
+
+    async def go() -> TaskRecord:
+        async with _client(settings, existing=True) as pool:
+            return await pool.requeue(task_id)
+
     record = _run(go())
-    _show_record(record, as_json)
+    if as_json:
+        _print_json(record.model_dump(mode="json"))
+    else:
+        out.print(f"{record.id} queued again", markup=False, highlight=False)
+
+
+def approve(
+    task_id: TaskIdArg,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accept a result held for review. The task (submitted with `--review`) becomes
+    completed; exit 4 for a task that is not awaiting review."""
+    settings = _settings(config, store=store)
+
+    async def go() -> TaskRecord:
+        async with _client(settings, existing=True) as pool:
+            return await pool.approve(task_id)
+
+    record = _run(go())
+    if as_json:
+        _print_json(record.model_dump(mode="json"))
+    else:
+        out.print(f"{record.id} approved: {record.state}", markup=False, highlight=False)
+
+
+def reject(
+    task_id: TaskIdArg,
+    feedback: Annotated[
+        str, typer.Option("--feedback", "-f", help="What to change; the next attempt gets it.")
+    ],
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a result held for review back with feedback. The task is queued again with the
+    feedback, or fails once it has been rejected as often as it may be; this says which.
+    Exit 4 for a task that is not awaiting review."""
+    settings = _settings(config, store=store)
+
+    async def go() -> RejectOutcome:
+        async with _client(settings, existing=True) as pool:
+            try:
+                return await pool.reject(task_id, feedback)
+            except ValueError as exc:
+                _fail(str(exc), EXIT_USAGE)
+
+    outcome = _run(go())
+    if as_json:
+        _print_json(outcome.model_dump(mode="json"))
+    elif outcome.requeued:
+        out.print(
+            f"{outcome.task.id} rejected: queued again for attempt {outcome.attempt} of "
+            f"{outcome.max_attempts}",
+            markup=False,
+            highlight=False,
+        )
+    else:
+        out.print(
+            f"{outcome.task.id} rejected {outcome.attempt} time(s), the limit: it failed",
+            markup=False,
+            highlight=False,
+        )
+
+
+PROMPT_CHARS = 60
+"""The prompt column shows at most this much of each prompt (more with --json)."""
+_MIN_PROMPT_CHARS = 12
+_STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow"}
 
 
 def tasks(
     state: Annotated[TaskState | None, typer.Option(help="Only tasks in this state.")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Any of these tags.")] = None,
-    limit: Annotated[int, typer.Option(min=0)] = 50,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    oldest_first: Annotated[
+        bool, typer.Option("--oldest-first", help="Oldest first (default: newest first).")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many tasks.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List tasks, oldest first."""
+    """List tasks, newest first."""
     settings = _settings(config, store=store)
 
     async def go() -> list[TaskRecord]:
-        async with _client(settings) as pool:
-            return await pool.list_tasks(TaskFilter(state=state, tags=tag), limit, offset)
+        async with _client(settings, existing=True) as pool:
+            return await pool.list_tasks(
+                TaskFilter(state=state, tags=tag), limit, offset, newest_first=not oldest_first
+            )
 
     records = _run(go())
     if as_json:
         _print_json([r.model_dump(mode="json") for r in records])
         return
-    table = Table(title="tasks")
-    # Ids are copied into other commands, so they are never shortened.
-    table.add_column("id", no_wrap=True, min_width=max((len(r.id) for r in records), default=2))
-    for name in ("state", "slot", "cost $", "turns"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("prompt", overflow="ellipsis", no_wrap=True, max_width=60)
+    _print_tasks(records)
+
+
+def _print_tasks(records: list[TaskRecord]) -> None:
+    """A table whose columns are never cut: only the prompt column is shortened (with an
+    ellipsis), to fit a terminal; elsewhere (a pipe, a file) it does not depend on any width."""
+    rows = []
     for r in records:
         res = r.result
-        table.add_row(
-            r.id,
-            str(r.state),
-            r.slot_id or "-",
-            f"{microdollars_to_usd(res.cost_microdollars):.4f}" if res else "-",
-            str(res.turns_used) if res else "-",
-            r.prompt.replace("\n", " ")[:60],
+        rows.append(
+            [
+                r.id,
+                str(r.state),
+                r.slot_id or "-",
+                f"{microdollars_to_usd(res.cost_microdollars):.4f}" if res else "-",
+                str(res.turns_used) if res else "-",
+            ]
         )
-    out.print(table)
+    headers = ["id", "state", "slot", "cost $", "turns"]
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    # A rich table takes each column's width plus 2 of padding plus 1 of border, plus 1.
+    fixed = sum(widths) + 3 * (len(widths) + 1) + 1
+    room = PROMPT_CHARS
+    if out.is_terminal:
+        room = max(_MIN_PROMPT_CHARS, min(PROMPT_CHARS, out.width - fixed))
+    table = Table(title="tasks")
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, min_width=width)
+    table.add_column("prompt", no_wrap=True)
+    for record, row in zip(records, rows, strict=True):
+        cells = [Text(cell) for cell in row]
+        cells[1].stylize(_STATE_STYLE.get(row[1], "cyan"))
+        table.add_row(*cells, Text(preview(record.prompt, room)))
+    _print_table(table, fixed + room)
 
 
 def run(
     prompt: Annotated[str, typer.Argument(help="What the task should do.")],
-    model: Annotated[str | None, typer.Option(help="Model for this task.")] = None,
-    max_turns: Annotated[int | None, typer.Option(help="Turn limit for this task.")] = None,
-    permission_mode: Annotated[str | None, typer.Option(help="Permission mode.")] = None,
-    max_budget_usd: Annotated[float | None, typer.Option(help="Spend cap for this task.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Run-time limit in seconds.")] = None,
+    model: ModelOpt = None,
+    max_turns: MaxTurnsOpt = None,
+    permission_mode: PermissionOpt = None,
+    max_budget_usd: BudgetOpt = None,
+    timeout: TimeoutOpt = None,
+    keep_conversation: ContinueOpt = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run one task and print its result: through a running worker if there is one,
-    otherwise in this process."""
+    """Run one task and print its result. It goes through a running worker if there is one,
+    otherwise runs in this process; Ctrl-C cancels it (exit 130)."""
     settings = _settings(config, store=store)
     overrides = _overrides(model, max_turns, permission_mode, max_budget_usd)
 
-    async def go() -> TaskRecord:
+    async def go() -> tuple[TaskRecord, bool]:
         async with _executing_pool(settings) as pool:
             try:
-                task_id = await pool.submit(prompt, overrides, timeout=timeout)
+                task_id = await pool.submit(
+                    prompt, overrides, timeout=timeout, fresh_session=not keep_conversation
+                )
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)
-            return await _wait_with_progress(pool, task_id, None, as_json)
+            return await _follow_task(pool, task_id, as_json)
 
-    record = _run(go())
-    _show_record(record, as_json)
-    raise typer.Exit(_exit_for(record))
+    _end_with_task(*_run(go()), as_json)

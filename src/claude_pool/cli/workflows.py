@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from claude_pool.chain import ChainIsolation, ChainResult, StepState
+from claude_pool.chain import ChainIsolation, ChainResult, ChainState, StepState
 from claude_pool.chain.workflows import (
     WorkflowError,
     WorkflowNotFound,
@@ -21,6 +21,7 @@ from claude_pool.chain.workflows import (
     workflow_chain,
 )
 from claude_pool.cli.common import (
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TASK_FAILED,
     BudgetOpt,
@@ -32,6 +33,7 @@ from claude_pool.cli.common import (
     StoreOpt,
     TagOpt,
     _executing_pool,
+    _interruptible,
     _not_found,
     _overrides,
     _print_json,
@@ -72,7 +74,11 @@ def list_workflows(as_json: JsonOpt = False) -> None:
             f"{p.name}=" if p.required else f"[{p.name}=]" for p in workflow.parameters
         )
         steps = " → ".join(s.name for s in workflow.steps)
-        table.add_row(workflow.name, escape(params), f"{steps}\n[dim]{workflow.description}[/]")
+        table.add_row(
+            escape(workflow.name),
+            escape(params),
+            f"{escape(steps)}\n[dim]{escape(workflow.description)}[/]",
+        )
     out.print(table)
 
 
@@ -98,8 +104,9 @@ def run_workflow(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a workflow as a chain, showing each step, and print every step's outcome. Your task
-    options apply to every step; a step's own settings win over them."""
+    """Run a workflow as a chain and print every step's outcome. Your task options apply to
+    every step (a step's own settings win over them); each step starts a fresh conversation;
+    Ctrl-C cancels the chain (exit 130)."""
     settings = _settings(config, store=store)
     registry = _registry(settings)
     try:
@@ -119,16 +126,26 @@ def run_workflow(
         _usage(str(exc))
     spec = spec.model_copy(update={"isolation": isolation, "tags": [*(tag or ()), *spec.tags]})
 
-    async def go() -> ChainResult:
+    async def go() -> tuple[ChainResult, bool]:
         async with _executing_pool(settings) as pool:
             chain_id = await pool.submit_chain(spec, skill_resolver=skill_resolver(registry))
-            return await _follow_chain(pool, chain_id, quiet=as_json)
+            result, interrupted = await _interruptible(
+                _follow_chain(pool, chain_id, quiet=as_json), lambda: pool.cancel_chain(chain_id)
+            )
+            assert result is not None  # with on_interrupt, the wait itself gives the result
+            return result, interrupted
 
-    result = _run(go())
+    result, interrupted = _run(go())
+    cancelled = interrupted and result.state is ChainState.CANCELLED
+    if cancelled:
+        cost = microdollars_to_usd(result.total_cost_microdollars)
+        err.print(f"cancelled: {result.id} (spent ${cost:.6f})", highlight=False)
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:
         _show_chain(result)
+    if cancelled:
+        raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_OK if result.success else EXIT_TASK_FAILED)
 
 

@@ -601,6 +601,8 @@ class ClaudeCliExecutor:
             # An interrupted CLI is idle and exits on EOF; one that ignored the interrupt is
             # killed.
             await self._close(proc, graceful=event is not None)
+        if so_far := tracker.output_so_far():
+            message += f"; its output so far:\n\n{so_far}"
         if event is None:
             return self._failure(proc, message, tracker, request), why
         # The interrupted turn reported its spend: the CLI's own figure, not an estimate.

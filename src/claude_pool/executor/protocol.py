@@ -161,6 +161,10 @@ class MessageUsage:
         return self.requested_model or self.served_model
 
 
+OUTPUT_SO_FAR_CHARS = 20_000
+"""How much of a stopped task's text its result keeps (the end of it)."""
+
+
 @dataclass
 class TurnTracker:
     """What one task's events said, beyond the final result event."""
@@ -179,7 +183,15 @@ class TurnTracker:
     api_retries: int = 0
     """``api_retry`` events seen: how often the CLI had to retry an API call."""
     last_api_retry: dict[str, Any] = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)
+    """The text blocks of the assistant messages seen, in order (what a stopped task had
+    written so far)."""
     _assistant_ids: set[str] = field(default_factory=set)
+
+    def output_so_far(self, limit: int = OUTPUT_SO_FAR_CHARS) -> str:
+        """The text the task had written (its last ``limit`` characters), or "" for none."""
+        text = "\n\n".join(t.strip() for t in self.texts if t.strip())
+        return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
     def retry_note(self) -> str:
         """What the API did while the CLI retried (empty when it never retried): for the
@@ -318,6 +330,7 @@ class TurnTracker:
         for block in _content_blocks(event):
             btype = block.get("type")
             if btype == "text" and block.get("text"):
+                self.texts.append(str(block["text"]))
                 emit(EventKind.ASSISTANT_TEXT, {"text": block["text"]})
             elif btype == "tool_use":
                 emit(

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from claude_pool.queue import PRIORITY_LIMIT
 from claude_pool.types import Effort, PermissionMode, TaskOverrides
 
 MAX_PROMPT_CHARS = 1_000_000
@@ -192,7 +193,9 @@ WaitSecs = Annotated[
     NOT_BOOL,
 ]
 Priority = Annotated[
-    int, Field(ge=-1_000_000, le=1_000_000, description="Higher runs first; default 0."), NOT_BOOL
+    int,
+    Field(ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT, description="Higher runs first; default 0."),
+    NOT_BOOL,
 ]
 Wait = Annotated[
     bool,

@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,6 +27,32 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def host_names(host: str, extra: Iterable[str] = ()) -> list[str]:
+    """The names an HTTP server bound to ``host`` answers to in the ``Host`` header (against
+    DNS rebinding): the address itself unless it is a wildcard (0.0.0.0, ::), the loopback
+    names, this machine's host name and fully qualified name when it listens beyond loopback,
+    and ``extra``. Each is accepted with or without a port."""
+    names = [name.strip("[]") for name in (host, *LOOPBACK_NAMES) if name not in _WILDCARD_HOSTS]
+    if not is_loopback(host):
+        names += [socket.gethostname(), socket.getfqdn()]
+    names += [name.strip().strip("[]") for name in extra if name.strip()]
+    return list(dict.fromkeys(name.lower() for name in names if name))
+
+
+def host_header_values(names: Iterable[str]) -> list[str]:
+    """``Host`` header patterns for ``names``: each as is and with any port, IPv6 addresses in
+    brackets (the form the MCP SDK's transport security checks)."""
+    values = []
+    for name in names:
+        shown = f"[{name}]" if ":" in name else name
+        values += [shown, f"{shown}:*"]
+    return values
 
 
 def parse_tokens(raw: str | None) -> list[str]:

@@ -16,13 +16,19 @@ from typing import Any, Literal
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
 from claude_pool import __version__
 from claude_pool.config import Settings
 from claude_pool.errors import ConfigError
 from claude_pool.executor.base import Executor
-from claude_pool.mcp.auth import BearerTokenMiddleware, is_loopback
+from claude_pool.mcp.auth import (
+    BearerTokenMiddleware,
+    host_header_values,
+    host_names,
+    is_loopback,
+)
 from claude_pool.mcp.resources import POOL_RESOURCE_GROUPS, ResourceGroup
 from claude_pool.mcp.tooling import ToolGroup
 from claude_pool.mcp.tools import TOOL_GROUPS
@@ -104,24 +110,42 @@ def build_server(
 
 
 def check_http_binding(host: str, tokens: Sequence[str]) -> None:
-    """Refuse to expose the pool beyond this machine without a token."""
+    """Refuse an empty bearer token, and to expose the pool beyond this machine without one."""
+    if any(not token.strip() for token in tokens):
+        raise ConfigError(
+            "tokens",
+            "<hidden>",
+            "a bearer token is empty (an empty --token, or a blank one in the token file); "
+            "give a real token, or none on a loopback address",
+        )
     if not tokens and not is_loopback(host):
         raise ConfigError(
             "host",
             host,
             "serving on a non-loopback address needs a bearer token, since anyone who can reach "
-            "it could spend your budget; pass --token (or set CLAUDE_POOL_TOKENS), or bind "
-            "127.0.0.1",
+            "it could spend your budget; pass --token-file (or set CLAUDE_POOL_TOKENS, or pass "
+            "--token), or bind 127.0.0.1",
         )
 
 
 def http_app(
-    server: MCPServer[Any], *, host: str = "127.0.0.1", tokens: Sequence[str] = ()
+    server: MCPServer[Any],
+    *,
+    host: str = "127.0.0.1",
+    tokens: Sequence[str] = (),
+    allowed_hosts: Sequence[str] = (),
 ) -> ASGIApp:
     """The streamable HTTP app (at ``/mcp``), behind bearer-token checks when tokens are given.
 
-    On a loopback host the SDK also turns on DNS-rebinding protection (Host/Origin checks)."""
-    app: ASGIApp = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    Requests must name one of :func:`host_names` in their ``Host`` header (and, from a browser,
+    come from such an origin): the SDK's DNS-rebinding protection, on every address."""
+    names = host_names(host, allowed_hosts)
+    values = host_header_values(names)
+    origins = [f"{scheme}://{value}" for value in values for scheme in ("http", "https")]
+    security = TransportSecuritySettings(allowed_hosts=values, allowed_origins=origins)
+    app: ASGIApp = server.streamable_http_app(
+        streamable_http_path=MCP_PATH, host=host, transport_security=security
+    )
     return BearerTokenMiddleware(app, tokens) if tokens else app
 
 
@@ -143,12 +167,13 @@ def http_server(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     tokens: Sequence[str] = (),
+    allowed_hosts: Sequence[str] = (),
 ) -> uvicorn.Server:
     """A uvicorn server for :func:`http_app`; ``await it.serve()`` (optionally on sockets you
     bound), set ``should_exit`` to stop it. It leaves signal handling to its caller."""
     check_http_binding(host, tokens)
     config = uvicorn.Config(
-        http_app(server, host=host, tokens=tokens),
+        http_app(server, host=host, tokens=tokens, allowed_hosts=allowed_hosts),
         host=host,
         port=port,
         lifespan="on",
@@ -176,7 +201,9 @@ def _on_signals(stop: Callable[[signal.Signals], None]) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def _serve_http(server: uvicorn.Server, tokens: Sequence[str]) -> None:
+async def _serve_http(
+    server: uvicorn.Server, tokens: Sequence[str], allowed_hosts: Sequence[str]
+) -> None:
     """Serve until SIGINT/SIGTERM (a second SIGINT skips waiting for open connections)."""
 
     def stop(sig: signal.Signals) -> None:
@@ -187,11 +214,12 @@ async def _serve_http(server: uvicorn.Server, tokens: Sequence[str]) -> None:
     with _on_signals(stop):
         config = server.config
         log.warning(
-            "claude-pool MCP server on http://%s:%d%s (%s)",
+            "claude-pool MCP server on http://%s:%d%s (%s; Host: %s)",
             config.host,
             config.port,
             MCP_PATH,
             "bearer token required" if tokens else "no token: this machine only",
+            ", ".join(host_names(config.host, allowed_hosts)),
         )
         await server.serve()
 
@@ -227,10 +255,12 @@ async def serve(
     """Open a pool from ``settings``, serve it over ``transport``, drain it on exit.
 
     ``transport``, ``host``, ``port`` and ``tokens`` default to the settings' ``http``,
-    ``host``, ``port`` and ``tokens``. stdio ends when the client closes the stream; HTTP
-    (uvicorn, streamable HTTP at ``/mcp``) ends on SIGINT/SIGTERM. Either way running tasks get
-    the drain grace period, then the slots stop. Raises :class:`ConfigError` for a non-loopback
-    HTTP host without a token.
+    ``host``, ``port`` and ``tokens``; the ``Host`` names answered to are the settings'
+    ``allowed_hosts`` besides the usual ones (:func:`~claude_pool.mcp.auth.host_names`). stdio
+    ends when the client closes the stream; HTTP (uvicorn, streamable HTTP at ``/mcp``) ends on
+    SIGINT/SIGTERM. Either way running tasks get the drain grace period, then the slots stop.
+    Raises :class:`ConfigError` for a non-loopback HTTP host without a token, or an empty
+    token.
     """
     if transport is None:
         transport = "http" if settings.http else "stdio"
@@ -244,7 +274,9 @@ async def serve(
     async with pool:
         server = build_server(pool, log_level=log_level)
         if transport == "http":
-            await _serve_http(http_server(server, host=host, port=port, tokens=tokens), tokens)
+            allowed = settings.allowed_hosts
+            http = http_server(server, host=host, port=port, tokens=tokens, allowed_hosts=allowed)
+            await _serve_http(http, tokens, allowed)
         else:
             await _serve_stdio(server)
         return await pool.drain()

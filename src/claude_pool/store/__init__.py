@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from claude_pool.errors import ConfigError
 from claude_pool.store.base import (
@@ -34,16 +35,17 @@ from claude_pool.store.sqlite import SqliteStore
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
-def open_store(url: str) -> Store:
-    """A store for ``url`` (not yet opened: call ``await store.open()``)."""
+def store_file(url: str) -> Path | None:
+    """The file a store URL names (a SQLite store), or None for one that is not a file
+    (``:memory:``). Raises :class:`ConfigError` for a URL no store understands."""
     url = url.strip()
     if url == ":memory:":
-        return MemoryStore()
+        return None
     match = _SCHEME.match(url)
     if match is None:
         if not url:
             raise ConfigError("store", url, "give a file path, sqlite:///path or :memory:")
-        return SqliteStore(url)
+        return Path(url).expanduser()
     scheme = match[1].lower()
     if scheme in ("postgresql", "postgres"):
         raise ConfigError(
@@ -57,10 +59,16 @@ def open_store(url: str) -> Store:
         path = url[len("sqlite://") :]
         if not path.startswith("/") or len(path) == 1:
             raise ConfigError("store", url, "write sqlite:///relative.db or sqlite:////abs.db")
-        return SqliteStore(path[1:])
+        return Path(path[1:]).expanduser()
     raise ConfigError(
         "store", url, f"unknown store scheme {scheme!r}; use a file path, sqlite:/// or :memory:"
     )
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url`` (not yet opened: call ``await store.open()``)."""
+    path = store_file(url)
+    return MemoryStore() if path is None else SqliteStore(path)
 
 
 __all__ = [
@@ -83,4 +91,5 @@ __all__ = [
     "TaskTarget",
     "Wakeups",
     "open_store",
+    "store_file",
 ]
