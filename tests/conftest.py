@@ -111,3 +111,13 @@ def make_pool(
                     executor=executor, cwd=cli_cwd)  # fmt: skip
 
     return make
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL store URL on a fresh schema of the test server, dropped afterwards. Skips
+    the test when no server answers (fails it in CI): see claude_pool.testing.postgres."""
+    from claude_pool.testing.postgres import fresh_schema, require_postgres
+
+    with fresh_schema(require_postgres()) as url:
+        yield url
