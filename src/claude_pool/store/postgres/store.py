@@ -128,7 +128,7 @@ class PostgresStore:
         url: str,
         *,
         schema: str | None = None,
-        min_connections: int = 1,
+        min_connections: int = 2,
         max_connections: int = 10,
     ) -> None:
         self.conninfo, url_schema = split_store_url(url)
@@ -162,9 +162,11 @@ class PostgresStore:
             raise translate_error(self.where, "connecting", exc) from exc
         try:
             await self._configure(conn)
-        except psycopg.Error as exc:
+        except BaseException as exc:
             await conn.close()
-            raise translate_error(self.where, "connecting", exc) from exc
+            if isinstance(exc, psycopg.Error):
+                raise translate_error(self.where, "connecting", exc) from exc
+            raise
         return conn
 
     async def _configure(self, conn: Conn) -> None:
@@ -230,8 +232,15 @@ class PostgresStore:
     async def _conn(self, operation: str) -> AsyncIterator[Conn]:
         if self._pool is None:
             raise StoreError(f"PostgreSQL store {self.where} is not open; call open() first")
+        task = asyncio.current_task()
+        requested = task.cancelling() if task is not None else 0
         try:
             async with self._pool.connection() as conn:
+                if task is not None and task.cancelling() > requested:
+                    # psycopg_pool waits for a connection with asyncio.wait_for, which on
+                    # Python 3.11 loses a cancellation that arrives with the connection: the
+                    # caller (a pool's background loop being shut down) would run on forever.
+                    raise asyncio.CancelledError
                 yield conn
         except StoreError:
             raise
