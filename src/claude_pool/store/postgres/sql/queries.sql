@@ -460,6 +460,7 @@ SELECT version FROM claude_pool_schema;
 UPDATE claude_pool_schema SET version = %s;
 
 -- name: store_tables
--- Which of the store's tables exist in the current schema. the names (a list).
-SELECT table_name FROM information_schema.tables
-WHERE table_schema = current_schema() AND table_name = ANY (%s);
+-- Which of the store's tables exist in the current schema, whatever the user may do with
+-- them (information_schema shows only those it has privileges on). the names (a list).
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname = ANY (%s);
