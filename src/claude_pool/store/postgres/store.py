@@ -302,22 +302,19 @@ class PostgresStore:
     # ── events, inside a write ───────────────────────────────────────
 
     async def _log_events(self, conn: Conn, events: Sequence[Event]) -> list[int]:
-        """Append events inside the caller's transaction, last in it (the numbering lock is
-        held until commit); their numbers, set on the events once committed."""
+        """Append events inside the caller's transaction, last in it (the numbering row stays
+        locked until commit); their numbers, set on the events once committed."""
         if not events:
             return []
-        cur = await conn.execute(_query(Q["take_event_seqs"]), (len(events),))
+        columns = list(zip(*(event_values(event) for event in events), strict=True))
+        count = len(events)
+        cur = await conn.execute(
+            _query(Q["insert_events"]), (count, count, *map(list, columns), self.channel)
+        )
         row = await cur.fetchone()
         assert row is not None
         last = int(row[0])
-        first = last - len(events) + 1
-        async with conn.cursor() as cursor:
-            await cursor.executemany(
-                _query(Q["insert_event"]),
-                [(first + i, *event_values(event)) for i, event in enumerate(events)],
-            )
-        await conn.execute(_query(Q["notify_events"]), (self.channel, str(last)))
-        return list(range(first, last + 1))
+        return list(range(last - count + 1, last + 1))
 
     @staticmethod
     def _numbered(events: Sequence[Event], seqs: Sequence[int]) -> None:
@@ -531,8 +528,6 @@ class PostgresStore:
         )
         allowed = [TaskState(s) for s in from_states]
         async with self._tx("recording a finished task") as conn:
-            if spend:
-                await conn.execute(_query(Q["add_spend"]), (spend,))
             await conn.execute(_query(Q["release_budget"]), (task_id,))
             moved = bool(allowed) and (
                 await self._transition(
@@ -543,6 +538,10 @@ class PostgresStore:
             await conn.execute(
                 _query(settle_slot), (spend, tasks_completed, *(v for _, v in columns), slot_id)
             )
+            # The rows every worker writes (spend, event numbers) are locked last, so that
+            # they stay locked for as short a time as possible.
+            if spend:
+                await conn.execute(_query(Q["add_spend"]), (spend,))
             logged = [*always_events, *events] if moved else list(always_events)
             seqs = await self._log_events(conn, logged)
         self._numbered(logged, seqs)

@@ -323,21 +323,26 @@ UPDATE messages SET delivered = 0 WHERE id = ANY (%s);
 
 -- ── events ───────────────────────────────────────────────────────────
 
--- name: take_event_seqs
--- How many events; returns the last number taken. The row stays locked until commit, so
--- events become visible in the order of their numbers (a reader that has seen one has seen
--- every smaller one).
-UPDATE counters SET value = value + %s WHERE name = 'event_seq' RETURNING value;
-
--- name: insert_event
--- id, then _rows.event_values(event).
-INSERT INTO events (id, kind, task_id, slot_id, chain_id, worker_id, created_at_ms, data_json)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s);
-
--- name: notify_events
--- Tell listeners (LISTEN) the latest event number; sent when the transaction commits.
--- channel, the number as text.
-SELECT pg_notify(%s, %s);
+-- name: insert_events
+-- Append events and announce them, in one statement: the last number is taken from the
+-- event_seq counter, whose row stays locked until commit, so events become visible in the
+-- order of their numbers (a reader that has seen one has seen every smaller one), and the
+-- NOTIFY with that number is sent when the transaction commits. How many events, the same
+-- again, then one array per column (_rows.event_values, transposed), the channel. Returns the
+-- last number.
+WITH taken AS (
+    UPDATE counters SET value = value + %s WHERE name = 'event_seq' RETURNING value
+), inserted AS (
+    INSERT INTO events (id, kind, task_id, slot_id, chain_id, worker_id, created_at_ms,
+        data_json)
+    SELECT taken.value - %s + e.ord, e.kind, e.task_id, e.slot_id, e.chain_id, e.worker_id,
+        e.created_at_ms, e.data_json
+    FROM taken, unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+        %s::bigint[], %s::text[])
+        WITH ORDINALITY AS e (kind, task_id, slot_id, chain_id, worker_id, created_at_ms,
+            data_json, ord)
+)
+SELECT value, pg_notify(%s, value::text) FROM taken;
 
 -- name: read_events
 -- The filters' parameters, limit. {filters}: event_after, then the other event_* fragments
