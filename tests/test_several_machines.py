@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from claude_pool import Pool, PoolConfig, Settings, TaskState
+from claude_pool.chain import ChainResult, ChainSpec, ChainState, StepResult, new_chain_id
 from claude_pool.events import TaskRequeued
 from claude_pool.executor.base import ExecutionRequest
 from claude_pool.store import Store, StoredTask
@@ -97,3 +98,45 @@ async def test_a_cancel_on_one_machine_stops_the_run_on_another_within_two_secon
                     executor._changed.clear()
                     await executor._changed.wait()
         assert (await worker.wait(task_id, timeout=5)).state is TaskState.CANCELLED
+
+
+async def test_a_chain_of_a_dead_worker_on_another_machine_is_taken_over_by_one_survivor(
+    shared_store: Callable[[], Store], tmp_path: Path
+) -> None:
+    dead = f"{FAR_AWAY}:4343:0.dead01"
+    chain_spec = ChainSpec.model_validate(
+        {"isolation": "none", "steps": [{"prompt": "one"}, {"prompt": "two"}]}
+    )
+    result = ChainResult(
+        id=new_chain_id(),
+        isolation=chain_spec.isolation,
+        steps=[StepResult(name=n, index=i) for i, n in enumerate(chain_spec.step_names())],
+    )
+    document = {
+        "result": result.model_dump(mode="json"),
+        "spec": chain_spec.model_dump(mode="json"),
+        "owner": dead,
+    }
+    store = shared_store()
+    await store.open()
+    await store.heartbeat_worker(dead, now_ms() - 60_000)
+    await store.upsert_chain(result.id, document, result.state.value, result.created_at_ms)
+    await store.close()
+
+    executors = [FakeExecutor() for _ in range(3)]
+    pools = [
+        Pool(PoolConfig(), slots=1, store=shared_store(), executor=e, cwd=tmp_path,
+             settings=Settings(heartbeat_secs=0.2))
+        for e in executors
+    ]  # fmt: skip
+    await asyncio.gather(*(p.open() for p in pools))
+    try:
+        finished = await pools[0].wait_chain(result.id, timeout=20)
+        stored = await pools[0].store.get_chain(result.id)
+    finally:
+        await asyncio.gather(*(p.close() for p in pools))
+    assert finished.state is ChainState.COMPLETED, finished.error
+    ran = sorted([r.prompt for r in e.requests] for e in executors)
+    assert ran == [[], [], ["one", "two"]], "one survivor ran the chain, once"
+    assert stored is not None
+    assert stored["owner"] in {p.worker_id for p in pools}
