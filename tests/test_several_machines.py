@@ -136,7 +136,7 @@ async def test_a_chain_of_a_dead_worker_on_another_machine_is_taken_over_by_one_
     finally:
         await asyncio.gather(*(p.close() for p in pools))
     assert finished.state is ChainState.COMPLETED, finished.error
-    ran = sorted([r.prompt for r in e.requests] for e in executors)
-    assert ran == [[], [], ["one", "two"]], "one survivor ran the chain, once"
+    # One survivor drives it; its steps are tasks that any worker's slot may run, once each.
+    assert sorted(r.prompt for e in executors for r in e.requests) == ["one", "two"]
     assert stored is not None
     assert stored["owner"] in {p.worker_id for p in pools}
