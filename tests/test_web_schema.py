@@ -49,8 +49,15 @@ def live() -> Iterator[LiveFace]:
 @pytest.mark.timeout(180)
 def test_every_answer_matches_the_openapi_document(live: LiveFace) -> None:
     schema = schemathesis.openapi.from_url(f"{live.url}/api/v1/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 11
+    # /api/v1/events never ends (tests/test_web_events.py reads it); a webhook with a made-up
+    # URL would send the pool's events to whatever host that names (tests/test_webhooks.py
+    # adds them, pointed at a local receiver).
+    skipped = {("GET", "/api/v1/events"), ("POST", "/api/v1/webhooks")}
+    operations = [
+        op for op in (result.ok() for result in schema.get_all_operations())
+        if (op.method.upper(), op.path) not in skipped
+    ]  # fmt: skip
+    assert len(operations) >= 14
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -62,7 +62,7 @@ from claude_pool.scheduler import Scheduler
 from claude_pool.shutdown import DrainSummary, drain
 from claude_pool.skills import SkillRegistry
 from claude_pool.slots import SlotSet
-from claude_pool.store import Message, Store, open_store
+from claude_pool.store import Delivery, DeliveryState, Message, Store, Webhook, open_store
 from claude_pool.supervisor import Supervisor
 from claude_pool.types import (
     MetricsFilter,
@@ -83,6 +83,7 @@ from claude_pool.types import (
     TaskResult,
     now_ms,
 )
+from claude_pool.webhooks import WebhookDeliverer, webhook_from_api
 from claude_pool.worktree import WorktreeReport, find_repo_root
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,8 @@ class Pool:
             worker_id=self.worker_id,
             max_restarts=self.config.max_restarts,
         )
+        self.webhooks = WebhookDeliverer(self._store, self.bus, self.settings)
+        """Delivers the store's webhook outbox (see :mod:`claude_pool.webhooks`)."""
         # The engine's own reactions, each to the event types it cares about.
         self.bus.add_listener(self._queue.on_event, TASK_STATE_TYPES)
         self.bus.add_listener(
@@ -338,6 +341,7 @@ class Pool:
         await self._tg.__aenter__()
         try:
             await self._events.start()
+            await self.webhooks.configure(self.settings.webhooks)
             await self._budget.learn_from_history()
             await self.membership.join(self._slot_count)
             await self.membership.recover()
@@ -353,6 +357,7 @@ class Pool:
             self._background = [
                 tg.create_task(self._events.run(), name="pool-events"),
                 tg.create_task(self._events.watch(), name="pool-events-watch"),
+                tg.create_task(self.webhooks.run(), name="pool-webhooks"),
                 tg.create_task(self._scheduler.run(tg), name="pool-scheduler"),
                 tg.create_task(self._scheduler.assignment_watchdog(), name="pool-deadlines"),
                 tg.create_task(
@@ -470,6 +475,42 @@ class Pool:
         without gaps, then live as they happen — this pool's and, through the store, other
         processes'. Resume with the last ``seq`` seen."""
         return self._events.stream(after, task_id=task_id, chain_id=chain_id, types=types)
+
+    # ── webhooks ────────────────────────────────────────────────────
+
+    async def add_webhook(
+        self, url: str, events: Iterable[str] = ("*",), secret: str | None = None
+    ) -> Webhook:
+        """POST every event of the given types (``*``: all) to ``url`` from now on, signed
+        with ``secret`` when given (see :mod:`claude_pool.webhooks`). Kept in the store, so
+        it outlives this pool and every pool on the store delivers it."""
+        hook = webhook_from_api(url, events, secret, now_ms())
+        await self._store.put_webhook(hook)
+        self.webhooks.wake()
+        return hook
+
+    async def remove_webhook(self, webhook_id: str) -> bool:
+        """Stop a webhook (its pending deliveries are dropped); False for an unknown id."""
+        return await self._store.delete_webhook(webhook_id)
+
+    async def list_webhooks(self) -> list[Webhook]:
+        """The webhooks in the store: configured ones and those added with
+        :meth:`add_webhook`."""
+        return await self._store.list_webhooks()
+
+    async def webhook_deliveries(
+        self,
+        webhook_id: str | None = None,
+        state: DeliveryState | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Delivery]:
+        """Webhook deliveries, newest first: pending (with their next attempt), delivered or
+        failed, with the latest attempt's status or error."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        chosen = DeliveryState(state) if state is not None else None
+        return await self._store.list_deliveries(webhook_id, chosen, limit, offset)
 
     # ── tasks ───────────────────────────────────────────────────────
 

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from claude_pool.chain.model import ChainResult, ChainState
 from claude_pool.pool import Pool, PoolStatus
 from claude_pool.queue import RejectOutcome
+from claude_pool.store import Delivery, DeliveryState, Webhook
 from claude_pool.types import (
     MetricsFilter,
     SessionMetrics,
@@ -66,6 +67,49 @@ class RejectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     feedback: str = Field(min_length=1, max_length=100_000)
+
+
+class WebhookRequest(BaseModel):
+    """A webhook to add (``POST /api/v1/webhooks``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
+    """Event types to send (``task_finished``, ``chain_finished``...); ``*``: all."""
+    secret: str | None = Field(default=None, min_length=1, max_length=1000)
+    """Key of the ``X-Claude-Pool-Signature`` HMAC-SHA256 of each body."""
+
+
+class WebhookInfo(BaseModel):
+    """A webhook as the API shows it: never its secret, only whether it has one."""
+
+    id: str
+    url: str
+    events: list[str]
+    source: str
+    created_at_ms: int
+    signed: bool
+
+    @classmethod
+    def of(cls, hook: Webhook) -> WebhookInfo:
+        return cls(
+            id=hook.id, url=hook.url, events=hook.events, source=hook.source,
+            created_at_ms=hook.created_at_ms, signed=bool(hook.secret),
+        )  # fmt: skip
+
+
+class WebhookList(BaseModel):
+    webhooks: list[WebhookInfo]
+
+
+class DeliveryPage(BaseModel):
+    """Webhook deliveries, newest first; ``next_offset`` is None on the last page."""
+
+    deliveries: list[Delivery]
+    limit: int
+    offset: int
+    next_offset: int | None = None
 
 
 class TaskPage(BaseModel):
@@ -263,6 +307,43 @@ async def get_metrics(request: Request, pool: Pool) -> Response:
     return _json(metrics)
 
 
+async def list_webhooks(request: Request, pool: Pool) -> Response:
+    hooks = await pool.list_webhooks()
+    return _json(WebhookList(webhooks=[WebhookInfo.of(hook) for hook in hooks]))
+
+
+@_bodied
+async def add_webhook(request: Request, pool: Pool) -> Response:
+    body: WebhookRequest = await _body(request, WebhookRequest)
+    hook = await pool.add_webhook(body.url, body.events, body.secret)
+    return _json(WebhookInfo.of(hook), 201)
+
+
+async def remove_webhook(request: Request, pool: Pool) -> Response:
+    webhook_id = request.path_params["webhook_id"]
+    if not await pool.remove_webhook(webhook_id):
+        return problem(404, f"no webhook with id {webhook_id!r}", "WebhookNotFound")
+    return Response(status_code=204)
+
+
+async def list_deliveries(request: Request, pool: Pool) -> Response:
+    state = request.query_params.get("state")
+    limit = _int(request, "limit", 50, 1, MAX_PAGE)
+    offset = _int(request, "offset", 0, 0, _INT32)
+    deliveries = await pool.webhook_deliveries(
+        request.query_params.get("webhook_id"),
+        DeliveryState(state) if state is not None else None,
+        limit + 1,
+        offset,
+    )
+    more = len(deliveries) > limit
+    page = DeliveryPage(
+        deliveries=deliveries[:limit], limit=limit, offset=offset,
+        next_offset=offset + limit if more else None,
+    )  # fmt: skip
+    return _json(page)
+
+
 def routes() -> list[Route]:
     """The REST routes, relative to the app's root (they carry the ``/api/v1`` prefix)."""
     p = API_PREFIX
@@ -278,15 +359,23 @@ def routes() -> list[Route]:
         Route(f"{p}/chains", _endpoint(list_chains), methods=["GET"]),
         Route(f"{p}/chains/{{chain_id}}", _endpoint(get_chain), methods=["GET"]),
         Route(f"{p}/metrics", _endpoint(get_metrics), methods=["GET"]),
+        Route(f"{p}/webhooks", _endpoint(list_webhooks), methods=["GET"]),
+        Route(f"{p}/webhooks", _endpoint(add_webhook), methods=["POST"]),
+        Route(f"{p}/webhooks/deliveries", _endpoint(list_deliveries), methods=["GET"]),
+        Route(f"{p}/webhooks/{{webhook_id}}", _endpoint(remove_webhook), methods=["DELETE"]),
     ]
 
 
 __all__ = [
     "API_PREFIX",
     "ChainPage",
+    "DeliveryPage",
     "RejectRequest",
     "SlotList",
     "SubmitRequest",
     "TaskPage",
+    "WebhookInfo",
+    "WebhookList",
+    "WebhookRequest",
     "routes",
 ]

@@ -20,10 +20,14 @@ from claude_pool.web.api import (
     API_PREFIX,
     MAX_PAGE,
     ChainPage,
+    DeliveryPage,
     RejectRequest,
     SlotList,
     SubmitRequest,
     TaskPage,
+    WebhookInfo,
+    WebhookList,
+    WebhookRequest,
 )
 from claude_pool.web.problems import PROBLEM_TYPE, Problem
 
@@ -39,14 +43,18 @@ _RESPONSES: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (ChainResult, "serialization"),
     (SessionMetrics, "serialization"),
     (Problem, "serialization"),
+    (WebhookList, "serialization"),
+    (WebhookInfo, "serialization"),
+    (DeliveryPage, "serialization"),
     (SubmitRequest, "validation"),
+    (WebhookRequest, "validation"),
     (RejectRequest, "validation"),
 ]
 
 _WHY = {
     400: "The body is not JSON.",
     401: "A bearer token is required.",
-    404: "No such task or chain.",
+    404: "No such task, chain or webhook.",
     409: "The task is in another state than the operation needs.",
     415: "The body is not application/json.",
     422: "A parameter or a field of the body is invalid.",
@@ -227,6 +235,67 @@ def _paths() -> dict[str, Any]:
                     ),
                 ],
                 "responses": {**_ok("SessionMetrics"), **_problems(422)},
+            }
+        },
+        f"{p}/webhooks": {
+            "get": {
+                "operationId": "listWebhooks",
+                "summary": "The webhooks in the store (configured and added), without secrets.",
+                "responses": {**_ok("WebhookList"), **_problems()},
+            },
+            "post": {
+                "operationId": "addWebhook",
+                "summary": "POST every event of the given types to a URL from now on.",
+                "requestBody": _body("WebhookRequest"),
+                "responses": {**_ok("WebhookInfo", "201", "Added"), **_problems(400, 415, 422)},
+            },
+        },
+        f"{p}/webhooks/deliveries": {
+            "get": {
+                "operationId": "listWebhookDeliveries",
+                "summary": "Webhook deliveries, newest first, with their attempts and outcome.",
+                "parameters": [
+                    _query("webhook_id", {"type": "string"}, "Only this webhook's."),
+                    _query(
+                        "state",
+                        {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                        "Only deliveries in this state.",
+                    ),
+                    *_PAGING,
+                ],
+                "responses": {**_ok("DeliveryPage"), **_problems(422)},
+            }
+        },
+        f"{p}/webhooks/{{webhook_id}}": {
+            "delete": {
+                "operationId": "removeWebhook",
+                "summary": "Stop a webhook; its pending deliveries are dropped.",
+                "parameters": [_path("webhook_id", "The webhook's id.")],
+                "responses": {"204": {"description": "Removed"}, **_problems(404)},
+            }
+        },
+        f"{p}/events": {
+            "get": {
+                "operationId": "streamEvents",
+                "summary": "The pool's domain events as server-sent events (id: the event's "
+                "seq; resume with Last-Event-ID).",
+                "parameters": [
+                    _query(
+                        "after",
+                        {"type": "integer", "minimum": 0},
+                        "Start after this event (Last-Event-ID wins).",
+                    ),
+                    _query("task_id", {"type": "string"}, "Only this task's events."),
+                    _query("chain_id", {"type": "string"}, "Only this chain's events."),
+                    _query("types", {"type": "string"}, "Comma-separated event types."),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An endless event stream.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_problems(422),
+                },
             }
         },
     }

@@ -5,7 +5,7 @@ stream reads the store's event log from where the client is (``Last-Event-ID``, 
 without either, from now on) and is then woken by the bus for each new event: nothing polls,
 and a client that reconnects with the last id it saw misses nothing. ``task_id`` and
 ``chain_id`` narrow it to one task or chain, ``types`` to some event types. Text in payloads
-goes through the engine's secret redaction first.
+goes through the engine's secret redaction first (:func:`claude_pool.events.public_payload`).
 """
 
 from __future__ import annotations
@@ -19,30 +19,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from claude_pool.events import Event
+from claude_pool.events import Event, public_payload
 from claude_pool.pool import Pool
-from claude_pool.redaction import redact
 from claude_pool.web.problems import problem
 
 KEEPALIVE_SECS = 15.0
 """A comment line goes out after this long without an event, so proxies keep the stream."""
-
-
-def redacted(value: Any) -> Any:
-    """``value`` (JSON data) with every string passed through :func:`redact`."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {key: redacted(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redacted(item) for item in value]
-    return value
-
-
-def public_payload(event: Event) -> dict[str, Any]:
-    """An event's JSON as faces outside the process show it (SSE, webhooks)."""
-    data: dict[str, Any] = redacted(event.model_dump(mode="json"))
-    return data
 
 
 def frame(event: Event) -> str:
@@ -74,24 +56,26 @@ async def _frames(
 
     reader = asyncio.create_task(read(), name="sse-reader")
     stop = asyncio.create_task(stopping.wait(), name="sse-stop")
+    get: asyncio.Future[Event] | None = None
     try:
         yield ": claude-pool events\nretry: 2000\n\n"
         while True:
-            get = asyncio.ensure_future(queue.get())
+            if get is None or get.done():
+                get = asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait(
                 {get, reader, stop}, timeout=KEEPALIVE_SECS, return_when=asyncio.FIRST_COMPLETED
             )
             if get in done:
                 yield frame(get.result())
                 continue
-            get.cancel()
             if stop in done or reader in done:
                 return
             yield ": keepalive\n\n"
     finally:
-        for task in (reader, stop):
+        waiting = [task for task in (get, reader, stop) if task is not None]
+        for task in waiting:
             task.cancel()
-        for task in (reader, stop):
+        for task in waiting:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -116,4 +100,4 @@ async def events_endpoint(request: Request) -> Response:
     )
 
 
-__all__ = ["KEEPALIVE_SECS", "events_endpoint", "frame", "public_payload", "redacted"]
+__all__ = ["KEEPALIVE_SECS", "events_endpoint", "frame"]
