@@ -62,8 +62,9 @@ async def _frames(
         while True:
             if get is None or get.done():
                 get = asyncio.ensure_future(queue.get())
+            waiting: set[asyncio.Future[Any]] = {get, reader, stop}
             done, _ = await asyncio.wait(
-                {get, reader, stop}, timeout=KEEPALIVE_SECS, return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=KEEPALIVE_SECS, return_when=asyncio.FIRST_COMPLETED
             )
             if get in done:
                 yield frame(get.result())
@@ -72,10 +73,10 @@ async def _frames(
                 return
             yield ": keepalive\n\n"
     finally:
-        waiting = [task for task in (get, reader, stop) if task is not None]
-        for task in waiting:
+        left = [task for task in (get, reader, stop) if task is not None]
+        for task in left:
             task.cancel()
-        for task in waiting:
+        for task in left:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
