@@ -6,14 +6,18 @@ import asyncio
 import hashlib
 import hmac
 import json
+import socket
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from claude_pool import Pool, PoolConfig
 from claude_pool.config import Settings, WebhookConfig
-from claude_pool.store import Delivery, DeliveryState, MemoryStore
+from claude_pool.store import Delivery, DeliveryState, MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.testing.webhook_receiver import WebhookReceiver
 from claude_pool.web import create_app
@@ -137,3 +141,72 @@ async def test_webhooks_are_added_listed_and_removed_through_the_api(api_pool: P
 def test_sign_is_hmac_sha256_of_the_body_in_hex() -> None:
     body = json.dumps({"type": "task_finished"}).encode()
     assert sign("k", body) == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+
+
+# ── durability: a real worker process, killed ────────────────────────
+
+
+async def _worker(store: Path, config: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "claude_pool.cli", "worker", "--store", str(store),
+        "--config", str(config), "--slots", "1", "--log-format", "json",
+        env=env, cwd=store.parent, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _log_line(process: asyncio.subprocess.Process, needle: str) -> dict[str, Any]:
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        while line := await process.stderr.readline():
+            record: dict[str, Any] = json.loads(line)
+            if needle in record["message"]:
+                return record
+    raise AssertionError(f"the worker ended without logging {needle!r}")
+
+
+@pytest.mark.cli
+@pytest.mark.timeout(90)
+async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restarts(
+    claude_bin: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # the receiver's port, nobody listening yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = tmp_path / "pool.db"
+    config = tmp_path / "claude-pool.toml"
+    config.write_text(
+        "webhook_retry_secs = 0.5\n\n[[webhook]]\n"
+        f'url = "http://127.0.0.1:{port}/hook"\nevents = ["worker_joined"]\n'
+        f'secret = "{SECRET}"\n'
+    )
+    env = {**cli_env, "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin)}
+    first = await _worker(store, config, env)
+    try:
+        # Its own arrival is the event; the receiver is down, so the first attempt fails.
+        failed = await _log_line(first, "failed")
+        assert failed["webhook_id"].startswith("config-")
+        seq = failed["event_seq"]
+    finally:
+        first.kill()  # SIGKILL: no drain, no goodbye
+        await first.wait()
+    async with WebhookReceiver(port=port) as receiver:
+        second = await _worker(store, config, env)
+        try:
+            async with asyncio.timeout(30):
+                while not any(r.json()["seq"] == seq for r in receiver.requests):
+                    await receiver.wait_for(len(receiver.requests) + 1)
+        finally:
+            second.terminate()
+            await second.wait()
+    request = next(r for r in receiver.requests if r.json()["seq"] == seq)
+    assert request.json()["type"] == "worker_joined"
+    assert verified(request.body, request.headers["x-claude-pool-signature"])
+    reopened = SqliteStore(store)
+    await reopened.open()
+    try:
+        [delivery] = [d for d in await reopened.list_deliveries() if d.seq == seq]
+        assert delivery.state is DeliveryState.DELIVERED
+        assert delivery.attempts >= 2
+    finally:
+        await reopened.close()
