@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from claude_pool import Pool, PoolConfig, TaskState
+from claude_pool import Pool, PoolConfig, TaskResult, TaskState
+from claude_pool.executor.base import ExecutionRequest
 from claude_pool.store import MemoryStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.web import HttpFace, create_app
@@ -278,3 +281,45 @@ async def test_an_unknown_host_header_is_refused_against_dns_rebinding(
 ) -> None:
     response = await client.get("/api/v1/status", headers={"host": "rebound.example"})
     assert response.status_code == 421
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    for args in (("init", "-q", "-b", "main"), ("config", "user.name", "T"),
+                 ("config", "user.email", "t@example.com")):  # fmt: skip
+        subprocess.run(["git", "-C", str(root), *args], check=True)
+    (root / "notes.txt").write_text("before\n")
+    subprocess.run(["git", "-C", str(root), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(root), "commit", "-qm", "initial"], check=True)
+    return root
+
+
+async def test_a_review_task_that_ran_in_a_worktree_shows_its_diff(repo: Path) -> None:
+    root = repo
+
+    def edit(request: ExecutionRequest) -> TaskResult:
+        (request.cwd / "notes.txt").write_text("after\n")
+        (request.cwd / "new.txt").write_text("fresh\n")
+        return TaskResult.success_result("edited", 100, 1)
+
+    config = PoolConfig(worktree_isolation=True)
+    executor = FakeExecutor(handler=edit)
+    async with Pool(config, slots=1, store=MemoryStore(), executor=executor, cwd=root) as pool:
+        face = create_app(pool)
+        async with client_for(face) as client:
+            task = await submit(client, review=True)
+            await pool.wait(task["id"], timeout=10)
+            diff = (await client.get(f"/api/v1/tasks/{task['id']}/diff")).json()["diff"]
+            assert "-before" in diff
+            assert "+after" in diff
+            assert "new file (untracked): new.txt" in diff
+            assert (await client.get("/api/v1/tasks/nope/diff")).status_code == 404
+        face.close()
+
+
+async def test_a_task_without_a_worktree_has_no_diff(client: httpx.AsyncClient, pool: Pool) -> None:
+    task = await submit(client)
+    await pool.wait(task["id"], timeout=5)
+    assert (await client.get(f"/api/v1/tasks/{task['id']}/diff")).json()["diff"] is None

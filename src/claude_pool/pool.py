@@ -84,7 +84,7 @@ from claude_pool.types import (
     now_ms,
 )
 from claude_pool.webhooks import WebhookDeliverer, webhook_from_api
-from claude_pool.worktree import WorktreeReport, find_repo_root
+from claude_pool.worktree import WorktreeReport, find_repo_root, worktree_diff
 
 log = logging.getLogger(__name__)
 
@@ -601,6 +601,17 @@ class Pool:
         and it ends ``cancelled`` with its spend so far; a finished task is left alone.
         Returns the task's record afterwards."""
         return await self._queue.cancel(task_id)
+
+    async def task_diff(self, task_id: TaskId | str) -> str | None:
+        """What the task's slot changed in its git worktree (see
+        :func:`claude_pool.worktree.worktree_diff`), for reviewing a result; None when the task
+        ran on no worktree of this pool's slots."""
+        record = await self._queue.get(task_id)
+        slot = next((s for s in self._slots.records if s.id == record.slot_id), None)
+        if slot is None or not slot.worktree_path:
+            return None
+        root = await find_repo_root(self._cwd)
+        return await worktree_diff(Path(slot.worktree_path), root)
 
     async def requeue(self, task_id: TaskId | str) -> TaskRecord:
         """Queue a failed or cancelled task again, as it was first submitted; returns its

@@ -254,6 +254,19 @@ async def submit_task(request: Request, pool: Pool) -> Response:
     return _json(record, 201, {"Location": f"{API_PREFIX}/tasks/{task_id}"})
 
 
+class TaskDiff(BaseModel):
+    """What a task's slot changed in its git worktree; ``diff`` is None when it ran on
+    none."""
+
+    task_id: str
+    diff: str | None = None
+
+
+async def get_task_diff(request: Request, pool: Pool) -> Response:
+    task_id = request.path_params["task_id"]
+    return _json(TaskDiff(task_id=task_id, diff=await pool.task_diff(task_id)))
+
+
 async def cancel_task(request: Request, pool: Pool) -> Response:
     return _json(await pool.cancel(request.path_params["task_id"]))
 
@@ -352,6 +365,7 @@ def routes() -> list[Route]:
         Route(f"{p}/tasks", _endpoint(list_tasks), methods=["GET"]),
         Route(f"{p}/tasks", _endpoint(submit_task), methods=["POST"]),
         Route(f"{p}/tasks/{{task_id}}", _endpoint(get_task), methods=["GET"]),
+        Route(f"{p}/tasks/{{task_id}}/diff", _endpoint(get_task_diff), methods=["GET"]),
         Route(f"{p}/tasks/{{task_id}}/cancel", _endpoint(cancel_task), methods=["POST"]),
         Route(f"{p}/tasks/{{task_id}}/approve", _endpoint(approve_task), methods=["POST"]),
         Route(f"{p}/tasks/{{task_id}}/reject", _endpoint(reject_task), methods=["POST"]),
@@ -373,6 +387,7 @@ __all__ = [
     "RejectRequest",
     "SlotList",
     "SubmitRequest",
+    "TaskDiff",
     "TaskPage",
     "WebhookInfo",
     "WebhookList",

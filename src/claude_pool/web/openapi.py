@@ -24,6 +24,7 @@ from claude_pool.web.api import (
     RejectRequest,
     SlotList,
     SubmitRequest,
+    TaskDiff,
     TaskPage,
     WebhookInfo,
     WebhookList,
@@ -37,6 +38,7 @@ _RESPONSES: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (PoolStatus, "serialization"),
     (TaskPage, "serialization"),
     (TaskRecord, "serialization"),
+    (TaskDiff, "serialization"),
     (RejectOutcome, "serialization"),
     (SlotList, "serialization"),
     (ChainPage, "serialization"),
@@ -149,6 +151,14 @@ def _paths() -> dict[str, Any]:
                 "summary": "A task's whole record, with its result once it has one.",
                 "parameters": [_TASK_ID],
                 "responses": {**_ok("TaskRecord"), **_problems(404)},
+            }
+        },
+        f"{p}/tasks/{{task_id}}/diff": {
+            "get": {
+                "operationId": "getTaskDiff",
+                "summary": "What the task's slot changed in its git worktree (for review).",
+                "parameters": [_TASK_ID],
+                "responses": {**_ok("TaskDiff"), **_problems(404)},
             }
         },
         f"{p}/tasks/{{task_id}}/cancel": {
