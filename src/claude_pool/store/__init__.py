@@ -14,12 +14,15 @@ from claude_pool.errors import ConfigError
 from claude_pool.store.base import (
     UNSET,
     ChainStore,
+    Delivery,
+    DeliveryState,
     EventLogStore,
     LedgerStore,
     MemberStore,
     Message,
     MetricsStore,
     NoteStore,
+    OutboxStore,
     RecoveryEvents,
     RecoveryPolicy,
     SlotStore,
@@ -28,6 +31,7 @@ from claude_pool.store.base import (
     TaskQueueStore,
     TaskTarget,
     Wakeups,
+    Webhook,
 )
 from claude_pool.store.memory import MemoryStore
 from claude_pool.store.sqlite import SqliteStore
@@ -74,6 +78,8 @@ def open_store(url: str) -> Store:
 __all__ = [
     "UNSET",
     "ChainStore",
+    "Delivery",
+    "DeliveryState",
     "EventLogStore",
     "LedgerStore",
     "MemberStore",
@@ -81,6 +87,7 @@ __all__ = [
     "Message",
     "MetricsStore",
     "NoteStore",
+    "OutboxStore",
     "RecoveryEvents",
     "RecoveryPolicy",
     "SlotStore",
@@ -90,6 +97,7 @@ __all__ = [
     "TaskQueueStore",
     "TaskTarget",
     "Wakeups",
+    "Webhook",
     "open_store",
     "store_file",
 ]

@@ -28,7 +28,14 @@ from typing import Any
 from claude_pool.errors import StoreDamaged, StoreError
 from claude_pool.events import Event, parse_event
 from claude_pool.store._common import archived, recovery_failure
-from claude_pool.store.base import Message, RecoveryEvents, RecoveryPolicy, StoredTask
+from claude_pool.store.base import (
+    Delivery,
+    Message,
+    RecoveryEvents,
+    RecoveryPolicy,
+    StoredTask,
+    Webhook,
+)
 from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
 from claude_pool.store.sqlite.queries import QUERIES as Q
 from claude_pool.store.sqlite.rows import (
@@ -198,7 +205,9 @@ def _log_events(conn: sqlite3.Connection, events: Sequence[Event]) -> list[int]:
     """Append events inside the caller's write transaction; their sequence numbers, which
     the caller sets on the events once the transaction has committed."""
     if len(events) == 1:
-        return [conn.execute(Q["insert_event"], event_values(events[0])).fetchone()[0]]
+        single: list[int] = [conn.execute(Q["insert_event"], event_values(events[0])).fetchone()[0]]
+        _enqueue_deliveries(conn, single)
+        return single
     if not events:
         return []
     # Several at once (a settlement's events): numbered here and inserted in one call.
@@ -207,7 +216,28 @@ def _log_events(conn: sqlite3.Connection, events: Sequence[Event]) -> list[int]:
         Q["insert_numbered_event"],
         [(first + i, *event_values(e)) for i, e in enumerate(events)],
     )
-    return list(range(first, first + len(events)))
+    seqs = list(range(first, first + len(events)))
+    _enqueue_deliveries(conn, seqs)
+    return seqs
+
+
+def _enqueue_deliveries(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    """The outbox rule: each logged event gets a delivery per webhook wanting it, in the
+    same transaction."""
+    conn.execute(Q["enqueue_deliveries"], (seqs[0], seqs[-1]))
+
+
+_DELIVERY_COLUMNS = (
+    "id, webhook_id, seq, event_type, state, attempts, next_attempt_ms, last_status, "
+    "last_error, created_at_ms, delivered_at_ms, payload_json"
+)
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    names = [name.strip() for name in _DELIVERY_COLUMNS.split(",")]
+    values = dict(zip(names, row, strict=True))
+    values["payload"] = values.pop("payload_json")
+    return Delivery.model_validate(values)
 
 
 def _numbered(events: Sequence[Event], seqs: Sequence[int]) -> None:
@@ -807,6 +837,75 @@ class Database:
         else:
             rows = self.conn.execute(Q["list_chains_in_state"], (state, limit, offset)).fetchall()
         return [dict(json.loads(row[0])) for row in rows]
+
+    # webhooks
+
+    def put_webhook(self, hook: Webhook) -> None:
+        with self.write() as conn:
+            conn.execute(
+                Q["upsert_webhook"],
+                (hook.id, hook.url, hook.secret, hook.source, hook.created_at_ms),
+            )
+            conn.execute(Q["clear_webhook_events"], (hook.id,))
+            conn.executemany(Q["insert_webhook_event"], [(hook.id, kind) for kind in hook.events])
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        with self.write() as conn:
+            conn.execute(Q["clear_webhook_events"], (webhook_id,))
+            conn.execute(Q["delete_pending_deliveries"], (webhook_id,))
+            deleted: bool = conn.execute(Q["delete_webhook"], (webhook_id,)).rowcount > 0
+        return deleted
+
+    def list_webhooks(self) -> list[Webhook]:
+        rows = self.conn.execute(Q["list_webhooks"]).fetchall()
+        return [
+            Webhook(
+                id=hook_id, url=url, secret=secret, source=source, created_at_ms=created,
+                events=sorted(json.loads(kinds or "[]")),
+            )
+            for hook_id, url, secret, source, created, kinds in rows
+        ]  # fmt: skip
+
+    def claim_deliveries(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
+        statement = _sql("claim_deliveries", columns=_DELIVERY_COLUMNS)
+        with self.write() as conn:
+            rows = conn.execute(statement, (now_ms + lease_ms, now_ms, limit)).fetchall()
+        return sorted((_delivery(row) for row in rows), key=lambda d: (d.seq, d.id))
+
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        now_ms: int,
+        retry_at_ms: int | None,
+    ) -> None:
+        state = "delivered" if delivered else ("pending" if retry_at_ms is not None else "failed")
+        with self.write() as conn:
+            conn.execute(
+                Q["finish_delivery"],
+                (state, status, error, retry_at_ms, now_ms if delivered else None, delivery_id),
+            )
+
+    def next_delivery_due_ms(self) -> int | None:
+        row = self.conn.execute(Q["next_delivery_due"]).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def list_deliveries(
+        self, webhook_id: str | None, state: str | None, limit: int, offset: int
+    ) -> list[Delivery]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if webhook_id is not None:
+            clauses.append(Q["delivery_of_webhook"])
+            params.append(webhook_id)
+        if state is not None:
+            clauses.append(Q["delivery_in_state"])
+            params.append(state)
+        statement = _sql("list_deliveries", columns=_DELIVERY_COLUMNS, filters=_where(clauses))
+        rows = self.conn.execute(statement, (*params, limit, offset)).fetchall()
+        return [_delivery(row).model_copy(update={"payload": ""}) for row in rows]
 
     # metrics
 
