@@ -15,12 +15,15 @@ from claude_pool.errors import ConfigError, StoreError
 from claude_pool.store.base import (
     UNSET,
     ChainStore,
+    Delivery,
+    DeliveryState,
     EventLogStore,
     LedgerStore,
     MemberStore,
     Message,
     MetricsStore,
     NoteStore,
+    OutboxStore,
     RecoveryEvents,
     RecoveryPolicy,
     SlotStore,
@@ -29,6 +32,7 @@ from claude_pool.store.base import (
     TaskQueueStore,
     TaskTarget,
     Wakeups,
+    Webhook,
 )
 from claude_pool.store.memory import MemoryStore
 from claude_pool.store.sqlite import SqliteStore
@@ -96,6 +100,8 @@ def postgres_store(url: str) -> Store:
 __all__ = [
     "UNSET",
     "ChainStore",
+    "Delivery",
+    "DeliveryState",
     "EventLogStore",
     "LedgerStore",
     "MemberStore",
@@ -103,6 +109,7 @@ __all__ = [
     "Message",
     "MetricsStore",
     "NoteStore",
+    "OutboxStore",
     "RecoveryEvents",
     "RecoveryPolicy",
     "SlotStore",
@@ -112,6 +119,7 @@ __all__ = [
     "TaskQueueStore",
     "TaskTarget",
     "Wakeups",
+    "Webhook",
     "is_postgres_url",
     "open_store",
     "postgres_store",

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from claude_pool.errors import StoreError
 from claude_pool.store.postgres.errors import describe_url
+from claude_pool.store.postgres.queries import QUERIES as Q
 from claude_pool.store.postgres.schema import STORE_TABLES, latest_version, schema_version
 from claude_pool.store.postgres.store import CONNECT_TIMEOUT_SECS, split_store_url
 
@@ -130,8 +131,9 @@ async def _may_create(conn: psycopg.AsyncConnection[Any], schema: str | None, us
 
 async def _may_use(conn: psycopg.AsyncConnection[Any], schema: str, user: str,
                    health: Health) -> None:  # fmt: skip
+    found = await conn.execute(Q["store_tables"].encode(), (list(STORE_TABLES),))
     missing = []
-    for table in STORE_TABLES:
+    for (table,) in await found.fetchall():
         cur = await conn.execute(
             "SELECT has_table_privilege(%s, 'SELECT,INSERT,UPDATE,DELETE')",
             (f"{sql.Identifier(schema).as_string(conn)}.{table}",),

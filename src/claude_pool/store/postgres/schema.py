@@ -28,7 +28,8 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 STORE_TABLES = (
     "claude_pool_schema", "tasks", "task_tags", "workers", "slots", "counters",
-    "budget_reservations", "context", "messages", "events", "chains",
+    "budget_reservations", "context", "messages", "events", "chains", "webhooks",
+    "webhook_events", "webhook_deliveries",
 )  # fmt: skip
 """The tables the store owns (a schema holding some but no version row is not a store)."""
 

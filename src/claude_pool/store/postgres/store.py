@@ -56,10 +56,13 @@ from claude_pool.store._rows import (
 )
 from claude_pool.store.base import (
     UNSET,
+    Delivery,
+    DeliveryState,
     Message,
     RecoveryEvents,
     RecoveryPolicy,
     StoredTask,
+    Webhook,
 )
 from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
 from claude_pool.store.postgres.errors import describe_url, translate_error
@@ -104,6 +107,15 @@ def _duplicate(task_id: str) -> StoreError:
         f"a task with id {task_id!r} already exists; give each task a new id "
         "(claude_pool.types.new_task_id)"
     )
+
+
+_DELIVERY_FIELDS = [name.strip() for name in Q["delivery_columns"].split(",")]
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    values = dict(zip(_DELIVERY_FIELDS, row, strict=True))
+    values["payload"] = values.pop("payload_json")
+    return Delivery.model_validate(values)
 
 
 def _all_of(clauses: Sequence[str]) -> str:
@@ -263,6 +275,14 @@ class PostgresStore:
         async with self._conn(operation) as conn:
             cur = await conn.execute(_query(query), params)
             return await cur.fetchone()
+
+    async def _fetch_written(
+        self, operation: str, query: str, params: Sequence[Any] = ()
+    ) -> list[Any]:
+        """The rows a writing statement returns, in a transaction of its own."""
+        async with self._tx(operation) as conn:
+            cur = await conn.execute(_query(query), params)
+            return await cur.fetchall()
 
     async def _execute(self, operation: str, query: str, params: Sequence[Any] = ()) -> int:
         async with self._tx(operation) as conn:
@@ -758,6 +778,85 @@ class PostgresStore:
             )
 
         return await self._undoable(run, undo)
+
+    # ── webhooks ─────────────────────────────────────────────────────
+
+    async def put_webhook(self, webhook: Webhook) -> None:
+        async with self._tx("saving a webhook") as conn:
+            await conn.execute(
+                _query(Q["upsert_webhook"]),
+                (webhook.id, webhook.url, webhook.secret, webhook.source, webhook.created_at_ms),
+            )
+            await conn.execute(_query(Q["clear_webhook_events"]), (webhook.id,))
+            await conn.execute(
+                _query(Q["insert_webhook_events"]), (webhook.id, list(webhook.events))
+            )
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        async with self._tx("deleting a webhook") as conn:
+            await conn.execute(_query(Q["delete_pending_deliveries"]), (webhook_id,))
+            cur = await conn.execute(_query(Q["delete_webhook"]), (webhook_id,))
+            return cur.rowcount > 0
+
+    async def list_webhooks(self) -> list[Webhook]:
+        rows = await self._fetchall("listing webhooks", Q["list_webhooks"])
+        return [
+            Webhook(
+                id=hook_id, url=url, secret=secret, source=source, created_at_ms=created,
+                events=list(kinds),
+            )
+            for hook_id, url, secret, source, created, kinds in rows
+        ]  # fmt: skip
+
+    async def claim_deliveries(self, now_ms: int, lease_ms: int, limit: int = 20) -> list[Delivery]:
+        rows = await self._fetch_written(
+            "claiming webhook deliveries", Q["claim_deliveries"], (now_ms + lease_ms, now_ms, limit)
+        )
+        return sorted((_delivery(row) for row in rows), key=lambda d: (d.seq, d.id))
+
+    async def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        now_ms: int,
+        retry_at_ms: int | None,
+    ) -> None:
+        state = "delivered" if delivered else ("pending" if retry_at_ms is not None else "failed")
+        await self._execute(
+            "recording a webhook delivery",
+            Q["finish_delivery"],
+            (state, status, error, retry_at_ms, now_ms if delivered else None, delivery_id),
+        )
+
+    async def next_delivery_due_ms(self) -> int | None:
+        row = await self._fetchone("reading the webhook outbox", Q["next_delivery_due"])
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def list_deliveries(
+        self,
+        webhook_id: str | None = None,
+        state: DeliveryState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Delivery]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if webhook_id is not None:
+            clauses.append(Q["delivery_of_webhook"])
+            params.append(webhook_id)
+        if state is not None:
+            clauses.append(Q["delivery_in_state"])
+            params.append(str(state))
+        statement = Q["list_deliveries"].format(
+            filters=f"WHERE {_all_of(clauses)}" if clauses else ""
+        )
+        rows = await self._fetchall(
+            "listing webhook deliveries", statement, (*params, limit, offset)
+        )
+        return [_delivery(row).model_copy(update={"payload": ""}) for row in rows]
 
     # ── events ───────────────────────────────────────────────────────
 

@@ -324,12 +324,13 @@ UPDATE messages SET delivered = 0 WHERE id = ANY (%s);
 -- ── events ───────────────────────────────────────────────────────────
 
 -- name: insert_events
--- Append events and announce them, in one statement: the last number is taken from the
--- event_seq counter, whose row stays locked until commit, so events become visible in the
--- order of their numbers (a reader that has seen one has seen every smaller one), and the
--- NOTIFY with that number is sent when the transaction commits. How many events, the same
--- again, then one array per column (_rows.event_values, transposed), the channel. Returns the
--- last number.
+-- Append events, add their webhook deliveries and announce them, in one statement: the last
+-- number is taken from the event_seq counter, whose row stays locked until commit, so events
+-- become visible in the order of their numbers (a reader that has seen one has seen every
+-- smaller one); each event gets one pending delivery, due at once, per webhook wanting it
+-- (the outbox rule); the NOTIFY with the last number is sent when the transaction commits.
+-- How many events, the same again, then one array per column (_rows.event_values,
+-- transposed), the channel. Returns the last number.
 WITH taken AS (
     UPDATE counters SET value = value + %s WHERE name = 'event_seq' RETURNING value
 ), inserted AS (
@@ -341,6 +342,12 @@ WITH taken AS (
         %s::bigint[], %s::text[])
         WITH ORDINALITY AS e (kind, task_id, slot_id, chain_id, worker_id, created_at_ms,
             data_json, ord)
+    RETURNING id, kind, created_at_ms, data_json
+), enqueued AS (
+    INSERT INTO webhook_deliveries
+        (webhook_id, seq, event_type, next_attempt_ms, created_at_ms, payload_json)
+    SELECT DISTINCT w.webhook_id, i.id, i.kind, i.created_at_ms, i.created_at_ms, i.data_json
+    FROM inserted AS i JOIN webhook_events AS w ON w.kind = i.kind OR w.kind = '*'
 )
 SELECT value, pg_notify(%s, value::text) FROM taken;
 
@@ -452,6 +459,75 @@ created_at_ms < %s
 -- name: task_of_model
 -- model.
 model = %s
+
+
+-- ── webhooks ─────────────────────────────────────────────────────────
+
+-- name: delivery_columns
+-- A delivery row as store._delivery reads it, in this order.
+id, webhook_id, seq, event_type, state, attempts, next_attempt_ms, last_status, last_error,
+created_at_ms, delivered_at_ms, payload_json
+
+-- name: upsert_webhook
+-- id, url, secret, source, created_at_ms.
+INSERT INTO webhooks (id, url, secret, source, created_at_ms) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret,
+    source = EXCLUDED.source;
+
+-- name: clear_webhook_events
+-- webhook id.
+DELETE FROM webhook_events WHERE webhook_id = %s;
+
+-- name: insert_webhook_events
+-- webhook id, the kinds (a list).
+INSERT INTO webhook_events (webhook_id, kind) SELECT %s, unnest(%s::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: delete_webhook
+-- webhook id (its event types go with it).
+DELETE FROM webhooks WHERE id = %s;
+
+-- name: delete_pending_deliveries
+-- webhook id.
+DELETE FROM webhook_deliveries WHERE webhook_id = %s AND state = 'pending';
+
+-- name: list_webhooks
+SELECT w.id, w.url, w.secret, w.source, w.created_at_ms,
+    ARRAY(SELECT kind FROM webhook_events WHERE webhook_id = w.id ORDER BY kind)
+FROM webhooks AS w ORDER BY w.created_at_ms, w.seq;
+
+-- name: claim_deliveries
+-- now + lease, now, limit: the due pending deliveries, oldest event first, leased; rows
+-- another claimant is taking at this moment are skipped.
+UPDATE webhook_deliveries SET next_attempt_ms = %s
+WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE state = 'pending' AND next_attempt_ms <= %s
+    ORDER BY seq, id LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {delivery_columns};
+
+-- name: finish_delivery
+-- state, status, error, next_attempt_ms (kept when NULL), delivered_at_ms, id.
+UPDATE webhook_deliveries
+SET state = %s, attempts = attempts + 1, last_status = %s, last_error = %s,
+    next_attempt_ms = COALESCE(%s, next_attempt_ms), delivered_at_ms = %s
+WHERE id = %s AND state = 'pending';
+
+-- name: next_delivery_due
+SELECT MIN(next_attempt_ms) FROM webhook_deliveries WHERE state = 'pending';
+
+-- name: list_deliveries
+-- The filters' parameters, limit, offset. {filters}: WHERE and delivery_of_webhook,
+-- delivery_in_state joined with AND, or nothing.
+SELECT {delivery_columns} FROM webhook_deliveries {filters} ORDER BY id DESC LIMIT %s OFFSET %s;
+
+-- name: delivery_of_webhook
+webhook_id = %s
+
+-- name: delivery_in_state
+state = %s
 
 
 -- ── schema ───────────────────────────────────────────────────────────
