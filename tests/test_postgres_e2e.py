@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -290,3 +291,34 @@ async def test_three_workers_in_network_namespaces_recover_a_killed_one_by_heart
                     return popen(argv, cwd=cli_cwd, env=worker_env(cli, claude_bin))
 
                 await kill_one_mid_batch(postgres_url, mock_api, start)
+
+
+async def test_the_command_line_finds_a_postgres_store_by_flag_environment_and_config_file(
+    postgres_url: str,
+    mock_api: MockAnthropicAPI,
+    cli_env: dict[str, str],
+    claude_bin: Path,
+    cli_cwd: Path,
+    tmp_path: Path,
+) -> None:
+    mock_api.on(Reply("the answer is 42"), prompt="what is the answer")
+    env = worker_env(cli_env, claude_bin)
+    (cli_cwd / "claude-pool.toml").write_text(f'store = "{postgres_url}"\n')
+
+    def cli(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "claude_pool.cli", *args], cwd=cli_cwd,
+            env={**env, **(extra or {})}, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+
+    with processes(tmp_path) as popen:
+        argv = [a for a in worker_argv(postgres_url) if a not in ("--store", postgres_url)]
+        popen(argv, cwd=tmp_path, env={**env, "CLAUDE_POOL_STORE": postgres_url})  # environment
+        submitted = cli("submit", "what is the answer", "--json", "--store", postgres_url)  # flag
+        assert submitted.returncode == 0, submitted.stderr
+        task_id = json.loads(submitted.stdout)["task_id"]
+        waited = cli("result", task_id, "--wait", "--timeout", "60", "--json")  # config file
+        assert waited.returncode == 0, waited.stderr
+    record = json.loads(waited.stdout)
+    assert record["state"] == "completed"
+    assert record["result"]["output"] == "the answer is 42"

@@ -295,3 +295,7 @@ def test_a_postgres_url_without_psycopg_names_the_extra(monkeypatch: pytest.Monk
     monkeypatch.setattr(builtins, "__import__", no_psycopg)
     with pytest.raises(StoreError, match=re.escape("pip install 'claude-pool[postgres]'")):
         open_store("postgresql://127.0.0.1/test")
+
+
+def test_the_postgres_store_implements_every_store_role() -> None:
+    assert isinstance(PostgresStore("postgresql://127.0.0.1/test"), Store)
