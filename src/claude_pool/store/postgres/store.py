@@ -30,7 +30,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -102,6 +102,19 @@ def split_store_url(url: str) -> tuple[str, str | None]:
     return urlunsplit((scheme, parts.netloc, parts.path, rest, parts.fragment)), schema or None
 
 
+@dataclass
+class _Logged:
+    """Events appended in a transaction: the statement's cursor (its one row, read after
+    commit, is the last number taken), how many, and that last number once read."""
+
+    cursor: psycopg.AsyncCursor[tuple[Any, ...]] | None
+    count: int
+    last: int | None = None
+
+
+_NOTHING = _Logged(None, 0)
+
+
 def _duplicate(task_id: str) -> StoreError:
     return StoreError(
         f"a task with id {task_id!r} already exists; give each task a new id "
@@ -154,6 +167,8 @@ class PostgresStore:
         """The NOTIFY channel of this store's events (set when opened)."""
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        self._logged: dict[int, list[_Logged]] = {}
+        """Events appended in each open transaction, by connection."""
         self._wakeups = PostgresWakeups(self)
 
     def __repr__(self) -> str:
@@ -262,9 +277,29 @@ class PostgresStore:
             raise translate_error(self.where, operation, exc) from exc
 
     @asynccontextmanager
-    async def _tx(self, operation: str) -> AsyncIterator[Conn]:
-        async with self._conn(operation) as conn, conn.transaction():
-            yield conn
+    async def _tx(self, operation: str, *, pipeline: bool = False) -> AsyncIterator[Conn]:
+        """A transaction. With ``pipeline``, statements whose results are not read at once
+        go to the server together with the next one that is, and with the COMMIT: a write
+        whose last statements take the rows every worker shares (spend, event numbers) holds
+        them for one round trip, not one per statement."""
+        async with self._conn(operation) as conn:
+            logged: list[_Logged] = []
+            self._logged[id(conn)] = logged
+            try:
+                if pipeline:
+                    async with conn.pipeline(), conn.transaction():
+                        yield conn
+                else:
+                    async with conn.transaction():
+                        yield conn
+            finally:
+                del self._logged[id(conn)]
+            # Committed: the numbers the events were given, read while the connection is
+            # still this transaction's.
+            for entry in logged:
+                row = await entry.cursor.fetchone() if entry.cursor is not None else None
+                assert row is not None
+                entry.last = int(row[0])
 
     async def _fetchall(self, operation: str, query: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._conn(operation) as conn:
@@ -321,36 +356,39 @@ class PostgresStore:
 
     # ── events, inside a write ───────────────────────────────────────
 
-    async def _log_events(self, conn: Conn, events: Sequence[Event]) -> list[int]:
+    async def _log_events(self, conn: Conn, events: Sequence[Event]) -> _Logged:
         """Append events inside the caller's transaction, last in it (the numbering row stays
-        locked until commit); their numbers, set on the events once committed."""
+        locked until commit). Their numbers are read, and set on the events, once the
+        transaction has committed (:meth:`_numbered`)."""
         if not events:
-            return []
+            return _Logged(None, 0)
         columns = list(zip(*(event_values(event) for event in events), strict=True))
         count = len(events)
         cur = await conn.execute(
             _query(Q["insert_events"]), (count, count, *map(list, columns), self.channel)
         )
-        row = await cur.fetchone()
-        assert row is not None
-        last = int(row[0])
-        return list(range(last - count + 1, last + 1))
+        logged = _Logged(cur, count)
+        self._logged[id(conn)].append(logged)
+        return logged
 
     @staticmethod
-    def _numbered(events: Sequence[Event], seqs: Sequence[int]) -> None:
-        for event, seq in zip(events, seqs, strict=True):
+    async def _numbered(events: Sequence[Event], logged: _Logged) -> None:
+        if logged.last is None:
+            return
+        first = logged.last - logged.count + 1
+        for event, seq in zip(events, range(first, logged.last + 1), strict=True):
             event.seq = seq
 
     # ── tasks ────────────────────────────────────────────────────────
 
     async def insert_task(self, task: StoredTask, *, events: Sequence[Event] = ()) -> StoredTask:
         try:
-            async with self._tx("inserting a task") as conn:
+            async with self._tx("inserting a task", pipeline=True) as conn:
                 seq = await self._insert_one(conn, task)
                 seqs = await self._log_events(conn, events)
         except pg_errors.UniqueViolation as exc:
             raise _duplicate(task.record.id) from exc
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
         return replace(task, seq=seq)
 
     @staticmethod
@@ -512,7 +550,7 @@ class PostgresStore:
             if value is not UNSET
         }
         target = TaskState(to_state)
-        async with self._tx("changing a task's state") as conn:
+        async with self._tx("changing a task's state", pipeline=True) as conn:
             if attempt_reason is not UNSET and attempt_reason is not None:
                 # The run the task had becomes an attempt, read and written under its lock.
                 cur = await conn.execute(_query(Q["lock_task"]), (task_id,))
@@ -521,9 +559,9 @@ class PostgresStore:
                     return None
                 fields["attempts"] = archived(record_from_row(row), attempt_reason, now_ms)
             record = await self._transition(conn, task_id, allowed, target, now_ms, fields)
-            seqs = await self._log_events(conn, events) if record is not None else []
+            seqs = await self._log_events(conn, events) if record is not None else _NOTHING
         if record is not None:
-            self._numbered(events, seqs)
+            await self._numbered(events, seqs)
         return record
 
     async def settle_task(
@@ -547,7 +585,7 @@ class PostgresStore:
             more_assignments="".join(f", {column} = %s" for column, _ in columns)
         )
         allowed = [TaskState(s) for s in from_states]
-        async with self._tx("recording a finished task") as conn:
+        async with self._tx("recording a finished task", pipeline=True) as conn:
             await conn.execute(_query(Q["release_budget"]), (task_id,))
             moved = bool(allowed) and (
                 await self._transition(
@@ -564,7 +602,7 @@ class PostgresStore:
                 await conn.execute(_query(Q["add_spend"]), (spend,))
             logged = [*always_events, *events] if moved else list(always_events)
             seqs = await self._log_events(conn, logged)
-        self._numbered(logged, seqs)
+        await self._numbered(logged, seqs)
         return moved
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
@@ -610,7 +648,7 @@ class PostgresStore:
                 for _, task_id, worker_id, record in recovered:
                     logged.extend(events(TaskId(task_id), worker_id, record))
             seqs = await self._log_events(conn, logged)
-        self._numbered(logged, seqs)
+        await self._numbered(logged, seqs)
         return [TaskId(task_id) for _, task_id, _, _ in recovered]
 
     # ── workers ──────────────────────────────────────────────────────
@@ -689,7 +727,7 @@ class PostgresStore:
             row = await (await conn.execute(_query(Q["add_spend"]), (microdollars,))).fetchone()
             assert row is not None
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
         return int(row[0])
 
     async def get_spend(self) -> int:
@@ -719,10 +757,10 @@ class PostgresStore:
     # ── shared context ───────────────────────────────────────────────
 
     async def context_set(self, key: str, value: str, *, events: Sequence[Event] = ()) -> None:
-        async with self._tx("setting context") as conn:
+        async with self._tx("setting context", pipeline=True) as conn:
             await conn.execute(_query(Q["context_set"]), (key, value))
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
 
     async def context_get(self, key: str) -> str | None:
         row = await self._fetchone("reading context", Q["context_get"], (key,))
@@ -732,9 +770,9 @@ class PostgresStore:
         async with self._tx("deleting context") as conn:
             cur = await conn.execute(_query(Q["context_delete"]), (key,))
             deleted = cur.rowcount > 0
-            seqs = await self._log_events(conn, events) if deleted else []
+            seqs = await self._log_events(conn, events) if deleted else _NOTHING
         if deleted:
-            self._numbered(events, seqs)
+            await self._numbered(events, seqs)
         return deleted
 
     async def context_list(self) -> dict[str, str]:
@@ -754,7 +792,7 @@ class PostgresStore:
             row = await cur.fetchone()
             assert row is not None
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
         return message_from_row(row)
 
     async def read_messages(
@@ -863,9 +901,9 @@ class PostgresStore:
     async def append_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        async with self._tx("recording events") as conn:
+        async with self._tx("recording events", pipeline=True) as conn:
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
 
     async def read_events(
         self,
@@ -943,7 +981,7 @@ class PostgresStore:
                     return False
             await conn.execute(_query(Q["upsert_chain"]), (chain_id, state, now_ms, now_ms, text))
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
         return True
 
     async def _swap_chain_owner(
