@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from claude_pool.errors import StoreError
@@ -181,9 +182,7 @@ class PostgresStore:
         the listener and the migration."""
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.conninfo,
-                autocommit=autocommit,
-                connect_timeout=max(1, int(CONNECT_TIMEOUT_SECS)),
+                self.conninfo, autocommit=autocommit, **self._connect_options()
             )
         except psycopg.Error as exc:
             raise translate_error(self.where, "connecting", exc) from exc
@@ -195,6 +194,12 @@ class PostgresStore:
                 raise translate_error(self.where, "connecting", exc) from exc
             raise
         return conn
+
+    def _connect_options(self) -> dict[str, Any]:
+        """A connect timeout, unless the URL sets its own (keyword arguments win over it)."""
+        if "connect_timeout" in conninfo_to_dict(self.conninfo):
+            return {}
+        return {"connect_timeout": max(1, int(CONNECT_TIMEOUT_SECS))}
 
     async def _configure(self, conn: Conn) -> None:
         if self.schema is not None:
@@ -225,7 +230,7 @@ class PostgresStore:
             self.conninfo,
             min_size=self.min_connections,
             max_size=self.max_connections,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **self._connect_options()},
             configure=self._configure,
             open=False,
             timeout=CONNECT_TIMEOUT_SECS,
