@@ -299,3 +299,15 @@ def test_a_postgres_url_without_psycopg_names_the_extra(monkeypatch: pytest.Monk
 
 def test_the_postgres_store_implements_every_store_role() -> None:
     assert isinstance(PostgresStore("postgresql://127.0.0.1/test"), Store)
+
+
+def test_no_server_skips_the_postgres_tests_outside_ci_and_fails_them_in_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLAUDE_POOL_TEST_POSTGRES", "postgresql://127.0.0.1:9/x?connect_timeout=1")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL server answers"):
+        require_postgres()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and the PostgreSQL tests cannot run"):
+        require_postgres()
