@@ -106,7 +106,9 @@ CREATE TABLE slots (
     restart_count INTEGER NOT NULL DEFAULT 0,
     worktree_path TEXT,
     config_json TEXT NOT NULL
-, session_cwd TEXT); -- session_cwd: added by migration 0004, spelled as ALTER TABLE writes it
+, session_cwd TEXT, session_host TEXT);
+-- session_cwd and session_host (the machine a session was recorded on): added by migrations
+-- 0004 and 0011, spelled as ALTER TABLE writes them.
 
 CREATE INDEX slots_worker ON slots (worker_id, seq);
 
