@@ -176,7 +176,8 @@ async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restart
     store = tmp_path / "pool.db"
     config = tmp_path / "claude-pool.toml"
     config.write_text(
-        "webhook_retry_secs = 0.5\n\n[[webhook]]\n"
+        # A worker killed during an attempt holds its lease (twice the timeout, plus 5 s).
+        "webhook_retry_secs = 0.5\nwebhook_timeout_secs = 1\n\n[[webhook]]\n"
         f'url = "http://127.0.0.1:{port}/hook"\nevents = ["worker_joined"]\n'
         f'secret = "{SECRET}"\n'
     )
@@ -195,7 +196,7 @@ async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restart
         try:
             async with asyncio.timeout(30):
                 while not any(r.json()["seq"] == seq for r in receiver.requests):
-                    await receiver.wait_for(len(receiver.requests) + 1)
+                    await receiver.wait_for(len(receiver.requests) + 1, timeout=30)
         finally:
             second.terminate()
             await second.wait()
