@@ -155,6 +155,9 @@ def test_the_wheel_ships_its_data_files_and_licence_and_declares_only_runtime_ne
         "claude_pool/store/sqlite/sql/schema.sql",
         "claude_pool/store/sqlite/sql/queries.sql",
         "claude_pool/store/sqlite/sql/migrations/0001_initial.sql",
+        "claude_pool/store/postgres/sql/schema.sql",
+        "claude_pool/store/postgres/sql/queries.sql",
+        "claude_pool/store/postgres/sql/migrations/0001_initial.sql",
         "claude_pool/skills/builtin/code-review/SKILL.md",
         f"{info}/licenses/LICENSE",
     ):
