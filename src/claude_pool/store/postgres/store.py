@@ -82,6 +82,7 @@ from claude_pool.types import (
     TaskResult,
     TaskState,
 )
+from claude_pool.types import now_ms as wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +157,17 @@ class PostgresStore:
         schema: str | None = None,
         min_connections: int = 2,
         max_connections: int = 10,
+        clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.conninfo, url_schema = split_store_url(url)
         self.schema = schema or url_schema
         self.where = describe_url(self.conninfo) + (
             f" (schema {self.schema})" if self.schema else ""
         )
+        self._clock = clock
+        self.clock_offset_ms = 0
+        """How far the database server's clock is ahead of this machine's, in whole seconds
+        (measured at open; smaller differences are left alone)."""
         self.min_connections = min_connections
         self.max_connections = max_connections
         self.channel = ""
@@ -221,6 +227,7 @@ class PostgresStore:
                     )
                 schema = str(row[0])
                 await migrate(conn, schema)
+                self.clock_offset_ms = await self._measure_clock_offset(conn)
             except psycopg.Error as exc:
                 raise translate_error(self.where, "setting up the schema", exc) from exc
         finally:
@@ -242,6 +249,24 @@ class PostgresStore:
             await pool.close()
             raise translate_error(self.where, "opening connections", exc) from exc
         self._pool = pool
+
+    async def _measure_clock_offset(self, conn: Conn) -> int:
+        """The server's clock minus this machine's (``clock``), rounded to whole seconds."""
+        before = self._clock()
+        cur = await conn.execute(Q["server_clock_ms"].encode())
+        row = await cur.fetchone()
+        after = self._clock()
+        assert row is not None
+        offset = int(row[0]) - (before + after) // 2
+        rounded = round(offset / 1000) * 1000
+        if rounded:
+            log.warning(
+                "PostgreSQL store %s: this machine's clock is %.1f s %s the database "
+                "server's; heartbeats are compared in the server's time (keep the machines' "
+                "clocks in sync with NTP)",
+                self.where, abs(offset) / 1000, "behind" if offset > 0 else "ahead of",
+            )  # fmt: skip
+        return rounded
 
     @staticmethod
     async def _create_schema(conn: Conn, schema: str) -> None:
@@ -658,19 +683,31 @@ class PostgresStore:
 
     # ── workers ──────────────────────────────────────────────────────
 
+    # Heartbeats are kept in the database's time: each machine's times are moved by its
+    # clock's offset from the server's (measured at open), so that a machine whose clock is
+    # behind does not look dead to the others, nor one whose clock is ahead alive for longer.
+
     async def heartbeat_worker(self, worker_id: str, now_ms: int) -> None:
-        await self._execute("recording a heartbeat", Q["heartbeat_worker"], (worker_id, now_ms))
+        await self._execute(
+            "recording a heartbeat",
+            Q["heartbeat_worker"],
+            (worker_id, now_ms + self.clock_offset_ms),
+        )
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._execute("removing a worker", Q["remove_worker"], (worker_id,))
 
     async def live_workers(self, alive_since_ms: int) -> list[str]:
-        rows = await self._fetchall("listing workers", Q["live_workers"], (alive_since_ms,))
+        rows = await self._fetchall(
+            "listing workers", Q["live_workers"], (alive_since_ms + self.clock_offset_ms,)
+        )
         return [str(row[0]) for row in rows]
 
     async def stale_task_owners(self, alive_since_ms: int) -> list[str]:
         rows = await self._fetchall(
-            "finding stale workers", Q["stale_task_owners"], (alive_since_ms,)
+            "finding stale workers",
+            Q["stale_task_owners"],
+            (alive_since_ms + self.clock_offset_ms,),
         )
         return [str(row[0]) for row in rows]
 
