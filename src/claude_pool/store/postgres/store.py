@@ -301,8 +301,6 @@ class PostgresStore:
                 yield conn
         except StoreError:
             raise
-        except pg_errors.UniqueViolation:
-            raise
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate_error(self.where, operation, exc) from exc
 
@@ -416,8 +414,10 @@ class PostgresStore:
             async with self._tx("inserting a task", pipeline=True) as conn:
                 seq = await self._insert_one(conn, task)
                 seqs = await self._log_events(conn, events)
-        except pg_errors.UniqueViolation as exc:
-            raise _duplicate(task.record.id) from exc
+        except StoreError as exc:
+            if isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                raise _duplicate(task.record.id) from exc.__cause__
+            raise
         await self._numbered(events, seqs)
         return replace(task, seq=seq)
 
@@ -440,11 +440,13 @@ class PostgresStore:
             async with self._tx("inserting tasks") as conn:
                 for task in tasks:
                     stored.append(replace(task, seq=await self._insert_one(conn, task)))
-        except pg_errors.UniqueViolation as exc:
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                raise
             raise StoreError(
                 "a task id in this batch already exists or is repeated; give each task a "
                 "new id (claude_pool.types.new_task_id)"
-            ) from exc
+            ) from exc.__cause__
         return stored
 
     async def get_task(self, task_id: TaskId) -> StoredTask | None:
