@@ -54,10 +54,12 @@ def worker_argv(url: str) -> list[str]:
             "--model", DEFAULT_MODEL, "--permission-mode", "dontAsk"]  # fmt: skip
 
 
-def worker_env(cli_env: dict[str, str], claude_bin: Path) -> dict[str, str]:
+def worker_env(
+    cli_env: dict[str, str], claude_bin: Path, heartbeat_secs: float = 0.5
+) -> dict[str, str]:
     env = {k: v for k, v in cli_env.items() if not k.startswith("CLAUDE_POOL_")}
     env["CLAUDE_POOL_CLAUDE_BIN"] = str(claude_bin)
-    env["CLAUDE_POOL_HEARTBEAT_SECS"] = "0.5"
+    env["CLAUDE_POOL_HEARTBEAT_SECS"] = str(heartbeat_secs)
     return env
 
 
@@ -288,7 +290,10 @@ async def test_three_workers_in_network_namespaces_recover_a_killed_one_by_heart
                     named = f'hostname "machine-{k}" && exec "$@"'
                     argv = ["ip", "netns", "exec", netns, "unshare", "--uts",
                             "sh", "-c", named, "sh", *worker_argv(url)]  # fmt: skip
-                    return popen(argv, cwd=cli_cwd, env=worker_env(cli, claude_bin))
+                    # Found dead by heartbeat alone here: a beat every second, so that a
+                    # busy test machine does not make a live worker's heartbeat look expired.
+                    env = worker_env(cli, claude_bin, heartbeat_secs=1.0)
+                    return popen(argv, cwd=cli_cwd, env=env)
 
                 await kill_one_mid_batch(postgres_url, mock_api, start)
 
