@@ -1,0 +1,137 @@
+"""The dashboard in a real headless Chromium (Debian's), live from the event stream."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from claude_pool import Pool, PoolConfig, TaskResult
+from claude_pool.executor.base import ExecutionRequest
+from claude_pool.store import MemoryStore
+from claude_pool.testing.fake_executor import FakeExecutor
+from claude_pool.testing.web import LiveFace, serve_in_thread
+
+CHROMIUM = os.environ.get("CLAUDE_POOL_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WAIT_MS = 15_000
+
+
+def _browser_or_skip() -> Any:
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "playwright is not installed (pip install -e '.[dev]')"
+    if reason is None and not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium; `make pytest` does)"
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the dashboard's browser test cannot run in CI: {reason}")
+        pytest.skip(reason)
+    return sync_playwright
+
+
+def answer(request: ExecutionRequest) -> TaskResult:
+    shown = request.prompt.splitlines()[0]
+    feedback = "after feedback" if "shorter" in request.prompt else "first try"
+    return TaskResult.success_result(
+        f"Answer to {shown!r} ({feedback})", cost_microdollars=2500, turns_used=2
+    ).with_model("claude-haiku-4-5")
+
+
+@pytest.fixture
+def executor() -> FakeExecutor:
+    return FakeExecutor(handler=answer, hold=True)
+
+
+@pytest.fixture
+def live(executor: FakeExecutor) -> Iterator[LiveFace]:
+    def make_pool() -> Pool:
+        config = PoolConfig(budget_microdollars=1_000_000, model="claude-haiku-4-5")
+        return Pool(config, slots=2, store=MemoryStore(), executor=executor)
+
+    with serve_in_thread(make_pool) as face:
+        yield face
+
+
+@pytest.mark.timeout(120)
+def test_the_dashboard_shows_tasks_live_and_steers_the_review_gate(
+    live: LiveFace, executor: FakeExecutor
+) -> None:
+    sync_playwright = _browser_or_skip()
+    with httpx.Client(base_url=live.url, timeout=10) as api:
+        _drive(sync_playwright, live, executor, api)
+
+
+def _drive(sync_playwright: Any, live: LiveFace, executor: FakeExecutor, api: httpx.Client) -> None:
+
+    def release(task_id: str) -> None:
+        async def go(pool: Pool) -> None:
+            await executor.wait_running(1)
+            executor.release(task_id)
+
+        live.call(go)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(live.url + "/")
+        page.wait_for_selector("#live[data-state='live']", timeout=WAIT_MS)
+
+        # A task submitted through the API appears, runs, and finishes, live.
+        task = api.post("/api/v1/tasks", json={"prompt": "Summarise the README"}).json()
+        row = f"#recent tr[data-task-id='{task['id']}']"
+        page.wait_for_selector(f"{row}[data-state='running']", timeout=WAIT_MS)
+        page.wait_for_selector(f"#slots li:has-text('{task['id'][5:13]}')", timeout=WAIT_MS)
+        release(task["id"])
+        page.wait_for_selector(f"{row}[data-state='completed']", timeout=WAIT_MS)
+        assert "$0.0025" in page.inner_text(row)
+
+        # A review task: rejected with feedback, it runs again; then approved.
+        review = api.post(
+            "/api/v1/tasks", json={"prompt": "Write a haiku about queues", "review": True}
+        ).json()
+        card = f"#reviews .review[data-task-id='{review['id']}']"
+        release(review["id"])
+        page.wait_for_selector(card, timeout=WAIT_MS)
+        assert "first try" in page.inner_text(f"{card} pre.output")
+        page.fill(f"{card} textarea", "shorter, please")
+        page.click(f"{card} button.reject")
+        page.wait_for_selector(
+            f"#recent tr[data-task-id='{review['id']}'][data-state='running']", timeout=WAIT_MS
+        )
+        release(review["id"])
+        page.wait_for_selector(f"{card} >> text=after feedback", timeout=WAIT_MS)
+        assert "attempt 2" in page.inner_text(card)
+
+        # Two slots busy and one task queued, for the screenshot.
+        for prompt in ("Refactor the store module", "Write tests for the scheduler",
+                       "Triage the open issues"):  # fmt: skip
+            api.post("/api/v1/tasks", json={"prompt": prompt})
+        page.wait_for_selector("#queue li[data-task-id]", timeout=WAIT_MS)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-review.png"), full_page=True)
+
+        page.click(f"{card} button.approve")
+        page.wait_for_selector(
+            f"#recent tr[data-task-id='{review['id']}'][data-state='completed']", timeout=WAIT_MS
+        )
+        assert page.locator(card).count() == 0
+        page.wait_for_selector("#models td:has-text('claude-haiku-4-5')", timeout=WAIT_MS)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+        # Narrow screens: one column, nothing wider than the viewport.
+        page.set_viewport_size({"width": 390, "height": 844})
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390
+        page.screenshot(path=str(ARTIFACTS / "dashboard-narrow.png"), full_page=True)
+        browser.close()
+    assert errors == []
