@@ -135,3 +135,28 @@ def _drive(sync_playwright: Any, live: LiveFace, executor: FakeExecutor, api: ht
         page.screenshot(path=str(ARTIFACTS / "dashboard-narrow.png"), full_page=True)
         browser.close()
     assert errors == []
+
+
+@pytest.mark.timeout(60)
+def test_behind_a_token_the_dashboard_asks_for_it_then_shows_the_pool() -> None:
+    sync_playwright = _browser_or_skip()
+
+    def make_pool() -> Pool:
+        return Pool(PoolConfig(), slots=1, store=MemoryStore(), executor=FakeExecutor())
+
+    with serve_in_thread(make_pool, tokens=["d4shboard"]) as live, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(live.url + "/")
+        page.wait_for_selector("#login:not([hidden])", timeout=WAIT_MS)
+        assert page.locator("#board").is_hidden()
+        page.fill("#token", "d4shboard")
+        page.click("#login button")
+        page.wait_for_selector("#live[data-state='live']", timeout=WAIT_MS)
+        page.wait_for_selector("#slots li[data-slot-id]", timeout=WAIT_MS)
+        # The token can come in the address's fragment too (never sent to the server).
+        fresh = browser.new_page()
+        fresh.goto(live.url + "/#token=d4shboard")
+        fresh.wait_for_selector("#live[data-state='live']", timeout=WAIT_MS)
+        assert "token" not in fresh.url
+        browser.close()
