@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_CHECKPOINT_EVERY = 384
+_CHECKPOINT_EVERY = 256
 """Quick-path write transactions between two WAL checkpoints (run on the store's thread)."""
 _YIELD_EVERY = 8
 """Quick-path calls between two yields to the event loop."""

@@ -81,7 +81,8 @@ slot_id = ?
 seq IN (SELECT task_seq FROM task_tags WHERE tag IN ({tags}))
 
 -- name: count_tasks
-SELECT state, COUNT(*) FROM tasks GROUP BY state;
+-- Kept by triggers on tasks (migration 0009): a few rows, however many tasks are stored.
+SELECT state, n FROM task_counts WHERE n > 0;
 
 -- name: claim_task
 -- The slot's next task, in one compare-and-set UPDATE: the pending task of highest priority,
@@ -435,20 +436,21 @@ SELECT data_json FROM chains WHERE state = ? ORDER BY seq LIMIT ? OFFSET ?;
 
 -- name: metric_groups
 -- The figures of the tasks in scope, by state and model (store.metrics.MetricGroup). The
--- filters' parameters. {filters}: the task_* fragments joined with AND ("1 = 1" for none).
+-- filters' parameters. {filters}: the task_* fragments joined with AND ("1 = 1" for none);
+-- {index}: "INDEXED BY tasks_created" for a time range (read only the range's rows), or nothing.
 SELECT state, model, COUNT(*), COUNT(cost_microdollars),
     COALESCE(SUM(cost_microdollars + attempts_cost_microdollars), 0),
     MAX(cost_microdollars + attempts_cost_microdollars),
     COALESCE(SUM(elapsed_ms), 0), MIN(elapsed_ms), MAX(elapsed_ms),
     COALESCE(SUM(turns_used), 0),
     COALESCE(SUM(COALESCE(cost_microdollars, 0) + attempts_cost_microdollars), 0)
-FROM tasks WHERE {filters}
+FROM tasks {index} WHERE {filters}
 GROUP BY state, model;
 
 -- name: middle_elapsed
 -- The one or two middle durations of the completed tasks in scope (for the median). The
--- filters' parameters, the offset of the first. {filters}: as for metric_groups.
-SELECT elapsed_ms FROM tasks
+-- filters' parameters, the offset of the first. {filters}, {index}: as for metric_groups.
+SELECT elapsed_ms FROM tasks {index}
 WHERE state = 'completed' AND elapsed_ms IS NOT NULL AND {filters}
 ORDER BY elapsed_ms LIMIT 2 OFFSET ?;
 

@@ -44,12 +44,41 @@ CREATE INDEX tasks_queue ON tasks (state, priority DESC, seq) WHERE state = 'pen
 CREATE INDEX tasks_state ON tasks (state, seq);
 CREATE INDEX tasks_slot ON tasks (slot_id, seq);
 CREATE INDEX tasks_claimed_by ON tasks (claimed_by) WHERE claimed_by IS NOT NULL;
--- Session metrics read these two covering indexes, never the wide rows: one pass grouped by
--- state and model, and the median walked in elapsed order.
+-- Session metrics read covering indexes, never the wide rows: over every task, one pass
+-- grouped by state and model and the median walked in elapsed order; over a time range (a
+-- session), the range's rows in creation order (migration 0009).
 CREATE INDEX tasks_metrics ON tasks (
-    state, model, elapsed_ms, cost_microdollars, turns_used, created_at_ms
+    state, model, elapsed_ms, cost_microdollars, attempts_cost_microdollars, turns_used,
+    created_at_ms
 );
 CREATE INDEX tasks_elapsed ON tasks (state, elapsed_ms, model, created_at_ms);
+CREATE INDEX tasks_created ON tasks (
+    created_at_ms, state, model, elapsed_ms, cost_microdollars, attempts_cost_microdollars,
+    turns_used
+);
+
+-- The number of tasks in each state, kept by the triggers below (migration 0009), so that
+-- status reads a few rows however many tasks are stored.
+CREATE TABLE task_counts (
+    state TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO task_counts (state, n) VALUES (NEW.state, 1)
+    ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER task_counts_update AFTER UPDATE OF state ON tasks
+WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO task_counts (state, n) VALUES (NEW.state, 1)
+    ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+END;
 
 CREATE TABLE task_tags (
     task_seq INTEGER NOT NULL REFERENCES tasks (seq) ON DELETE CASCADE,
