@@ -157,16 +157,21 @@ async def _worker(store: Path, config: Path, env: dict[str, str]) -> asyncio.sub
 
 async def _log_line(process: asyncio.subprocess.Process, needle: str) -> dict[str, Any]:
     assert process.stderr is not None
-    async with asyncio.timeout(30):
-        while line := await process.stderr.readline():
-            record: dict[str, Any] = json.loads(line)
-            if needle in record["message"]:
-                return record
-    raise AssertionError(f"the worker ended without logging {needle!r}")
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while line := await process.stderr.readline():
+                seen.append(line.decode())
+                record: dict[str, Any] = json.loads(line)
+                if needle in record["message"]:
+                    return record
+    except TimeoutError:
+        pass
+    raise AssertionError(f"the worker did not log {needle!r}; it logged:\n{''.join(seen)}")
 
 
 @pytest.mark.cli
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restarts(
     claude_bin: Path, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -176,7 +181,9 @@ async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restart
     store = tmp_path / "pool.db"
     config = tmp_path / "claude-pool.toml"
     config.write_text(
-        "webhook_retry_secs = 0.5\n\n[[webhook]]\n"
+        # Killed between attempts or during one (its claim then holds for the lease, 7 s
+        # with this timeout), the delivery is due again within seconds of the restart.
+        "webhook_retry_secs = 1\nwebhook_timeout_secs = 1\n\n[[webhook]]\n"
         f'url = "http://127.0.0.1:{port}/hook"\nevents = ["worker_joined"]\n'
         f'secret = "{SECRET}"\n'
     )
@@ -193,9 +200,9 @@ async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restart
     async with WebhookReceiver(port=port) as receiver:
         second = await _worker(store, config, env)
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(60):
                 while not any(r.json()["seq"] == seq for r in receiver.requests):
-                    await receiver.wait_for(len(receiver.requests) + 1)
+                    await receiver.wait_for(len(receiver.requests) + 1, timeout=30)
         finally:
             second.terminate()
             await second.wait()
