@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from claude_pool import Pool, PoolConfig, TaskResult
-from claude_pool.executor.base import ExecutionRequest
+from claude_pool.executor.base import EventKind, ExecutionRequest
 from claude_pool.store import MemoryStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.testing.web import LiveFace, serve_in_thread
@@ -45,9 +45,16 @@ def answer(request: ExecutionRequest) -> TaskResult:
     ).with_model("claude-haiku-4-5")
 
 
+def progress(request: ExecutionRequest) -> list[tuple[EventKind, dict[str, Any]]]:
+    return [
+        (EventKind.ASSISTANT_TEXT, {"text": "Reading the files first."}),
+        (EventKind.TOOL_USE, {"name": "Read", "input": {"file_path": "README.md"}, "id": "t1"}),
+    ]
+
+
 @pytest.fixture
 def executor() -> FakeExecutor:
-    return FakeExecutor(handler=answer, hold=True)
+    return FakeExecutor(handler=answer, hold=True, events=progress)
 
 
 @pytest.fixture
@@ -90,7 +97,10 @@ def _drive(sync_playwright: Any, live: LiveFace, executor: FakeExecutor, api: ht
         task = api.post("/api/v1/tasks", json={"prompt": "Summarise the README"}).json()
         row = f"#recent tr[data-task-id='{task['id']}']"
         page.wait_for_selector(f"{row}[data-state='running']", timeout=WAIT_MS)
-        page.wait_for_selector(f"#slots li:has-text('{task['id'][5:13]}')", timeout=WAIT_MS)
+        slot = f"#slots li:has-text('{task['id'][5:13]}')"
+        page.wait_for_selector(slot, timeout=WAIT_MS)
+        # What the slot is doing right now: its latest tool call.
+        page.wait_for_selector(f"{slot} .activity:has-text('Read')", timeout=WAIT_MS)
         release(task["id"])
         page.wait_for_selector(f"{row}[data-state='completed']", timeout=WAIT_MS)
         assert "$0.0025" in page.inner_text(row)

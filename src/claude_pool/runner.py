@@ -590,6 +590,7 @@ def _outcome_event(
             cost_microdollars=result.cost_microdollars,
             turns_used=result.turns_used,
             elapsed_ms=result.elapsed_ms,
+            model=result.model,
             output=preview(result.output),
         )
     return finished(task_id, state, result, slot_id)

@@ -217,7 +217,8 @@ async function refresh() {
   renderReviews(reviews.tasks);
   renderModels(metrics);
   renderChains(chains.chains);
-  if (state.lastEventId === null) state.lastEventId = status.latest_event_seq;
+  // Start the stream a little in the past, so that running tasks' latest text or tool shows.
+  if (state.lastEventId === null) state.lastEventId = Math.max(0, status.latest_event_seq - 200);
 }
 
 let refreshTimer = null;
@@ -254,8 +255,8 @@ function setLive(s, text) {
 // ── the event stream (fetch, so the token can go in a header) ───────
 
 function onEvent(event) {
-  if (event.type === "task_text" && event.slot_id) state.activity[event.slot_id] = "💬 " + preview(event.text, 120);
-  else if (event.type === "task_tool_use" && event.slot_id) state.activity[event.slot_id] = `🔧 ${event.tool} ${preview(event.detail, 100)}`;
+  if (event.type === "task_text" && event.slot_id) state.activity[event.slot_id] = "says: " + preview(event.text, 120);
+  else if (event.type === "task_tool_use" && event.slot_id) state.activity[event.slot_id] = `tool: ${event.tool} ${preview(event.detail, 100)}`;
   else if (event.type === "task_claimed") state.activity[event.slot_id] = "starting…";
   else if (event.type === "task_started") state.activity[event.slot_id] = "running" + (event.model ? ` on ${event.model}` : "");
   if (event.type === "task_text" || event.type === "task_tool_use") renderSlots();
