@@ -16,12 +16,13 @@ import httpx
 import pytest
 
 from claude_pool import Pool, PoolConfig
-from claude_pool.config import Settings, WebhookConfig
+from claude_pool.config import Settings, WebhookConfig, load_settings
+from claude_pool.errors import ConfigError
 from claude_pool.store import Delivery, DeliveryState, MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.testing.webhook_receiver import WebhookReceiver
 from claude_pool.web import create_app
-from claude_pool.webhooks import sign
+from claude_pool.webhooks import config_webhook_id, sign
 
 SECRET = "webhook-s3cret"
 
@@ -217,3 +218,32 @@ async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restart
         assert delivery.attempts >= 2
     finally:
         await reopened.close()
+
+
+def test_webhook_tables_in_the_config_file_become_settings(tmp_path: Path) -> None:
+    config = tmp_path / "claude-pool.toml"
+    config.write_text(
+        "webhook_max_attempts = 4\n\n"
+        '[[webhook]]\nurl = "https://example.com/a"\nevents = ["task_finished"]\n'
+        'secret_env = "HOOK_SECRET"\n\n'
+        '[[webhook]]\nurl = "http://127.0.0.1:9000/b"\n'
+    )
+    settings = load_settings(config, env={})
+    first, second = settings.webhooks
+    assert (first.url, first.events) == ("https://example.com/a", ["task_finished"])
+    assert first.secret_value({"HOOK_SECRET": "from-env"}) == "from-env"
+    assert (second.events, second.secret_value({})) == (["*"], None)
+    assert settings.webhook_max_attempts == 4
+    assert config_webhook_id(first) == config_webhook_id(WebhookConfig(**first.model_dump()))
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [('url = "https://x"\nretries = 3\n', "webhook[0].retries"), ('url = "ftp://x"\n', "url")],
+)
+def test_a_bad_webhook_table_names_its_key(tmp_path: Path, table: str, key: str) -> None:
+    config = tmp_path / "claude-pool.toml"
+    config.write_text(f"[[webhook]]\n{table}")
+    with pytest.raises(ConfigError) as error:
+        load_settings(config, env={})
+    assert key in str(error.value)
