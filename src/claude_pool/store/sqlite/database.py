@@ -907,6 +907,11 @@ class Database:
         rows = self.conn.execute(statement, (*params, limit, offset)).fetchall()
         return [_delivery(row).model_copy(update={"payload": ""}) for row in rows]
 
+    def prune_deliveries(self, before_ms: int) -> int:
+        with self.write() as conn:
+            pruned: int = conn.execute(Q["prune_deliveries"], (before_ms,)).rowcount
+        return pruned
+
     # metrics
 
     def session_metrics(

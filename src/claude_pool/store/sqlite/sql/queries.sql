@@ -525,6 +525,9 @@ SELECT MIN(next_attempt_ms) FROM webhook_deliveries WHERE state = 'pending';
 -- The filters' parameters, limit, offset. {filters}: delivery_of_webhook, delivery_in_state.
 SELECT {columns} FROM webhook_deliveries {filters} ORDER BY id DESC LIMIT ? OFFSET ?;
 
+-- name: prune_deliveries
+DELETE FROM webhook_deliveries WHERE state != 'pending' AND created_at_ms < ?;
+
 -- name: delivery_of_webhook
 webhook_id = ?
 
