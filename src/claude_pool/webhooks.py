@@ -222,13 +222,6 @@ class WebhookDeliverer:
             self.failures += 1
             if not final and attempts < self._settings.webhook_max_attempts:
                 retry_at = now + int(self.backoff_secs(attempts) * 1000)
-            log.warning(
-                "webhook %s: delivery %d of event %d (%s) failed: %s; %s",
-                delivery.webhook_id, delivery.id, delivery.seq, delivery.event_type, error,
-                f"attempt {attempts}, retrying in {self.backoff_secs(attempts):g}s"
-                if retry_at is not None else f"given up after {attempts} attempt(s)",
-                extra={"webhook_id": delivery.webhook_id, "event_seq": delivery.seq},
-            )  # fmt: skip
         try:
             await self._store.finish_delivery(
                 delivery.id, delivered=delivered, status=status, error=error, now_ms=now,
@@ -236,6 +229,15 @@ class WebhookDeliverer:
             )  # fmt: skip
         finally:
             self._recorded.set()
+        if not delivered:
+            # Logged once recorded: a log line about an attempt means the store has it.
+            log.warning(
+                "webhook %s: delivery %d of event %d (%s) failed: %s; %s",
+                delivery.webhook_id, delivery.id, delivery.seq, delivery.event_type, error,
+                f"attempt {attempts}, retrying in {self.backoff_secs(attempts):g}s"
+                if retry_at is not None else f"given up after {attempts} attempt(s)",
+                extra={"webhook_id": delivery.webhook_id, "event_seq": delivery.seq},
+            )  # fmt: skip
 
 
 def webhook_from_api(url: str, events: Iterable[str], secret: str | None, now: int) -> Webhook:
