@@ -263,6 +263,7 @@ async def test_posts_from_another_origin_are_refused(client: httpx.AsyncClient) 
         {"origin": "http://evil.example", **JSON},
         {"sec-fetch-site": "cross-site", **JSON},
         {"origin": "http://127.0.0.1.evil.example:8765", **JSON},
+        {"origin": "http://127.0.0.1:9999", **JSON},  # another service on this machine
         {"content-type": "application/x-www-form-urlencoded"},
         {"content-type": "text/plain"},
     ]
