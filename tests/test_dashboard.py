@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,23 +148,59 @@ def _drive(sync_playwright: Any, live: LiveFace, executor: FakeExecutor, api: ht
     assert errors == []
 
 
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    for args in (("init", "-q", "-b", "main"), ("config", "user.name", "T"),
+                 ("config", "user.email", "t@example.com")):  # fmt: skip
+        subprocess.run(["git", "-C", str(root), *args], check=True)
+    (root / "queue.py").write_text("def claim():\n    return None\n")
+    subprocess.run(["git", "-C", str(root), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(root), "commit", "-qm", "initial"], check=True)
+    return root
+
+
+def edit(request: ExecutionRequest) -> TaskResult:
+    (request.cwd / "queue.py").write_text("def claim():\n    return next_task()\n")
+    return TaskResult.success_result("claim() now returns the next task.", 1800, 3)
+
+
 @pytest.mark.timeout(60)
-def test_behind_a_token_the_dashboard_asks_for_it_then_shows_the_pool() -> None:
+def test_behind_a_token_the_dashboard_shows_chains_and_a_review_diff(repo: Path) -> None:
     sync_playwright = _browser_or_skip()
 
     def make_pool() -> Pool:
-        return Pool(PoolConfig(), slots=1, store=MemoryStore(), executor=FakeExecutor())
+        config = PoolConfig(worktree_isolation=True)
+        executor = FakeExecutor(handler=edit)
+        return Pool(config, slots=1, store=MemoryStore(), executor=executor, cwd=repo)
 
     with serve_in_thread(make_pool, tokens=["d4shboard"]) as live, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page()
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(live.url + "/")
         page.wait_for_selector("#login:not([hidden])", timeout=WAIT_MS)
         assert page.locator("#board").is_hidden()
         page.fill("#token", "d4shboard")
         page.click("#login button")
         page.wait_for_selector("#live[data-state='live']", timeout=WAIT_MS)
-        page.wait_for_selector("#slots li[data-slot-id]", timeout=WAIT_MS)
+
+        async def work(pool: Pool) -> str:
+            spec = {"name": "fix-claim", "isolation": "none",
+                    "steps": [{"name": "plan", "prompt": "plan"},
+                              {"name": "implement", "prompt": "do it"}]}  # fmt: skip
+            await pool.wait_chain(await pool.submit_chain(spec), timeout=10)
+            task_id = await pool.submit("Make claim() return the next task", review=True)
+            await pool.wait(task_id, timeout=10)
+            return task_id
+
+        task_id = live.call(work)
+        page.wait_for_selector("#chains [data-chain-id] >> text=implement", timeout=WAIT_MS)
+        card = f"#reviews .review[data-task-id='{task_id}']"
+        page.wait_for_selector(f"{card} pre.diff >> text=return next_task()", timeout=WAIT_MS)
+        assert "-    return None" in page.inner_text(f"{card} pre.diff")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-diff.png"), full_page=True)
         # The token can come in the address's fragment too (never sent to the server).
         fresh = browser.new_page()
         fresh.goto(live.url + "/#token=d4shboard")
