@@ -131,6 +131,11 @@ async def test_webhooks_are_added_listed_and_removed_through_the_api(api_pool: P
         assert "payload" not in page["deliveries"][0]
         bad = await client.post("/api/v1/webhooks", json={"url": "ftp://x"})
         assert bad.status_code == 422
+        unknown = await client.post(
+            "/api/v1/webhooks", json={"url": receiver.url, "events": ["task_done"]}
+        )
+        assert unknown.status_code == 422
+        assert "unknown event type" in unknown.json()["detail"]
         gone = await client.delete(f"/api/v1/webhooks/{hook['id']}")
         assert gone.status_code == 204
         again = await client.delete(f"/api/v1/webhooks/{hook['id']}")
@@ -239,7 +244,11 @@ def test_webhook_tables_in_the_config_file_become_settings(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("table", "key"),
-    [('url = "https://x"\nretries = 3\n', "webhook[0].retries"), ('url = "ftp://x"\n', "url")],
+    [
+        ('url = "https://x"\nretries = 3\n', "webhook[0].retries"),
+        ('url = "ftp://x"\n', "url"),
+        ('url = "https://x"\nevents = ["task_finishd"]\n', "did you mean 'task_finished'"),
+    ],
 )
 def test_a_bad_webhook_table_names_its_key(tmp_path: Path, table: str, key: str) -> None:
     config = tmp_path / "claude-pool.toml"

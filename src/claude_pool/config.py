@@ -12,11 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from claude_pool.errors import ConfigError
+from claude_pool.events import EVENT_TYPES
 from claude_pool.types import (
     Effort,
     PermissionMode,
@@ -168,6 +177,15 @@ class WebhookConfig(BaseModel):
     secret_env: str | None = None
     """Name of an environment variable holding the secret instead (keeps it out of the
     file)."""
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, events: list[str]) -> list[str]:
+        unknown = [kind for kind in events if kind != "*" and kind not in EVENT_TYPES]
+        if unknown:
+            hint = _did_you_mean(unknown[0], EVENT_TYPES)
+            raise ValueError(f"unknown event type {unknown[0]!r}{hint} ('*': every event)")
+        return events
 
     def secret_value(self, env: Mapping[str, str] | None = None) -> str | None:
         """The secret: ``secret``, else the variable ``secret_env`` names."""
