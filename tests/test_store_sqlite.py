@@ -543,12 +543,6 @@ def test_open_store_gives_a_memory_store_for_memory() -> None:
     assert isinstance(open_store(":memory:"), MemoryStore)
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@h/db", "postgres://h/db"])
-def test_open_store_says_the_postgres_store_is_not_available_yet(url: str) -> None:
-    with pytest.raises(ConfigError, match="PostgreSQL store is not available yet"):
-        open_store(url)
-
-
 @pytest.mark.parametrize("url", ["mysql://h/db", "", "sqlite://"])
 def test_open_store_rejects_unknown_or_empty_urls(url: str) -> None:
     with pytest.raises(ConfigError):

@@ -214,8 +214,9 @@ class Settings(BaseModel):
     slot_configs: list[SlotConfig] = Field(default_factory=list)
     """Overrides for the first ``len(slot_configs)`` slots."""
     store: str = Field(default="claude-pool.db", min_length=1)
-    """A SQLite file path (or ``sqlite:///path``), or ``:memory:``; the PostgreSQL store
-    (``postgresql://``) is not available yet."""
+    """A SQLite file path (or ``sqlite:///path``), ``:memory:``, or a PostgreSQL URL
+    (``postgresql://user@host/db``, optionally ``?schema=NAME``; needs the ``postgres`` extra)
+    for workers on several machines."""
     task_timeout_secs: float | None = Field(default=1800, gt=0)
     """Default per-task timeout; None means no limit."""
     drain_grace_secs: float = Field(default=30, ge=0)

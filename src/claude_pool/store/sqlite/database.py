@@ -28,17 +28,7 @@ from typing import Any
 from claude_pool.errors import StoreDamaged, StoreError
 from claude_pool.events import Event, parse_event
 from claude_pool.store._common import archived, recovery_failure
-from claude_pool.store.base import (
-    Delivery,
-    Message,
-    RecoveryEvents,
-    RecoveryPolicy,
-    StoredTask,
-    Webhook,
-)
-from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
-from claude_pool.store.sqlite.queries import QUERIES as Q
-from claude_pool.store.sqlite.rows import (
+from claude_pool.store._rows import (
     attempts_values,
     event_values,
     message_from_row,
@@ -50,6 +40,16 @@ from claude_pool.store.sqlite.rows import (
     task_from_row,
     task_values,
 )
+from claude_pool.store.base import (
+    Delivery,
+    Message,
+    RecoveryEvents,
+    RecoveryPolicy,
+    StoredTask,
+    Webhook,
+)
+from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
+from claude_pool.store.sqlite.queries import QUERIES as Q
 from claude_pool.store.sqlite.schema import APPLICATION_ID, migrations, schema_sql, split_statements
 from claude_pool.types import (
     MetricsFilter,

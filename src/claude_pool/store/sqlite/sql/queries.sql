@@ -202,13 +202,13 @@ ORDER BY t.claimed_by;
 -- name: slot_columns
 -- A slot row as rows.slot_from_row reads it, in this order.
 id, state, current_task, session_id, tasks_completed, cost_microdollars, restart_count,
-worktree_path, config_json, session_cwd
+worktree_path, config_json, session_cwd, session_host
 
 -- name: upsert_slot
 -- rows.slot_values(slot, worker id).
 INSERT INTO slots (id, worker_id, state, current_task, session_id, tasks_completed,
-    cost_microdollars, restart_count, worktree_path, config_json, session_cwd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    cost_microdollars, restart_count, worktree_path, config_json, session_cwd, session_host)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     worker_id = excluded.worker_id,
     state = excluded.state,
@@ -219,7 +219,8 @@ ON CONFLICT (id) DO UPDATE SET
     restart_count = excluded.restart_count,
     worktree_path = excluded.worktree_path,
     config_json = excluded.config_json,
-    session_cwd = excluded.session_cwd;
+    session_cwd = excluded.session_cwd,
+    session_host = excluded.session_host;
 
 -- name: get_slot
 -- slot id.

@@ -106,7 +106,9 @@ CREATE TABLE slots (
     restart_count INTEGER NOT NULL DEFAULT 0,
     worktree_path TEXT,
     config_json TEXT NOT NULL
-, session_cwd TEXT); -- session_cwd: added by migration 0004, spelled as ALTER TABLE writes it
+, session_cwd TEXT, session_host TEXT);
+-- session_cwd and session_host (the machine a session was recorded on): added by migrations
+-- 0004 and 0011, spelled as ALTER TABLE writes them.
 
 CREATE INDEX slots_worker ON slots (worker_id, seq);
 
@@ -206,7 +208,7 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms, seq)
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, id);
 
--- The outbox rule (migration 0011): each logged event gets a delivery per webhook wanting it.
+-- The outbox rule (migration 0012): each logged event gets a delivery per webhook wanting it.
 CREATE TRIGGER events_webhook_outbox AFTER INSERT ON events
 WHEN EXISTS (SELECT 1 FROM webhook_events) BEGIN
     INSERT INTO webhook_deliveries
