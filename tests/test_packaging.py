@@ -30,6 +30,8 @@ COMES_WITH = {"pydantic-core": "pydantic", "mcp-types": "mcp"}
 """Distributions the package imports that a runtime dependency ships as part of itself."""
 TEST_ONLY = {"pytest": "claude_pool.testing.store_contract is a pytest suite"}
 """Imports that only the test helpers make, and only under the test runner."""
+EXTRAS = {"psycopg": "postgres", "psycopg-pool": "postgres"}
+"""Imports that only an optional part makes (the PostgreSQL store), each from its extra."""
 
 
 def normalise(name: str) -> str:
@@ -75,7 +77,10 @@ def imported_distributions() -> set[str]:
 
 
 def test_every_third_party_package_the_code_imports_is_a_runtime_dependency() -> None:
-    imported = imported_distributions() - set(TEST_ONLY)
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    for dist, extra in EXTRAS.items():  # psycopg[pool] brings psycopg-pool
+        assert "psycopg" in requirement_names(extras[extra]), (dist, extra)
+    imported = imported_distributions() - set(TEST_ONLY) - set(EXTRAS)
     undeclared = {
         dist
         for dist in imported
