@@ -217,7 +217,7 @@ class TaskRunner:
         prompt = await self._with_messages(slot, running, task.prompt)
         elsewhere = stored.cwd is not None and Path(stored.cwd) != slot.cwd
         # A conversation resumes only where it was recorded, so a task in another directory
-        # runs one-shot and leaves the slot's warm process and session alone.
+        # runs one-off and leaves the slot's warm process and session alone.
         one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
         fresh = one_shot or stored.fresh_session
         running.one_shot = elsewhere
@@ -229,6 +229,7 @@ class TaskRunner:
             cwd=Path(stored.cwd) if elsewhere and stored.cwd else slot.cwd,
             mode=SlotMode.EPHEMERAL if one_shot else SlotMode.PERSISTENT,
             session_id=None if fresh else slot.record.session_id,
+            one_off=elsewhere,
             timeout_secs=running.timeout_secs,
             cancel=running.cancel,
         )

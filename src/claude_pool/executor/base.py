@@ -24,6 +24,9 @@ class EventKind(StrEnum):
     """A CLI process started (data: pid, resumed session id, restart flag)."""
     PROCESS_EXITED = "process_exited"
     """A CLI process died unexpectedly mid-task (data: pid, exit_code, reason)."""
+    CONVERSATION_RESET = "conversation_reset"
+    """The slot's live process started a new conversation in place, with ``/clear`` instead
+    of a new process (data: pid, previous_session, session_id)."""
     SESSION = "session"
     """The CLI reported its session id and model (data: session_id, model, tools)."""
     ASSISTANT_TEXT = "assistant_text"
@@ -66,10 +69,15 @@ class ExecutionRequest:
     config: EffectiveConfig
     cwd: Path
     mode: SlotMode = SlotMode.PERSISTENT
-    """Persistent: reuse the slot's warm process and conversation. Ephemeral: a fresh process
-    and session for this task only."""
+    """Persistent: continue ``session_id`` in the slot's warm process. Ephemeral: a new
+    conversation for this task only. Either way a new conversation (``session_id`` None) may
+    be started in the slot's live process, when its flags and directory fit the task (the CLI
+    executor sends ``/clear``), which then stays warm for the slot's next task."""
     session_id: str | None = None
     """Conversation to resume (recorded in ``cwd``); None starts a new one."""
+    one_off: bool = False
+    """Run in a process of its own that ends with the task, leaving the slot's warm process
+    and conversation alone (a task in another directory than the slot's)."""
     timeout_secs: float | None = None
     """Wall-clock limit for the task; on expiry the process group is killed."""
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
