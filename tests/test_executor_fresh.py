@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from claude_pool.executor import ClaudeCliExecutor, EventKind
+from claude_pool.executor import ClaudeCliExecutor, EventKind, SlotStart
 from claude_pool.testing.mock_api import MockAnthropicAPI, MockRequest, Reply
-from claude_pool.types import SlotMode
+from claude_pool.types import SlotId, SlotMode
 from test_executor import (
     TASK_COST,
     USAGE,
@@ -236,3 +236,48 @@ async def test_a_one_off_task_leaves_the_slot_process_and_conversation_alone(
     assert gone(one_off["pid"])
     assert not gone(home["pid"])
     assert mock_api.main_requests[-1].user_texts == ["remember the word avocado", "which word?"]
+
+
+# ── starting a slot's process ahead of its first task ────────────────
+
+
+async def test_a_slot_started_ahead_runs_its_first_task_in_that_process(
+    slot: Slot, executor: ClaudeCliExecutor, mock_api: MockAnthropicAPI, recorder: Recorder
+) -> None:
+    mock_api.default = Reply("ok", usage=USAGE)
+
+    ready = await executor.start_slot(SlotStart(slot.slot_id, config(), slot.cwd))
+    assert ready
+    assert mock_api.main_requests == []  # being ready costs no API call
+    first = await slot.run("first", session_id=None)
+    second = await slot.run("second")
+
+    assert first.success, first
+    assert second.success, second
+    [started] = recorder.of(EventKind.PROCESS_STARTED)
+    assert started["reason"] == "started_ahead"
+    assert recorder.of(EventKind.CONVERSATION_RESET) == []  # a new process needs no reset
+    assert [r.user_texts for r in mock_api.main_requests] == [["first"], ["first", "second"]]
+    assert [first.cost_microdollars, second.cost_microdollars] == [TASK_COST, TASK_COST]
+
+
+async def test_a_task_that_does_not_fit_the_process_started_ahead_replaces_it(
+    slot: Slot, executor: ClaudeCliExecutor, mock_api: MockAnthropicAPI, recorder: Recorder
+) -> None:
+    assert await executor.start_slot(SlotStart(slot.slot_id, config(), slot.cwd))
+
+    result = await slot.run("hello", session_id=None, config=config(tools=("Read",)))
+
+    assert result.success, result
+    ahead, replaced = recorder.of(EventKind.PROCESS_STARTED)
+    assert ahead["reason"] == "started_ahead"
+    assert replaced["reason"] == "config_changed"
+    assert gone(ahead["pid"])
+
+
+async def test_starting_a_slot_in_a_missing_directory_reports_false(
+    executor: ClaudeCliExecutor, tmp_path: Path
+) -> None:
+    start = SlotStart(SlotId("slot-x"), config(), tmp_path / "missing")
+
+    assert not await executor.start_slot(start)

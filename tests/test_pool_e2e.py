@@ -109,6 +109,23 @@ async def test_fresh_session_task_reuses_the_slot_process_and_its_session_goes_o
     assert status.spend_microdollars == sum(r.cost_microdollars for r in (old, fresh, later))
 
 
+async def test_slots_start_their_processes_at_open_and_tasks_run_in_them(
+    make_pool: PoolFactory,
+    mock_api: MockAnthropicAPI,
+    claude_bin: Path,
+    cli_events: list[RecordingExecutor],
+) -> None:
+    async with make_pool(slots=2) as pool:
+        await wait_until(lambda: len(processes_running(claude_bin, os.getpid())) == 2, 30)
+        before = processes_running(claude_bin, os.getpid())
+        assert mock_api.main_requests == []
+        results = await pool.fan_out(["job 1", "job 2"])
+        assert all(r.success for r in results), results
+        started = cli_events[-1].of_kind(EventKind.PROCESS_STARTED)
+    assert {e.data["pid"] for e in started} <= before
+    assert {e.data["reason"] for e in started} == {"started_ahead"}
+
+
 async def test_cancel_of_a_running_task_kills_its_cli_process(
     make_pool: PoolFactory,
     mock_api: MockAnthropicAPI,

@@ -45,7 +45,13 @@ from claude_pool.events import (
     preview,
     task_state_after,
 )
-from claude_pool.executor.base import EventKind, ExecutionRequest, Executor, ExecutorEvent
+from claude_pool.executor.base import (
+    EventKind,
+    ExecutionRequest,
+    Executor,
+    ExecutorEvent,
+    SlotStart,
+)
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.notify import Signal
 from claude_pool.outcomes import Outcomes
@@ -201,6 +207,13 @@ class TaskRunner:
         finally:
             self._rate_limits.task_done(task.id)
             await asyncio.shield(self._settle(slot, stored, running, result))
+
+    async def slot_start(self, slot: Slot) -> SlotStart:
+        """What the slot's process is started with ahead of its first task: what a task that
+        overrides nothing runs with there (so that the task finds the process fitting)."""
+        config = await self._with_shared_context(effective_config(self.config, slot.record.config))
+        session = None if slot.mode is SlotMode.EPHEMERAL else slot.record.session_id
+        return SlotStart(slot_id=slot.id, config=config, cwd=slot.cwd, session_id=session)
 
     async def _build_request(
         self, slot: Slot, stored: StoredTask, running: RunningTask

@@ -85,6 +85,18 @@ class ExecutionRequest:
     failed result carrying the spend so far is returned."""
 
 
+@dataclass(frozen=True)
+class SlotStart:
+    """What a slot's process is started with ahead of its first task: the configuration its
+    tasks get when they override nothing."""
+
+    slot_id: SlotId
+    config: EffectiveConfig
+    cwd: Path
+    session_id: str | None = None
+    """The slot's conversation to resume; None starts a new one."""
+
+
 @runtime_checkable
 class Executor(Protocol):
     async def execute(
@@ -100,6 +112,12 @@ class Executor(Protocol):
     async def aclose(self) -> None:
         """Stop every process this executor started; none outlives this call."""
 
+    # An executor may also offer ``async start_slot(start: SlotStart) -> bool``: start the
+    # slot's warm process ahead of its first task and return once it is ready to take one
+    # (False if it could not be started: the first task then starts one as usual; it never
+    # raises for a task-level reason). The pool calls it when a slot is added, a bounded
+    # number at once, and gives the slot no task until it returns.
+    #
     # An executor may also offer ``call_cost_prior(model) -> int``: what one API call of
     # ``model`` is expected to cost in microdollars before the pool has seen one (the budget
     # never starts a task with a cap below that). Without it the pool assumes a typical

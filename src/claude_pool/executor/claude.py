@@ -38,6 +38,7 @@ from claude_pool.executor.base import (
     EventKind,
     ExecutionRequest,
     ExecutorEvent,
+    SlotStart,
 )
 from claude_pool.executor.process import CliProcess, ProcessGone, child_env
 from claude_pool.executor.protocol import (
@@ -129,6 +130,9 @@ class _SlotState:
     temp_dir: Path | None = None
     stderr_sink: list[Any] = field(default_factory=list)
     """Where the live process's stderr lines go: ``[callback]`` of the task running now."""
+    started_ahead: dict[str, Any] | None = None
+    """The ``process_started`` data of a process started ahead of the slot's first task,
+    which that task reports (so every process shows up in its first task's events)."""
 
 
 class ClaudeCliExecutor:
@@ -249,6 +253,57 @@ class ClaudeCliExecutor:
             result = await self._run(slot, request, _Emitter(request, on_event), started)
         return result.with_elapsed_ms(elapsed_ms())
 
+    async def start_slot(self, start: SlotStart) -> bool:
+        """Start the slot's warm process ahead of its first task; True once it answered a
+        control request (it is then ready to take a prompt)."""
+        try:
+            await self.check()
+        except ClaudeCliError as exc:
+            logger.warning("slot %s: cannot start its CLI process ahead: %s", start.slot_id, exc)
+            return False
+        if self._closed:
+            return False
+        slot = self._slots.setdefault(start.slot_id, _SlotState())
+        async with slot.lock:
+            if slot.process is not None:
+                return slot.process.alive
+            try:
+                mcp_path = self._write_mcp_config(slot, start.slot_id, start.config)
+            except OSError as exc:
+                logger.warning("slot %s: could not write its MCP config: %s", start.slot_id, exc)
+                return False
+            args = build_args(
+                start.config, resume_session_id=start.session_id, mcp_config_path=mcp_path
+            )
+            proc = await self._spawn(args, start.cwd, slot.stderr_sink)
+            if isinstance(proc, TaskResult):
+                logger.warning("slot %s: %s", start.slot_id, proc.output)
+                return False
+            try:
+                ready = await self._control(proc, "get_session_cost", {})
+            except BaseException:
+                await self._close(proc, graceful=False)
+                raise
+            if not ready:
+                logger.warning(
+                    "slot %s: its CLI process did not answer after starting (%s)",
+                    start.slot_id,
+                    redact(proc.stderr_tail().strip()[-500:]) or "no stderr",
+                )
+                await self._close(proc, graceful=False)
+                return False
+            slot.process = proc
+            slot.key = tuple(build_args(start.config, mcp_config_path=mcp_path))
+            slot.config, slot.session_id = start.config, start.session_id
+            slot.tasks_run, slot.last_total_usd, slot.crashed = 0, None, False
+            slot.started_ahead = {
+                "pid": proc.pid,
+                "restart": False,
+                "resumed_session": start.session_id,
+                "reason": "started_ahead",
+            }
+            return True
+
     async def release_slot(self, slot_id: SlotId) -> None:
         slot = self._slots.pop(slot_id, None)
         if slot is None:
@@ -306,7 +361,7 @@ class ClaudeCliExecutor:
             request.config, resume_session_id=request.session_id, mcp_config_path=mcp_path
         )
         sink: list[Any] = []
-        proc_or_failure = await self._spawn(args, request, sink)
+        proc_or_failure = await self._spawn(args, request.cwd, sink)
         if isinstance(proc_or_failure, TaskResult):
             return proc_or_failure
         proc = proc_or_failure
@@ -337,6 +392,9 @@ class ClaudeCliExecutor:
         mcp_path: Path | None,
     ) -> TaskResult:
         config = request.config
+        if slot.started_ahead is not None:
+            emit(EventKind.PROCESS_STARTED, slot.started_ahead)
+            slot.started_ahead = None
         key = tuple(build_args(config, mcp_config_path=mcp_path))
         reason = await self._reuse_or_reason(slot, request, key, emit)
         if reason is not None:
@@ -344,7 +402,7 @@ class ClaudeCliExecutor:
             args = build_args(
                 config, resume_session_id=request.session_id, mcp_config_path=mcp_path
             )
-            proc_or_failure = await self._spawn(args, request, slot.stderr_sink)
+            proc_or_failure = await self._spawn(args, request.cwd, slot.stderr_sink)
             if isinstance(proc_or_failure, TaskResult):
                 return proc_or_failure
             restart = slot.crashed
@@ -502,9 +560,7 @@ class ClaudeCliExecutor:
             pass
         return False
 
-    async def _spawn(
-        self, args: list[str], request: ExecutionRequest, sink: list[Any]
-    ) -> CliProcess | TaskResult:
+    async def _spawn(self, args: list[str], cwd: Path, sink: list[Any]) -> CliProcess | TaskResult:
         assert self._claude_bin is not None
         argv = [self._claude_bin, *args]
 
@@ -514,13 +570,13 @@ class ClaudeCliExecutor:
 
         try:
             proc = await CliProcess.spawn(
-                argv, cwd=request.cwd, env=child_env(self._env), on_stderr_line=on_stderr
+                argv, cwd=cwd, env=child_env(self._env), on_stderr_line=on_stderr
             )
             self._processes.add(proc)
             return proc
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and not request.cwd.is_dir():
-                message = f"the slot's working directory {request.cwd} does not exist"
+            if isinstance(exc, FileNotFoundError) and not await asyncio.to_thread(cwd.is_dir):
+                message = f"the slot's working directory {cwd} does not exist"
             elif isinstance(exc, FileNotFoundError):
                 message = str(ClaudeCliNotFound(f"{self._claude_bin} disappeared"))
             else:
@@ -734,6 +790,7 @@ class ClaudeCliExecutor:
     async def _stop_slot_process(self, slot: _SlotState, *, graceful: bool = True) -> None:
         proc, slot.process = slot.process, None
         slot.key, slot.config, slot.tasks_run, slot.last_total_usd = (), None, 0, None
+        slot.started_ahead = None
         if proc is not None:
             await self._close(proc, graceful=graceful)
 
