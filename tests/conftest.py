@@ -111,3 +111,35 @@ def make_pool(
                     executor=executor, cwd=cli_cwd)  # fmt: skip
 
     return make
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL store URL on a fresh schema of the test server, dropped afterwards. Skips
+    the test when no server answers (fails it in CI): see claude_pool.testing.postgres."""
+    from claude_pool.testing.postgres import fresh_schema, require_postgres
+
+    with fresh_schema(require_postgres()) as url:
+        yield url
+
+
+SharedStore = Callable[[], Store]
+"""Makes a new store object on one shared backing store: what another process would open."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedStore]:
+    """For tests of several pool processes on one store: each call gives a new store object
+    on the same SQLite file, or the same PostgreSQL schema (skipped, or failed in CI, when
+    no server answers)."""
+    if request.param == "sqlite":
+        from claude_pool.store import SqliteStore
+
+        db = tmp_path / "pool.db"
+        yield lambda: SqliteStore(db)
+        return
+    from claude_pool.store.postgres import PostgresStore
+    from claude_pool.testing.postgres import fresh_schema, require_postgres
+
+    with fresh_schema(require_postgres()) as url:
+        yield lambda: PostgresStore(url)

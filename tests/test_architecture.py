@@ -18,7 +18,7 @@ LAYERS: list[list[str]] = [
     ["bus", "store", "executor"],
     ["worktree", "skills", "chain.model"],
     # the engine, bottom up
-    ["budget", "ratelimit", "outcomes", "slot", "eventlog"],
+    ["budget", "ratelimit", "outcomes", "slot", "eventlog", "webhooks"],
     ["membership", "slots"],
     ["runner"],
     ["scheduler"],

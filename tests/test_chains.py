@@ -362,11 +362,12 @@ async def test_fan_out_chains_run_side_by_side_and_one_failure_keeps_the_others(
     assert "not started" in results[1].error
 
 
-async def test_chain_progress_is_kept_in_the_store_for_later_pools(tmp_path: Path) -> None:
-    db = tmp_path / "pool.db"
-    async with make_pool(FakeExecutor(), store=SqliteStore(db)) as pool:
+async def test_chain_progress_is_kept_in_the_store_for_later_pools(
+    shared_store: Callable[[], Store],
+) -> None:
+    async with make_pool(FakeExecutor(), store=shared_store()) as pool:
         done = await pool.chain(spec({"prompt": "a"}, name="kept"))
-    async with make_pool(FakeExecutor(), slots=0, store=SqliteStore(db)) as later:
+    async with make_pool(FakeExecutor(), slots=0, store=shared_store()) as later:
         again = await later.chain_result(done.id)
         listed = await later.list_chains(state="completed")
         with pytest.raises(ChainNotFound):
@@ -378,10 +379,11 @@ async def test_chain_progress_is_kept_in_the_store_for_later_pools(tmp_path: Pat
 # ── restarts ────────────────────────────────────────────────────────
 
 
-async def test_a_drained_chain_stays_running_and_the_next_pool_resumes_it(tmp_path: Path) -> None:
-    db = tmp_path / "pool.db"
+async def test_a_drained_chain_stays_running_and_the_next_pool_resumes_it(
+    shared_store: Callable[[], Store],
+) -> None:
     executor = FakeExecutor(hold=True, cancel_cost_microdollars=50)
-    pool = make_pool(executor, store=SqliteStore(db))
+    pool = make_pool(executor, store=shared_store())
     await pool.open()
     chain_id = await pool.submit_chain(spec({"prompt": "one"}, {"prompt": "two {previous_output}"}))
     (first,) = await executor.wait_running(1)
@@ -396,7 +398,7 @@ async def test_a_drained_chain_stays_running_and_the_next_pool_resumes_it(tmp_pa
     assert interrupted.steps[1].attempts[0].state == "interrupted"
 
     second = FakeExecutor()
-    async with make_pool(second, store=SqliteStore(db)) as resumed:
+    async with make_pool(second, store=shared_store()) as resumed:
         result = await resumed.wait_chain(chain_id, timeout=5)
     assert result.state is ChainState.COMPLETED, result.error
     assert [r.prompt for r in second.requests] == ["two done: one"]  # step one is not re-run
@@ -458,13 +460,12 @@ async def test_a_chain_of_a_crashed_pool_resumes_on_its_running_step(tmp_path: P
     assert result.total_cost_microdollars == 3000
 
 
-async def test_chains_of_a_live_pool_are_not_taken_over(tmp_path: Path) -> None:
-    db = tmp_path / "pool.db"
+async def test_chains_of_a_live_pool_are_not_taken_over(shared_store: Callable[[], Store]) -> None:
     executor = FakeExecutor(hold=True)
-    async with make_pool(executor, store=SqliteStore(db)) as owner:
+    async with make_pool(executor, store=shared_store()) as owner:
         chain_id = await owner.submit_chain(spec({"prompt": "slow"}))
         await executor.wait_running(1)
-        async with make_pool(FakeExecutor(), store=SqliteStore(db)) as other:
+        async with make_pool(FakeExecutor(), store=shared_store()) as other:
             seen = await other.chain_result(chain_id)
             assert seen.state is ChainState.RUNNING
         executor.release()

@@ -644,9 +644,12 @@ def test_a_priority_out_of_range_is_a_usage_error_not_an_overflow(cli: Cli) -> N
 def test_a_spent_budget_names_the_setting_the_command_line_uses(
     cli: Cli, mock_api: MockAnthropicAPI
 ) -> None:
-    tiny = {"CLAUDE_POOL_BUDGET_USD": "0.000001"}
-    spent = cli("run", "spend it", "--json", env=tiny)  # stopped at its cap, but it spent
-    assert json.loads(spent.stdout)["result"]["cost_microdollars"] > 1
+    learn = cli("run", "what does a call cost", "--json")
+    call = json.loads(learn.stdout)["result"]["cost_microdollars"]
+    # Room for one more call, which the run spends; then less than a call is left.
+    tiny = {"CLAUDE_POOL_BUDGET_USD": str(2.5 * call / 1_000_000)}
+    spent = cli("run", "spend it", "--json", env=tiny)
+    assert json.loads(spent.stdout)["result"]["cost_microdollars"] == call
     refused = cli("submit", "one more", env=tiny)
     assert refused.returncode == EXIT_REFUSED
     assert "budget_usd" in refused.stderr

@@ -237,3 +237,100 @@ def test_doctor_prints_a_table_of_checks_with_what_to_fix(tmp_path: Path) -> Non
     assert "FAIL" in run.output
     assert "→ run `claude-pool install-cli`" in run.output
     assert "problem(s) to fix" in run.output
+
+
+# ── a PostgreSQL store ──────────────────────────────────────────────
+
+
+async def test_doctor_on_a_new_postgres_schema_says_the_first_worker_sets_it_up_and_creates_nothing(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    from claude_pool.store.postgres import split_store_url
+
+    check = await check_store(Settings(store=postgres_url))
+    assert check.status is Status.OK, check
+    assert "PostgreSQL" in check.detail
+    assert "sets it up" in check.detail
+    conninfo, schema = split_store_url(postgres_url)
+    with psycopg.connect(conninfo) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert found.fetchone() is None, "doctor changed nothing"
+
+
+async def test_doctor_on_a_postgres_store_shows_its_version_and_contents(postgres_url: str) -> None:
+    from claude_pool.store.postgres import PostgresStore, latest_version
+
+    store = PostgresStore(postgres_url)
+    await store.open()
+    await store.close()
+    check = await check_store(Settings(store=postgres_url))
+    assert check.status is Status.OK, check
+    assert f"at version {latest_version()}" in check.detail
+    assert "0 task(s)" in check.detail
+
+
+async def test_doctor_refuses_a_postgres_store_of_a_newer_claude_pool(postgres_url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from claude_pool.store.postgres import PostgresStore, split_store_url
+
+    store = PostgresStore(postgres_url)
+    await store.open()
+    await store.close()
+    conninfo, schema = split_store_url(postgres_url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {}.claude_pool_schema SET version = 999").format(sql.Identifier(schema))
+        )
+    check = await check_store(Settings(store=postgres_url))
+    assert check.status is Status.FAIL
+    assert "newer than" in check.detail
+    assert "upgrade claude-pool" in check.fix
+
+
+async def test_doctor_says_what_to_grant_a_postgres_user_who_may_not_use_the_store(
+    postgres_url: str,
+) -> None:
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+
+    from claude_pool.store.postgres import PostgresStore, split_store_url
+
+    store = PostgresStore(postgres_url)
+    await store.open()
+    await store.close()
+    conninfo, schema = split_store_url(postgres_url)
+    role = f"cp_test_user_{secrets.token_hex(4)}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(schema), sql.Identifier(role)
+            )
+        )
+    try:
+        url = postgres_url.replace("postgresql://", f"postgresql://{role}@", 1)
+        check = await check_store(Settings(store=url))
+        assert check.status is Status.FAIL
+        assert f"user {role} may not read and write" in check.detail
+        assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema}" in check.fix
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(
+                    sql.Identifier(schema), sql.Identifier(role)
+                )
+            )
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+async def test_doctor_says_how_to_reach_a_postgres_server_that_does_not_answer() -> None:
+    check = await check_store(Settings(store="postgresql://127.0.0.1:9/nowhere?connect_timeout=1"))
+    assert check.status is Status.FAIL
+    assert "cannot connect" in check.detail
+    assert "start PostgreSQL" in check.fix

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from claude_pool import Pool, PoolConfig, TaskState
@@ -22,7 +21,7 @@ from claude_pool.events import (
     parse_event,
 )
 from claude_pool.executor.base import EventKind, ExecutionRequest
-from claude_pool.store import MemoryStore, SqliteStore, Store
+from claude_pool.store import MemoryStore, Store
 from claude_pool.testing.counting_store import CountingStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import TaskResult
@@ -226,31 +225,29 @@ async def test_the_event_stream_can_follow_one_task() -> None:
     assert events[0].type == "task_queued"
 
 
-async def test_a_task_finished_by_a_second_pool_on_one_sqlite_file_wakes_a_wait_in_the_first(
-    tmp_path: Path,
+async def test_a_task_finished_by_a_second_pool_on_one_store_wakes_a_wait_in_the_first(
+    shared_store: Callable[[], Store],
 ) -> None:
-    db = tmp_path / "pool.db"
-    async with Pool(
-        PoolConfig(), slots=0, store=SqliteStore(db), executor=FakeExecutor()
-    ) as client:
+    async with Pool(PoolConfig(), slots=0, store=shared_store(), executor=FakeExecutor()) as client:
         task_id = await client.submit("do it")
         waiter = asyncio.ensure_future(client.wait(task_id, timeout=10))
         await asyncio.sleep(0)
         executor = FakeExecutor()
-        async with make_pool(executor, store=SqliteStore(db)):
+        async with make_pool(executor, store=shared_store()):
             record = await waiter
         assert record.state is TaskState.COMPLETED
         assert record.result is not None
         assert record.result.output == "done: do it"
 
 
-async def test_a_cancel_from_a_second_pool_stops_the_run_in_the_first(tmp_path: Path) -> None:
-    db = tmp_path / "pool.db"
+async def test_a_cancel_from_a_second_pool_stops_the_run_in_the_first(
+    shared_store: Callable[[], Store],
+) -> None:
     executor = FakeExecutor(hold=True)
-    async with make_pool(executor, store=SqliteStore(db)) as worker:
+    async with make_pool(executor, store=shared_store()) as worker:
         task_id = await worker.submit("long")
         await executor.wait_running(1)
-        async with make_pool(slots=0, store=SqliteStore(db)) as other:
+        async with make_pool(slots=0, store=shared_store()) as other:
             record = await other.cancel(task_id)
             assert record.state is TaskState.CANCELLED
         # The worker's run stops when the cancel's event reaches it through the store.
@@ -311,11 +308,12 @@ async def _claims_reach(store: CountingStore, count: int) -> None:
     raise AssertionError(f"only {store.calls['claim_task']} claims, expected {count}")
 
 
-async def test_work_queued_by_another_pool_is_claimed_without_polling(tmp_path: Path) -> None:
-    db = tmp_path / "pool.db"
+async def test_work_queued_by_another_pool_is_claimed_without_polling(
+    shared_store: Callable[[], Store],
+) -> None:
     executor = FakeExecutor()
-    async with make_pool(executor, slots=2, store=SqliteStore(db)) as worker:
-        async with make_pool(slots=0, store=SqliteStore(db)) as client:
+    async with make_pool(executor, slots=2, store=shared_store()) as worker:
+        async with make_pool(slots=0, store=shared_store()) as client:
             started = time.perf_counter()
             task_id = await client.submit("from elsewhere")
             record = await client.wait(task_id, timeout=10)
@@ -325,17 +323,18 @@ async def test_work_queued_by_another_pool_is_claimed_without_polling(tmp_path: 
         assert worker.slots
 
 
-async def test_context_set_in_another_process_reaches_the_next_task(tmp_path: Path) -> None:
-    db = tmp_path / "pool.db"
+async def test_context_set_in_another_process_reaches_the_next_task(
+    shared_store: Callable[[], Store],
+) -> None:
     prompts: list[str | None] = []
 
     def handler(request: ExecutionRequest) -> TaskResult:
         prompts.append(request.config.system_prompt)
         return TaskResult.success_result("ok", 0, 1)
 
-    async with make_pool(FakeExecutor(handler=handler), store=SqliteStore(db)) as worker:
+    async with make_pool(FakeExecutor(handler=handler), store=shared_store()) as worker:
         await worker.run("first")
-        async with make_pool(slots=0, store=SqliteStore(db)) as other:
+        async with make_pool(slots=0, store=shared_store()) as other:
             await other.context_set("goal", "ship it")
         changed = worker.subscribe(lambda e: e.type == "context_changed")
         with contextlib.suppress(TimeoutError):

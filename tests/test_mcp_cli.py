@@ -280,14 +280,17 @@ def test_serve_takes_its_tokens_from_a_file_and_logs_json_lines(
         assert f"127.0.0.1:{port}/mcp" in listening["message"]
         assert "bearer token required" in listening["message"]
         assert listening["level"] == "WARNING"
-        assert listening["logger"] == "claude_pool.mcp.server"
+        assert listening["logger"] == "claude_pool.web.server"
         url = f"http://127.0.0.1:{port}/mcp"
         headers = {"accept": "application/json, text/event-stream"}
+        bearer = {"authorization": "Bearer second-t0ken"}
         with httpx.Client(timeout=WAIT) as http:
             refused = http.post(url, json=INITIALIZE, headers=headers)
-            accepted = http.post(
-                url, json=INITIALIZE, headers={**headers, "authorization": "Bearer second-t0ken"}
-            )
+            accepted = http.post(url, json=INITIALIZE, headers={**headers, **bearer})
+            # The REST API beside /mcp keeps the same tokens.
+            api = f"http://127.0.0.1:{port}/api/v1/status"
+            api_refused = http.get(api)
+            api_accepted = http.get(api, headers=bearer)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=WAIT)
     finally:
@@ -295,6 +298,8 @@ def test_serve_takes_its_tokens_from_a_file_and_logs_json_lines(
             process.kill()
             process.communicate()
     assert (refused.status_code, accepted.status_code) == (401, 200)
+    assert (api_refused.status_code, api_accepted.status_code) == (401, 200)
+    assert api_accepted.json()["slots"]
     assert process.returncode == 0, err
     lines = [json.loads(line) for line in err.splitlines()]
     assert any(line["message"].startswith("claude-pool serve stopped:") for line in lines)

@@ -226,8 +226,10 @@ def check_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
 
     help_text = claude_pool_cli("--help").stdout
     assert "install-cli" in help_text
-    if "--version" in help_text:
-        assert PYPROJECT["project"]["version"] in claude_pool_cli("--version").stdout
+    assert claude_pool_cli("--version").stdout.split() == [
+        "claude-pool",
+        PYPROJECT["project"]["version"],
+    ]
 
     installed = json.loads(claude_pool_cli("install-cli", "--json", timeout=600).stdout)
     assert installed["ok"] is True

@@ -543,12 +543,6 @@ def test_open_store_gives_a_memory_store_for_memory() -> None:
     assert isinstance(open_store(":memory:"), MemoryStore)
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@h/db", "postgres://h/db"])
-def test_open_store_says_the_postgres_store_is_not_available_yet(url: str) -> None:
-    with pytest.raises(ConfigError, match="PostgreSQL store is not available yet"):
-        open_store(url)
-
-
 @pytest.mark.parametrize("url", ["mysql://h/db", "", "sqlite://"])
 def test_open_store_rejects_unknown_or_empty_urls(url: str) -> None:
     with pytest.raises(ConfigError):
@@ -565,3 +559,98 @@ async def test_slot_state_is_stored_as_its_json_spelling(db_path: Path) -> None:
     assert conn.execute("SELECT state FROM slots").fetchone() == ("errored",)
     assert conn.execute("SELECT state FROM tasks").fetchone() == ("pending_review",)
     conn.close()
+
+
+def _counted(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT state, n FROM task_counts WHERE n > 0").fetchall())
+
+
+def _grouped(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
+
+
+async def test_task_counts_follow_every_kind_of_change(db_path: Path) -> None:
+    """status reads the counts the triggers keep, not a scan of every task: they must agree
+    with the tasks after inserts, claims, compare-and-set moves, settlements and recovery."""
+    store = SqliteStore(db_path)
+    await store.open()
+    for i in range(6):
+        await store.insert_task(make_task(f"task {i}"))
+    await store.insert_tasks([make_task(f"bulk {i}") for i in range(3)])
+    first = await store.claim_task(SlotId("s1"), None, None, "w1", T0)
+    second = await store.claim_task(SlotId("s2"), None, None, "w2", T0)
+    await store.claim_task(SlotId("s3"), None, None, "w2", T0)
+    assert first is not None
+    assert second is not None
+    await store.settle_task(
+        first.record.id, [TaskState.RUNNING], TaskState.COMPLETED, now_ms=T0, result=make_result(),
+        slot_id=SlotId("s1"), spend=5, tasks_completed=1, slot_fields={},
+    )  # fmt: skip
+    moved = await store.transition_task(
+        second.record.id, [TaskState.RUNNING], TaskState.CANCELLED, now_ms=T0
+    )
+    assert moved is not None
+    # A refused compare-and-set changes nothing.
+    assert (
+        await store.transition_task(
+            second.record.id, [TaskState.RUNNING], TaskState.FAILED, now_ms=T0
+        )
+        is None
+    )
+    await store.recover_tasks(["w2"], "requeue", T0)
+    counts = await store.count_tasks()
+    await store.close()
+    conn = sqlite3.connect(db_path)
+    assert _counted(conn) == _grouped(conn)
+    assert counts == {
+        TaskState.PENDING: 7, TaskState.COMPLETED: 1, TaskState.CANCELLED: 1,
+    }  # fmt: skip
+
+
+async def test_the_migration_counts_the_tasks_a_store_already_holds(db_path: Path) -> None:
+    """A store made before the counts existed (schema version 8) gets them right on upgrade."""
+    conn = sqlite3.connect(db_path)
+    for migration in migrations():
+        if migration.version > 8:
+            break
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 8")
+    for i, state in enumerate(["pending", "pending", "completed", "failed"]):
+        conn.execute(
+            "INSERT INTO tasks (id, state, prompt) VALUES (?, ?, 'p')", (f"task-{i}", state)
+        )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(db_path)
+    await store.open()
+    assert await store.count_tasks() == {
+        TaskState.PENDING: 2, TaskState.COMPLETED: 1, TaskState.FAILED: 1,
+    }  # fmt: skip
+    await store.close()
+
+
+def test_metrics_over_a_time_range_read_only_that_range() -> None:
+    """Session metrics must cost what the session holds, not what the store holds: both
+    queries search the creation-order index instead of scanning every task."""
+    from claude_pool.store.sqlite.database import _sql
+
+    conn = sqlite3.connect(":memory:")
+    for statement in split_statements(schema_sql()):
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO tasks (id, state, prompt, created_at_ms, elapsed_ms, model) "
+        "VALUES (?, 'completed', 'p', ?, ?, 'm')",
+        [(f"task-{i}", i, i % 97) for i in range(2000)],
+    )
+    conn.execute("ANALYZE")
+    index = "INDEXED BY tasks_created"
+    filters = "created_at_ms >= ?"
+    for statement, params in (
+        (_sql("metric_groups", filters=filters, index=index), (1990,)),
+        (_sql("middle_elapsed", filters=filters, index=index), (1990, 4)),
+    ):
+        plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", params))
+        assert "SEARCH tasks USING COVERING INDEX tasks_created (created_at_ms>?)" in plan, plan
+        assert "SCAN tasks" not in plan, plan

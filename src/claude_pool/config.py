@@ -154,6 +154,30 @@ def _check_slot_count(slots: int, scaling: ScalingConfig, slot_configs: int) -> 
         )
 
 
+class WebhookConfig(BaseModel):
+    """One ``[[webhook]]`` table: where to POST events as they happen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, pattern=r"^https?://")
+    """Where each event is POSTed (http or https)."""
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    """The event types to send (``task_finished``, ``chain_finished``...); ``*``: all."""
+    secret: SecretStr | None = None
+    """Key of the ``X-Claude-Pool-Signature`` HMAC-SHA256 of each body."""
+    secret_env: str | None = None
+    """Name of an environment variable holding the secret instead (keeps it out of the
+    file)."""
+
+    def secret_value(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The secret: ``secret``, else the variable ``secret_env`` names."""
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        if self.secret_env:
+            return (os.environ if env is None else env).get(self.secret_env) or None
+        return None
+
+
 class Settings(BaseModel):
     """Everything a running pool needs besides the seed's :class:`PoolConfig`.
 
@@ -172,8 +196,9 @@ class Settings(BaseModel):
     slot_configs: list[SlotConfig] = Field(default_factory=list)
     """Overrides for the first ``len(slot_configs)`` slots."""
     store: str = Field(default="claude-pool.db", min_length=1)
-    """A SQLite file path (or ``sqlite:///path``), or ``:memory:``; the PostgreSQL store
-    (``postgresql://``) is not available yet."""
+    """A SQLite file path (or ``sqlite:///path``), ``:memory:``, or a PostgreSQL URL
+    (``postgresql://user@host/db``, optionally ``?schema=NAME``; needs the ``postgres`` extra)
+    for workers on several machines."""
     task_timeout_secs: float | None = Field(default=1800, gt=0)
     """Default per-task timeout; None means no limit."""
     drain_grace_secs: float = Field(default=30, ge=0)
@@ -222,6 +247,16 @@ class Settings(BaseModel):
     allowed_hosts: list[str] = Field(default_factory=list)
     """``Host`` header names the HTTP server answers to besides the address it binds, the
     loopback names and (on a non-loopback address) this machine's own names."""
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    """Webhooks (``[[webhook]]`` tables), kept in the store when the pool opens, beside those
+    added through the API."""
+    webhook_retry_secs: float = Field(default=5, gt=0)
+    """First wait before retrying a failed webhook delivery; each retry waits twice as long
+    (at most an hour)."""
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    """Attempts at one webhook delivery before it is given up (and shown as failed)."""
+    webhook_timeout_secs: float = Field(default=10, gt=0)
+    """How long one webhook delivery attempt may take."""
 
     @model_validator(mode="after")
     def _usable_texts(self) -> Self:
@@ -264,11 +299,11 @@ besides an argument."""
 # Flat keys name a setting the same way in the file, as CLAUDE_POOL_<KEY> and as an argument.
 _POOL_KEYS = frozenset(PoolConfig.model_fields) - {"scaling", "mcp_servers"}
 _SCALING_KEYS = frozenset(f"scaling_{name}" for name in ScalingConfig.model_fields)
-_SETTINGS_KEYS = frozenset(Settings.model_fields) - {"pool", "slot_configs", "env"}
+_SETTINGS_KEYS = frozenset(Settings.model_fields) - {"pool", "slot_configs", "env", "webhooks"}
 _FLAT_KEYS = _POOL_KEYS | _SCALING_KEYS | _SETTINGS_KEYS | {"budget_usd"}
-_FILE_TABLES = frozenset({"scaling", "mcp_servers", "slot", "env"})
+_FILE_TABLES = frozenset({"scaling", "mcp_servers", "slot", "env", "webhook"})
 # (The slots' extra environment has no argument: ``env`` names the variables to read.)
-_ARGUMENT_TABLES = frozenset({"mcp_servers", "slot_configs"})
+_ARGUMENT_TABLES = frozenset({"mcp_servers", "slot_configs", "webhooks"})
 # Relative paths in a config file are relative to the file, not to wherever the pool starts.
 _PATH_KEYS = frozenset({"store", "cwd", "worktree_base_dir", "claude_bin"})
 # Secrets: refused in a config file, and never repeated in an error message.
@@ -400,6 +435,12 @@ def _read_file(path: Path, how: str) -> _Layer:
             for index, table in enumerate(value):
                 _check_table_keys(f"slot[{index}]", table, SlotConfig.model_fields, source)
             layer["slot_configs"] = _Given(value, source)
+        elif key == "webhook":
+            if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+                raise ConfigError(key, value, f"must be an array of tables, [[webhook]] ({source})")
+            for index, table in enumerate(value):
+                _check_table_keys(f"webhook[{index}]", table, WebhookConfig.model_fields, source)
+            layer["webhooks"] = _Given(value, source)
         elif key in _SECRET_KEYS:
             raise ConfigError(
                 key,
@@ -459,9 +500,9 @@ def _read_arguments(explicit: Mapping[str, Any]) -> _Layer:
             value = os.fspath(value)
         if key == "mcp_servers":
             _add_table(layer, key, value, source)
-        elif key == "slot_configs":
+        elif key in ("slot_configs", "webhooks"):
             if not isinstance(value, list | tuple):
-                raise ConfigError(key, value, f"must be a list of SlotConfig ({source})")
+                raise ConfigError(key, value, f"must be a list ({source})")
             layer[key] = _Given(list(value), source)
         else:
             if isinstance(value, str) and _is_list_key(key):
@@ -488,6 +529,8 @@ def _error_key(loc: tuple[int | str, ...]) -> tuple[str, str]:
         return f"{head}.{loc[1]}", f"{head}.{loc[1]}"
     if head == "slot_configs" and len(loc) > 2:
         return f"slot[{loc[1]}].{loc[2]}", "slot_configs"
+    if head == "webhooks" and len(loc) > 2:
+        return f"webhook[{loc[1]}].{loc[2]}", "webhooks"
     return head, head
 
 
@@ -532,8 +575,9 @@ def _build(merged: _Layer) -> Settings:
     if servers := values("mcp_servers."):
         pool_data["mcp_servers"] = servers
     settings_data: dict[str, Any] = {k: g.value for k, g in merged.items() if k in _SETTINGS_KEYS}
-    if "slot_configs" in merged:
-        settings_data["slot_configs"] = merged["slot_configs"].value
+    for table in ("slot_configs", "webhooks"):
+        if table in merged:
+            settings_data[table] = merged[table].value
     try:
         # Only given keys reach PoolConfig, so "permission_mode" stays unset unless someone set it.
         settings_data["pool"] = PoolConfig.model_validate(pool_data)
@@ -548,12 +592,13 @@ def load_settings(
     """Load settings: explicit arguments over ``CLAUDE_POOL_*`` environment over a TOML file.
 
     The file is ``path``, else ``$CLAUDE_POOL_CONFIG``, else ``./claude-pool.toml`` if present.
-    Keys are flat (any :class:`Settings` or :class:`PoolConfig` field, plus ``budget_usd``), with
-    ``[scaling]``, ``[mcp_servers.NAME]``, ``[[slot]]`` and ``[env]`` tables. Each flat key is
-    also ``CLAUDE_POOL_<KEY>`` (lists comma-separated, ``[scaling]`` as ``SCALING_MIN_SLOTS``)
-    and a keyword argument (None means not given). MCP servers and environment entries merge by
-    name across sources. Bearer ``tokens`` come only from ``$CLAUDE_POOL_TOKENS`` or an argument,
-    never from the file. Any invalid or unknown setting raises :class:`ConfigError` naming the
+    Keys are flat (any :class:`Settings` or :class:`PoolConfig` field, plus ``budget_usd``),
+    with ``[scaling]``, ``[mcp_servers.NAME]``, ``[[slot]]``, ``[[webhook]]`` and ``[env]``
+    tables. Each flat key is also ``CLAUDE_POOL_<KEY>`` (lists comma-separated, ``[scaling]``
+    as ``SCALING_MIN_SLOTS``) and a keyword argument (None means not given). MCP servers and
+    environment entries merge by name across sources. Bearer ``tokens`` come only from
+    ``$CLAUDE_POOL_TOKENS`` or an argument, never from the file. Any invalid or unknown
+    setting raises :class:`ConfigError` naming the
     key, the value (secrets hidden) and where it came from.
     """
     env = os.environ if env is None else env

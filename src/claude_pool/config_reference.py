@@ -34,6 +34,7 @@ from claude_pool.config import (
     NON_SETTING_ENV_VARS,
     TOKENS_ENV_VAR,
     Settings,
+    WebhookConfig,
 )
 from claude_pool.executor.locate import CACHE_DIR_ENV_VAR
 from claude_pool.types import PoolConfig, ScalingConfig, SlotConfig
@@ -253,10 +254,11 @@ def sections() -> list[Section]:
     pool_docs = attribute_docstrings(PoolConfig)
     scaling_docs = attribute_docstrings(ScalingConfig)
     slot_docs = attribute_docstrings(SlotConfig)
+    webhook_docs = attribute_docstrings(WebhookConfig)
 
     process: list[Entry] = []
     for key, info in Settings.model_fields.items():
-        if key in ("pool", "slot_configs", "env"):
+        if key in ("pool", "slot_configs", "env", "webhooks"):
             continue
         if key == "tokens":
             process.append(_entry(key, info, settings_docs, flags, toml="", env=TOKENS_ENV_VAR))
@@ -323,6 +325,28 @@ def sections() -> list[Section]:
             default="`[]`",
             description=settings_docs["slot_configs"] + " Their keys are listed below.",
         ),
+        Entry(
+            key="webhooks",
+            toml="[[webhook]]",
+            env="",
+            flag=None,
+            type="array of tables",
+            default="`[]`",
+            description=settings_docs["webhooks"] + " Their keys are listed below.",
+        ),
+    ]
+
+    webhook = [
+        Entry(
+            key=name,
+            toml=name,
+            env=None,
+            flag=None,
+            type=_type_text(info),
+            default=_default_text(info),
+            description=webhook_docs.get(name, ""),
+        )
+        for name, info in WebhookConfig.model_fields.items()
     ]
 
     slot = [
@@ -377,6 +401,16 @@ def sections() -> list[Section]:
             "Each `[[slot]]` table configures one of the first slots, in order. Only in a config "
             "file (or `Settings(slot_configs=[SlotConfig(...)])`).",
             slot,
+            columns="toml",
+        ),
+        Section(
+            "`[[webhook]]` keys",
+            "Each `[[webhook]]` table is a webhook: every event of the listed types is POSTed "
+            "to `url` as JSON, signed in `X-Claude-Pool-Signature` (`sha256=` and the "
+            "HMAC-SHA256 of the body, hex) when a secret is set, and retried with backoff "
+            "from the store's outbox. Only in a config file (or `Settings(webhooks=[...])`); "
+            "the REST API adds more.",
+            webhook,
             columns="toml",
         ),
     ]

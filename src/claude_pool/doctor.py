@@ -33,7 +33,7 @@ from claude_pool.executor.locate import (
     find_claude,
     install_dir,
 )
-from claude_pool.store import open_store
+from claude_pool.store import POSTGRES_EXTRA, is_postgres_url, open_store
 from claude_pool.store.sqlite import APPLICATION_ID, SqliteStore, migrations
 from claude_pool.types import microdollars_to_usd, now_ms
 
@@ -250,6 +250,8 @@ def _sqlite_header(path: Path) -> tuple[int, int]:
 
 async def check_store(settings: Settings) -> Check:
     url = settings.store
+    if is_postgres_url(url):
+        return await check_postgres_store(url)
     try:
         store = open_store(url)
     except ConfigError as exc:
@@ -281,6 +283,22 @@ async def check_store(settings: Settings) -> Check:
         f"{path}: schema version {version}, {tasks}, spent ${microdollars_to_usd(spend):.4f}, "
         f"{len(workers)} live worker(s)",
     )
+
+
+async def check_postgres_store(url: str) -> Check:
+    """Connectivity, server version, schema version and permissions of a PostgreSQL store,
+    looked at without changing it."""
+    try:
+        from claude_pool.store.postgres.health import inspect
+    except ImportError:
+        return Check(
+            "store",
+            Status.FAIL,
+            f"{url.split('@')[-1]}: a PostgreSQL store, but psycopg is not installed",
+            POSTGRES_EXTRA,
+        )
+    health = await inspect(url)
+    return Check("store", Status(health.level), "; ".join(health.findings), "; ".join(health.fixes))
 
 
 def _inspect_sqlite(path: Path) -> Check | int:

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from claude_pool.redaction import redact
 from claude_pool.types import TaskRecord, TaskResult, TaskState, microdollars_to_usd, now_ms
 
 PREVIEW_CHARS = 200
@@ -398,6 +399,24 @@ class UnknownEvent(Event):
     model_config = ConfigDict(extra="allow")
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
+
+
+def public_payload(event: Event) -> dict[str, Any]:
+    """The event's JSON as it leaves the process (server-sent events, webhooks), every text
+    passed through the secret redaction of :mod:`claude_pool.redaction`: previews of prompts
+    and outputs may quote a key someone pasted."""
+    data: dict[str, Any] = _redacted(event.model_dump(mode="json"))
+    return data
+
+
 def parse_event(data: str | bytes | Mapping[str, Any]) -> Event:
     """The event in a JSON document (text or parsed). A type this version does not know
     comes back as :class:`UnknownEvent` rather than failing, so a newer writer on a shared
@@ -682,5 +701,6 @@ __all__ = [
     "outcome_of",
     "parse_event",
     "preview",
+    "public_payload",
     "task_state_after",
 ]

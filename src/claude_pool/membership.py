@@ -34,11 +34,16 @@ from claude_pool.types import RateLimitState, TaskId, TaskRecord, TaskState, now
 log = logging.getLogger(__name__)
 
 
+def this_host() -> str:
+    """The name of this machine, as worker ids and slot sessions record it."""
+    return socket.gethostname()
+
+
 def new_worker_id() -> str:
     """``host:pid:<start ticks>.<random>``: the start time tells this process from a later one
     that happens to get the same pid."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{start_time(pid) or 0}.{secrets.token_hex(3)}"
+    return f"{this_host()}:{pid}:{start_time(pid) or 0}.{secrets.token_hex(3)}"
 
 
 def alive_here(worker_id: str) -> bool | None:
@@ -46,7 +51,7 @@ def alive_here(worker_id: str) -> bool | None:
     heartbeat says); None for another host's (only the heartbeat tells)."""
     host, _, rest = worker_id.partition(":")
     pid_text, _, token = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != this_host() or not pid_text.isdigit():
         return None
     started = start_time(int(pid_text))
     recorded = token.partition(".")[0]

@@ -62,7 +62,7 @@ from claude_pool.scheduler import Scheduler
 from claude_pool.shutdown import DrainSummary, drain
 from claude_pool.skills import SkillRegistry
 from claude_pool.slots import SlotSet
-from claude_pool.store import Message, Store, open_store
+from claude_pool.store import Delivery, DeliveryState, Message, Store, Webhook, open_store
 from claude_pool.supervisor import Supervisor
 from claude_pool.types import (
     MetricsFilter,
@@ -83,7 +83,8 @@ from claude_pool.types import (
     TaskResult,
     now_ms,
 )
-from claude_pool.worktree import WorktreeReport, find_repo_root
+from claude_pool.webhooks import WebhookDeliverer, webhook_from_api
+from claude_pool.worktree import WorktreeReport, find_repo_root, worktree_diff
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,8 @@ class Pool:
             worker_id=self.worker_id,
             max_restarts=self.config.max_restarts,
         )
+        self.webhooks = WebhookDeliverer(self._store, self.bus, self.settings)
+        """Delivers the store's webhook outbox (see :mod:`claude_pool.webhooks`)."""
         # The engine's own reactions, each to the event types it cares about.
         self.bus.add_listener(self._queue.on_event, TASK_STATE_TYPES)
         self.bus.add_listener(
@@ -340,6 +343,7 @@ class Pool:
         await self._tg.__aenter__()
         try:
             await self._events.start()
+            await self.webhooks.configure(self.settings.webhooks)
             await self._budget.learn_from_history()
             await self.membership.join(self._slot_count)
             await self.membership.recover()
@@ -355,6 +359,7 @@ class Pool:
             self._background = [
                 tg.create_task(self._events.run(), name="pool-events"),
                 tg.create_task(self._events.watch(), name="pool-events-watch"),
+                tg.create_task(self.webhooks.run(), name="pool-webhooks"),
                 tg.create_task(self._scheduler.run(tg), name="pool-scheduler"),
                 tg.create_task(self._scheduler.assignment_watchdog(), name="pool-deadlines"),
                 tg.create_task(
@@ -473,6 +478,42 @@ class Pool:
         processes'. Resume with the last ``seq`` seen."""
         return self._events.stream(after, task_id=task_id, chain_id=chain_id, types=types)
 
+    # ── webhooks ────────────────────────────────────────────────────
+
+    async def add_webhook(
+        self, url: str, events: Iterable[str] = ("*",), secret: str | None = None
+    ) -> Webhook:
+        """POST every event of the given types (``*``: all) to ``url`` from now on, signed
+        with ``secret`` when given (see :mod:`claude_pool.webhooks`). Kept in the store, so
+        it outlives this pool and every pool on the store delivers it."""
+        hook = webhook_from_api(url, events, secret, now_ms())
+        await self._store.put_webhook(hook)
+        self.webhooks.wake()
+        return hook
+
+    async def remove_webhook(self, webhook_id: str) -> bool:
+        """Stop a webhook (its pending deliveries are dropped); False for an unknown id."""
+        return await self._store.delete_webhook(webhook_id)
+
+    async def list_webhooks(self) -> list[Webhook]:
+        """The webhooks in the store: configured ones and those added with
+        :meth:`add_webhook`."""
+        return await self._store.list_webhooks()
+
+    async def webhook_deliveries(
+        self,
+        webhook_id: str | None = None,
+        state: DeliveryState | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Delivery]:
+        """Webhook deliveries, newest first: pending (with their next attempt), delivered or
+        failed, with the latest attempt's status or error."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        chosen = DeliveryState(state) if state is not None else None
+        return await self._store.list_deliveries(webhook_id, chosen, limit, offset)
+
     # ── tasks ───────────────────────────────────────────────────────
 
     async def submit(
@@ -562,6 +603,17 @@ class Pool:
         and it ends ``cancelled`` with its spend so far; a finished task is left alone.
         Returns the task's record afterwards."""
         return await self._queue.cancel(task_id)
+
+    async def task_diff(self, task_id: TaskId | str) -> str | None:
+        """What the task's slot changed in its git worktree (see
+        :func:`claude_pool.worktree.worktree_diff`), for reviewing a result; None when the task
+        ran on no worktree of this pool's slots."""
+        record = await self._queue.get(task_id)
+        slot = next((s for s in self._slots.records if s.id == record.slot_id), None)
+        if slot is None or not slot.worktree_path:
+            return None
+        root = await find_repo_root(self._cwd)
+        return await worktree_diff(Path(slot.worktree_path), root)
 
     async def requeue(self, task_id: TaskId | str) -> TaskRecord:
         """Queue a failed or cancelled task again, as it was first submitted; returns its

@@ -53,6 +53,7 @@ from claude_pool.executor.base import (
     SlotStart,
 )
 from claude_pool.lifecycle import Lifecycle
+from claude_pool.membership import this_host
 from claude_pool.notify import Signal
 from claude_pool.outcomes import Outcomes
 from claude_pool.ratelimit import RateLimiter
@@ -422,6 +423,7 @@ class TaskRunner:
                 "current_task": None,
                 "session_id": session,
                 "session_cwd": str(slot.cwd) if session is not None else None,
+                "session_host": this_host() if session is not None else None,
             }
             slot_fields.update(self._crash_accounting(slot, running, result))
             completed = 1 if result.success else 0

@@ -45,7 +45,7 @@ from claude_pool.events import (
 )
 from claude_pool.executor.base import Executor, SlotStart
 from claude_pool.lifecycle import Lifecycle
-from claude_pool.membership import Membership, dead_here
+from claude_pool.membership import Membership, dead_here, this_host
 from claude_pool.notify import Signal
 from claude_pool.slot import Slot
 from claude_pool.store.base import Store
@@ -230,13 +230,24 @@ class SlotSet:
         cwd = self.cwd
         if self.config.worktree_isolation or record.worktree_path is not None:
             record, cwd = await self._slot_workdir(record)
+        if record.session_id is not None and record.session_host not in (None, this_host()):
+            # Claude Code keeps a conversation in its machine's files: it resumes only there.
+            log.info(
+                "slot %s: its session was recorded on %s, not this machine (%s); starting a "
+                "new one", record.id, record.session_host, this_host(),
+            )  # fmt: skip
+            record = record.model_copy(
+                update={"session_id": None, "session_cwd": None, "session_host": None}
+            )
         if record.session_id is not None and record.session_cwd not in (None, str(cwd)):
             # A conversation resumes only in the directory it was recorded in.
             log.info(
                 "slot %s: its session was recorded in %s, not %s; starting a new one",
                 record.id, record.session_cwd, cwd,
             )  # fmt: skip
-            record = record.model_copy(update={"session_id": None, "session_cwd": None})
+            record = record.model_copy(
+                update={"session_id": None, "session_cwd": None, "session_host": None}
+            )
         await self._store.upsert_slot(record, self._membership.worker_id)
         slot = Slot(record=record, cwd=cwd, mode=self.config.slot_mode)
         self._slots[slot.id] = slot

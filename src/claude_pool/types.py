@@ -312,6 +312,10 @@ class SlotRecord(_Model):
     session_cwd: str | None = Field(default=None, exclude=True)
     """Directory the slot's ``session_id`` was recorded in (a conversation resumes only
     there); kept by stores, not part of the seed's JSON."""
+    session_host: str | None = Field(default=None, exclude=True)
+    """Machine the slot's ``session_id`` was recorded on (a conversation resumes only there:
+    Claude Code keeps it in that machine's files); kept by stores, not part of the seed's
+    JSON. None: unknown (recorded before hosts were), taken as this machine."""
     mcp_config_path: str | None = Field(default=None, exclude=True)
     """Slot-owned ``--mcp-config`` file; runtime only, never serialised (serde(skip))."""
 

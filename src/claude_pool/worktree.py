@@ -216,6 +216,26 @@ async def run_git(
     return result
 
 
+MAX_DIFF_CHARS = 200_000
+
+
+async def worktree_diff(worktree: Path, repo_root: Path, max_chars: int = MAX_DIFF_CHARS) -> str:
+    """What the work in ``worktree`` changed since it left ``repo_root``'s HEAD: committed and
+    uncommitted changes to tracked files as one diff, then the untracked files by name. Cut
+    to ``max_chars``."""
+    base = (await run_git("rev-parse", "HEAD", cwd=repo_root)).stdout.strip()
+    fork = await run_git("merge-base", "HEAD", base, cwd=worktree, check=False)
+    since = fork.stdout.strip() if fork.returncode == 0 and fork.stdout.strip() else "HEAD"
+    diff = (await run_git("diff", "--no-color", since, cwd=worktree)).stdout
+    untracked = (
+        await run_git("ls-files", "--others", "--exclude-standard", cwd=worktree)
+    ).stdout.split()
+    text = diff + "".join(f"new file (untracked): {name}\n" for name in untracked)
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"\n... cut at {max_chars} characters\n"
+    return text
+
+
 async def _kill(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.kill()

@@ -61,7 +61,8 @@ def serve(
         bool | None,
         typer.Option(
             "--http/--stdio",
-            help="Serve streamable HTTP (at /mcp) instead of stdio (default: stdio).",
+            help="Serve HTTP instead of stdio (default: stdio): MCP at /mcp, the dashboard at /, "
+            "the REST API at /api/v1, Prometheus metrics at /metrics.",
         ),
     ] = None,
     host: Annotated[
@@ -196,7 +197,7 @@ def serve(
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve the pool as an MCP server, over stdio or streamable HTTP.
+    """Serve the pool as an MCP server, over stdio or HTTP (with the dashboard and REST API).
 
     stdio serves one Claude Code session (add it with `claude mcp add claude-pool --
     claude-pool serve`); --http serves many. It stops when the client disconnects (stdio) or
@@ -249,7 +250,13 @@ def serve(
             _fail(str(exc), EXIT_USAGE)
     configure_logging(log_level, log_format)
     # LogLevel's values, upper-cased, are the MCP server's level names.
-    summary = _run(serve_mcp(settings, log_level=log_level.upper()))  # type: ignore[arg-type]
+    level: Any = log_level.upper()
+    if settings.http:
+        from claude_pool.web.server import serve_http
+
+        summary = _run(serve_http(settings, log_level=level))
+    else:
+        summary = _run(serve_mcp(settings, log_level=level))
     # Said at the level the server said where it listens: both frame its life in the log.
     log.warning(
         "claude-pool serve stopped: %d task(s) finished, %d cancelled, %d left queued; spent $%.4f",

@@ -8,8 +8,9 @@ record from a snapshot: updates name the fields they change.
 The roles: :class:`TaskQueueStore` (tasks and claims), :class:`MemberStore` (the pool processes
 sharing the store), :class:`SlotStore`, :class:`LedgerStore` (spend), :class:`NoteStore` (shared
 context and messages), :class:`EventLogStore` (the numbered domain events, plus the wake-up
-channel through which one process learns what others did), :class:`ChainStore` and
-:class:`MetricsStore`. :class:`Store` is all of them together.
+channel through which one process learns what others did), :class:`ChainStore`,
+:class:`MetricsStore` and :class:`OutboxStore` (webhooks and their durable delivery outbox).
+:class:`Store` is all of them together.
 
 Events and state changes go together: a method that changes state takes ``events`` and appends
 them to the event log in the same atomic write, in order, setting each event's ``seq``. So an
@@ -21,7 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
 
 from claude_pool.events import Event
 from claude_pool.types import (
@@ -402,6 +406,106 @@ class MetricsStore(Protocol):
         filter's tags, whose result's ``model`` is ``model`` when set."""
 
 
+# ── webhooks ─────────────────────────────────────────────────────────
+
+
+class DeliveryState(StrEnum):
+    """Where one webhook delivery is: waiting (for its first try or a retry), made, or given
+    up after the last attempt."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Webhook(BaseModel):
+    """Where to POST events: ``url``, which event types (``"*"``: every one), and the secret
+    the body is signed with (never shown by the API). ``source`` says whether it came from
+    the configuration file (replaced at each start) or from the API."""
+
+    id: str
+    url: str
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    secret: str | None = Field(default=None, repr=False)
+    source: Literal["config", "api"] = "api"
+    created_at_ms: int = 0
+
+    def wants(self, event_type: str) -> bool:
+        return "*" in self.events or event_type in self.events
+
+
+class Delivery(BaseModel):
+    """One event to POST to one webhook, and how that has gone so far."""
+
+    id: int
+    webhook_id: str
+    seq: int
+    """The event's sequence number in the log."""
+    event_type: str
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    next_attempt_ms: int = 0
+    """When it is due (pending), or when it was last claimed until (under way)."""
+    last_status: int | None = None
+    """The HTTP status of the latest attempt (None: no answer)."""
+    last_error: str | None = None
+    created_at_ms: int = 0
+    delivered_at_ms: int | None = None
+    payload: str = Field(default="", exclude=True)
+    """The event's JSON as logged (what the body is made from)."""
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    """Webhooks and the durable outbox of their deliveries.
+
+    The one rule a store keeps: whenever it logs events (``append_events`` and every write
+    taking ``events=``), it adds, in the same atomic write, one pending delivery, due at
+    once, for each stored webhook that :meth:`Webhook.wants` the event's type. So a
+    delivery exists exactly when its event does, even if the process dies a moment later.
+    Retries and their timing are the engine's (:mod:`claude_pool.webhooks`)."""
+
+    async def put_webhook(self, webhook: Webhook) -> None:
+        """Add a webhook, or replace the one with its id (its deliveries stay)."""
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """Remove a webhook and its pending deliveries; False if there was none."""
+
+    async def list_webhooks(self) -> list[Webhook]:
+        """Every webhook, oldest first."""
+
+    async def claim_deliveries(self, now_ms: int, lease_ms: int, limit: int = 20) -> list[Delivery]:
+        """Take pending deliveries due by ``now_ms`` (oldest event first, at most ``limit``)
+        atomically: each one's ``next_attempt_ms`` becomes ``now_ms + lease_ms``, so no other
+        claimant takes it until then, and a claimant that dies leaves it due again. The
+        returned copies carry ``payload``."""
+
+    async def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        now_ms: int,
+        retry_at_ms: int | None,
+    ) -> None:
+        """Record an attempt (``attempts`` + 1, ``last_status``, ``last_error``): delivered,
+        or pending again due at ``retry_at_ms``, or (no ``retry_at_ms``) failed."""
+
+    async def next_delivery_due_ms(self) -> int | None:
+        """When the earliest pending delivery is due (None: none is pending)."""
+
+    async def list_deliveries(
+        self,
+        webhook_id: str | None = None,
+        state: DeliveryState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Delivery]:
+        """Deliveries, newest first, by webhook and state when given (without payload)."""
+
+
 @runtime_checkable
 class Store(
     TaskQueueStore,
@@ -412,6 +516,7 @@ class Store(
     EventLogStore,
     ChainStore,
     MetricsStore,
+    OutboxStore,
     Protocol,
 ):
     """Durable state of a pool: every role. Every method is atomic on its own."""

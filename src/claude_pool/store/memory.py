@@ -26,10 +26,13 @@ from claude_pool.store._common import (
 )
 from claude_pool.store.base import (
     UNSET,
+    Delivery,
+    DeliveryState,
     Message,
     RecoveryEvents,
     RecoveryPolicy,
     StoredTask,
+    Webhook,
 )
 from claude_pool.store.metrics import groups_of, metrics_from_groups, normalise_tags
 from claude_pool.types import (
@@ -91,6 +94,9 @@ class MemoryStore:
         self._wakeups = _MemoryWakeups(self)
         # Chain id -> (state, JSON text of the document); dicts keep creation order.
         self._chains: dict[str, tuple[str, str]] = {}
+        self._webhooks: dict[str, Webhook] = {}
+        self._deliveries: dict[int, Delivery] = {}
+        self._next_delivery_id = 1
         self._closed = False
 
     async def open(self) -> None:
@@ -529,8 +535,22 @@ class MemoryStore:
             event.seq = self._last_seq
             # Kept as JSON, so that what is read back is exactly what a database keeps.
             self._events.append((self._last_seq, event.model_dump_json(exclude={"seq"}), event))
+            self._enqueue_deliveries(event)
         if events:
             self._wakeups.notify(self._last_seq)
+
+    def _enqueue_deliveries(self, event: Event) -> None:
+        payload: str | None = None
+        for hook in self._webhooks.values():
+            if hook.wants(event.type):
+                payload = payload or event.model_dump_json()
+                delivery = Delivery(
+                    id=self._next_delivery_id, webhook_id=hook.id, seq=event.seq,
+                    event_type=event.type, next_attempt_ms=event.at_ms,
+                    created_at_ms=event.at_ms, payload=payload,
+                )  # fmt: skip
+                self._deliveries[delivery.id] = delivery
+                self._next_delivery_id += 1
 
     async def append_events(self, events: Sequence[Event]) -> None:
         self._check_open()
@@ -645,6 +665,84 @@ class MemoryStore:
         self._check_open()
         groups, middle = groups_of((stored.record for stored in self._tasks.values()), filter)
         return metrics_from_groups(groups, middle, session_start_ms, now_ms)
+
+    # ── webhooks ─────────────────────────────────────────────────────
+
+    async def put_webhook(self, webhook: Webhook) -> None:
+        self._check_open()
+        self._webhooks[webhook.id] = webhook.model_copy(deep=True)
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        self._check_open()
+        if self._webhooks.pop(webhook_id, None) is None:
+            return False
+        for delivery in list(self._deliveries.values()):
+            if delivery.webhook_id == webhook_id and delivery.state is DeliveryState.PENDING:
+                del self._deliveries[delivery.id]
+        return True
+
+    async def list_webhooks(self) -> list[Webhook]:
+        self._check_open()
+        return [hook.model_copy(deep=True) for hook in self._webhooks.values()]
+
+    async def claim_deliveries(self, now_ms: int, lease_ms: int, limit: int = 20) -> list[Delivery]:
+        self._check_open()
+        due = sorted(
+            (d for d in self._deliveries.values()
+             if d.state is DeliveryState.PENDING and d.next_attempt_ms <= now_ms),
+            key=lambda d: (d.seq, d.id),
+        )[:limit]  # fmt: skip
+        for delivery in due:
+            delivery.next_attempt_ms = now_ms + lease_ms
+        return [d.model_copy() for d in due]
+
+    async def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        now_ms: int,
+        retry_at_ms: int | None,
+    ) -> None:
+        self._check_open()
+        delivery = self._deliveries.get(delivery_id)
+        if delivery is None or delivery.state is not DeliveryState.PENDING:
+            return
+        delivery.attempts += 1
+        delivery.last_status = status
+        delivery.last_error = error
+        if delivered:
+            delivery.state = DeliveryState.DELIVERED
+            delivery.delivered_at_ms = now_ms
+        elif retry_at_ms is not None:
+            delivery.next_attempt_ms = retry_at_ms
+        else:
+            delivery.state = DeliveryState.FAILED
+
+    async def next_delivery_due_ms(self) -> int | None:
+        self._check_open()
+        return min(
+            (d.next_attempt_ms for d in self._deliveries.values()
+             if d.state is DeliveryState.PENDING),
+            default=None,
+        )  # fmt: skip
+
+    async def list_deliveries(
+        self,
+        webhook_id: str | None = None,
+        state: DeliveryState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Delivery]:
+        self._check_open()
+        chosen = [
+            d for d in reversed(self._deliveries.values())
+            if (webhook_id is None or d.webhook_id == webhook_id)
+            and (state is None or d.state is state)
+        ]  # fmt: skip
+        return [d.model_copy(update={"payload": ""}) for d in chosen[offset : offset + limit]]
 
 
 class _MemoryWakeups:

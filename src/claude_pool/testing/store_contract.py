@@ -41,8 +41,9 @@ from claude_pool.events import (
     TaskText,
     UnknownEvent,
     WorkerLost,
+    parse_event,
 )
-from claude_pool.store.base import UNSET, Store, StoredTask, TaskTarget
+from claude_pool.store.base import UNSET, DeliveryState, Store, StoredTask, TaskTarget, Webhook
 from claude_pool.types import (
     MetricsFilter,
     ModelMetrics,
@@ -1308,3 +1309,107 @@ class StoreContract:
             await store.insert_task(make_task(state=TaskState.COMPLETED, result=result))
         m = await store.session_metrics(None, T0, T0)
         assert (m.median_elapsed_ms, m.avg_elapsed_ms) == (5, 5)
+
+    # ── webhooks and their outbox ────────────────────────────────────
+
+    async def test_a_logged_event_adds_a_delivery_for_each_webhook_that_wants_it(
+        self, store: Store
+    ) -> None:
+        await store.put_webhook(Webhook(id="all", url="http://a/", created_at_ms=T0))
+        await store.put_webhook(
+            Webhook(id="done", url="http://b/", events=["task_finished"], secret="s",
+                    created_at_ms=T0 + 1)
+        )  # fmt: skip
+        hooks = await store.list_webhooks()
+        assert [(h.id, h.events, h.secret) for h in hooks] == [
+            ("all", ["*"], None),
+            ("done", ["task_finished"], "s"),
+        ]
+        queued = TaskQueued(task_id="t1", prompt="p", at_ms=T0)
+        await store.insert_task(make_task(task_id="t1"), events=[queued])
+        finished = TaskFinished(task_id="t1", state=TaskState.COMPLETED, success=True, at_ms=T0 + 5)
+        await store.append_events([finished, ContextChanged(key="k", at_ms=T0 + 6)])
+        deliveries = await store.list_deliveries()
+        assert sorted((d.seq, d.webhook_id, d.event_type) for d in deliveries) == [
+            (queued.seq, "all", "task_queued"),
+            (finished.seq, "all", "task_finished"),
+            (finished.seq, "done", "task_finished"),
+            (finished.seq + 1, "all", "context_changed"),
+        ]
+        assert [d.id for d in deliveries] == sorted((d.id for d in deliveries), reverse=True)
+        assert {d.seq for d in deliveries} == {queued.seq, finished.seq, finished.seq + 1}
+        assert all(d.state is DeliveryState.PENDING and d.attempts == 0 for d in deliveries)
+        assert all(d.payload == "" for d in deliveries)  # lists leave the body out
+        only_done = await store.list_deliveries(webhook_id="done")
+        assert [d.seq for d in only_done] == [finished.seq]
+
+    async def test_claimed_deliveries_carry_the_event_and_are_leased(self, store: Store) -> None:
+        await store.put_webhook(Webhook(id="h", url="http://a/", created_at_ms=T0))
+        await store.append_events([ContextChanged(key="k1", at_ms=T0)])
+        await store.append_events([ContextChanged(key="k2", at_ms=T0 + 1)])
+        assert await store.next_delivery_due_ms() == T0
+        claimed = await store.claim_deliveries(T0 + 10, lease_ms=1000, limit=1)
+        assert len(claimed) == 1
+        event = parse_event(claimed[0].payload)
+        assert isinstance(event, ContextChanged)
+        assert event.key == "k1"
+        rest = await store.claim_deliveries(T0 + 10, lease_ms=1000)
+        assert [parse_event(d.payload).type for d in rest] == ["context_changed"]
+        assert rest[0].seq > claimed[0].seq
+        # Leased: nobody else gets them until the lease ends, then they are due again.
+        assert await store.claim_deliveries(T0 + 500, lease_ms=1000) == []
+        again = await store.claim_deliveries(T0 + 1010, lease_ms=1000)
+        assert {d.id for d in again} == {claimed[0].id, rest[0].id}
+
+    async def test_finishing_a_delivery_records_the_attempt_and_its_outcome(
+        self, store: Store
+    ) -> None:
+        await store.put_webhook(Webhook(id="h", url="http://a/", created_at_ms=T0))
+        await store.append_events([ContextChanged(key=f"k{i}", at_ms=T0) for i in range(3)])
+        first, second, third = await store.claim_deliveries(T0, lease_ms=1000)
+        await store.finish_delivery(
+            first.id, delivered=True, status=204, error=None, now_ms=T0 + 1, retry_at_ms=None
+        )
+        await store.finish_delivery(
+            second.id, delivered=False, status=500, error="HTTP 500", now_ms=T0 + 1,
+            retry_at_ms=T0 + 2000,
+        )  # fmt: skip
+        await store.finish_delivery(
+            third.id, delivered=False, status=None, error="refused", now_ms=T0 + 1,
+            retry_at_ms=None,
+        )  # fmt: skip
+        by_id = {d.id: d for d in await store.list_deliveries()}
+        assert by_id[first.id].state is DeliveryState.DELIVERED
+        assert by_id[first.id].delivered_at_ms == T0 + 1
+        assert (by_id[second.id].state, by_id[second.id].attempts) == (DeliveryState.PENDING, 1)
+        assert by_id[second.id].last_status == 500
+        assert by_id[second.id].next_attempt_ms == T0 + 2000
+        assert (by_id[third.id].state, by_id[third.id].last_error) == (
+            DeliveryState.FAILED,
+            "refused",
+        )
+        assert await store.next_delivery_due_ms() == T0 + 2000
+        assert await store.claim_deliveries(T0 + 1999, lease_ms=1000) == []
+        assert [d.id for d in await store.claim_deliveries(T0 + 2000, lease_ms=1000)] == [second.id]
+        failed = await store.list_deliveries(state=DeliveryState.FAILED)
+        assert [d.id for d in failed] == [third.id]
+
+    async def test_a_deleted_webhook_takes_its_pending_deliveries_along(self, store: Store) -> None:
+        await store.put_webhook(Webhook(id="h", url="http://a/", created_at_ms=T0))
+        await store.append_events([ContextChanged(key="k", at_ms=T0)])
+        assert await store.delete_webhook("h")
+        assert not await store.delete_webhook("h")
+        assert await store.list_webhooks() == []
+        assert await store.list_deliveries() == []
+        await store.append_events([ContextChanged(key="k2", at_ms=T0)])
+        assert await store.next_delivery_due_ms() is None
+
+    async def test_put_webhook_replaces_the_one_with_its_id(self, store: Store) -> None:
+        await store.put_webhook(Webhook(id="h", url="http://a/", created_at_ms=T0))
+        await store.put_webhook(
+            Webhook(id="h", url="http://b/", events=["task_queued"], created_at_ms=T0)
+        )
+        [hook] = await store.list_webhooks()
+        assert (hook.url, hook.events) == ("http://b/", ["task_queued"])
+        await store.append_events([ContextChanged(key="k", at_ms=T0)])
+        assert await store.list_deliveries() == []

@@ -28,10 +28,7 @@ from typing import Any
 from claude_pool.errors import StoreDamaged, StoreError
 from claude_pool.events import Event, parse_event
 from claude_pool.store._common import archived, recovery_failure
-from claude_pool.store.base import Message, RecoveryEvents, RecoveryPolicy, StoredTask
-from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
-from claude_pool.store.sqlite.queries import QUERIES as Q
-from claude_pool.store.sqlite.rows import (
+from claude_pool.store._rows import (
     attempts_values,
     event_values,
     message_from_row,
@@ -43,6 +40,16 @@ from claude_pool.store.sqlite.rows import (
     task_from_row,
     task_values,
 )
+from claude_pool.store.base import (
+    Delivery,
+    Message,
+    RecoveryEvents,
+    RecoveryPolicy,
+    StoredTask,
+    Webhook,
+)
+from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
+from claude_pool.store.sqlite.queries import QUERIES as Q
 from claude_pool.store.sqlite.schema import APPLICATION_ID, migrations, schema_sql, split_statements
 from claude_pool.types import (
     MetricsFilter,
@@ -109,6 +116,10 @@ def _duplicate(task_id: str) -> StoreError:
 
 
 # ── composing statements ─────────────────────────────────────────────
+
+
+CACHE_KIB = 32 * 1024
+"""Page cache of each of the store's connections, in KiB."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -194,7 +205,9 @@ def _log_events(conn: sqlite3.Connection, events: Sequence[Event]) -> list[int]:
     """Append events inside the caller's write transaction; their sequence numbers, which
     the caller sets on the events once the transaction has committed."""
     if len(events) == 1:
-        return [conn.execute(Q["insert_event"], event_values(events[0])).fetchone()[0]]
+        single: list[int] = [conn.execute(Q["insert_event"], event_values(events[0])).fetchone()[0]]
+        _enqueue_deliveries(conn, single)
+        return single
     if not events:
         return []
     # Several at once (a settlement's events): numbered here and inserted in one call.
@@ -203,7 +216,28 @@ def _log_events(conn: sqlite3.Connection, events: Sequence[Event]) -> list[int]:
         Q["insert_numbered_event"],
         [(first + i, *event_values(e)) for i, e in enumerate(events)],
     )
-    return list(range(first, first + len(events)))
+    seqs = list(range(first, first + len(events)))
+    _enqueue_deliveries(conn, seqs)
+    return seqs
+
+
+def _enqueue_deliveries(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    """The outbox rule: each logged event gets a delivery per webhook wanting it, in the
+    same transaction."""
+    conn.execute(Q["enqueue_deliveries"], (seqs[0], seqs[-1]))
+
+
+_DELIVERY_COLUMNS = (
+    "id, webhook_id, seq, event_type, state, attempts, next_attempt_ms, last_status, "
+    "last_error, created_at_ms, delivered_at_ms, payload_json"
+)
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    names = [name.strip() for name in _DELIVERY_COLUMNS.split(",")]
+    values = dict(zip(names, row, strict=True))
+    values["payload"] = values.pop("payload_json")
+    return Delivery.model_validate(values)
 
 
 def _numbered(events: Sequence[Event], seqs: Sequence[int]) -> None:
@@ -273,6 +307,9 @@ class Database:
                     )
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # A large store's indexes do not fit SQLite's default 2 MB page cache: with a
+            # million tasks, every write then reads index pages back from the OS.
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             if not self.quick:
                 self._migrate()
         except BaseException:
@@ -801,6 +838,75 @@ class Database:
             rows = self.conn.execute(Q["list_chains_in_state"], (state, limit, offset)).fetchall()
         return [dict(json.loads(row[0])) for row in rows]
 
+    # webhooks
+
+    def put_webhook(self, hook: Webhook) -> None:
+        with self.write() as conn:
+            conn.execute(
+                Q["upsert_webhook"],
+                (hook.id, hook.url, hook.secret, hook.source, hook.created_at_ms),
+            )
+            conn.execute(Q["clear_webhook_events"], (hook.id,))
+            conn.executemany(Q["insert_webhook_event"], [(hook.id, kind) for kind in hook.events])
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        with self.write() as conn:
+            conn.execute(Q["clear_webhook_events"], (webhook_id,))
+            conn.execute(Q["delete_pending_deliveries"], (webhook_id,))
+            deleted: bool = conn.execute(Q["delete_webhook"], (webhook_id,)).rowcount > 0
+        return deleted
+
+    def list_webhooks(self) -> list[Webhook]:
+        rows = self.conn.execute(Q["list_webhooks"]).fetchall()
+        return [
+            Webhook(
+                id=hook_id, url=url, secret=secret, source=source, created_at_ms=created,
+                events=sorted(json.loads(kinds or "[]")),
+            )
+            for hook_id, url, secret, source, created, kinds in rows
+        ]  # fmt: skip
+
+    def claim_deliveries(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
+        statement = _sql("claim_deliveries", columns=_DELIVERY_COLUMNS)
+        with self.write() as conn:
+            rows = conn.execute(statement, (now_ms + lease_ms, now_ms, limit)).fetchall()
+        return sorted((_delivery(row) for row in rows), key=lambda d: (d.seq, d.id))
+
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        now_ms: int,
+        retry_at_ms: int | None,
+    ) -> None:
+        state = "delivered" if delivered else ("pending" if retry_at_ms is not None else "failed")
+        with self.write() as conn:
+            conn.execute(
+                Q["finish_delivery"],
+                (state, status, error, retry_at_ms, now_ms if delivered else None, delivery_id),
+            )
+
+    def next_delivery_due_ms(self) -> int | None:
+        row = self.conn.execute(Q["next_delivery_due"]).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def list_deliveries(
+        self, webhook_id: str | None, state: str | None, limit: int, offset: int
+    ) -> list[Delivery]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if webhook_id is not None:
+            clauses.append(Q["delivery_of_webhook"])
+            params.append(webhook_id)
+        if state is not None:
+            clauses.append(Q["delivery_in_state"])
+            params.append(state)
+        statement = _sql("list_deliveries", columns=_DELIVERY_COLUMNS, filters=_where(clauses))
+        rows = self.conn.execute(statement, (*params, limit, offset)).fetchall()
+        return [_delivery(row).model_copy(update={"payload": ""}) for row in rows]
+
     # metrics
 
     def session_metrics(
@@ -822,8 +928,15 @@ class Database:
             if tags:
                 clauses.append(_tags_clause(tags, params))
         scope = _all_of(clauses)
+        # A time range (a session's tasks, most often) is read through the index in creation
+        # order, so that its cost follows the range, not the store; the planner would rather
+        # scan the whole metrics index, which spares it a sort.
+        ranged = filter is not None and (filter.since_ms is not None or filter.until_ms is not None)
+        index = "INDEXED BY tasks_created" if ranged else ""
         with self.snapshot() as conn:
-            rows = conn.execute(_sql("metric_groups", filters=scope), params).fetchall()
+            rows = conn.execute(
+                _sql("metric_groups", filters=scope, index=index), params
+            ).fetchall()
             groups = [MetricGroup(*row) for row in rows]
             with_result = sum(g.with_result for g in groups if g.state == "completed")
             middle: list[int] = []
@@ -831,7 +944,7 @@ class Database:
                 middle = [
                     row[0]
                     for row in conn.execute(
-                        _sql("middle_elapsed", filters=scope),
+                        _sql("middle_elapsed", filters=scope, index=index),
                         (*params, (with_result - 1) // 2),
                     ).fetchall()
                 ]

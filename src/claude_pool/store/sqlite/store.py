@@ -31,10 +31,13 @@ from claude_pool.events import Event
 from claude_pool.store._common import validate_slot_fields
 from claude_pool.store.base import (
     UNSET,
+    Delivery,
+    DeliveryState,
     Message,
     RecoveryEvents,
     RecoveryPolicy,
     StoredTask,
+    Webhook,
 )
 from claude_pool.store.sqlite.database import Database, is_busy, translate_error
 from claude_pool.store.sqlite.wakeups import SqliteWakeups
@@ -55,7 +58,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_CHECKPOINT_EVERY = 384
+_CHECKPOINT_EVERY = 256
 """Quick-path write transactions between two WAL checkpoints (run on the store's thread)."""
 _YIELD_EVERY = 8
 """Quick-path calls between two yields to the event loop."""
@@ -505,6 +508,52 @@ class SqliteStore:
             up_to_id,
             undo=Database.undeliver_messages,
         )
+
+    # ── webhooks ─────────────────────────────────────────────────────
+
+    async def put_webhook(self, webhook: Webhook) -> None:
+        await self._quick("saving a webhook", Database.put_webhook, webhook)
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        return await self._quick("deleting a webhook", Database.delete_webhook, webhook_id)
+
+    async def list_webhooks(self) -> list[Webhook]:
+        return await self._quick("listing webhooks", Database.list_webhooks)
+
+    async def claim_deliveries(self, now_ms: int, lease_ms: int, limit: int = 20) -> list[Delivery]:
+        return await self._quick(
+            "claiming webhook deliveries", Database.claim_deliveries, now_ms, lease_ms, limit
+        )
+
+    async def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        now_ms: int,
+        retry_at_ms: int | None,
+    ) -> None:
+        await self._quick(
+            "recording a webhook delivery", Database.finish_delivery, delivery_id, delivered,
+            status, error, now_ms, retry_at_ms,
+        )  # fmt: skip
+
+    async def next_delivery_due_ms(self) -> int | None:
+        return await self._quick("reading the webhook outbox", Database.next_delivery_due_ms)
+
+    async def list_deliveries(
+        self,
+        webhook_id: str | None = None,
+        state: DeliveryState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Delivery]:
+        return await self._quick(
+            "listing webhook deliveries", Database.list_deliveries, webhook_id,
+            None if state is None else str(state), limit, offset,
+        )  # fmt: skip
 
     # ── events ───────────────────────────────────────────────────────
 

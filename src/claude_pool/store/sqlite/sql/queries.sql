@@ -81,7 +81,8 @@ slot_id = ?
 seq IN (SELECT task_seq FROM task_tags WHERE tag IN ({tags}))
 
 -- name: count_tasks
-SELECT state, COUNT(*) FROM tasks GROUP BY state;
+-- Kept by triggers on tasks (migration 0009): a few rows, however many tasks are stored.
+SELECT state, n FROM task_counts WHERE n > 0;
 
 -- name: claim_task
 -- The slot's next task, in one compare-and-set UPDATE: the pending task of highest priority,
@@ -201,13 +202,13 @@ ORDER BY t.claimed_by;
 -- name: slot_columns
 -- A slot row as rows.slot_from_row reads it, in this order.
 id, state, current_task, session_id, tasks_completed, cost_microdollars, restart_count,
-worktree_path, config_json, session_cwd
+worktree_path, config_json, session_cwd, session_host
 
 -- name: upsert_slot
 -- rows.slot_values(slot, worker id).
 INSERT INTO slots (id, worker_id, state, current_task, session_id, tasks_completed,
-    cost_microdollars, restart_count, worktree_path, config_json, session_cwd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    cost_microdollars, restart_count, worktree_path, config_json, session_cwd, session_host)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     worker_id = excluded.worker_id,
     state = excluded.state,
@@ -218,7 +219,8 @@ ON CONFLICT (id) DO UPDATE SET
     restart_count = excluded.restart_count,
     worktree_path = excluded.worktree_path,
     config_json = excluded.config_json,
-    session_cwd = excluded.session_cwd;
+    session_cwd = excluded.session_cwd,
+    session_host = excluded.session_host;
 
 -- name: get_slot
 -- slot id.
@@ -435,20 +437,21 @@ SELECT data_json FROM chains WHERE state = ? ORDER BY seq LIMIT ? OFFSET ?;
 
 -- name: metric_groups
 -- The figures of the tasks in scope, by state and model (store.metrics.MetricGroup). The
--- filters' parameters. {filters}: the task_* fragments joined with AND ("1 = 1" for none).
+-- filters' parameters. {filters}: the task_* fragments joined with AND ("1 = 1" for none);
+-- {index}: "INDEXED BY tasks_created" for a time range (read only the range's rows), or nothing.
 SELECT state, model, COUNT(*), COUNT(cost_microdollars),
     COALESCE(SUM(cost_microdollars + attempts_cost_microdollars), 0),
     MAX(cost_microdollars + attempts_cost_microdollars),
     COALESCE(SUM(elapsed_ms), 0), MIN(elapsed_ms), MAX(elapsed_ms),
     COALESCE(SUM(turns_used), 0),
     COALESCE(SUM(COALESCE(cost_microdollars, 0) + attempts_cost_microdollars), 0)
-FROM tasks WHERE {filters}
+FROM tasks {index} WHERE {filters}
 GROUP BY state, model;
 
 -- name: middle_elapsed
 -- The one or two middle durations of the completed tasks in scope (for the median). The
--- filters' parameters, the offset of the first. {filters}: as for metric_groups.
-SELECT elapsed_ms FROM tasks
+-- filters' parameters, the offset of the first. {filters}, {index}: as for metric_groups.
+SELECT elapsed_ms FROM tasks {index}
 WHERE state = 'completed' AND elapsed_ms IS NOT NULL AND {filters}
 ORDER BY elapsed_ms LIMIT 2 OFFSET ?;
 
@@ -463,6 +466,71 @@ created_at_ms < ?
 -- name: task_of_model
 -- model.
 model = ?
+
+
+-- ── webhooks ─────────────────────────────────────────────────────────
+
+-- name: enqueue_deliveries
+-- first seq, last seq: one pending delivery, due at once, per webhook wanting each event.
+INSERT INTO webhook_deliveries
+    (webhook_id, seq, event_type, next_attempt_ms, created_at_ms, payload_json)
+SELECT DISTINCT w.webhook_id, e.id, e.kind, e.created_at_ms, e.created_at_ms, e.data_json
+FROM events AS e
+JOIN webhook_events AS w ON w.kind = e.kind OR w.kind = '*'
+WHERE e.id BETWEEN ? AND ?;
+
+-- name: upsert_webhook
+-- id, url, secret, source, created_at_ms.
+INSERT INTO webhooks (id, url, secret, source, created_at_ms) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret,
+    source = excluded.source;
+
+-- name: clear_webhook_events
+DELETE FROM webhook_events WHERE webhook_id = ?;
+
+-- name: insert_webhook_event
+INSERT OR IGNORE INTO webhook_events (webhook_id, kind) VALUES (?, ?);
+
+-- name: delete_webhook
+DELETE FROM webhooks WHERE id = ?;
+
+-- name: delete_pending_deliveries
+DELETE FROM webhook_deliveries WHERE webhook_id = ? AND state = 'pending';
+
+-- name: list_webhooks
+SELECT w.id, w.url, w.secret, w.source, w.created_at_ms,
+    (SELECT json_group_array(kind) FROM webhook_events WHERE webhook_id = w.id)
+FROM webhooks AS w ORDER BY w.created_at_ms, w.rowid;
+
+-- name: claim_deliveries
+-- now + lease, now, limit: the due pending deliveries, oldest event first, leased.
+UPDATE webhook_deliveries SET next_attempt_ms = ?
+WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE state = 'pending' AND next_attempt_ms <= ?
+    ORDER BY seq, id LIMIT ?
+)
+RETURNING {columns};
+
+-- name: finish_delivery
+-- state, attempts + 1, status, error, next_attempt_ms (kept when NULL), delivered_at_ms, id.
+UPDATE webhook_deliveries
+SET state = ?, attempts = attempts + 1, last_status = ?, last_error = ?,
+    next_attempt_ms = COALESCE(?, next_attempt_ms), delivered_at_ms = ?
+WHERE id = ? AND state = 'pending';
+
+-- name: next_delivery_due
+SELECT MIN(next_attempt_ms) FROM webhook_deliveries WHERE state = 'pending';
+
+-- name: list_deliveries
+-- The filters' parameters, limit, offset. {filters}: delivery_of_webhook, delivery_in_state.
+SELECT {columns} FROM webhook_deliveries {filters} ORDER BY id DESC LIMIT ? OFFSET ?;
+
+-- name: delivery_of_webhook
+webhook_id = ?
+
+-- name: delivery_in_state
+state = ?
 
 
 -- ── schema ───────────────────────────────────────────────────────────

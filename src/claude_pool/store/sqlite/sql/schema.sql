@@ -44,12 +44,41 @@ CREATE INDEX tasks_queue ON tasks (state, priority DESC, seq) WHERE state = 'pen
 CREATE INDEX tasks_state ON tasks (state, seq);
 CREATE INDEX tasks_slot ON tasks (slot_id, seq);
 CREATE INDEX tasks_claimed_by ON tasks (claimed_by) WHERE claimed_by IS NOT NULL;
--- Session metrics read these two covering indexes, never the wide rows: one pass grouped by
--- state and model, and the median walked in elapsed order.
+-- Session metrics read covering indexes, never the wide rows: over every task, one pass
+-- grouped by state and model and the median walked in elapsed order; over a time range (a
+-- session), the range's rows in creation order (migration 0009).
 CREATE INDEX tasks_metrics ON tasks (
-    state, model, elapsed_ms, cost_microdollars, turns_used, created_at_ms
+    state, model, elapsed_ms, cost_microdollars, attempts_cost_microdollars, turns_used,
+    created_at_ms
 );
 CREATE INDEX tasks_elapsed ON tasks (state, elapsed_ms, model, created_at_ms);
+CREATE INDEX tasks_created ON tasks (
+    created_at_ms, state, model, elapsed_ms, cost_microdollars, attempts_cost_microdollars,
+    turns_used
+);
+
+-- The number of tasks in each state, kept by the triggers below (migration 0009), so that
+-- status reads a few rows however many tasks are stored.
+CREATE TABLE task_counts (
+    state TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO task_counts (state, n) VALUES (NEW.state, 1)
+    ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER task_counts_update AFTER UPDATE OF state ON tasks
+WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO task_counts (state, n) VALUES (NEW.state, 1)
+    ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+END;
 
 CREATE TABLE task_tags (
     task_seq INTEGER NOT NULL REFERENCES tasks (seq) ON DELETE CASCADE,
@@ -77,7 +106,9 @@ CREATE TABLE slots (
     restart_count INTEGER NOT NULL DEFAULT 0,
     worktree_path TEXT,
     config_json TEXT NOT NULL
-, session_cwd TEXT); -- session_cwd: added by migration 0004, spelled as ALTER TABLE writes it
+, session_cwd TEXT, session_host TEXT);
+-- session_cwd and session_host (the machine a session was recorded on): added by migrations
+-- 0004 and 0011, spelled as ALTER TABLE writes them.
 
 CREATE INDEX slots_worker ON slots (worker_id, seq);
 
@@ -140,3 +171,39 @@ CREATE TABLE chains (
 );
 
 CREATE INDEX chains_state ON chains (state, seq);
+
+-- Webhooks and the durable outbox of their deliveries (a delivery row is added in the same
+-- transaction as its event), retried from here after a crash.
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    secret TEXT,
+    source TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+
+-- The event types each webhook wants ('*': every one).
+CREATE TABLE webhook_events (
+    webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (webhook_id, kind)
+);
+
+CREATE TABLE webhook_deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at_ms INTEGER NOT NULL,
+    delivered_at_ms INTEGER,
+    payload_json TEXT NOT NULL
+);
+
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms, seq)
+    WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, id);

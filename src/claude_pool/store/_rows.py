@@ -1,9 +1,9 @@
-"""Rows to models and back: how the SQLite store lays out a task, a slot, a message and an
-event in its tables.
+"""Rows to models and back: how the database stores (SQLite and PostgreSQL) lay out a task, a
+slot, a message and an event in their tables. Both lay them out alike.
 
-A row read here has the columns of the matching column list in ``sql/queries.sql``
-(``task_columns``, ``slot_columns``, ``message_columns``), in that order; the values built here
-are the parameters of the statement named in each function's docstring.
+A row read here has the columns of the matching column list in each store's
+``sql/queries.sql`` (``task_columns``, ``slot_columns``, ``message_columns``), in that order;
+the values built here are the parameters of the statement named in each function's docstring.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def slot_from_row(row: Sequence[Any]) -> SlotRecord:
         worktree_path=row[7],
         config=SlotConfig.model_validate_json(row[8]),
         session_cwd=row[9],
+        session_host=row[10],
     )
 
 
@@ -144,6 +145,7 @@ def slot_values(slot: SlotRecord, worker_id: str) -> tuple[Any, ...]:
         slot.worktree_path,
         slot.config.model_dump_json(),
         slot.session_cwd,
+        slot.session_host,
     )
 
 
