@@ -13,7 +13,7 @@ from typing import IO
 
 import pytest
 
-from claude_pool import Pool, PoolConfig, SlotMode, TaskState
+from claude_pool import Pool, PoolConfig, SlotMode, TaskOverrides, TaskState
 from claude_pool.executor import EventKind
 from claude_pool.store.sqlite import SqliteStore
 from claude_pool.testing.mock_api import (
@@ -107,6 +107,21 @@ async def test_fresh_session_task_reuses_the_slot_process_and_its_session_goes_o
     assert len(events.of_kind(EventKind.PROCESS_STARTED)) == 1
     assert len(events.of_kind(EventKind.CONVERSATION_RESET)) == 1
     assert status.spend_microdollars == sum(r.cost_microdollars for r in (old, fresh, later))
+
+
+async def test_fresh_session_task_with_other_flags_gets_a_new_process(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
+) -> None:
+    async with make_pool() as pool:
+        await pool.run("remember the word avocado")
+        fresh = await pool.run("a new question", TaskOverrides(tools=["Read"]), fresh_session=True)
+    assert fresh.success, fresh
+    events = cli_events[-1]
+    first, second = (e.data for e in events.of_kind(EventKind.PROCESS_STARTED))
+    assert second["pid"] != first["pid"]
+    assert not pid_alive(first["pid"])
+    assert events.of_kind(EventKind.CONVERSATION_RESET) == []
+    assert mock_api.main_requests[-1].user_texts == ["a new question"]
 
 
 async def test_slots_start_their_processes_at_open_and_tasks_run_in_them(

@@ -465,7 +465,7 @@ class ClaudeCliExecutor:
             return "budget"
         if key != slot.key and not self._fits_in_place(slot, request.config):
             return "config_changed"
-        if fresh and slot.session_id is not None:
+        if fresh and (slot.session_id is not None or slot.tasks_run > 0):
             if not self.clear_for_fresh_sessions:
                 return "fresh_session"
             if not await self._clear_conversation(slot, proc, emit):
