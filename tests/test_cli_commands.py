@@ -80,7 +80,9 @@ def worker(
     proc = subprocess.Popen(
         [sys.executable, "-m", "claude_pool.cli", "worker", "--store", str(db), "--slots", "2"],
         cwd=cli_cwd,
-        env=cli_process_env,
+        # Its slots start their CLI processes with their first tasks, so that a test can tell
+        # the process running a task by being the only one.
+        env={**cli_process_env, "CLAUDE_POOL_START_SLOTS_AT_OPEN": "false"},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -337,13 +339,13 @@ def test_runs_one_after_another_each_start_a_fresh_conversation(
     then 6 messages)."""
     for word in ("one", "two", "three"):
         assert cli("run", f"say {word}").returncode == 0
-    assert [r.user_texts for r in mock_api.main_requests] == [
-        ["say one"],
-        ["say two"],
-        ["say three"],
-    ]
+    # Each request carries its own prompt and none of an earlier run's (a fresh conversation in
+    # a live process may also carry the CLI's record of the /clear that started it).
+    said = [[t for t in r.user_texts if t.startswith("say ")] for r in mock_api.main_requests]
+    assert said == [["say one"], ["say two"], ["say three"]]
     assert cli("run", "say four", "--continue").returncode == 0
-    assert mock_api.main_requests[-1].user_texts == ["say three", "say four"]
+    last = mock_api.main_requests[-1].user_texts
+    assert [t for t in last if t.startswith("say ")] == ["say three", "say four"]
 
 
 # ── Ctrl-C ───────────────────────────────────────────────────────────────
