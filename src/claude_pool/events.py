@@ -74,6 +74,8 @@ class TaskQueued(Event):
     review: bool = False
     assignment_timeout_secs: float | None = None
     """How long it may wait for a slot, when the submitter set it (else the pool default)."""
+    depends_on: list[str] = Field(default_factory=list)
+    """Tasks it waits for (it may run once they have completed)."""
 
 
 class TaskClaimed(Event):
@@ -548,6 +550,8 @@ def _describe(event: Event) -> str:
                 extras.append(target)
             if event.review:
                 extras.append("held for review")
+            if event.depends_on:
+                extras.append(f"after {', '.join(event.depends_on)}")
             suffix = f" ({', '.join(extras)})" if extras else ""
             return f"{task} queued{suffix}: {preview(event.prompt, 80)}"
         case TaskClaimed():

@@ -45,6 +45,7 @@ from claude_pool.chain.model import (
 from claude_pool.chain.runner import ChainRunner
 from claude_pool.chain.workflows import skill_resolver
 from claude_pool.config import Settings, effective_config
+from claude_pool.dependencies import Dependencies
 from claude_pool.errors import ClaudePoolError, PoolShutdown, StoreDamaged
 from claude_pool.eventlog import EventLog
 from claude_pool.events import TASK_STATE_TYPES, Event
@@ -65,6 +66,7 @@ from claude_pool.slots import SlotSet
 from claude_pool.store import Delivery, DeliveryState, Message, Store, Webhook, open_store
 from claude_pool.supervisor import Supervisor
 from claude_pool.types import (
+    DependencyFailure,
     MetricsFilter,
     MetricsScope,
     PermissionMode,
@@ -81,6 +83,7 @@ from claude_pool.types import (
     TaskOverrides,
     TaskRecord,
     TaskResult,
+    TaskState,
     now_ms,
 )
 from claude_pool.webhooks import WebhookDeliverer, webhook_from_api
@@ -114,6 +117,13 @@ class PoolStatus(BaseModel):
     through or end."""
     latest_event_seq: int = 0
     """The latest event this pool has published (resume ``events(after=...)`` from here)."""
+    waiting: dict[str, list[str]] = Field(default_factory=dict)
+    """Pending tasks held by their dependencies, with the dependencies each still waits for
+    (of the oldest :data:`STATUS_PENDING_SCAN` pending tasks)."""
+
+
+STATUS_PENDING_SCAN = 200
+"""How many pending tasks ``status`` looks at to report which wait for dependencies."""
 
 
 class Pool:
@@ -217,7 +227,14 @@ class Pool:
             gate=self._rate_limits.gate,
             targeted_only=only_targeted,
         )
+        self._dependencies = Dependencies(
+            store=self._store,
+            events=self._events,
+            outcomes=outcomes,
+            on_unblocked=self._scheduler.unblocked,
+        )
         self._queue = TaskQueue(
+            dependencies=self._dependencies,
             store=self._store,
             events=self._events,
             runner=self._runner,
@@ -251,6 +268,7 @@ class Pool:
         """Delivers the store's webhook outbox (see :mod:`claude_pool.webhooks`)."""
         # The engine's own reactions, each to the event types it cares about.
         self.bus.add_listener(self._queue.on_event, TASK_STATE_TYPES)
+        self.bus.add_listener(self._dependencies.on_event, TASK_STATE_TYPES)
         self.bus.add_listener(
             self._scheduler.on_event,
             {"task_queued", "task_claimed", *TASK_STATE_TYPES},
@@ -350,6 +368,7 @@ class Pool:
             await self._slots.start(self._slot_count)
             self._lifecycle.accepting = True
             await self._scheduler.track_pending()
+            await self._dependencies.sweep()
             await self._chains.resume_orphans(
                 await self.membership.live_workers(), self._skill_resolver()
             )
@@ -360,6 +379,7 @@ class Pool:
                 tg.create_task(self.webhooks.run(), name="pool-webhooks"),
                 tg.create_task(self._scheduler.run(tg), name="pool-scheduler"),
                 tg.create_task(self._scheduler.assignment_watchdog(), name="pool-deadlines"),
+                tg.create_task(self._dependencies.run(), name="pool-dependencies"),
                 tg.create_task(
                     housekeeping(
                         every_secs=self.settings.heartbeat_secs,
@@ -530,6 +550,8 @@ class Pool:
         fresh_session: bool = False,
         assignment_timeout: float | None = None,
         cwd: str | Path | None = None,
+        depends_on: Iterable[TaskId | str] = (),
+        on_dependency_failure: DependencyFailure = "cancel",
     ) -> TaskId:
         """Queue a task and return its id at once.
 
@@ -538,11 +560,15 @@ class Pool:
         restrict which slots may run it. ``fresh_session`` runs it in a new conversation.
         ``cwd`` runs it in another directory than its slot's (in a fresh one-shot session).
         ``review`` holds the result for :meth:`approve` / :meth:`reject`.
+        ``depends_on``: tasks (already submitted) that must complete before this one may run;
+        its prompt may use ``{{<task id>.output}}`` for their outputs. If one fails or is
+        cancelled, this task is cancelled too, unless ``on_dependency_failure="run"``.
         """
         return await self._queue.submit(
             prompt, overrides, tags, review=review, max_rejections=max_rejections,
             priority=priority, timeout=timeout, slot=slot, role=role, name=name,
             fresh_session=fresh_session, assignment_timeout=assignment_timeout, cwd=cwd,
+            depends_on=depends_on, on_dependency_failure=on_dependency_failure,
         )  # fmt: skip
 
     async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord:
@@ -664,7 +690,22 @@ class Pool:
             shutting_down=not self._lifecycle.accepting,
             rate_limit=await self._rate_limit(),
             latest_event_seq=self._events.latest_seq,
+            waiting=await self.waiting_for(),
         )
+
+    async def waiting_for(
+        self, task_ids: Iterable[TaskId | str] | None = None
+    ) -> dict[str, list[str]]:
+        """Which of these pending tasks (None: the oldest pending ones) wait for dependencies,
+        and for which (those not yet completed)."""
+        if task_ids is None:
+            records = await self._queue.list(
+                TaskFilter(state=TaskState.PENDING), STATUS_PENDING_SCAN
+            )
+        else:
+            records = [await self._queue.get(task_id) for task_id in task_ids]
+        waiting = await self._dependencies.waiting_for(records)
+        return {task_id: [str(d) for d in deps] for task_id, deps in waiting.items()}
 
     async def _rate_limit(self) -> RateLimitState | None:
         """This process's hold and those other live processes on the store publish."""

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from claude_pool.aio import cancelled_with_caller
 from claude_pool.budget import BudgetLedger
+from claude_pool.dependencies import Dependencies
 from claude_pool.errors import ClaudePoolError, InvalidTaskState, PoolShutdown, TaskNotFound
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
@@ -44,6 +45,7 @@ from claude_pool.scheduler import Scheduler, target_info
 from claude_pool.slots import SlotSet
 from claude_pool.store.base import Store, StoredTask, TaskTarget
 from claude_pool.types import (
+    DependencyFailure,
     SlotId,
     TaskFilter,
     TaskId,
@@ -134,9 +136,11 @@ class TaskQueue:
         budget: BudgetLedger,
         outcomes: Outcomes,
         lifecycle: Lifecycle,
+        dependencies: Dependencies,
         default_model: Callable[[], str | None] = lambda: None,
         only_targeted: bool = False,
     ) -> None:
+        self._dependencies = dependencies
         self._store = store
         self._events = events
         self._runner = runner
@@ -167,6 +171,8 @@ class TaskQueue:
         fresh_session: bool = False,
         assignment_timeout: float | None = None,
         cwd: str | Path | None = None,
+        depends_on: Iterable[TaskId | str] = (),
+        on_dependency_failure: DependencyFailure = "cancel",
     ) -> TaskId:
         self._lifecycle.check_accepting()
         if not prompt or not prompt.strip():
@@ -180,6 +186,7 @@ class TaskQueue:
         if max_rejections < 0:
             raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
         check_priority(priority)
+        dependencies = await self._dependencies.check(depends_on, prompt, on_dependency_failure)
         await self._budget.check(
             overrides.model if overrides is not None and overrides.model else self._model()
         )
@@ -194,6 +201,8 @@ class TaskQueue:
             review_required=review,
             max_rejections=max_rejections if review else 3,
             original_prompt=prompt if review else None,
+            depends_on=dependencies,
+            on_dependency_failure=on_dependency_failure,
         )
         target = TaskTarget(slot_id=SlotId(slot) if slot else None, role=role, name=name)
         stored = StoredTask(
@@ -215,10 +224,13 @@ class TaskQueue:
             target=target_info(target),
             review=review,
             assignment_timeout_secs=assignment_timeout,
+            depends_on=list(dependencies),
         )
-        await self._events.write(
+        inserted = await self._events.write(
             lambda batch: self._store.insert_task(stored, events=batch), queued
         )
+        if dependencies:
+            await self._dependencies.queued(inserted)
         return record.id
 
     # ── waiting ──────────────────────────────────────────────────────

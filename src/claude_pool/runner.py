@@ -24,6 +24,7 @@ from typing import Any
 
 from claude_pool.budget import BudgetLedger
 from claude_pool.config import EffectiveConfig, effective_config
+from claude_pool.dependencies import render_prompt
 from claude_pool.errors import BudgetExhausted, StoreDamaged, StoreError
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
@@ -215,7 +216,10 @@ class TaskRunner:
         if cap is not None:
             config = replace(config, max_budget_usd=cap / 1_000_000)
         config = await self._with_shared_context(config)
-        prompt = await self._with_messages(slot, running, task.prompt)
+        prompt = task.prompt
+        if task.depends_on:
+            prompt = await render_prompt(self._store, task, prompt)
+        prompt = await self._with_messages(slot, running, prompt)
         elsewhere = stored.cwd is not None and Path(stored.cwd) != slot.cwd
         # A conversation resumes only where it was recorded, so a task in another directory
         # runs one-shot and leaves the slot's warm process and session alone.

@@ -413,6 +413,15 @@ def _is_empty(value: object) -> bool:
     return not value
 
 
+DependencyFailure = Literal["cancel", "run"]
+"""What a task does when one of its dependencies fails or is cancelled: ``cancel`` it too
+(with a reason naming that dependency), or ``run`` it anyway."""
+
+
+def _is_cancel(value: object) -> bool:
+    return value == "cancel"
+
+
 class TaskRecord(_Model):
     """A task as the store keeps it: prompt, state, slot, result, tags, overrides, review state
     and timestamps."""
@@ -434,6 +443,11 @@ class TaskRecord(_Model):
     attempts: list[TaskAttempt] = Field(default_factory=list, exclude_if=_is_empty)
     """Earlier runs (not the current one), with their cost; absent from the JSON when there
     are none, as in the seed."""
+    depends_on: list[TaskId] = Field(default_factory=list, exclude_if=_is_empty)
+    """Tasks that must complete before this one may run (not in the seed; absent from the
+    JSON when there are none)."""
+    on_dependency_failure: DependencyFailure = Field(default="cancel", exclude_if=_is_cancel)
+    """When a dependency fails or is cancelled: ``cancel`` this task, or ``run`` it anyway."""
 
     @property
     def total_cost_microdollars(self) -> int:
@@ -560,6 +574,7 @@ class RateLimitState(_Model):
 
 
 __all__ = [
+    "DependencyFailure",
     "Effort",
     "MetricsFilter",
     "ModelMetrics",

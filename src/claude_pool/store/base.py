@@ -148,7 +148,9 @@ class TaskQueueStore(Protocol):
         lowest ``seq``; target must match), marking it running on this slot, stamping
         ``started_at_ms`` and ``claimed_by``, and marking the slot (if stored) busy with it.
         With ``targeted_only``, only tasks aimed at this slot (by id, role or name) qualify.
-        None when there is nothing for this slot."""
+        A task with ``depends_on`` qualifies only once every dependency has completed (with
+        ``on_dependency_failure="run"``: has completed, failed or been cancelled); the check
+        is part of the same atomic claim. None when there is nothing for this slot."""
 
     async def transition_task(
         self,
@@ -195,6 +197,9 @@ class TaskQueueStore(Protocol):
         even when it had left ``from_states`` (money spent is spent); ``events`` are logged
         only when it moved, after ``always_events``. The task's budget reservation is dropped
         in the same write."""
+
+    async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
+        """Pending tasks whose ``depends_on`` names ``task_id``, oldest first."""
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         """Pending tasks (submitted before the given time, when given), oldest first."""

@@ -65,6 +65,8 @@ def copy_record(record: TaskRecord) -> TaskRecord:
         update["config"] = record.config.model_copy(deep=True)
     if record.attempts:
         update["attempts"] = [attempt.model_copy() for attempt in record.attempts]
+    if record.depends_on:
+        update["depends_on"] = list(record.depends_on)
     return record.model_copy(update=update)
 
 
@@ -194,6 +196,8 @@ class MemoryStore:
                 continue
             if targeted_only and stored.target.describe() is None:
                 continue
+            if stored.record.depends_on and self._blocked(stored.record):
+                continue
             del self._queue[index]
             record = stored.record
             record.state = TaskState.RUNNING
@@ -313,6 +317,28 @@ class MemoryStore:
         moved = self._transition(task_id, from_states, to_state, now_ms, {"result": result})
         self._log([*always_events, *events] if moved is not None else always_events)
         return moved is not None
+
+    def _blocked(self, record: TaskRecord) -> bool:
+        for dependency_id in record.depends_on:
+            dependency = self._tasks.get(dependency_id)
+            state = dependency.record.state if dependency is not None else None
+            if state is TaskState.COMPLETED:
+                continue
+            if record.on_dependency_failure == "run" and state in (
+                TaskState.FAILED,
+                TaskState.CANCELLED,
+            ):
+                continue
+            return True
+        return False
+
+    async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
+        self._check_open()
+        return [
+            _copy_task(stored)
+            for stored in self._tasks.values()
+            if stored.record.state is TaskState.PENDING and task_id in stored.record.depends_on
+        ]
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         self._check_open()

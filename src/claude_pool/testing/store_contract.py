@@ -315,6 +315,83 @@ class StoreContract:
         assert got is not None
         assert got.record.id == free.record.id
 
+    # ── dependencies ─────────────────────────────────────────────────
+
+    async def test_a_task_is_claimed_only_once_every_dependency_has_completed(
+        self, store: Store
+    ) -> None:
+        first = await store.insert_task(make_task("first"))
+        second = await store.insert_task(make_task("second"))
+        waiting = make_task("waiting", priority=9)
+        waiting.record.depends_on = [first.record.id, second.record.id]
+        waiting = await store.insert_task(waiting)
+        assert (await store.get_task(waiting.record.id)) == waiting
+        got = await claim(store)
+        assert got is not None
+        assert got.record.id == first.record.id
+        await store.transition_task(
+            first.record.id, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=T0,
+            result=make_result(),
+        )  # fmt: skip
+        got = await claim(store)
+        assert got is not None
+        assert got.record.id == second.record.id
+        assert await claim(store) is None
+        await store.transition_task(
+            second.record.id, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=T0,
+            result=make_result(),
+        )  # fmt: skip
+        got = await claim(store)
+        assert got is not None
+        assert got.record.id == waiting.record.id
+        assert got.record.depends_on == [first.record.id, second.record.id]
+
+    async def test_a_failed_dependency_blocks_unless_the_task_runs_anyway(
+        self, store: Store
+    ) -> None:
+        failed = await store.insert_task(
+            make_task(state=TaskState.FAILED, result=make_result(success=False))
+        )
+        blocked = make_task("blocked")
+        blocked.record.depends_on = [failed.record.id]
+        blocked = await store.insert_task(blocked)
+        anyway = make_task("anyway")
+        anyway.record.depends_on = [failed.record.id]
+        anyway.record.on_dependency_failure = "run"
+        anyway = await store.insert_task(anyway)
+        got = await claim(store)
+        assert got is not None
+        assert got.record.id == anyway.record.id
+        assert got.record.on_dependency_failure == "run"
+        assert await claim(store) is None
+        still = await store.get_task(blocked.record.id)
+        assert still is not None
+        assert still.record.state is TaskState.PENDING
+
+    async def test_a_dependency_on_an_unknown_task_never_unblocks(self, store: Store) -> None:
+        orphan = make_task("orphan")
+        orphan.record.depends_on = [TaskId("task-gone")]
+        orphan.record.on_dependency_failure = "run"
+        await store.insert_task(orphan)
+        assert await claim(store) is None
+
+    async def test_dependent_tasks_are_the_pending_tasks_naming_a_dependency(
+        self, store: Store
+    ) -> None:
+        base = await store.insert_task(make_task("base"))
+        other = await store.insert_task(make_task("other"))
+        ids = []
+        for deps in ([base.record.id], [other.record.id, base.record.id], [other.record.id]):
+            task = make_task("dependent")
+            task.record.depends_on = list(deps)
+            ids.append((await store.insert_task(task)).record.id)
+        found = await store.dependent_tasks(base.record.id)
+        assert [t.record.id for t in found] == ids[:2]
+        await store.transition_task(ids[0], {TaskState.PENDING}, TaskState.CANCELLED, now_ms=T0)
+        found = await store.dependent_tasks(base.record.id)
+        assert [t.record.id for t in found] == ids[1:2]
+        assert await store.dependent_tasks(TaskId("task-none")) == []
+
     async def test_concurrent_claims_take_each_task_exactly_once(self, store: Store) -> None:
         tasks = [await store.insert_task(make_task(f"p{i}")) for i in range(200)]
 

@@ -567,6 +567,12 @@ class PostgresStore:
         self._numbered(logged, seqs)
         return moved
 
+    async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
+        rows = await self._fetchall(
+            "listing a task's dependents", Q["dependent_tasks"], (json.dumps([task_id]),)
+        )
+        return [task_from_row(row) for row in rows]
+
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         rows = await self._fetchall(
             "listing waiting tasks", Q["pending_tasks"], (created_before_ms, created_before_ms)

@@ -545,6 +545,10 @@ class Database:
         _numbered(logged, seqs)
         return moved
 
+    def dependent_tasks(self, task_id: str) -> list[StoredTask]:
+        rows = self.conn.execute(Q["dependent_tasks"], (task_id,)).fetchall()
+        return [task_from_row(row) for row in rows]
+
     def pending_tasks(self, created_before_ms: int | None) -> list[StoredTask]:
         rows = self.conn.execute(
             Q["pending_tasks"], (created_before_ms, created_before_ms)

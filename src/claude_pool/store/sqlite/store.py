@@ -333,6 +333,9 @@ class SqliteStore:
             events,
         )
 
+    async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
+        return await self._run("listing a task's dependents", Database.dependent_tasks, task_id)
+
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         return await self._run("listing waiting tasks", Database.pending_tasks, created_before_ms)
 
