@@ -767,3 +767,30 @@ async def test_the_modern_in_process_protocol_serves_the_same_tools() -> None:
         error = await served.fail("pool_result", task_id="task-nope")
     assert outcome["result"]["output"] == "done: modern"
     assert "TaskNotFound" in error
+
+
+async def test_submit_with_dependencies_waits_for_them_and_lists_what_it_waits_for() -> None:
+    executor = FakeExecutor(hold=True)
+    async with serving(executor, slots=2) as served:
+        first = (await served.call("pool_submit", prompt="first"))["task_id"]
+        await executor.wait_running(1)
+        after = await served.call(
+            "pool_submit", prompt=f"then use {{{{{first}.output}}}}", depends_on=[first]
+        )
+        listed = await served.call("pool_list_tasks", state="pending")
+        assert [(t["task_id"], t["waiting_for"]) for t in listed["tasks"]] == [
+            (after["task_id"], [first])
+        ]
+        status = await served.call("pool_status")
+        assert status["waiting"] == {after["task_id"]: [first]}
+        executor.release()
+        outcome = await served.call("pool_result", task_id=after["task_id"], wait=True)
+    assert outcome["state"] == "completed"
+    assert outcome["depends_on"] == [first]
+    assert outcome["result"]["output"] == "done: then use done: first"
+
+
+async def test_submit_refuses_an_unknown_dependency_as_a_tool_error() -> None:
+    async with serving() as served:
+        error = await served.fail("pool_submit", prompt="after", depends_on=["task-missing"])
+    assert "no task in this store" in error

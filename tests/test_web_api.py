@@ -68,6 +68,30 @@ async def test_submit_answers_the_pending_record_and_get_task_shows_its_result(
     assert body["result"]["cost_microdollars"] == 1000
 
 
+async def test_submit_with_dependencies_waits_and_the_list_shows_what_for(
+    client: httpx.AsyncClient, pool: Pool, executor: FakeExecutor
+) -> None:
+    executor.hold = True
+    first = await submit(client, prompt="first")
+    after = await submit(
+        client, prompt=f"after {{{{{first['id']}.output}}}}", depends_on=[first["id"]]
+    )
+    assert after["depends_on"] == [first["id"]]
+    page = (await client.get("/api/v1/tasks", params={"state": "pending"})).json()
+    assert page["waiting"] == {after["id"]: [first["id"]]}
+    status = (await client.get("/api/v1/status")).json()
+    assert status["waiting"] == {after["id"]: [first["id"]]}
+    executor.release()
+    record = await pool.wait(after["id"], timeout=5)
+    assert record.result is not None
+    assert record.result.output == "done: after done: first"
+    refused = await client.post(
+        "/api/v1/tasks", json={"prompt": "later", "depends_on": ["task-unknown"]}
+    )
+    assert refused.status_code in (400, 422), refused.text
+    assert "no task in this store" in refused.text
+
+
 async def test_list_tasks_is_newest_first_filtered_and_paged(
     client: httpx.AsyncClient, pool: Pool
 ) -> None:

@@ -54,6 +54,24 @@ def submit(
     max_budget_usd: BudgetOpt = None,
     timeout: TimeoutOpt = None,
     review: Annotated[bool, typer.Option(help="Hold the result for approval.")] = False,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            help=(
+                "Run only after this task has completed (repeatable). The prompt may use "
+                "{{ID.output}} for its output."
+            ),
+        ),
+    ] = None,
+    run_anyway: Annotated[
+        bool,
+        typer.Option(
+            "--run-anyway",
+            help="Run even if a task named by --after fails or is cancelled (default: cancel).",
+        ),
+    ] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -67,8 +85,10 @@ def submit(
         async with _client(settings) as pool:
             try:
                 return await pool.submit(
-                    prompt, overrides, tag or (), priority=priority, timeout=timeout, review=review
-                )
+                    prompt, overrides, tag or (), priority=priority, timeout=timeout,
+                    review=review, depends_on=after or (),
+                    on_dependency_failure="run" if run_anyway else "cancel",
+                )  # fmt: skip
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)
 
@@ -224,29 +244,37 @@ def tasks(
     """List tasks, newest first."""
     settings = _settings(config, store=store)
 
-    async def go() -> list[TaskRecord]:
+    async def go() -> tuple[list[TaskRecord], dict[str, list[str]]]:
         async with _client(settings, existing=True) as pool:
-            return await pool.list_tasks(
+            records = await pool.list_tasks(
                 TaskFilter(state=state, tags=tag), limit, offset, newest_first=not oldest_first
             )
+            return records, await pool.waiting_for(r.id for r in records if r.depends_on)
 
-    records = _run(go())
+    records, waiting = _run(go())
     if as_json:
-        _print_json([r.model_dump(mode="json") for r in records])
+        _print_json(
+            [
+                r.model_dump(mode="json")
+                | ({"waiting_for": waiting[r.id]} if r.id in waiting else {})
+                for r in records
+            ]
+        )
         return
-    _print_tasks(records)
+    _print_tasks(records, waiting)
 
 
-def _print_tasks(records: list[TaskRecord]) -> None:
+def _print_tasks(records: list[TaskRecord], waiting: dict[str, list[str]]) -> None:
     """A table whose columns are never cut: only the prompt column is shortened (with an
-    ellipsis), to fit a terminal; elsewhere (a pipe, a file) it does not depend on any width."""
+    ellipsis), to fit a terminal; elsewhere (a pipe, a file) it does not depend on any width.
+    A pending task held by dependencies shows as waiting, its prompt after what it waits for."""
     rows = []
     for r in records:
         res = r.result
         rows.append(
             [
                 r.id,
-                str(r.state),
+                "waiting" if r.id in waiting else str(r.state),
                 r.slot_id or "-",
                 f"{microdollars_to_usd(res.cost_microdollars):.4f}" if res else "-",
                 str(res.turns_used) if res else "-",
@@ -266,7 +294,10 @@ def _print_tasks(records: list[TaskRecord]) -> None:
     for record, row in zip(records, rows, strict=True):
         cells = [Text(cell) for cell in row]
         cells[1].stylize(_STATE_STYLE.get(row[1], "cyan"))
-        table.add_row(*cells, Text(preview(record.prompt, room)))
+        prompt = record.prompt
+        if record.id in waiting:
+            prompt = f"[after {', '.join(waiting[record.id])}] {prompt}"
+        table.add_row(*cells, Text(preview(prompt, room)))
     _print_table(table, fixed + room)
 
 

@@ -6,7 +6,7 @@ reads them. A type only one area of tools uses lives with that area's tools.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -180,6 +180,26 @@ FreshSession = Annotated[
         description=(
             "Start a new conversation instead of continuing the slot's previous one. Use it for "
             "work unrelated to what the slot did before."
+        )
+    ),
+]
+DependsOn = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]] | None,
+    Field(
+        max_length=MAX_LIST_ITEMS,
+        description=(
+            "Task ids (already submitted) that must complete before this task may run. The "
+            "prompt may use {{<task id>.output}} for a dependency's output. If a dependency "
+            "fails or is cancelled, this task is cancelled too (see on_dependency_failure)."
+        ),
+    ),
+]
+OnDependencyFailure = Annotated[
+    Literal["cancel", "run"],
+    Field(
+        description=(
+            "When a dependency fails or is cancelled: 'cancel' this task (default) or 'run' "
+            "it anyway."
         )
     ),
 ]

@@ -40,6 +40,9 @@ class TaskOutcome(BaseModel):
     created_at_ms: int | None = None
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
+    depends_on: list[str] = Field(
+        default_factory=list, description="Tasks that had to complete before this one ran."
+    )
     note: str | None = Field(None, description="What to do next, when there is something.")
 
     @classmethod
@@ -63,6 +66,7 @@ class TaskOutcome(BaseModel):
             created_at_ms=record.created_at_ms,
             started_at_ms=record.started_at_ms,
             completed_at_ms=record.completed_at_ms,
+            depends_on=list(record.depends_on),
             note=note,
         )
 
@@ -94,9 +98,13 @@ class TaskSummary(BaseModel):
     )
     created_at_ms: int | None = None
     completed_at_ms: int | None = None
+    waiting_for: list[str] = Field(
+        default_factory=list,
+        description="Dependencies this pending task still waits for (not yet completed).",
+    )
 
     @classmethod
-    def of(cls, record: TaskRecord) -> TaskSummary:
+    def of(cls, record: TaskRecord, waiting_for: list[str] | None = None) -> TaskSummary:
         result = record.result
         return cls(
             task_id=record.id,
@@ -109,6 +117,7 @@ class TaskSummary(BaseModel):
             output_preview=_preview(result.output) if result else None,
             created_at_ms=record.created_at_ms,
             completed_at_ms=record.completed_at_ms,
+            waiting_for=waiting_for or [],
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -59,6 +59,10 @@ class SubmitRequest(BaseModel):
     role: str | None = None
     name: str | None = None
     fresh_session: bool = False
+    depends_on: list[str] = Field(default_factory=list, max_length=100)
+    """Tasks that must complete first; the prompt may use ``{{<task id>.output}}``."""
+    on_dependency_failure: Literal["cancel", "run"] = "cancel"
+    """When a dependency fails or is cancelled: cancel this task too, or run it anyway."""
 
 
 class RejectRequest(BaseModel):
@@ -119,6 +123,8 @@ class TaskPage(BaseModel):
     limit: int
     offset: int
     next_offset: int | None = None
+    waiting: dict[str, list[str]] = Field(default_factory=dict)
+    """The page's pending tasks held by dependencies, with what each still waits for."""
 
 
 class SlotList(BaseModel):
@@ -234,6 +240,7 @@ async def list_tasks(request: Request, pool: Pool) -> Response:
         limit=limit,
         offset=offset,
         next_offset=offset + limit if more else None,
+        waiting=await pool.waiting_for(t.id for t in tasks[:limit] if t.depends_on),
     )
     return _json(page)
 
@@ -249,6 +256,7 @@ async def submit_task(request: Request, pool: Pool) -> Response:
         body.prompt, body.overrides, body.tags, review=body.review,
         max_rejections=body.max_rejections, priority=body.priority, timeout=body.timeout_secs,
         slot=body.slot, role=body.role, name=body.name, fresh_session=body.fresh_session,
+        depends_on=body.depends_on, on_dependency_failure=body.on_dependency_failure,
     )  # fmt: skip
     record = await pool.get_task(task_id)
     return _json(record, 201, {"Location": f"{API_PREFIX}/tasks/{task_id}"})
