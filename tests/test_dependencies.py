@@ -208,3 +208,21 @@ async def test_dependencies_settled_before_a_restart_unblock_after_it(tmp_path: 
         record = await asyncio.wait_for(pool.wait(after), timeout=10)
         assert record.state is TaskState.COMPLETED
         assert [r.prompt for r in executor.requests] == ["after"]
+
+
+async def test_a_fan_out_can_wait_for_a_task_and_a_task_can_join_the_fan_out() -> None:
+    executor = FakeExecutor()
+    async with make_pool(executor, slots=3) as pool:
+        setup = await pool.submit("set up")
+        items = await pool.fan_out_items(
+            [f"part {i} after {{{{{setup}.output}}}}" for i in range(3)], depends_on=[setup]
+        )
+        assert all(item.success for item in items)
+        joined = await pool.submit(
+            "join the parts", depends_on=[item.task_id for item in items if item.task_id]
+        )
+        assert (await pool.wait(joined, timeout=5)).state is TaskState.COMPLETED
+        prompts = [r.prompt for r in executor.requests]
+        assert prompts[0] == "set up"
+        assert sorted(prompts[1:4]) == [f"part {i} after done: set up" for i in range(3)]
+        assert prompts[4] == "join the parts"

@@ -794,3 +794,17 @@ async def test_submit_refuses_an_unknown_dependency_as_a_tool_error() -> None:
     async with serving() as served:
         error = await served.fail("pool_submit", prompt="after", depends_on=["task-missing"])
     assert "no task in this store" in error
+
+
+async def test_submit_with_verify_sends_a_failing_result_back_with_the_output(
+    tmp_path: Path,
+) -> None:
+    check = f'test -f {tmp_path}/ok || {{ touch {tmp_path}/ok; echo "lint: 2 errors"; exit 1; }}'
+    async with serving() as served:
+        submitted = await served.call("pool_submit", prompt="tidy up", verify=check)
+        outcome = await served.call("pool_result", task_id=submitted["task_id"], wait=True)
+        prompts = [r.prompt for r in served.executor.requests]
+    assert outcome["state"] == "completed"
+    assert [v["passed"] for v in outcome["result"]["verifications"]] == [False, True]
+    assert len(prompts) == 2
+    assert "lint: 2 errors" in prompts[1]

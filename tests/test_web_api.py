@@ -92,6 +92,21 @@ async def test_submit_with_dependencies_waits_and_the_list_shows_what_for(
     assert "no task in this store" in refused.text
 
 
+async def test_submit_with_verify_records_each_verification_run(
+    client: httpx.AsyncClient, pool: Pool, tmp_path: Path
+) -> None:
+    check = f'test -f {tmp_path}/ok || {{ touch {tmp_path}/ok; echo "2 failed"; exit 1; }}'
+    task = await submit(client, prompt="fix", verify=check)
+    await pool.wait(task["id"], timeout=10)
+    body = (await client.get(f"/api/v1/tasks/{task['id']}")).json()
+    assert body["state"] == "completed"
+    assert [(v["exit_code"], v["passed"]) for v in body["result"]["verifications"]] == [
+        (1, False),
+        (0, True),
+    ]
+    assert body["attempts"][0]["verification"]["output"] == "2 failed\n"
+
+
 async def test_list_tasks_is_newest_first_filtered_and_paged(
     client: httpx.AsyncClient, pool: Pool
 ) -> None:

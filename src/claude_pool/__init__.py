@@ -55,6 +55,7 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
+    VerificationRun,
     now_ms,
 )
 from claude_pool.worktree import WorktreeReport
@@ -117,6 +118,7 @@ __all__ = [
     "TaskResult",
     "TaskState",
     "TaskTimeout",
+    "VerificationRun",
     "WorktreeError",
     "WorktreeReport",
     "__version__",

@@ -183,6 +183,22 @@ class TaskRejected(Event):
     target: TaskTargetInfo = Field(default_factory=TaskTargetInfo)
 
 
+class TaskVerified(Event):
+    """The task's verification command ran after its run succeeded."""
+
+    type: Literal["task_verified"] = "task_verified"
+    task_id: str
+    command: str
+    passed: bool
+    exit_code: int | None = None
+    """None when it was killed (timed out, cancelled) or could not start."""
+    output: str = ""
+    """A preview of the end of its output."""
+    elapsed_ms: int = 0
+    attempt: int = 1
+    max_attempts: int = 1
+
+
 class TaskRequeued(Event):
     """A task is back in the queue (its worker died, or it was found running nowhere)."""
 
@@ -354,6 +370,7 @@ AnyEvent = Annotated[
     | TaskApproved
     | TaskRejected
     | TaskRequeued
+    | TaskVerified
     | SlotAdded
     | SlotRemoved
     | SlotStateChanged
@@ -383,7 +400,8 @@ EVENT_CLASSES: dict[str, type[Event]] = {
     for cls in (
         TaskQueued, TaskClaimed, TaskStarted, TaskText, TaskToolUse, TaskTurn, TaskApiRetry,
         TaskPermissionDenied, TaskFinished, TaskCancelled, TaskHeldForReview, TaskApproved,
-        TaskRejected, TaskRequeued, SlotAdded, SlotRemoved, SlotStateChanged, SlotRestarted,
+        TaskRejected, TaskRequeued, TaskVerified, SlotAdded, SlotRemoved, SlotStateChanged,
+        SlotRestarted,
         SpendRecorded, RateLimitHeld, RateLimitCleared, ChainStarted, ChainStepStarted,
         ChainStepFinished, ChainFinished, WorktreeKept, WorktreeRemoved, ContextChanged,
         MessageSent, WorkerJoined, WorkerLeft, WorkerLost,
@@ -599,6 +617,18 @@ def _describe(event: Event) -> str:
             return f"{task} rejected {event.attempt} time(s), the limit: failed"
         case TaskRequeued():
             return f"{task} queued again: {event.reason}"
+        case TaskVerified():
+            how = (
+                "passed"
+                if event.passed
+                else (
+                    "timed out" if event.exit_code is None else f"failed (exit {event.exit_code})"
+                )
+            )
+            return (
+                f"{task} verification `{preview(event.command, 60)}` {how} "
+                f"(attempt {event.attempt} of {event.max_attempts}, {_secs(event.elapsed_ms)})"
+            )
         case SlotAdded():
             label = event.name or event.role
             kind = "adopted" if event.adopted else "added"
@@ -693,6 +723,7 @@ __all__ = [
     "TaskText",
     "TaskToolUse",
     "TaskTurn",
+    "TaskVerified",
     "UnknownEvent",
     "WorkerJoined",
     "WorkerLeft",

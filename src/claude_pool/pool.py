@@ -552,6 +552,7 @@ class Pool:
         cwd: str | Path | None = None,
         depends_on: Iterable[TaskId | str] = (),
         on_dependency_failure: DependencyFailure = "cancel",
+        verify: str | None = None,
     ) -> TaskId:
         """Queue a task and return its id at once.
 
@@ -563,12 +564,15 @@ class Pool:
         ``depends_on``: tasks (already submitted) that must complete before this one may run;
         its prompt may use ``{{<task id>.output}}`` for their outputs. If one fails or is
         cancelled, this task is cancelled too, unless ``on_dependency_failure="run"``.
+        ``verify``: a shell command run in the task's directory once it completes (default:
+        the slot's or pool's ``verify``); a non-zero exit sends the task back to the same
+        slot with the command's output as feedback, up to ``max_rejections`` attempts.
         """
         return await self._queue.submit(
             prompt, overrides, tags, review=review, max_rejections=max_rejections,
             priority=priority, timeout=timeout, slot=slot, role=role, name=name,
             fresh_session=fresh_session, assignment_timeout=assignment_timeout, cwd=cwd,
-            depends_on=depends_on, on_dependency_failure=on_dependency_failure,
+            depends_on=depends_on, on_dependency_failure=on_dependency_failure, verify=verify,
         )  # fmt: skip
 
     async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord:

@@ -173,6 +173,7 @@ class TaskQueue:
         cwd: str | Path | None = None,
         depends_on: Iterable[TaskId | str] = (),
         on_dependency_failure: DependencyFailure = "cancel",
+        verify: str | None = None,
     ) -> TaskId:
         self._lifecycle.check_accepting()
         if not prompt or not prompt.strip():
@@ -186,6 +187,12 @@ class TaskQueue:
         if max_rejections < 0:
             raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
         check_priority(priority)
+        if verify is not None:
+            if not verify.strip():
+                raise ValueError("verify must be a command, e.g. 'make test'")
+            check_text(verify, "verify")
+            overrides = (overrides or TaskOverrides()).model_copy(update={"verify": verify})
+        verified = bool(verify or (overrides is not None and overrides.verify))
         dependencies = await self._dependencies.check(depends_on, prompt, on_dependency_failure)
         await self._budget.check(
             overrides.model if overrides is not None and overrides.model else self._model()
@@ -199,7 +206,7 @@ class TaskQueue:
             config=overrides,
             created_at_ms=now_ms(),
             review_required=review,
-            max_rejections=max_rejections if review else 3,
+            max_rejections=max_rejections if review or verified else 3,
             original_prompt=prompt if review else None,
             depends_on=dependencies,
             on_dependency_failure=on_dependency_failure,

@@ -38,10 +38,13 @@ from claude_pool.events import (
     TaskCancelled,
     TaskHeldForReview,
     TaskPermissionDenied,
+    TaskRequeued,
     TaskStarted,
+    TaskTargetInfo,
     TaskText,
     TaskToolUse,
     TaskTurn,
+    TaskVerified,
     finished,
     preview,
     task_state_after,
@@ -54,7 +57,7 @@ from claude_pool.outcomes import Outcomes
 from claude_pool.ratelimit import RateLimiter
 from claude_pool.slot import RunningTask, Slot
 from claude_pool.slots import SlotSet
-from claude_pool.store.base import Store, StoredTask
+from claude_pool.store.base import Requeue, Store, StoredTask
 from claude_pool.types import (
     PoolConfig,
     SlotMode,
@@ -66,6 +69,7 @@ from claude_pool.types import (
     now_ms,
     unusable_text,
 )
+from claude_pool.verification import feedback_prompt, verify
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,9 @@ SETTLE_RETRY_FIRST_SECS = 0.1
 SETTLE_RETRY_MAX_SECS = 5.0
 """A settlement the store refuses is retried after 0.1 s, then twice as long each time, up to
 every 5 s, until it is written."""
+
+PREVIEW_TAIL = 400
+"""A verification's event and re-queue reason show this much of the end of its output."""
 
 _TEXT_CHARS = 2000
 """Longest assistant text a progress event carries."""
@@ -172,6 +179,7 @@ class TaskRunner:
     async def run(self, slot: Slot, stored: StoredTask, running: RunningTask) -> None:
         task = stored.record
         result: TaskResult | None = None
+        requeue: Requeue | None = None
         try:
             request = await self._build_request(slot, stored, running)
             executor: Executor = self._executor_of()
@@ -189,6 +197,8 @@ class TaskRunner:
                 extra={"task_id": task.id, "slot_id": slot.id},
             )  # fmt: skip
             result = await executor.execute(request, lambda e: self._on_executor_event(running, e))
+            if result.success and request.config.verify and not running.cancel.is_set():
+                result, requeue = await self._verify(slot, stored, running, request, result)
         except BudgetExhausted as exc:
             self._outcomes.refused(task.id, exc)
             result = TaskResult.failure(str(exc))
@@ -202,7 +212,58 @@ class TaskRunner:
             result = TaskResult.failure(f"internal error while running the task: {exc!r}")
         finally:
             self._rate_limits.task_done(task.id)
-            await asyncio.shield(self._settle(slot, stored, running, result))
+            await asyncio.shield(self._settle(slot, stored, running, result, requeue))
+
+    async def _verify(
+        self,
+        slot: Slot,
+        stored: StoredTask,
+        running: RunningTask,
+        request: ExecutionRequest,
+        result: TaskResult,
+    ) -> tuple[TaskResult, Requeue | None]:
+        """Run the task's verification command after a successful run: the result with the
+        run recorded, and how to queue the task again when it failed with attempts left (a
+        failure on the last attempt fails the result)."""
+        task = stored.record
+        command = request.config.verify
+        assert command is not None
+        attempt = task.rejection_count + 1
+        limit = max(1, task.max_rejections)
+        check = await verify(
+            command, request.cwd, float(self.config.verify_timeout_secs), running.cancel
+        )
+        self._emit(
+            TaskVerified(
+                task_id=task.id, slot_id=slot.id, command=command, passed=check.passed,
+                exit_code=check.exit_code, output=preview(check.output[-PREVIEW_TAIL:]),
+                elapsed_ms=check.elapsed_ms, attempt=attempt, max_attempts=limit,
+            )
+        )  # fmt: skip
+        earlier = [a.verification for a in task.attempts if a.verification is not None]
+        result = result.model_copy(update={"verifications": [*earlier, check]})
+        if check.passed or running.cancel.is_set():
+            return result, None
+        log.info(
+            "task %s on slot %s: verification %r failed (attempt %d of %d)",
+            task.id, slot.id, command, attempt, limit,
+            extra={"task_id": task.id, "slot_id": slot.id},
+        )  # fmt: skip
+        if attempt >= limit:
+            how = "timed out" if check.timed_out else f"exited with {check.exit_code}"
+            output = (
+                f"the verification command `{command}` {how} on attempt {attempt} of {limit}, "
+                f"the last; its output ended with:\n{check.output}"
+            )
+            return result.model_copy(update={"success": False, "output": output}), None
+        prompt = feedback_prompt(task.original_prompt or task.prompt, check, attempt + 1, limit)
+        requeue = Requeue(
+            reason=f"verification failed: {preview(check.output[-PREVIEW_TAIL:], 200)}",
+            prompt=prompt,
+            rejection_count=attempt,
+            slot_id=slot.id if not running.one_shot else None,
+        )
+        return result, requeue
 
     async def _build_request(
         self, slot: Slot, stored: StoredTask, running: RunningTask
@@ -224,7 +285,9 @@ class TaskRunner:
         # A conversation resumes only where it was recorded, so a task in another directory
         # runs one-shot and leaves the slot's warm process and session alone.
         one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
-        fresh = one_shot or stored.fresh_session
+        # A run sent back by its verification continues the conversation that made it.
+        fixing = bool(task.attempts) and task.attempts[-1].verification is not None
+        fresh = one_shot or (stored.fresh_session and not fixing)
         running.one_shot = elsewhere
         return ExecutionRequest(
             task_id=task.id,
@@ -379,9 +442,15 @@ class TaskRunner:
     # ── settling ─────────────────────────────────────────────────────
 
     async def _settle(
-        self, slot: Slot, stored: StoredTask, running: RunningTask, result: TaskResult | None
+        self,
+        slot: Slot,
+        stored: StoredTask,
+        running: RunningTask,
+        result: TaskResult | None,
+        requeue: Requeue | None = None,
     ) -> None:
-        """Record a finished run: spend, slot state, the task's one terminal state."""
+        """Record a finished run: spend, slot state, the task's one terminal state (or, with
+        ``requeue``, the task back in the queue)."""
         task = stored.record
         result = result or TaskResult.failure("the task ended without a result")
         try:
@@ -397,6 +466,8 @@ class TaskRunner:
                 result = result.model_copy(
                     update={"success": False, "output": _join(reason, result.output)}
                 )
+            elif requeue is not None:
+                target = TaskState.PENDING
             elif result.success:
                 target = TaskState.PENDING_REVIEW if task.review_required else TaskState.COMPLETED
             else:
@@ -416,9 +487,19 @@ class TaskRunner:
                 "session_host": this_host() if session is not None else None,
             }
             slot_fields.update(self._crash_accounting(slot, running, result))
-            completed = 1 if result.success else 0
+            completed = 1 if result.success and requeue is None else 0
             always = self._settle_events(slot, task.id, result, slot_fields)
-            outcome = [_outcome_event(task.id, slot.id, target, result, running)]
+            outcome = [
+                _outcome_event(task.id, slot.id, target, result, running)
+                if requeue is None
+                else TaskRequeued(
+                    task_id=task.id, slot_id=slot.id, reason=requeue.reason,
+                    target=TaskTargetInfo(
+                        slot_id=requeue.slot_id or stored.target.slot_id,
+                        role=stored.target.role, name=stored.target.name,
+                    ),
+                )
+            ]  # fmt: skip
             outcome[0].chain_id = self._chains.get(task.id)
             now = now_ms()
 
@@ -436,6 +517,7 @@ class TaskRunner:
                     slot_fields=slot_fields,
                     always_events=batch[:split],
                     events=batch[split:],
+                    requeue=requeue if target is TaskState.PENDING else None,
                 )
 
             moved = await self._write_settlement(task.id, settle, [*always, *outcome])

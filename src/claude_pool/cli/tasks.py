@@ -65,6 +65,16 @@ def submit(
             ),
         ),
     ] = None,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COMMAND",
+            help=(
+                "Run this shell command in the task's directory once it completes; a non-zero "
+                "exit sends the task back with the command's output (up to 3 attempts)."
+            ),
+        ),
+    ] = None,
     run_anyway: Annotated[
         bool,
         typer.Option(
@@ -87,7 +97,7 @@ def submit(
                 return await pool.submit(
                     prompt, overrides, tag or (), priority=priority, timeout=timeout,
                     review=review, depends_on=after or (),
-                    on_dependency_failure="run" if run_anyway else "cancel",
+                    on_dependency_failure="run" if run_anyway else "cancel", verify=verify,
                 )  # fmt: skip
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)
@@ -309,6 +319,13 @@ def run(
     max_budget_usd: BudgetOpt = None,
     timeout: TimeoutOpt = None,
     keep_conversation: ContinueOpt = False,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COMMAND",
+            help="Check the result with this shell command (see `submit --verify`).",
+        ),
+    ] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -322,7 +339,11 @@ def run(
         async with _executing_pool(settings) as pool:
             try:
                 task_id = await pool.submit(
-                    prompt, overrides, timeout=timeout, fresh_session=not keep_conversation
+                    prompt,
+                    overrides,
+                    timeout=timeout,
+                    fresh_session=not keep_conversation,
+                    verify=verify,
                 )
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)

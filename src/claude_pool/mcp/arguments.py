@@ -154,6 +154,14 @@ class TaskOverridesArg(BaseModel):
         Field(gt=0, le=10_000, description="Spend cap for this task in USD."),
         NOT_BOOL,
     ] = None
+    verify: Note | None = Field(
+        None,
+        description=(
+            "Shell command run in the task's directory once it completes (e.g. the test "
+            "command). Non-zero exit sends the task back to its slot with the command's "
+            "output as feedback, up to max_rejections times."
+        ),
+    )
 
     def to_overrides(self) -> TaskOverrides:
         return TaskOverrides.model_validate(self.model_dump(exclude_unset=True))
@@ -192,6 +200,16 @@ DependsOn = Annotated[
             "prompt may use {{<task id>.output}} for a dependency's output. If a dependency "
             "fails or is cancelled, this task is cancelled too (see on_dependency_failure)."
         ),
+    ),
+]
+Verify = Annotated[
+    Note | None,
+    Field(
+        description=(
+            "Shell command run in the task's directory once it completes, e.g. the project's "
+            "test command. A non-zero exit sends the task back to the same slot with the "
+            "command's output as feedback (up to 3 attempts); the result lists each run."
+        )
     ),
 ]
 OnDependencyFailure = Annotated[

@@ -90,6 +90,21 @@ class StoredTask:
 
 
 @dataclass(frozen=True)
+class Requeue:
+    """How a settled run sends its task back to the queue instead of ending it (a failed
+    verification): the run, with its result, becomes one of the task's ``attempts`` (as
+    failed, for ``reason``); the task is pending again with ``prompt`` and
+    ``rejection_count``, its result and slot cleared, and its ``original_prompt`` kept (set
+    to the prompt it ran with, when it had none). With ``slot_id``, only that slot may run it
+    from then on (its conversation and worktree hold the work being fixed)."""
+
+    reason: str
+    prompt: str
+    rejection_count: int
+    slot_id: SlotId | None = None
+
+
+@dataclass(frozen=True)
 class Message:
     id: int
     from_slot: str
@@ -189,10 +204,12 @@ class TaskQueueStore(Protocol):
         slot_fields: Mapping[str, Any],
         events: Sequence[Event] = (),
         always_events: Sequence[Event] = (),
+        requeue: Requeue | None = None,
     ) -> bool:
         """Record a finished run in one atomic write: add ``spend`` to the pool's total and to
         the slot's cost (with ``tasks_completed``), set the slot's ``slot_fields``, and
-        compare-and-set the task to ``to_state`` with ``result`` (as ``transition_task``).
+        compare-and-set the task to ``to_state`` with ``result`` (as ``transition_task``);
+        with ``requeue``, ``to_state`` is pending and the task is queued again as it says.
         Returns whether the task moved. The spend, the slot changes and ``always_events`` apply
         even when it had left ``from_states`` (money spent is spent); ``events`` are logged
         only when it moved, after ``always_events``. The task's budget reservation is dropped

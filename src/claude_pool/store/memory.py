@@ -21,6 +21,7 @@ from claude_pool.events import Event, parse_event
 from claude_pool.store._common import (
     archived,
     recovery_failure,
+    requeue_fields,
     stored_slot,
     validate_slot_fields,
 )
@@ -31,6 +32,7 @@ from claude_pool.store.base import (
     Message,
     RecoveryEvents,
     RecoveryPolicy,
+    Requeue,
     StoredTask,
     Webhook,
 )
@@ -275,6 +277,10 @@ class MemoryStore:
             record.prompt = fields["prompt"]
         if "rejection_count" in fields:
             record.rejection_count = fields["rejection_count"]
+        if "original_prompt" in fields:
+            record.original_prompt = fields["original_prompt"]
+        if "target_slot" in fields:
+            stored.target = replace(stored.target, slot_id=fields["target_slot"])
         if to_state is TaskState.RUNNING:
             record.started_at_ms = now_ms
         else:
@@ -301,6 +307,7 @@ class MemoryStore:
         slot_fields: Mapping[str, Any],
         events: Sequence[Event] = (),
         always_events: Sequence[Event] = (),
+        requeue: Requeue | None = None,
     ) -> bool:
         self._check_open()
         values = validate_slot_fields(slot_id, dict(slot_fields))
@@ -314,7 +321,12 @@ class MemoryStore:
             slot.cost_microdollars += spend
             slot.tasks_completed += tasks_completed
             self._slots[slot_id] = (slot, owner)
-        moved = self._transition(task_id, from_states, to_state, now_ms, {"result": result})
+        fields: dict[str, Any] = {"result": result}
+        stored = self._tasks.get(task_id)
+        if requeue is not None and stored is not None and stored.record.state in from_states:
+            fields = requeue_fields(stored.record, result, requeue, now_ms)
+            stored.record.attempts = fields.pop("attempts")
+        moved = self._transition(task_id, from_states, to_state, now_ms, fields)
         self._log([*always_events, *events] if moved is not None else always_events)
         return moved is not None
 

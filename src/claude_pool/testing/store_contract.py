@@ -43,7 +43,15 @@ from claude_pool.events import (
     WorkerLost,
     parse_event,
 )
-from claude_pool.store.base import UNSET, DeliveryState, Store, StoredTask, TaskTarget, Webhook
+from claude_pool.store.base import (
+    UNSET,
+    DeliveryState,
+    Requeue,
+    Store,
+    StoredTask,
+    TaskTarget,
+    Webhook,
+)
 from claude_pool.types import (
     MetricsFilter,
     ModelMetrics,
@@ -58,6 +66,7 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
+    VerificationRun,
     new_task_id,
 )
 
@@ -812,6 +821,62 @@ class StoreContract:
         slot = await store.get_slot(SlotId("slot-a"))
         assert slot is not None
         assert slot.cost_microdollars == 99
+
+    async def test_settle_task_with_requeue_queues_the_task_again_keeping_the_run(
+        self, store: Store
+    ) -> None:
+        await store.upsert_slot(slot_record("slot-a", state=SlotState.BUSY), "w")
+        task = await store.insert_task(make_task("make the tests pass"))
+        await claim(store)
+        check = VerificationRun(command="make test", exit_code=1, passed=False, output="1 failed")
+        result = make_result(cost=300, turns=3).model_copy(update={"verifications": [check]})
+        settled = await store.settle_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.PENDING, now_ms=T0 + 50,
+            result=result, slot_id=SlotId("slot-a"), spend=300, tasks_completed=0,
+            slot_fields={"state": SlotState.IDLE, "current_task": None},
+            requeue=Requeue(reason="verification failed", prompt="fix it", rejection_count=1,
+                            slot_id=SlotId("slot-a")),
+        )  # fmt: skip
+        assert settled is True
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        record = got.record
+        assert (record.state, record.prompt, record.rejection_count) == (
+            TaskState.PENDING, "fix it", 1,
+        )  # fmt: skip
+        assert (record.result, record.slot_id, record.started_at_ms) == (None, None, None)
+        assert record.original_prompt == "make the tests pass"
+        assert got.claimed_by is None
+        [attempt] = record.attempts
+        assert (attempt.reason, attempt.state) == ("verification failed", TaskState.FAILED)
+        assert (attempt.cost_microdollars, attempt.turns_used) == (300, 3)
+        assert attempt.verification == check
+        assert await store.get_spend() == 300
+        assert got.target.slot_id == "slot-a"
+        assert await claim(store, "slot-b") is None
+        again = await claim(store)
+        assert again is not None
+        assert again.record.id == task.record.id
+
+    async def test_settle_task_with_requeue_leaves_a_task_that_already_ended(
+        self, store: Store
+    ) -> None:
+        await store.upsert_slot(slot_record("slot-a"), "w")
+        task = await store.insert_task(make_task())
+        await claim(store)
+        await store.transition_task(task.record.id, {TaskState.RUNNING}, TaskState.CANCELLED,
+                                    now_ms=T0 + 20)  # fmt: skip
+        settled = await store.settle_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.PENDING, now_ms=T0 + 50,
+            result=make_result(cost=5), slot_id=SlotId("slot-a"), spend=5, tasks_completed=0,
+            slot_fields={}, requeue=Requeue(reason="r", prompt="p", rejection_count=1),
+        )  # fmt: skip
+        assert settled is False
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        assert got.record.state is TaskState.CANCELLED
+        assert got.record.attempts == []
+        assert await store.get_spend() == 5
 
     async def test_add_slot_cost_increments_without_losing_concurrent_adds(
         self, store: Store

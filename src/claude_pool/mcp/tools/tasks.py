@@ -24,6 +24,7 @@ from claude_pool.mcp.arguments import (
     Tags,
     TaskIdArg,
     TimeoutSecs,
+    Verify,
     WaitSecs,
     overrides_of,
 )
@@ -58,6 +59,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
         role: RoleTarget = None,
         name: NameTarget = None,
         fresh_session: FreshSession = False,
+        verify: Verify = None,
     ) -> TaskOutcome:
         """Run one prompt on a pool slot (a background Claude Code session) and wait for the
         result. Use it for a single piece of work you need before going on; for several
@@ -79,6 +81,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
             role=role,
             name=name,
             fresh_session=fresh_session,
+            verify=verify,
         )
         async with pool.cancelled_with_caller() as mine, reporter_for(pool, ctx) as reporter:
             mine.add(task_id)
@@ -99,6 +102,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
         fresh_session: FreshSession = False,
         depends_on: DependsOn = None,
         on_dependency_failure: OnDependencyFailure = "cancel",
+        verify: Verify = None,
     ) -> Submitted:
         """Queue a prompt for a pool slot and return its task id at once, without waiting.
         Submit several tasks, keep working, then collect each with pool_result (wait=true to
@@ -118,6 +122,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
             fresh_session=fresh_session,
             depends_on=depends_on or (),
             on_dependency_failure=on_dependency_failure,
+            verify=verify,
         )
         return Submitted(task_id=task_id)
 

@@ -41,7 +41,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from claude_pool.errors import StoreError
 from claude_pool.events import Event, parse_event
-from claude_pool.store._common import archived, recovery_failure, validate_slot_fields
+from claude_pool.store._common import (
+    archived,
+    recovery_failure,
+    requeue_fields,
+    validate_slot_fields,
+)
 from claude_pool.store._rows import (
     attempts_values,
     event_values,
@@ -61,6 +66,7 @@ from claude_pool.store.base import (
     Message,
     RecoveryEvents,
     RecoveryPolicy,
+    Requeue,
     StoredTask,
     Webhook,
 )
@@ -474,7 +480,7 @@ class PostgresStore:
         if "attempts" in fields:
             sets.append(Q["attempts_assignments"])
             params.extend(attempts_values(fields["attempts"]))
-        for name in ("slot_id", "prompt", "rejection_count"):  # each in its own column
+        for name in ("slot_id", "prompt", "rejection_count", "original_prompt", "target_slot"):
             if name in fields:
                 sets.append(f"{name} = %s")
                 params.append(fields[name])
@@ -540,6 +546,7 @@ class PostgresStore:
         slot_fields: Mapping[str, Any],
         events: Sequence[Event] = (),
         always_events: Sequence[Event] = (),
+        requeue: Requeue | None = None,
     ) -> bool:
         values = validate_slot_fields(slot_id, dict(slot_fields))
         columns = [slot_column_value(name, value) for name, value in values.items()]
@@ -549,10 +556,14 @@ class PostgresStore:
         allowed = [TaskState(s) for s in from_states]
         async with self._tx("recording a finished task") as conn:
             await conn.execute(_query(Q["release_budget"]), (task_id,))
+            fields: dict[str, Any] = {"result": result}
+            if requeue is not None:
+                cur = await conn.execute(_query(Q["lock_task"]), (task_id,))
+                row = await cur.fetchone()
+                if row is not None and TaskState(row[2]) in allowed:
+                    fields = requeue_fields(record_from_row(row), result, requeue, now_ms)
             moved = bool(allowed) and (
-                await self._transition(
-                    conn, task_id, allowed, TaskState(to_state), now_ms, {"result": result}
-                )
+                await self._transition(conn, task_id, allowed, TaskState(to_state), now_ms, fields)
                 is not None
             )
             await conn.execute(

@@ -36,6 +36,7 @@ from claude_pool.store.base import (
     Message,
     RecoveryEvents,
     RecoveryPolicy,
+    Requeue,
     StoredTask,
     Webhook,
 )
@@ -407,6 +408,7 @@ class SqliteStore:
         slot_fields: Mapping[str, Any],
         events: Sequence[Event] = (),
         always_events: Sequence[Event] = (),
+        requeue: Requeue | None = None,
     ) -> bool:
         values = validate_slot_fields(slot_id, dict(slot_fields))
         return await self._quick(
@@ -423,6 +425,7 @@ class SqliteStore:
             values,
             events,
             always_events,
+            requeue,
         )
 
     async def update_slot(self, slot_id: SlotId, **fields: Any) -> SlotRecord | None:
