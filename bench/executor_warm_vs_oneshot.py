@@ -38,6 +38,7 @@ async def run_tasks(
             cwd=cwd,
             mode=mode,
             session_id=session if mode is SlotMode.PERSISTENT else None,
+            one_off=mode is SlotMode.EPHEMERAL,
         )
         started = time.perf_counter()
         result = await executor.execute(request)

@@ -196,7 +196,7 @@ async def test_one_shot_task_returns_the_result_and_its_process_is_gone(
 ) -> None:
     mock_api.on(Reply("the answer", usage=USAGE), prompt="question")
 
-    result = await slot.run("a question", mode=SlotMode.EPHEMERAL)
+    result = await slot.run("a question", mode=SlotMode.EPHEMERAL, one_off=True)
 
     assert result.success, result
     assert result.output == "the answer"
@@ -216,7 +216,7 @@ async def test_one_shot_task_returns_the_result_and_its_process_is_gone(
 async def test_a_prompt_that_looks_like_a_flag_is_just_a_prompt(
     slot: Slot, mock_api: MockAnthropicAPI
 ) -> None:
-    result = await slot.run("--version", mode=SlotMode.EPHEMERAL)
+    result = await slot.run("--version", mode=SlotMode.EPHEMERAL, one_off=True)
 
     assert result.success, result
     assert mock_api.last_request.prompt == "--version"
@@ -274,17 +274,6 @@ async def test_a_model_change_is_made_in_place_without_a_new_process(
     assert mock_api.last_request.model == "claude-haiku-4-5"
     assert result.model == "claude-haiku-4-5"
     assert "first" in mock_api.last_request.user_texts
-
-
-async def test_a_fresh_session_request_starts_a_new_conversation(
-    slot: Slot, mock_api: MockAnthropicAPI, recorder: Recorder
-) -> None:
-    first = await slot.run("old topic")
-    second = await slot.run("new topic", session_id=None)
-
-    assert second.session_id != first.session_id
-    assert mock_api.last_request.user_texts == ["new topic"]
-    assert len(recorder.of(EventKind.PROCESS_STARTED)) == 2
 
 
 async def test_a_session_that_was_never_saved_gives_way_to_a_new_conversation(
@@ -606,7 +595,7 @@ async def test_a_multi_megabyte_result_line_is_read_whole(
     big = "0123456789abcdef" * 150_000  # 2.4 MB
     mock_api.default = Reply([big])
 
-    result = await slot.run("big", mode=SlotMode.EPHEMERAL)
+    result = await slot.run("big", mode=SlotMode.EPHEMERAL, one_off=True)
 
     assert result.success, result
     assert result.output == big

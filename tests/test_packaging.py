@@ -30,6 +30,8 @@ COMES_WITH = {"pydantic-core": "pydantic", "mcp-types": "mcp"}
 """Distributions the package imports that a runtime dependency ships as part of itself."""
 TEST_ONLY = {"pytest": "claude_pool.testing.store_contract is a pytest suite"}
 """Imports that only the test helpers make, and only under the test runner."""
+EXTRAS = {"psycopg": "postgres", "psycopg-pool": "postgres"}
+"""Imports that only an optional part makes (the PostgreSQL store), each from its extra."""
 
 
 def normalise(name: str) -> str:
@@ -75,7 +77,10 @@ def imported_distributions() -> set[str]:
 
 
 def test_every_third_party_package_the_code_imports_is_a_runtime_dependency() -> None:
-    imported = imported_distributions() - set(TEST_ONLY)
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    for dist, extra in EXTRAS.items():  # psycopg[pool] brings psycopg-pool
+        assert "psycopg" in requirement_names(extras[extra]), (dist, extra)
+    imported = imported_distributions() - set(TEST_ONLY) - set(EXTRAS)
     undeclared = {
         dist
         for dist in imported
@@ -91,8 +96,9 @@ def test_every_runtime_dependency_is_imported_by_the_code() -> None:
 
 def test_what_only_tests_use_is_in_the_dev_extra() -> None:
     dev = requirement_names(PYPROJECT["project"]["optional-dependencies"]["dev"])
-    assert {"httpx", "pytest", "pytest-asyncio"} <= dev
-    assert "httpx" not in runtime_dependencies()
+    assert {"httpx", "pytest", "pytest-asyncio", "schemathesis", "playwright"} <= dev
+    # httpx is also a runtime dependency now: webhooks are delivered with it.
+    assert not {"pytest", "schemathesis", "playwright"} & runtime_dependencies()
 
 
 def test_the_postgresql_driver_is_an_optional_extra() -> None:
@@ -156,6 +162,9 @@ def test_the_wheel_ships_its_data_files_and_licence_and_declares_only_runtime_ne
         "claude_pool/store/sqlite/sql/queries.sql",
         "claude_pool/store/sqlite/sql/migrations/0001_initial.sql",
         "claude_pool/skills/builtin/code-review/SKILL.md",
+        "claude_pool/web/static/index.html",
+        "claude_pool/web/static/app.js",
+        "claude_pool/web/static/style.css",
         f"{info}/licenses/LICENSE",
     ):
         assert shipped in names

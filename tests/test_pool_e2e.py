@@ -14,7 +14,7 @@ from typing import IO
 
 import pytest
 
-from claude_pool import Pool, PoolConfig, SlotMode, TaskState
+from claude_pool import Pool, PoolConfig, SlotMode, TaskOverrides, TaskState
 from claude_pool.executor import EventKind
 from claude_pool.store.sqlite import SqliteStore
 from claude_pool.testing.mock_api import (
@@ -71,6 +71,75 @@ async def test_persistent_slot_keeps_the_conversation_and_ephemeral_does_not(
     seen = mock_api.main_requests[-1]
     assert "which word now?" in str(seen.messages)
     assert "papaya" not in str(seen.messages)
+
+
+async def test_ephemeral_slot_runs_each_task_in_a_new_conversation_of_one_process(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
+) -> None:
+    async with make_pool(slot_mode=SlotMode.EPHEMERAL) as pool:
+        results = [await pool.run(f"job {n}: the word is w{n}x") for n in range(3)]
+        [slot] = pool.slots
+    assert all(r.success for r in results), results
+    events = cli_events[-1]
+    assert len({e.data["pid"] for e in events.of_kind(EventKind.PROCESS_STARTED)}) == 1
+    resets = [e.data for e in events.of_kind(EventKind.CONVERSATION_RESET)]
+    assert [r["session_id"] for r in resets] == [r.session_id for r in results[1:]]
+    for n, request in enumerate(mock_api.main_requests):
+        assert f"job {n}" in request.user_texts[-1]
+        assert not any(f"w{m}x" in str(request.messages) for m in range(n)), request.messages
+    assert slot.session_id is None  # an ephemeral slot keeps no conversation
+
+
+async def test_fresh_session_task_reuses_the_slot_process_and_its_session_goes_on(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
+) -> None:
+    async with make_pool() as pool:
+        old = await pool.run("remember the word avocado")
+        fresh = await pool.run("remember the word papaya", fresh_session=True)
+        [slot] = pool.slots
+        assert slot.session_id == fresh.session_id != old.session_id
+        later = await pool.run("which word?")
+        status = await pool.status()
+    assert later.session_id == fresh.session_id
+    seen = str(mock_api.main_requests[-1].messages)
+    assert "papaya" in seen
+    assert "avocado" not in seen
+    events = cli_events[-1]
+    assert len(events.of_kind(EventKind.PROCESS_STARTED)) == 1
+    assert len(events.of_kind(EventKind.CONVERSATION_RESET)) == 1
+    assert status.spend_microdollars == sum(r.cost_microdollars for r in (old, fresh, later))
+
+
+async def test_fresh_session_task_with_other_flags_gets_a_new_process(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
+) -> None:
+    async with make_pool() as pool:
+        await pool.run("remember the word avocado")
+        fresh = await pool.run("a new question", TaskOverrides(tools=["Read"]), fresh_session=True)
+    assert fresh.success, fresh
+    events = cli_events[-1]
+    first, second = (e.data for e in events.of_kind(EventKind.PROCESS_STARTED))
+    assert second["pid"] != first["pid"]
+    assert not pid_alive(first["pid"])
+    assert events.of_kind(EventKind.CONVERSATION_RESET) == []
+    assert mock_api.main_requests[-1].user_texts == ["a new question"]
+
+
+async def test_slots_start_their_processes_at_open_and_tasks_run_in_them(
+    make_pool: PoolFactory,
+    mock_api: MockAnthropicAPI,
+    claude_bin: Path,
+    cli_events: list[RecordingExecutor],
+) -> None:
+    async with make_pool(slots=2) as pool:
+        await wait_until(lambda: len(processes_running(claude_bin, os.getpid())) == 2, 30)
+        before = processes_running(claude_bin, os.getpid())
+        assert mock_api.main_requests == []
+        results = await pool.fan_out(["job 1", "job 2"])
+        assert all(r.success for r in results), results
+        started = cli_events[-1].of_kind(EventKind.PROCESS_STARTED)
+    assert {e.data["pid"] for e in started} <= before
+    assert {e.data["reason"] for e in started} == {"started_ahead"}
 
 
 async def test_cancel_of_a_running_task_kills_its_cli_process(

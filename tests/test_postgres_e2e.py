@@ -32,7 +32,7 @@ from claude_pool.testing.postgres import server_url
 from claude_pool.testing.processes import ancestors, pid_alive, wait_until
 from claude_pool.types import TaskFilter, TaskId
 
-pytestmark = [pytest.mark.cli, pytest.mark.postgres]
+pytestmark = [pytest.mark.cli, pytest.mark.postgres, pytest.mark.timeout(240)]
 
 TASKS = 60
 WORKERS = 3

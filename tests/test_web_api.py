@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from claude_pool import Pool, PoolConfig, TaskResult, TaskState
-from claude_pool.executor.base import ExecutionRequest
+from claude_pool.executor.base import EventKind, ExecutionRequest
 from claude_pool.store import MemoryStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.web import HttpFace, create_app
@@ -302,6 +302,7 @@ async def test_posts_from_another_origin_are_refused(client: httpx.AsyncClient) 
         {"origin": "http://evil.example", **JSON},
         {"sec-fetch-site": "cross-site", **JSON},
         {"origin": "http://127.0.0.1.evil.example:8765", **JSON},
+        {"origin": "http://127.0.0.1:9999", **JSON},  # another service on this machine
         {"content-type": "application/x-www-form-urlencoded"},
         {"content-type": "text/plain"},
     ]
@@ -362,3 +363,25 @@ async def test_a_task_without_a_worktree_has_no_diff(client: httpx.AsyncClient, 
     task = await submit(client)
     await pool.wait(task["id"], timeout=5)
     assert (await client.get(f"/api/v1/tasks/{task['id']}/diff")).json()["diff"] is None
+
+
+async def test_status_and_metrics_show_a_rate_limit_hold_while_a_task_retries() -> None:
+    retrying = FakeExecutor(
+        hold=True,
+        events=lambda request: [
+            (EventKind.API_RETRY, {"status": 429, "attempt": 1, "delay_ms": 60_000})
+        ],
+    )
+    async with Pool(PoolConfig(), slots=1, store=MemoryStore(), executor=retrying) as pool:
+        face = create_app(pool)
+        async with client_for(face) as client:
+            with pool.subscribe(lambda e: e.type == "rate_limit_held") as held:
+                await submit(client)
+                await held.get(timeout=5)
+            status = (await client.get("/api/v1/status")).json()
+            assert status["rate_limit"]["status"] == 429
+            metrics = (await client.get("/metrics")).text
+            assert "claude_pool_rate_limited 1.0" in metrics
+            assert 'claude_pool_api_retries_total{status="429"} 1.0' in metrics
+            retrying.release()
+        face.close()

@@ -16,12 +16,13 @@ import httpx
 import pytest
 
 from claude_pool import Pool, PoolConfig
-from claude_pool.config import Settings, WebhookConfig
+from claude_pool.config import Settings, WebhookConfig, load_settings
+from claude_pool.errors import ConfigError
 from claude_pool.store import Delivery, DeliveryState, MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.testing.webhook_receiver import WebhookReceiver
 from claude_pool.web import create_app
-from claude_pool.webhooks import sign
+from claude_pool.webhooks import config_webhook_id, sign
 
 SECRET = "webhook-s3cret"
 
@@ -130,6 +131,11 @@ async def test_webhooks_are_added_listed_and_removed_through_the_api(api_pool: P
         assert "payload" not in page["deliveries"][0]
         bad = await client.post("/api/v1/webhooks", json={"url": "ftp://x"})
         assert bad.status_code == 422
+        unknown = await client.post(
+            "/api/v1/webhooks", json={"url": receiver.url, "events": ["task_done"]}
+        )
+        assert unknown.status_code == 422
+        assert "unknown event type" in unknown.json()["detail"]
         gone = await client.delete(f"/api/v1/webhooks/{hook['id']}")
         assert gone.status_code == 204
         again = await client.delete(f"/api/v1/webhooks/{hook['id']}")
@@ -157,16 +163,21 @@ async def _worker(store: Path, config: Path, env: dict[str, str]) -> asyncio.sub
 
 async def _log_line(process: asyncio.subprocess.Process, needle: str) -> dict[str, Any]:
     assert process.stderr is not None
-    async with asyncio.timeout(30):
-        while line := await process.stderr.readline():
-            record: dict[str, Any] = json.loads(line)
-            if needle in record["message"]:
-                return record
-    raise AssertionError(f"the worker ended without logging {needle!r}")
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while line := await process.stderr.readline():
+                seen.append(line.decode())
+                record: dict[str, Any] = json.loads(line)
+                if needle in record["message"]:
+                    return record
+    except TimeoutError:
+        pass
+    raise AssertionError(f"the worker did not log {needle!r}; it logged:\n{''.join(seen)}")
 
 
 @pytest.mark.cli
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restarts(
     claude_bin: Path, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -176,8 +187,9 @@ async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restart
     store = tmp_path / "pool.db"
     config = tmp_path / "claude-pool.toml"
     config.write_text(
-        # A worker killed during an attempt holds its lease (twice the timeout, plus 5 s).
-        "webhook_retry_secs = 0.5\nwebhook_timeout_secs = 1\n\n[[webhook]]\n"
+        # Killed between attempts or during one (its claim then holds for the lease, 7 s
+        # with this timeout), the delivery is due again within seconds of the restart.
+        "webhook_retry_secs = 1\nwebhook_timeout_secs = 1\n\n[[webhook]]\n"
         f'url = "http://127.0.0.1:{port}/hook"\nevents = ["worker_joined"]\n'
         f'secret = "{SECRET}"\n'
     )
@@ -194,7 +206,7 @@ async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restart
     async with WebhookReceiver(port=port) as receiver:
         second = await _worker(store, config, env)
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(60):
                 while not any(r.json()["seq"] == seq for r in receiver.requests):
                     await receiver.wait_for(len(receiver.requests) + 1, timeout=30)
         finally:
@@ -211,3 +223,36 @@ async def test_a_delivery_due_when_the_worker_is_killed_is_made_after_it_restart
         assert delivery.attempts >= 2
     finally:
         await reopened.close()
+
+
+def test_webhook_tables_in_the_config_file_become_settings(tmp_path: Path) -> None:
+    config = tmp_path / "claude-pool.toml"
+    config.write_text(
+        "webhook_max_attempts = 4\n\n"
+        '[[webhook]]\nurl = "https://example.com/a"\nevents = ["task_finished"]\n'
+        'secret_env = "HOOK_SECRET"\n\n'
+        '[[webhook]]\nurl = "http://127.0.0.1:9000/b"\n'
+    )
+    settings = load_settings(config, env={})
+    first, second = settings.webhooks
+    assert (first.url, first.events) == ("https://example.com/a", ["task_finished"])
+    assert first.secret_value({"HOOK_SECRET": "from-env"}) == "from-env"
+    assert (second.events, second.secret_value({})) == (["*"], None)
+    assert settings.webhook_max_attempts == 4
+    assert config_webhook_id(first) == config_webhook_id(WebhookConfig(**first.model_dump()))
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ('url = "https://x"\nretries = 3\n', "webhook[0].retries"),
+        ('url = "ftp://x"\n', "url"),
+        ('url = "https://x"\nevents = ["task_finishd"]\n', "did you mean 'task_finished'"),
+    ],
+)
+def test_a_bad_webhook_table_names_its_key(tmp_path: Path, table: str, key: str) -> None:
+    config = tmp_path / "claude-pool.toml"
+    config.write_text(f"[[webhook]]\n{table}")
+    with pytest.raises(ConfigError) as error:
+        load_settings(config, env={})
+    assert key in str(error.value)

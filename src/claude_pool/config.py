@@ -12,11 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from claude_pool.errors import ConfigError
+from claude_pool.events import EVENT_TYPES
 from claude_pool.types import (
     Effort,
     PermissionMode,
@@ -172,6 +181,15 @@ class WebhookConfig(BaseModel):
     """Name of an environment variable holding the secret instead (keeps it out of the
     file)."""
 
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, events: list[str]) -> list[str]:
+        unknown = [kind for kind in events if kind != "*" and kind not in EVENT_TYPES]
+        if unknown:
+            hint = _did_you_mean(unknown[0], EVENT_TYPES)
+            raise ValueError(f"unknown event type {unknown[0]!r}{hint} ('*': every event)")
+        return events
+
     def secret_value(self, env: Mapping[str, str] | None = None) -> str | None:
         """The secret: ``secret``, else the variable ``secret_env`` names."""
         if self.secret is not None:
@@ -215,6 +233,21 @@ class Settings(BaseModel):
     """Grow the pool while tasks wait, and shrink it by slots idle for ``scale_idle_secs``."""
     scale_idle_secs: float = Field(default=300, gt=0)
     """Auto-scaling removes slots idle this long (down to ``scaling.min_slots``)."""
+    start_slots_at_open: bool = True
+    """Start every slot's CLI process as soon as the slot is added (at open, on scale-up),
+    so that the first tasks need not wait for process starts; a slot takes no task until its
+    process is ready, so the first tasks go to the slots ready first. Off: a slot's process
+    starts with its first task. Pools with a budget start them with the first task anyway
+    (each task's process carries its own ``--max-budget-usd``)."""
+    clear_for_fresh_sessions: bool = True
+    """A task that needs a new conversation (an ephemeral slot's, a ``fresh_session`` one)
+    gets it in the slot's live CLI process with ``/clear`` when the process's flags and
+    directory fit the task, instead of a new process (milliseconds against most of a
+    CPU-second). The new conversation then starts with the CLI's short record of the
+    ``/clear`` command, never with anything of the earlier one. Off: a new process each time."""
+    max_concurrent_spawns: int | None = Field(default=None, ge=1)
+    """How many slot processes start at once ahead of their tasks (a CLI start is most of a
+    CPU-second; more at once only share the cores). None: the number of CPU cores."""
     heartbeat_secs: float = Field(default=5, gt=0)
     """Worker heartbeat interval in the store."""
     event_retention_secs: float = Field(default=7 * 24 * 3600, gt=0)

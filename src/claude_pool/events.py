@@ -164,6 +164,7 @@ class TaskHeldForReview(Event):
     cost_microdollars: int = 0
     turns_used: int = 0
     elapsed_ms: int = 0
+    model: str | None = None
     output: str = ""
 
 
@@ -485,7 +486,7 @@ def outcome_of(record: TaskRecord) -> Event | None:
             return TaskHeldForReview(
                 task_id=record.id, slot_id=record.slot_id, at_ms=at,
                 cost_microdollars=result.cost_microdollars, turns_used=result.turns_used,
-                elapsed_ms=result.elapsed_ms, output=preview(result.output),
+                elapsed_ms=result.elapsed_ms, model=result.model, output=preview(result.output),
             )  # fmt: skip
         case TaskState.COMPLETED | TaskState.FAILED:
             event = finished(record.id, record.state, result, record.slot_id)

@@ -1,6 +1,7 @@
 """The pool's housekeeping loop: heartbeat, take over the tasks and chains of pool processes
-that died, prune old events. Store failures are logged once per incident; a damaged store
-stops the pool (see :class:`~claude_pool.lifecycle.Lifecycle`)."""
+that died, prune old events and finished webhook deliveries. Store failures are logged once
+per incident; a damaged store stops the pool (see :class:`~claude_pool.lifecycle.Lifecycle`).
+"""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ async def housekeeping(
             loop_now = asyncio.get_running_loop().time()
             if loop_now - pruned_at >= EVENT_PRUNE_EVERY_SECS:
                 pruned_at = loop_now
-                await store.prune_events(now_ms() - int(event_retention_secs * 1000))
+                before = now_ms() - int(event_retention_secs * 1000)
+                await store.prune_events(before)
+                await store.prune_deliveries(before)
         except StoreDamaged as exc:
             lifecycle.fail(exc)
             return

@@ -201,6 +201,7 @@ class Pool:
             slot_configs=list(slot_configs if slot_configs is not None else base.slot_configs),
             initial_slots=self._slot_count,
             lifecycle=self._lifecycle,
+            spawn=self._spawn,
         )
         self._runner = TaskRunner(
             config=self.config,
@@ -216,6 +217,7 @@ class Pool:
             outcomes=outcomes,
             lifecycle=self._lifecycle,
         )
+        self._slots.start_config = self._runner.slot_start
         self._scheduler = Scheduler(
             config=self.config,
             store=self._store,
@@ -978,7 +980,10 @@ def _default_executor(config: PoolConfig, settings: Settings) -> Executor:
         # Fall back to the pinned CLI that `claude-pool install-cli` (or `make setup`) installs.
         claude_bin = find_claude()
     return ClaudeCliExecutor(
-        claude_bin, env=settings.env, detect_permission_prompts=config.detect_permission_prompts
+        claude_bin,
+        env=settings.env,
+        detect_permission_prompts=config.detect_permission_prompts,
+        clear_for_fresh_sessions=settings.clear_for_fresh_sessions,
     )
 
 

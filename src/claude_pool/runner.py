@@ -49,7 +49,13 @@ from claude_pool.events import (
     preview,
     task_state_after,
 )
-from claude_pool.executor.base import EventKind, ExecutionRequest, Executor, ExecutorEvent
+from claude_pool.executor.base import (
+    EventKind,
+    ExecutionRequest,
+    Executor,
+    ExecutorEvent,
+    SlotStart,
+)
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import this_host
 from claude_pool.notify import Signal
@@ -265,6 +271,13 @@ class TaskRunner:
         )
         return result, requeue
 
+    async def slot_start(self, slot: Slot) -> SlotStart:
+        """What the slot's process is started with ahead of its first task: what a task that
+        overrides nothing runs with there (so that the task finds the process fitting)."""
+        config = await self._with_shared_context(effective_config(self.config, slot.record.config))
+        session = None if slot.mode is SlotMode.EPHEMERAL else slot.record.session_id
+        return SlotStart(slot_id=slot.id, config=config, cwd=slot.cwd, session_id=session)
+
     async def _build_request(
         self, slot: Slot, stored: StoredTask, running: RunningTask
     ) -> ExecutionRequest:
@@ -283,7 +296,7 @@ class TaskRunner:
         prompt = await self._with_messages(slot, running, prompt)
         elsewhere = stored.cwd is not None and Path(stored.cwd) != slot.cwd
         # A conversation resumes only where it was recorded, so a task in another directory
-        # runs one-shot and leaves the slot's warm process and session alone.
+        # runs one-off and leaves the slot's warm process and session alone.
         one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
         # A run sent back by its verification continues the conversation that made it.
         fixing = bool(task.attempts) and task.attempts[-1].verification is not None
@@ -297,6 +310,7 @@ class TaskRunner:
             cwd=Path(stored.cwd) if elsewhere and stored.cwd else slot.cwd,
             mode=SlotMode.EPHEMERAL if one_shot else SlotMode.PERSISTENT,
             session_id=None if fresh else slot.record.session_id,
+            one_off=elsewhere,
             timeout_secs=running.timeout_secs,
             cancel=running.cancel,
         )
@@ -678,6 +692,7 @@ def _outcome_event(
             cost_microdollars=result.cost_microdollars,
             turns_used=result.turns_used,
             elapsed_ms=result.elapsed_ms,
+            model=result.model,
             output=preview(result.output),
         )
     return finished(task_id, state, result, slot_id)

@@ -51,6 +51,8 @@ class Slot:
     stopping: bool = False
     claiming: bool = False
     """The scheduler is asking the store for a task for this slot right now."""
+    starting: bool = False
+    """Its CLI process is being started ahead of its first task: it takes no task yet."""
     looking: bool = True
     """The slot should ask the store for work (it was just added, finished a task, or work
     that fits it arrived); False while it is parked with nothing to do."""
@@ -73,14 +75,20 @@ class Slot:
         return self.record.config.name
 
     @property
-    def is_free(self) -> bool:
-        """Can take a task now: not running or claiming one, not stopping, not errored."""
+    def is_idle(self) -> bool:
+        """Runs no task and is not about to (its process may still be starting), is not
+        stopping, not errored."""
         return (
             self.running is None
             and not self.claiming
             and not self.stopping
             and self.record.state is not SlotState.ERRORED
         )
+
+    @property
+    def is_free(self) -> bool:
+        """Can take a task now: idle, and its process is not being started."""
+        return self.is_idle and not self.starting
 
     def may_run(self, target: TaskTarget) -> bool:
         return target.matches(self.id, self.role, self.name)

@@ -8,6 +8,10 @@ without losing work (see :mod:`claude_pool.worktree`). Scaling stays within
 least-used slots first; never a running task), :meth:`SlotSet.set_target`, and with
 ``auto_scale`` :meth:`SlotSet.autoscale` grows while tasks wait and shrinks idle slots.
 
+A slot's CLI process is started as soon as the slot is added (``start_slots_at_open``), at most
+``max_concurrent_spawns`` at once; the slot takes no task until its process is ready, so the
+first tasks go to the first slots ready instead of waiting for one still starting.
+
 The scheduler reads the set (:meth:`SlotSet.free`) and waits on :attr:`SlotSet.changed`.
 """
 
@@ -15,12 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 from claude_pool.config import Settings
-from claude_pool.errors import ScalingError, SlotNotFound, StoreError, WorktreeError
+from claude_pool.errors import (
+    PoolShutdown,
+    ScalingError,
+    SlotNotFound,
+    StoreError,
+    WorktreeError,
+)
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     Event,
@@ -32,7 +43,7 @@ from claude_pool.events import (
     TaskRejected,
     TaskRequeued,
 )
-from claude_pool.executor.base import Executor
+from claude_pool.executor.base import Executor, SlotStart
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, dead_here, this_host
 from claude_pool.notify import Signal
@@ -67,6 +78,7 @@ class SlotSet:
         slot_configs: list[SlotConfig],
         initial_slots: int,
         lifecycle: Lifecycle,
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None,
     ) -> None:
         self.config = config
         self._settings = settings
@@ -88,6 +100,11 @@ class SlotSet:
         """Set by the scheduler whenever a claim for a slot returns."""
         self._lifecycle = lifecycle
         self._queue_grew = Signal()
+        self._spawn = spawn
+        self._spawn_limit = asyncio.Semaphore(settings.max_concurrent_spawns or os.cpu_count() or 1)
+        self.start_config: Callable[[Slot], Awaitable[SlotStart]] | None = None
+        """What a slot's process is started with ahead of its first task (set by the pool:
+        the task runner knows what a task that overrides nothing runs with)."""
 
     # ── reading ──────────────────────────────────────────────────────
 
@@ -237,8 +254,44 @@ class SlotSet:
         self._events.emit(
             SlotAdded(slot_id=slot.id, name=slot.name, role=slot.role, adopted=adopted)
         )
+        self._start_ahead(slot)
         self.changed.notify()
         return slot
+
+    def _start_ahead(self, slot: Slot) -> None:
+        """Start the slot's process now rather than with its first task, if the executor can
+        (``start_slot``) and the settings want it."""
+        starter = getattr(self._executor(), "start_slot", None)
+        if (
+            not self._settings.start_slots_at_open
+            or starter is None
+            or self._spawn is None
+            or self.start_config is None
+            or self.config.budget_microdollars is not None
+        ):
+            return
+        slot.starting = True
+        try:
+            self._spawn(self._start_process(slot, starter), f"slot-start-{slot.id}")
+        except PoolShutdown:
+            slot.starting = False
+
+    async def _start_process(
+        self, slot: Slot, starter: Callable[[SlotStart], Awaitable[bool]]
+    ) -> None:
+        try:
+            async with self._spawn_limit:
+                if slot.stopping or self.start_config is None:
+                    return
+                if not await starter(await self.start_config(slot)):
+                    log.warning("slot %s: its process will start with its first task", slot.id)
+        except Exception:
+            log.exception("slot %s: starting its process ahead of its tasks failed", slot.id)
+        finally:
+            slot.starting = False
+            if slot.is_free:
+                slot.looking = True
+                self.changed.notify()
 
     async def remove(self, slot: Slot) -> None:
         """Stop an idle slot: its process, its worktree (work kept), its record stopped."""
@@ -309,7 +362,7 @@ class SlotSet:
         while any(slot.claiming for slot in self._slots.values()):
             await Signal.wait(self.claim_ended.ticket(), 1.0)
         idle = sorted(
-            (s for s in self._slots.values() if s.is_free),
+            (s for s in self._slots.values() if s.is_idle),
             key=lambda s: (s.record.tasks_completed, s.record.cost_microdollars),
         )
         removed = []
@@ -343,7 +396,8 @@ class SlotSet:
                 counts = await self._store.count_tasks()
                 waiting = counts.get(TaskState.PENDING, 0)
                 free = self.free()
-                if waiting and not free and len(self._slots) < scaling.max_slots:
+                starting = any(s.starting for s in self._slots.values())
+                if waiting and not free and not starting and len(self._slots) < scaling.max_slots:
                     await self.scale_up(1)
                     log.info("auto-scaling: %d task(s) waiting, added a slot", waiting)
                     self._queue_grew.notify()  # look again: one slot may not be enough

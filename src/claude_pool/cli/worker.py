@@ -125,7 +125,7 @@ async def _serve_web(pool: Pool, settings: Settings) -> None:
         pool, host=settings.host, tokens=tokens, allowed_hosts=settings.allowed_hosts, mcp=False
     )
     server = http_server(face, host=settings.host, port=settings.port)
-    announce(server, tokens, settings.allowed_hosts)
+    server.on_started = lambda started: announce(started, tokens, settings.allowed_hosts)
     serving = asyncio.ensure_future(server.serve())
     try:
         await asyncio.shield(serving)

@@ -6,6 +6,7 @@ from claude_pool.executor.base import (
     ExecutionRequest,
     Executor,
     ExecutorEvent,
+    SlotStart,
 )
 from claude_pool.executor.claude import MINIMUM_CLI_VERSION, ClaudeCliExecutor
 
@@ -17,4 +18,5 @@ __all__ = [
     "ExecutionRequest",
     "Executor",
     "ExecutorEvent",
+    "SlotStart",
 ]

@@ -24,6 +24,9 @@ class EventKind(StrEnum):
     """A CLI process started (data: pid, resumed session id, restart flag)."""
     PROCESS_EXITED = "process_exited"
     """A CLI process died unexpectedly mid-task (data: pid, exit_code, reason)."""
+    CONVERSATION_RESET = "conversation_reset"
+    """The slot's live process started a new conversation in place, with ``/clear`` instead
+    of a new process (data: pid, previous_session, session_id)."""
     SESSION = "session"
     """The CLI reported its session id and model (data: session_id, model, tools)."""
     ASSISTANT_TEXT = "assistant_text"
@@ -66,15 +69,32 @@ class ExecutionRequest:
     config: EffectiveConfig
     cwd: Path
     mode: SlotMode = SlotMode.PERSISTENT
-    """Persistent: reuse the slot's warm process and conversation. Ephemeral: a fresh process
-    and session for this task only."""
+    """Persistent: continue ``session_id`` in the slot's warm process. Ephemeral: a new
+    conversation for this task only. Either way a new conversation (``session_id`` None) may
+    be started in the slot's live process, when its flags and directory fit the task (the CLI
+    executor sends ``/clear``), which then stays warm for the slot's next task."""
     session_id: str | None = None
     """Conversation to resume (recorded in ``cwd``); None starts a new one."""
+    one_off: bool = False
+    """Run in a process of its own that ends with the task, leaving the slot's warm process
+    and conversation alone (a task in another directory than the slot's)."""
     timeout_secs: float | None = None
     """Wall-clock limit for the task; on expiry the process group is killed."""
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to stop the task: the CLI is interrupted (then killed if it does not stop) and a
     failed result carrying the spend so far is returned."""
+
+
+@dataclass(frozen=True)
+class SlotStart:
+    """What a slot's process is started with ahead of its first task: the configuration its
+    tasks get when they override nothing."""
+
+    slot_id: SlotId
+    config: EffectiveConfig
+    cwd: Path
+    session_id: str | None = None
+    """The slot's conversation to resume; None starts a new one."""
 
 
 @runtime_checkable
@@ -92,6 +112,12 @@ class Executor(Protocol):
     async def aclose(self) -> None:
         """Stop every process this executor started; none outlives this call."""
 
+    # An executor may also offer ``async start_slot(start: SlotStart) -> bool``: start the
+    # slot's warm process ahead of its first task and return once it is ready to take one
+    # (False if it could not be started: the first task then starts one as usual; it never
+    # raises for a task-level reason). The pool calls it when a slot is added, a bounded
+    # number at once, and gives the slot no task until it returns.
+    #
     # An executor may also offer ``call_cost_prior(model) -> int``: what one API call of
     # ``model`` is expected to cost in microdollars before the pool has seen one (the budget
     # never starts a task with a cap below that). Without it the pool assumes a typical

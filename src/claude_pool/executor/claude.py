@@ -1,11 +1,14 @@
 """The real executor: runs tasks on the Claude Code CLI over its stream-json protocol.
 
-Persistent slots keep one warm CLI process each, fed prompt after prompt over stdin, so a task
-costs one API round trip instead of a process start. The process is replaced (resuming the
-conversation with ``--resume``) when a task needs flags it was not started with, a fresh
-session, a per-task budget (the CLI's cap counts per process), or when it died. Model and
-permission-mode changes are made in place with control requests when the CLI accepts them.
-Ephemeral tasks get a process of their own that ends with the task.
+Every slot keeps one warm CLI process, fed prompt after prompt over stdin, so a task costs one
+API round trip instead of a process start. A task that needs a new conversation (an ephemeral
+slot's, a ``fresh_session`` one) gets it in the live process with ``/clear``, which takes a few
+milliseconds against most of a CPU-second for a new process. The process is replaced (resuming
+the conversation with ``--resume``) when a task needs flags it was not started with, another
+directory, a per-task budget on a conversation that goes on (the CLI's cap counts per
+conversation), or when it died. Model and permission-mode changes are made in place with
+control requests when the CLI accepts them. One-off tasks (another directory than the slot's)
+get a process of their own that ends with the task.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ from claude_pool.executor.base import (
     EventKind,
     ExecutionRequest,
     ExecutorEvent,
+    SlotStart,
 )
 from claude_pool.executor.process import CliProcess, ProcessGone, child_env
 from claude_pool.executor.protocol import (
     AUTH_FAILED_MESSAGE,
+    CLEAR_COMMAND,
     TurnTracker,
     control_response_of,
     encode_control_error,
@@ -52,7 +57,7 @@ from claude_pool.executor.protocol import (
     task_cost_usd,
 )
 from claude_pool.redaction import redact
-from claude_pool.types import PermissionMode, SlotId, SlotMode, TaskResult, usd_to_microdollars
+from claude_pool.types import PermissionMode, SlotId, TaskResult, usd_to_microdollars
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +117,10 @@ class _SlotState:
     """The live process's arguments apart from ``--resume``."""
     config: EffectiveConfig | None = None
     session_id: str | None = None
+    """The conversation the live process holds; None while it has not run a task (a process
+    started without ``--resume``)."""
     tasks_run: int = 0
+    """Tasks run in the live process's current conversation."""
     last_total_usd: float | None = None
     """The live process's last cumulative ``total_cost_usd`` (fallback cost arithmetic)."""
     crashed: bool = False
@@ -122,6 +130,9 @@ class _SlotState:
     temp_dir: Path | None = None
     stderr_sink: list[Any] = field(default_factory=list)
     """Where the live process's stderr lines go: ``[callback]`` of the task running now."""
+    started_ahead: dict[str, Any] | None = None
+    """The ``process_started`` data of a process started ahead of the slot's first task,
+    which that task reports (so every process shows up in its first task's events)."""
 
 
 class ClaudeCliExecutor:
@@ -131,7 +142,10 @@ class ClaudeCliExecutor:
     ``CLAUDE_CODE_ENTRYPOINT`` are always dropped); ``work_dir`` holds slot-owned temp files
     (default: a private temp directory). A cancelled task gets ``interrupt_grace_secs`` to stop
     and report its spend after the interrupt request; teardown waits ``stdin_grace_secs`` after
-    closing stdin and ``terminate_grace_secs`` after SIGTERM before SIGKILL.
+    closing stdin and ``terminate_grace_secs`` after SIGTERM before SIGKILL. With
+    ``clear_for_fresh_sessions`` off, a task that needs a new conversation always gets a new
+    process, whose first request carries nothing but the task (``/clear`` leaves the CLI's
+    record of the command in the new conversation, see :mod:`.protocol`).
     """
 
     def __init__(
@@ -144,6 +158,7 @@ class ClaudeCliExecutor:
         stdin_grace_secs: float = 5.0,
         terminate_grace_secs: float = 5.0,
         detect_permission_prompts: bool = True,
+        clear_for_fresh_sessions: bool = True,
     ) -> None:
         self._claude_bin = os.fspath(claude_bin) if claude_bin is not None else None
         self._env = dict(env or {})
@@ -153,6 +168,7 @@ class ClaudeCliExecutor:
         self.stdin_grace_secs = stdin_grace_secs
         self.terminate_grace_secs = terminate_grace_secs
         self.detect_permission_prompts = detect_permission_prompts
+        self.clear_for_fresh_sessions = clear_for_fresh_sessions
         self._slots: dict[SlotId, _SlotState] = {}
         self._processes: set[CliProcess] = set()
         """Every process this executor started and has not torn down yet."""
@@ -237,6 +253,57 @@ class ClaudeCliExecutor:
             result = await self._run(slot, request, _Emitter(request, on_event), started)
         return result.with_elapsed_ms(elapsed_ms())
 
+    async def start_slot(self, start: SlotStart) -> bool:
+        """Start the slot's warm process ahead of its first task; True once it answered a
+        control request (it is then ready to take a prompt)."""
+        try:
+            await self.check()
+        except ClaudeCliError as exc:
+            logger.warning("slot %s: cannot start its CLI process ahead: %s", start.slot_id, exc)
+            return False
+        if self._closed:
+            return False
+        slot = self._slots.setdefault(start.slot_id, _SlotState())
+        async with slot.lock:
+            if slot.process is not None:
+                return slot.process.alive
+            try:
+                mcp_path = self._write_mcp_config(slot, start.slot_id, start.config)
+            except OSError as exc:
+                logger.warning("slot %s: could not write its MCP config: %s", start.slot_id, exc)
+                return False
+            args = build_args(
+                start.config, resume_session_id=start.session_id, mcp_config_path=mcp_path
+            )
+            proc = await self._spawn(args, start.cwd, slot.stderr_sink)
+            if isinstance(proc, TaskResult):
+                logger.warning("slot %s: %s", start.slot_id, proc.output)
+                return False
+            try:
+                ready = await self._control(proc, "get_session_cost", {})
+            except BaseException:
+                await self._close(proc, graceful=False)
+                raise
+            if not ready:
+                logger.warning(
+                    "slot %s: its CLI process did not answer after starting (%s)",
+                    start.slot_id,
+                    redact(proc.stderr_tail().strip()[-500:]) or "no stderr",
+                )
+                await self._close(proc, graceful=False)
+                return False
+            slot.process = proc
+            slot.key = tuple(build_args(start.config, mcp_config_path=mcp_path))
+            slot.config, slot.session_id = start.config, start.session_id
+            slot.tasks_run, slot.last_total_usd, slot.crashed = 0, None, False
+            slot.started_ahead = {
+                "pid": proc.pid,
+                "restart": False,
+                "resumed_session": start.session_id,
+                "reason": "started_ahead",
+            }
+            return True
+
     async def release_slot(self, slot_id: SlotId) -> None:
         slot = self._slots.pop(slot_id, None)
         if slot is None:
@@ -268,7 +335,7 @@ class ClaudeCliExecutor:
             mcp_path = self._write_mcp_config(slot, request.slot_id, config)
         except OSError as exc:
             return TaskResult.failure(f"could not write the slot's MCP config file: {exc}")
-        run = self._run_ephemeral if request.mode is SlotMode.EPHEMERAL else self._run_persistent
+        run = self._run_one_off if request.one_off else self._run_in_slot
         result = await run(slot, request, emit, mcp_path)
         if request.session_id and _lost_session(result) and not request.cancel.is_set():
             # The conversation was never saved (its first turn died, or the CLI's files are
@@ -283,7 +350,7 @@ class ClaudeCliExecutor:
             result = await run(slot, replace(request, session_id=None), emit, mcp_path)
         return result
 
-    async def _run_ephemeral(
+    async def _run_one_off(
         self,
         slot: _SlotState,
         request: ExecutionRequest,
@@ -294,7 +361,7 @@ class ClaudeCliExecutor:
             request.config, resume_session_id=request.session_id, mcp_config_path=mcp_path
         )
         sink: list[Any] = []
-        proc_or_failure = await self._spawn(args, request, sink)
+        proc_or_failure = await self._spawn(args, request.cwd, sink)
         if isinstance(proc_or_failure, TaskResult):
             return proc_or_failure
         proc = proc_or_failure
@@ -305,7 +372,7 @@ class ClaudeCliExecutor:
                     "pid": proc.pid,
                     "restart": False,
                     "resumed_session": request.session_id,
-                    "reason": "ephemeral",
+                    "reason": "one_off",
                 },
             )
             result, outcome = await self._run_task(
@@ -317,7 +384,7 @@ class ClaudeCliExecutor:
         finally:
             await self._close(proc, graceful=True)
 
-    async def _run_persistent(
+    async def _run_in_slot(
         self,
         slot: _SlotState,
         request: ExecutionRequest,
@@ -325,14 +392,17 @@ class ClaudeCliExecutor:
         mcp_path: Path | None,
     ) -> TaskResult:
         config = request.config
+        if slot.started_ahead is not None:
+            emit(EventKind.PROCESS_STARTED, slot.started_ahead)
+            slot.started_ahead = None
         key = tuple(build_args(config, mcp_config_path=mcp_path))
-        reason = await self._reuse_or_reason(slot, request, key)
+        reason = await self._reuse_or_reason(slot, request, key, emit)
         if reason is not None:
             await self._stop_slot_process(slot)
             args = build_args(
                 config, resume_session_id=request.session_id, mcp_config_path=mcp_path
             )
-            proc_or_failure = await self._spawn(args, request, slot.stderr_sink)
+            proc_or_failure = await self._spawn(args, request.cwd, slot.stderr_sink)
             if isinstance(proc_or_failure, TaskResult):
                 return proc_or_failure
             restart = slot.crashed
@@ -373,10 +443,10 @@ class ClaudeCliExecutor:
         return result
 
     async def _reuse_or_reason(
-        self, slot: _SlotState, request: ExecutionRequest, key: tuple[str, ...]
+        self, slot: _SlotState, request: ExecutionRequest, key: tuple[str, ...], emit: _Emitter
     ) -> str | None:
-        """None when the slot's live process can take ``request``; else why a new one is
-        needed."""
+        """None when the slot's live process can take ``request`` (after starting a new
+        conversation in it if the task needs one); else why a new process is needed."""
         proc = slot.process
         if proc is None:
             if slot.last_outcome in (None, _Outcome.OK):
@@ -387,19 +457,67 @@ class ClaudeCliExecutor:
             return "exited"
         if proc.cwd != request.cwd:
             return "cwd_changed"
-        if request.session_id is None:
-            return "fresh_session"
-        if request.session_id != slot.session_id:
+        fresh = request.session_id is None
+        if not fresh and request.session_id != slot.session_id:
             return "session_changed"
-        if request.config.max_budget_usd is not None and slot.tasks_run > 0:
-            # The CLI's budget counts from the process start.
+        if not fresh and request.config.max_budget_usd is not None and slot.tasks_run > 0:
+            # The CLI's budget counts from the start of the conversation.
             return "budget"
-        if key == slot.key:
-            return None
-        if slot.config is not None and await self._change_in_place(slot, request.config):
+        if key != slot.key and not self._fits_in_place(slot, request.config):
+            return "config_changed"
+        if fresh and (slot.session_id is not None or slot.tasks_run > 0):
+            if not self.clear_for_fresh_sessions:
+                return "fresh_session"
+            if not await self._clear_conversation(slot, proc, emit):
+                return "clear_failed"
+        if key != slot.key:
+            if not await self._change_in_place(slot, request.config):
+                return "config_changed"
             slot.key, slot.config = key, request.config
-            return None
-        return "config_changed"
+        return None
+
+    async def _clear_conversation(self, slot: _SlotState, proc: CliProcess, emit: _Emitter) -> bool:
+        """Start a new conversation in the idle live process with ``/clear``; True once the CLI
+        has reported the new session (see :mod:`.protocol` for what it prints)."""
+        previous = slot.session_id
+        session_id: str | None = None
+        try:
+            await proc.send(encode_user_message(CLEAR_COMMAND))
+            async with asyncio.timeout(_CONTROL_REPLY_SECS):
+                while (event := await proc.read_event()) is not None:
+                    etype = event.get("type")
+                    if etype == "control_request":
+                        await self._refuse_control_request(proc, event)
+                    elif etype == "conversation_reset":
+                        session_id = str(event.get("new_conversation_id") or "") or None
+                    elif etype == "result":
+                        session_id = str(event.get("session_id") or "") or session_id
+                        if event.get("is_error") or session_id in (None, previous):
+                            logger.warning("/clear failed in process %d: %.300r", proc.pid, event)
+                            return False
+                        total = event.get("total_cost_usd")
+                        slot.last_total_usd = (
+                            float(total) if isinstance(total, int | float) else 0.0
+                        )
+                        break
+                else:
+                    return False
+        except (ProcessGone, TimeoutError):
+            return False
+        slot.session_id, slot.tasks_run = session_id, 0
+        emit(
+            EventKind.CONVERSATION_RESET,
+            {"pid": proc.pid, "previous_session": previous, "session_id": session_id},
+        )
+        return True
+
+    def _fits_in_place(self, slot: _SlotState, config: EffectiveConfig) -> bool:
+        """Whether ``config`` differs from the live process's at most by what control requests
+        may change (model, permission mode)."""
+        live = slot.config
+        if live is None or _neutral(live) != _neutral(config):
+            return False
+        return config.model == live.model or config.model is not None
 
     async def _change_in_place(self, slot: _SlotState, config: EffectiveConfig) -> bool:
         """Apply a model / permission-mode change with control requests when that is the only
@@ -409,11 +527,7 @@ class ClaudeCliExecutor:
         proc = slot.process
         assert live is not None
         assert proc is not None
-
-        def neutral(c: EffectiveConfig) -> EffectiveConfig:
-            return dataclasses.replace(c, model=None, permission_mode=PermissionMode.PLAN)
-
-        if neutral(live) != neutral(config):
+        if _neutral(live) != _neutral(config):
             return False
         requests: list[tuple[str, dict[str, Any]]] = []
         if config.model != live.model:
@@ -446,9 +560,7 @@ class ClaudeCliExecutor:
             pass
         return False
 
-    async def _spawn(
-        self, args: list[str], request: ExecutionRequest, sink: list[Any]
-    ) -> CliProcess | TaskResult:
+    async def _spawn(self, args: list[str], cwd: Path, sink: list[Any]) -> CliProcess | TaskResult:
         assert self._claude_bin is not None
         argv = [self._claude_bin, *args]
 
@@ -458,13 +570,13 @@ class ClaudeCliExecutor:
 
         try:
             proc = await CliProcess.spawn(
-                argv, cwd=request.cwd, env=child_env(self._env), on_stderr_line=on_stderr
+                argv, cwd=cwd, env=child_env(self._env), on_stderr_line=on_stderr
             )
             self._processes.add(proc)
             return proc
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and not request.cwd.is_dir():
-                message = f"the slot's working directory {request.cwd} does not exist"
+            if isinstance(exc, FileNotFoundError) and not await asyncio.to_thread(cwd.is_dir):
+                message = f"the slot's working directory {cwd} does not exist"
             elif isinstance(exc, FileNotFoundError):
                 message = str(ClaudeCliNotFound(f"{self._claude_bin} disappeared"))
             else:
@@ -678,6 +790,7 @@ class ClaudeCliExecutor:
     async def _stop_slot_process(self, slot: _SlotState, *, graceful: bool = True) -> None:
         proc, slot.process = slot.process, None
         slot.key, slot.config, slot.tasks_run, slot.last_total_usd = (), None, 0, None
+        slot.started_ahead = None
         if proc is not None:
             await self._close(proc, graceful=graceful)
 
@@ -726,6 +839,11 @@ class _Emitter:
             self._callback(event)
         except Exception:
             logger.exception("event callback failed for task %s", self.task_id)
+
+
+def _neutral(config: EffectiveConfig) -> EffectiveConfig:
+    """``config`` without what a control request can change in a live process."""
+    return dataclasses.replace(config, model=None, permission_mode=PermissionMode.PLAN)
 
 
 def _lost_session(result: TaskResult) -> bool:

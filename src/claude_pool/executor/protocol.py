@@ -27,6 +27,17 @@ Facts verified against Claude Code 2.1.330:
   ``stream_event`` lines, each tagged with ``api_message_id``: ``message_start`` (input and cache
   tokens) and ``message_delta`` (the final ``output_tokens``). The CLI counts a message's
   ``message_start`` usage even when its stream is dropped.
+- A user message ``/clear`` starts a new conversation in the live process: the CLI prints
+  ``{"type":"conversation_reset","new_conversation_id":NEW,"trigger":"clear",
+  "session_id":OLD,...}``, then ``system/init`` and a ``result`` (``num_turns`` 0,
+  ``local_command`` ``"clear"``) carrying the new ``session_id``; no API call is made.
+  ``total_cost_usd`` and the ``--max-budget-usd`` count start again from 0, model and
+  permission mode changed in place are kept, and the old conversation stays resumable. The
+  new conversation is not quite empty: its first request starts with the CLI's record of the
+  command itself (a ``<local-command-caveat>`` note, ``<command-name>/clear</command-name>``
+  and an empty ``<local-command-stdout>``), a few dozen tokens; nothing of the earlier
+  conversation is sent. No stdin message shape (``isSynthetic``, ``isMeta``, content blocks,
+  the ``/new`` and ``/reset`` aliases) leaves that record out.
 """
 
 from __future__ import annotations
@@ -51,6 +62,10 @@ AUTH_FAILED_MESSAGE = (
 )
 
 _TOOL_PREVIEW_CHARS = 2_000
+
+
+CLEAR_COMMAND = "/clear"
+"""The user message that starts a new conversation in a live stream-json process."""
 
 
 def encode_user_message(prompt: str) -> bytes:

@@ -527,6 +527,10 @@ class OutboxStore(Protocol):
     ) -> list[Delivery]:
         """Deliveries, newest first, by webhook and state when given (without payload)."""
 
+    async def prune_deliveries(self, before_ms: int) -> int:
+        """Delete delivered and failed deliveries created before ``before_ms`` (never pending
+        ones); returns how many."""
+
 
 @runtime_checkable
 class Store(

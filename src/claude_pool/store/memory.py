@@ -782,6 +782,16 @@ class MemoryStore:
         ]  # fmt: skip
         return [d.model_copy(update={"payload": ""}) for d in chosen[offset : offset + limit]]
 
+    async def prune_deliveries(self, before_ms: int) -> int:
+        self._check_open()
+        old = [
+            d.id for d in self._deliveries.values()
+            if d.state is not DeliveryState.PENDING and d.created_at_ms < before_ms
+        ]  # fmt: skip
+        for delivery_id in old:
+            del self._deliveries[delivery_id]
+        return len(old)
+
 
 class _MemoryWakeups:
     """Wakes waiters at once when the memory store logs an event (every user of one memory

@@ -3,7 +3,8 @@
 It implements the same :class:`~claude_pool.executor.base.Executor` seam as the real CLI
 executor: results come from a handler (by default: echo the prompt), tasks can be held until a
 test releases them, cancellation and timeouts behave like the real thing (a failed result with
-the spend so far), and every request is recorded.
+the spend so far), and every request is recorded. Slots can be started ahead of their tasks
+(``start_slot``), held until a test releases them, to watch how a pool starts its slots.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from claude_pool.executor.base import (
     EventKind,
     ExecutionRequest,
     ExecutorEvent,
+    SlotStart,
 )
 from claude_pool.types import SlotId, TaskResult
 
@@ -48,11 +50,21 @@ class FakeExecutor:
     call_cost_microdollars: int = 1000
     """What the executor expects one call to cost (:meth:`call_cost_prior`): the echo
     handler's cost."""
+    hold_starts: bool = False
+    """Keep every ``start_slot`` call waiting until :meth:`release_start`."""
+    starts: list[SlotStart] = field(default_factory=list)
+    """Every ``start_slot`` call, in the order they came."""
+    started: list[SlotId] = field(default_factory=list)
+    """The slots whose start returned, in that order."""
+    starting: dict[SlotId, SlotStart] = field(default_factory=dict)
+    most_starting: int = 0
+    """The most ``start_slot`` calls that were in progress at once."""
     requests: list[ExecutionRequest] = field(default_factory=list)
     running: dict[str, ExecutionRequest] = field(default_factory=dict)
     released_slots: list[SlotId] = field(default_factory=list)
     closed: bool = False
     _gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    _start_gates: dict[SlotId, asyncio.Event] = field(default_factory=dict)
     _callbacks: dict[str, EventCallback] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -63,6 +75,45 @@ class FakeExecutor:
                 self._changed.clear()
                 await self._changed.wait()
         return list(self.running.values())
+
+    async def wait_starting(self, count: int, timeout: float = 5.0) -> list[SlotStart]:
+        """Wait until at least ``count`` slot starts are in progress (held)."""
+        async with asyncio.timeout(timeout):
+            while len(self.starting) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return list(self.starting.values())
+
+    async def wait_started(self, count: int, timeout: float = 5.0) -> list[SlotId]:
+        """Wait until at least ``count`` slot starts have returned."""
+        async with asyncio.timeout(timeout):
+            while len(self.started) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return list(self.started)
+
+    def release_start(self, slot_id: SlotId | None = None) -> None:
+        """Let one held slot start (or, with no id, every one from now on) finish."""
+        if slot_id is None:
+            self.hold_starts = False
+            for gate in self._start_gates.values():
+                gate.set()
+        else:
+            self._start_gates.setdefault(slot_id, asyncio.Event()).set()
+
+    async def start_slot(self, start: SlotStart) -> bool:
+        self.starts.append(start)
+        self.starting[start.slot_id] = start
+        self.most_starting = max(self.most_starting, len(self.starting))
+        self._changed.set()
+        try:
+            if self.hold_starts:
+                await self._start_gates.setdefault(start.slot_id, asyncio.Event()).wait()
+        finally:
+            self.starting.pop(start.slot_id, None)
+        self.started.append(start.slot_id)
+        self._changed.set()
+        return True
 
     def release(self, task_id: str | None = None) -> None:
         """Let one held task (or, with no id, every task from now on) finish."""

@@ -8,6 +8,7 @@ from claude_pool.executor.base import (
     ExecutionRequest,
     Executor,
     ExecutorEvent,
+    SlotStart,
 )
 from claude_pool.types import SlotId, TaskResult
 
@@ -29,6 +30,10 @@ class RecordingExecutor:
                 on_event(event)
 
         return await self.inner.execute(request, record)
+
+    async def start_slot(self, start: SlotStart) -> bool:
+        start_slot = getattr(self.inner, "start_slot", None)
+        return bool(await start_slot(start)) if start_slot is not None else False
 
     async def release_slot(self, slot_id: SlotId) -> None:
         await self.inner.release_slot(slot_id)

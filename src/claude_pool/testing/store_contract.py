@@ -1546,6 +1546,20 @@ class StoreContract:
         await store.append_events([ContextChanged(key="k2", at_ms=T0)])
         assert await store.next_delivery_due_ms() is None
 
+    async def test_pruning_keeps_pending_deliveries_and_recent_ones(self, store: Store) -> None:
+        await store.put_webhook(Webhook(id="h", url="http://a/", created_at_ms=T0))
+        await store.append_events([ContextChanged(key=f"k{i}", at_ms=T0 + i) for i in range(3)])
+        done, failed, pending = await store.claim_deliveries(T0 + 10, lease_ms=1000)
+        await store.finish_delivery(
+            done.id, delivered=True, status=200, error=None, now_ms=T0 + 10, retry_at_ms=None
+        )
+        await store.finish_delivery(
+            failed.id, delivered=False, status=500, error="x", now_ms=T0 + 10, retry_at_ms=None
+        )
+        assert await store.prune_deliveries(T0 + 1) == 1  # only the delivered one is older
+        assert await store.prune_deliveries(T0 + 100) == 1
+        assert [d.id for d in await store.list_deliveries()] == [pending.id]
+
     async def test_put_webhook_replaces_the_one_with_its_id(self, store: Store) -> None:
         await store.put_webhook(Webhook(id="h", url="http://a/", created_at_ms=T0))
         await store.put_webhook(

@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from claude_pool.pool import Pool
@@ -23,7 +23,6 @@ class LiveFace:
     url: str
     pool: Pool
     loop: asyncio.AbstractEventLoop
-    errors: list[BaseException] = field(default_factory=list)
 
     def call(self, work: Callable[[Pool], Coroutine[Any, Any, T]]) -> T:
         """Run ``work(pool)`` (a coroutine function) on the server's loop; its result."""

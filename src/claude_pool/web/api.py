@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -155,9 +155,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request, request.app.state.pool)
-        except REFUSALS as exc:
-            return from_exception(exc)
-        except ValidationError as exc:  # pragma: no cover - a ValueError, caught above
+        except REFUSALS as exc:  # pydantic's ValidationError is a ValueError
             return from_exception(exc)
 
     return endpoint

@@ -101,10 +101,7 @@ def create_app(
     web.state.pool = pool
     web.state.stopping = asyncio.Event()
     web.state.openapi = openapi_document(openapi_paths)
-    webhooks = getattr(pool, "webhooks", None)
-    web.state.metrics = PoolMetrics(
-        pool, (lambda: webhooks.failures) if webhooks is not None else (lambda: 0)
-    )
+    web.state.metrics = PoolMetrics(pool, lambda: pool.webhooks.failures)
     guarded = WebGuard(
         web, host=host, tokens=tokens, allowed_hosts=allowed_hosts, public_paths=PUBLIC_PATHS
     )

@@ -128,7 +128,9 @@ class PoolMetrics:
             self.finished.labels(str(event.state)).inc()
         elif isinstance(event, TaskHeldForReview):
             self.duration.labels(str(TaskState.PENDING_REVIEW)).observe(event.elapsed_ms / 1000)
-            self.spend.labels("unknown").inc(microdollars_to_usd(event.cost_microdollars))
+            self.spend.labels(event.model or "unknown").inc(
+                microdollars_to_usd(event.cost_microdollars)
+            )
         elif isinstance(event, TaskCancelled):
             self.spend.labels("unknown").inc(microdollars_to_usd(event.cost_microdollars))
             self.finished.labels(str(TaskState.CANCELLED)).inc()

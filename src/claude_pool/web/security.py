@@ -7,8 +7,8 @@ DNS-rebinding page cannot reach a loopback pool). Then, for requests that change
 
 - there is no cookie or other ambient credential: the token travels in ``Authorization``,
   which a cross-origin page can only send after a CORS preflight this server never grants;
-- a browser's ``Origin`` must be one of the server's own, and ``Sec-Fetch-Site`` must say
-  same-origin (or none, for a request the user typed);
+- a browser's ``Origin`` must be this server (the host and port of the request), and
+  ``Sec-Fetch-Site`` must say same-origin (or none, for a request the user typed);
 - bodies must be JSON: the content types an HTML form can send without a preflight are
   refused.
 
@@ -92,8 +92,11 @@ class WebGuard:
             return f"Sec-Fetch-Site is {site}"
         origin = _header(scope, b"origin")
         if origin is not None:
+            # Same origin: the page came from this very host and port (another service on
+            # this machine is another origin).
             scheme, _, rest = origin.partition("://")
-            if scheme not in ("http", "https") or _strip_port(rest) not in self._names:
+            host = (_header(scope, b"host") or "").lower()
+            if scheme not in ("http", "https") or rest.lower().rstrip("/") != host:
                 return f"Origin {origin} is not this server"
         content_type = (_header(scope, b"content-type") or "").lower()
         if content_type.startswith(_FORM_TYPES):

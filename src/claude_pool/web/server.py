@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterator, Sequence
 
 import uvicorn
@@ -25,11 +26,31 @@ SHUTDOWN_SECS = 10
 
 
 class HttpServer(uvicorn.Server):
-    """uvicorn, minus its own signal handling (the caller drains the pool on signals)."""
+    """uvicorn, minus its own signal handling (the caller drains the pool on signals), that
+    calls ``on_started`` once it listens (so "listening on" is never said too early)."""
+
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[HttpServer], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self.on_started = on_started
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started(self)
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the system chose, for port 0)."""
+        for server in getattr(self, "servers", ()):
+            for sock in server.sockets or ():
+                return int(sock.getsockname()[1])
+        return int(self.config.port)
 
 
 def face_for(
@@ -66,9 +87,10 @@ def http_server(face: HttpFace, *, host: str, port: int) -> HttpServer:
     return HttpServer(config)
 
 
-def announce(server: uvicorn.Server, tokens: Sequence[str], allowed_hosts: Sequence[str]) -> None:
+def announce(server: HttpServer, tokens: Sequence[str], allowed_hosts: Sequence[str]) -> None:
+    """Log where ``server`` listens and what it serves (call it once it listens)."""
     config = server.config
-    base = f"http://{config.host}:{config.port}"
+    base = f"http://{config.host}:{server.port}"
     mcp = f"MCP server on {base}/mcp, " if getattr(config.app, "_mcp", None) is not None else ""
     log.warning(
         "claude-pool %sdashboard on %s/ (API /api/v1, metrics /metrics; %s; Host: %s)",
@@ -96,7 +118,7 @@ def on_signals(stop: Callable[[signal.Signals], None]) -> Iterator[None]:
 
 
 async def serve_face(
-    face: HttpFace, server: uvicorn.Server, tokens: Sequence[str], allowed: Sequence[str]
+    face: HttpFace, server: HttpServer, tokens: Sequence[str], allowed: Sequence[str]
 ) -> None:
     """Serve until SIGINT/SIGTERM (a second SIGINT skips waiting for open connections)."""
 
@@ -106,8 +128,8 @@ async def serve_face(
         server.should_exit = True
         face.close()
 
+    server.on_started = lambda started: announce(started, tokens, allowed)
     with on_signals(stop):
-        announce(server, tokens, allowed)
         try:
             await server.serve()
         finally:

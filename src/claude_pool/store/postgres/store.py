@@ -848,6 +848,11 @@ class PostgresStore:
             (state, status, error, retry_at_ms, now_ms if delivered else None, delivery_id),
         )
 
+    async def prune_deliveries(self, before_ms: int) -> int:
+        return await self._execute(
+            "pruning webhook deliveries", Q["prune_deliveries"], (before_ms,)
+        )
+
     async def next_delivery_due_ms(self) -> int | None:
         row = await self._fetchone("reading the webhook outbox", Q["next_delivery_due"])
         return None if row is None or row[0] is None else int(row[0])

@@ -204,11 +204,10 @@ def _transition(
 
 def _log_events(conn: sqlite3.Connection, events: Sequence[Event]) -> list[int]:
     """Append events inside the caller's write transaction; their sequence numbers, which
-    the caller sets on the events once the transaction has committed."""
+    the caller sets on the events once the transaction has committed. (A trigger adds each
+    event's webhook deliveries: the outbox rule of ``OutboxStore``.)"""
     if len(events) == 1:
-        single: list[int] = [conn.execute(Q["insert_event"], event_values(events[0])).fetchone()[0]]
-        _enqueue_deliveries(conn, single)
-        return single
+        return [conn.execute(Q["insert_event"], event_values(events[0])).fetchone()[0]]
     if not events:
         return []
     # Several at once (a settlement's events): numbered here and inserted in one call.
@@ -217,15 +216,7 @@ def _log_events(conn: sqlite3.Connection, events: Sequence[Event]) -> list[int]:
         Q["insert_numbered_event"],
         [(first + i, *event_values(e)) for i, e in enumerate(events)],
     )
-    seqs = list(range(first, first + len(events)))
-    _enqueue_deliveries(conn, seqs)
-    return seqs
-
-
-def _enqueue_deliveries(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
-    """The outbox rule: each logged event gets a delivery per webhook wanting it, in the
-    same transaction."""
-    conn.execute(Q["enqueue_deliveries"], (seqs[0], seqs[-1]))
+    return list(range(first, first + len(events)))
 
 
 _DELIVERY_COLUMNS = (
@@ -915,6 +906,11 @@ class Database:
         statement = _sql("list_deliveries", columns=_DELIVERY_COLUMNS, filters=_where(clauses))
         rows = self.conn.execute(statement, (*params, limit, offset)).fetchall()
         return [_delivery(row).model_copy(update={"payload": ""}) for row in rows]
+
+    def prune_deliveries(self, before_ms: int) -> int:
+        with self.write() as conn:
+            pruned: int = conn.execute(Q["prune_deliveries"], (before_ms,)).rowcount
+        return pruned
 
     # metrics
 

@@ -546,6 +546,9 @@ class SqliteStore:
             status, error, now_ms, retry_at_ms,
         )  # fmt: skip
 
+    async def prune_deliveries(self, before_ms: int) -> int:
+        return await self._quick("pruning webhook deliveries", Database.prune_deliveries, before_ms)
+
     async def next_delivery_due_ms(self) -> int | None:
         return await self._quick("reading the webhook outbox", Database.next_delivery_due_ms)
 

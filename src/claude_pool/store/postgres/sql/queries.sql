@@ -534,6 +534,9 @@ WHERE id = %s AND state = 'pending';
 -- name: next_delivery_due
 SELECT MIN(next_attempt_ms) FROM webhook_deliveries WHERE state = 'pending';
 
+-- name: prune_deliveries
+DELETE FROM webhook_deliveries WHERE state <> 'pending' AND created_at_ms < %s;
+
 -- name: list_deliveries
 -- The filters' parameters, limit, offset. {filters}: WHERE and delivery_of_webhook,
 -- delivery_in_state joined with AND, or nothing.

@@ -488,15 +488,6 @@ model = ?
 
 -- ── webhooks ─────────────────────────────────────────────────────────
 
--- name: enqueue_deliveries
--- first seq, last seq: one pending delivery, due at once, per webhook wanting each event.
-INSERT INTO webhook_deliveries
-    (webhook_id, seq, event_type, next_attempt_ms, created_at_ms, payload_json)
-SELECT DISTINCT w.webhook_id, e.id, e.kind, e.created_at_ms, e.created_at_ms, e.data_json
-FROM events AS e
-JOIN webhook_events AS w ON w.kind = e.kind OR w.kind = '*'
-WHERE e.id BETWEEN ? AND ?;
-
 -- name: upsert_webhook
 -- id, url, secret, source, created_at_ms.
 INSERT INTO webhooks (id, url, secret, source, created_at_ms) VALUES (?, ?, ?, ?, ?)
@@ -543,6 +534,9 @@ SELECT MIN(next_attempt_ms) FROM webhook_deliveries WHERE state = 'pending';
 -- name: list_deliveries
 -- The filters' parameters, limit, offset. {filters}: delivery_of_webhook, delivery_in_state.
 SELECT {columns} FROM webhook_deliveries {filters} ORDER BY id DESC LIMIT ? OFFSET ?;
+
+-- name: prune_deliveries
+DELETE FROM webhook_deliveries WHERE state != 'pending' AND created_at_ms < ?;
 
 -- name: delivery_of_webhook
 webhook_id = ?

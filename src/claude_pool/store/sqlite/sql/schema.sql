@@ -208,3 +208,13 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms, seq)
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, id);
+
+-- The outbox rule (migration 0012): each logged event gets a delivery per webhook wanting it.
+CREATE TRIGGER events_webhook_outbox AFTER INSERT ON events
+WHEN EXISTS (SELECT 1 FROM webhook_events) BEGIN
+    INSERT INTO webhook_deliveries
+        (webhook_id, seq, event_type, next_attempt_ms, created_at_ms, payload_json)
+    SELECT DISTINCT webhook_id, NEW.id, NEW.kind, NEW.created_at_ms, NEW.created_at_ms,
+        NEW.data_json
+    FROM webhook_events WHERE kind = NEW.kind OR kind = '*';
+END;
