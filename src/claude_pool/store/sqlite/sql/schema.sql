@@ -36,7 +36,7 @@ CREATE TABLE tasks (
     result_json TEXT
 , cwd TEXT, attempts_json TEXT, attempts_cost_microdollars INTEGER NOT NULL DEFAULT 0, depends_on_json TEXT, on_dependency_failure TEXT NOT NULL DEFAULT 'cancel');
 -- cwd (migration 0002), the earlier attempts of a task run again with their total cost
--- (migration 0007) and a task's dependencies (migration 0012) are spelled as ALTER TABLE
+-- (migration 0007) and a task's dependencies (migration 0013) are spelled as ALTER TABLE
 -- writes them.
 
 -- Claims: the queue order, over pending tasks only.
