@@ -131,3 +131,21 @@ def test_the_readmes_uvx_and_pipx_configs_start_the_same_server_from_a_checkout(
     text = README.read_text()
     assert "uvx --from /path/to/claude-pool claude-pool install-cli" in text
     assert "pipx run --spec /path/to/claude-pool claude-pool install-cli" in text
+
+
+@pytest.mark.cli
+def test_the_readme_team_example_implements_in_two_slots_verifies_then_reviews(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "Makefile").write_text("test:\n\t@echo 3 passed\n")
+    mock_api.on(Reply("Endpoint added."), prompt="Add the /users endpoint")
+    mock_api.on(Reply("Command added."), prompt="Add a `users` command")
+    mock_api.on(Reply("Both look right."), prompt="Review these changes together")
+    run = run_example(3, claude_bin, cli_env, tmp_path)
+    assert run.stdout.splitlines() == [
+        "completed Endpoint added. (1 checked)",
+        "completed Command added. (1 checked)",
+        "completed Both look right. (1 checked)",
+    ]
+    review = mock_api.main_requests[-1]
+    assert review.prompt == "Review these changes together:\nEndpoint added.\nCommand added."
