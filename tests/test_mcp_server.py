@@ -808,3 +808,19 @@ async def test_submit_with_verify_sends_a_failing_result_back_with_the_output(
     assert [v["passed"] for v in outcome["result"]["verifications"]] == [False, True]
     assert len(prompts) == 2
     assert "lint: 2 errors" in prompts[1]
+
+
+async def test_a_plan_is_reviewed_as_its_own_kind_then_carried_out() -> None:
+    async with serving() as served:
+        submitted = await served.call(
+            "pool_submit_with_review", prompt="add a cache", plan_first=True
+        )
+        held = await served.call("pool_result", task_id=submitted["task_id"], wait=True)
+        assert (held["state"], held["review_kind"]) == ("pending_review", "plan")
+        assert "plan awaits approval" in held["note"]
+        approved = await served.call("pool_approve_result", task_id=submitted["task_id"])
+        assert approved["state"] == "pending"
+        assert "carried out" in approved["note"]
+        result = await served.call("pool_result", task_id=submitted["task_id"], wait=True)
+    assert (result["state"], result["review_kind"]) == ("pending_review", "result")
+    assert result["result"]["output"].startswith("done: Your plan was approved.")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from claude_pool import Pool, TaskState
+from claude_pool import PermissionMode, Pool, TaskOverrides, TaskState
 from claude_pool.testing.mock_api import MockAnthropicAPI, Reply
 
 pytestmark = pytest.mark.cli
@@ -63,3 +63,29 @@ async def test_a_verification_that_fails_once_reruns_the_task_once_in_its_conver
     # (Closing the pool committed what the worktree held onto the slot's kept branch.)
     assert "checked" in git(repo, "ls-tree", "--name-only", f"claude-pool/{slot}").split()
     assert not (repo / "checked").exists()
+
+
+async def test_a_plan_approved_is_carried_out_in_the_same_session_in_the_tasks_own_mode(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    mock_api.on(Reply("Done: added the cache."), prompt="Your plan was approved")
+    mock_api.on(Reply("Plan: 1. add cache.py 2. wire it in"), prompt="add a cache")
+    edits = TaskOverrides(permission_mode=PermissionMode.ACCEPT_EDITS)
+    async with make_pool(slots=1) as pool:
+        task = await pool.submit("add a cache", edits, plan_first=True)
+        held = await pool.wait(task, timeout=60)
+        assert held.review_kind == "plan", held.result
+        assert held.result is not None
+        session = held.result.session_id
+        await pool.approve(task)
+        done = await pool.wait(task, timeout=60)
+    assert done.state is TaskState.COMPLETED, done.result
+    assert done.result is not None
+    assert done.result.output == "Done: added the cache."
+    assert done.result.session_id == session, "one conversation: the plan, then the work"
+    planning, doing = mock_api.main_requests
+    assert planning.prompt == "add a cache"
+    assert doing.prompt.startswith("Your plan was approved")
+    assert "Plan: 1. add cache.py" in " ".join(str(m) for m in doing.messages[:-1])
+    # The CLI itself tells the model that the conversation left plan mode.
+    assert "You have exited plan mode" in str(doing.messages[-1])

@@ -385,3 +385,18 @@ async def test_status_and_metrics_show_a_rate_limit_hold_while_a_task_retries() 
             assert 'claude_pool_api_retries_total{status="429"} 1.0' in metrics
             retrying.release()
         face.close()
+
+
+async def test_submit_plan_first_holds_the_plan_and_approve_carries_it_out(
+    client: httpx.AsyncClient, pool: Pool, executor: FakeExecutor
+) -> None:
+    task = await submit(client, prompt="add a cache", plan_first=True)
+    assert task["plan_first"] is True
+    held = await pool.wait(task["id"], timeout=5)
+    assert held.review_kind == "plan"
+    approved = await client.post(f"/api/v1/tasks/{task['id']}/approve")
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["plan_approved"] is True
+    done = await pool.wait(task["id"], timeout=5)
+    assert done.state is TaskState.COMPLETED
+    assert executor.requests[0].config.permission_mode == "plan"

@@ -22,7 +22,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from claude_pool.redaction import redact
-from claude_pool.types import TaskRecord, TaskResult, TaskState, microdollars_to_usd, now_ms
+from claude_pool.types import (
+    ReviewKind,
+    TaskRecord,
+    TaskResult,
+    TaskState,
+    microdollars_to_usd,
+    now_ms,
+)
 
 PREVIEW_CHARS = 200
 """Longest prompt, output or text preview an event carries."""
@@ -72,6 +79,7 @@ class TaskQueued(Event):
     tags: list[str] = Field(default_factory=list)
     target: TaskTargetInfo = Field(default_factory=TaskTargetInfo)
     review: bool = False
+    plan_first: bool = False
     assignment_timeout_secs: float | None = None
     """How long it may wait for a slot, when the submitter set it (else the pool default)."""
     depends_on: list[str] = Field(default_factory=list)
@@ -161,6 +169,8 @@ class TaskCancelled(Event):
 class TaskHeldForReview(Event):
     type: Literal["task_held_for_review"] = "task_held_for_review"
     task_id: str
+    kind: ReviewKind = "result"
+    """``plan``: a plan awaits approval before the task carries it out."""
     cost_microdollars: int = 0
     turns_used: int = 0
     elapsed_ms: int = 0
@@ -171,6 +181,10 @@ class TaskHeldForReview(Event):
 class TaskApproved(Event):
     type: Literal["task_approved"] = "task_approved"
     task_id: str
+    kind: ReviewKind = "result"
+    """``plan``: its plan was approved, and it is queued again to carry it out."""
+    target: TaskTargetInfo | None = None
+    """With ``plan``: where it may run (the slot that made the plan)."""
 
 
 class TaskRejected(Event):
@@ -485,6 +499,7 @@ def outcome_of(record: TaskRecord) -> Event | None:
         case TaskState.PENDING_REVIEW:
             return TaskHeldForReview(
                 task_id=record.id, slot_id=record.slot_id, at_ms=at,
+                kind=record.review_kind or "result",
                 cost_microdollars=result.cost_microdollars, turns_used=result.turns_used,
                 elapsed_ms=result.elapsed_ms, model=result.model, output=preview(result.output),
             )  # fmt: skip
@@ -514,6 +529,8 @@ def task_state_after(event: Event) -> TaskState | None:
             return TaskState.CANCELLED
         case TaskHeldForReview():
             return TaskState.PENDING_REVIEW
+        case TaskApproved(kind="plan"):
+            return TaskState.PENDING
         case TaskApproved():
             return TaskState.COMPLETED
         case TaskRejected(requeued=requeued):
@@ -605,11 +622,15 @@ def _describe(event: Event) -> str:
         case TaskCancelled():
             spent = f", spent {_usd(event.cost_microdollars)}" if event.cost_microdollars else ""
             return f"{task} cancelled ({preview(event.reason, 120)}{spent})"
+        case TaskHeldForReview(kind="plan"):
+            return f"{task} awaits approval of its plan: {preview(event.output, 100)}"
         case TaskHeldForReview():
             return (
                 f"{task} awaits review ({_usd(event.cost_microdollars)}, {event.turns_used} "
                 f"turns): {preview(event.output, 100)}"
             )
+        case TaskApproved(kind="plan"):
+            return f"{task} plan approved: carrying it out"
         case TaskApproved():
             return f"{task} approved"
         case TaskRejected():

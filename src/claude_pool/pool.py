@@ -555,6 +555,7 @@ class Pool:
         depends_on: Iterable[TaskId | str] = (),
         on_dependency_failure: DependencyFailure = "cancel",
         verify: str | None = None,
+        plan_first: bool = False,
     ) -> TaskId:
         """Queue a task and return its id at once.
 
@@ -569,12 +570,16 @@ class Pool:
         ``verify``: a shell command run in the task's directory once it completes (default:
         the slot's or pool's ``verify``); a non-zero exit sends the task back to the same
         slot with the command's output as feedback, up to ``max_rejections`` attempts.
+        ``plan_first``: the slot first makes a plan in plan mode, held for review (review
+        kind ``plan``); :meth:`approve` has it carried out in the same conversation, in the
+        task's own permission mode, and :meth:`reject` asks for a new plan.
         """
         return await self._queue.submit(
             prompt, overrides, tags, review=review, max_rejections=max_rejections,
             priority=priority, timeout=timeout, slot=slot, role=role, name=name,
             fresh_session=fresh_session, assignment_timeout=assignment_timeout, cwd=cwd,
             depends_on=depends_on, on_dependency_failure=on_dependency_failure, verify=verify,
+            plan_first=plan_first,
         )  # fmt: skip
 
     async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord:

@@ -65,6 +65,7 @@ from claude_pool.slot import RunningTask, Slot
 from claude_pool.slots import SlotSet
 from claude_pool.store.base import Requeue, Store, StoredTask
 from claude_pool.types import (
+    PermissionMode,
     PoolConfig,
     SlotMode,
     SlotState,
@@ -86,6 +87,9 @@ SETTLE_RETRY_FIRST_SECS = 0.1
 SETTLE_RETRY_MAX_SECS = 5.0
 """A settlement the store refuses is retried after 0.1 s, then twice as long each time, up to
 every 5 s, until it is written."""
+
+PLAN_APPROVED = "plan approved"
+"""The reason recorded with the planning run of a task whose plan was approved."""
 
 PREVIEW_TAIL = 400
 """A verification's event and re-queue reason show this much of the end of its output."""
@@ -203,7 +207,12 @@ class TaskRunner:
                 extra={"task_id": task.id, "slot_id": slot.id},
             )  # fmt: skip
             result = await executor.execute(request, lambda e: self._on_executor_event(running, e))
-            if result.success and request.config.verify and not running.cancel.is_set():
+            if (
+                result.success
+                and request.config.verify
+                and not task.planning
+                and not running.cancel.is_set()
+            ):
                 result, requeue = await self._verify(slot, stored, running, request, result)
         except BudgetExhausted as exc:
             self._outcomes.refused(task.id, exc)
@@ -286,6 +295,8 @@ class TaskRunner:
             stored.timeout_secs if stored.timeout_secs is not None else self._task_timeout
         )
         config = effective_config(self.config, slot.record.config, task.config)
+        if task.planning:
+            config = replace(config, permission_mode=PermissionMode.PLAN)
         cap = await self._await_budget(running, config.model, config.max_budget_usd)
         if cap is not None:
             config = replace(config, max_budget_usd=cap / 1_000_000)
@@ -298,8 +309,12 @@ class TaskRunner:
         # A conversation resumes only where it was recorded, so a task in another directory
         # runs one-off and leaves the slot's warm process and session alone.
         one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
-        # A run sent back by its verification continues the conversation that made it.
-        fixing = bool(task.attempts) and task.attempts[-1].verification is not None
+        # A run sent back by its verification, or carrying out an approved plan, continues
+        # the conversation that made it.
+        last = task.attempts[-1] if task.attempts else None
+        fixing = last is not None and (
+            last.verification is not None or last.reason == PLAN_APPROVED
+        )
         fresh = one_shot or (stored.fresh_session and not fixing)
         running.one_shot = elsewhere
         return ExecutionRequest(
@@ -483,7 +498,8 @@ class TaskRunner:
             elif requeue is not None:
                 target = TaskState.PENDING
             elif result.success:
-                target = TaskState.PENDING_REVIEW if task.review_required else TaskState.COMPLETED
+                held = task.review_required or task.planning
+                target = TaskState.PENDING_REVIEW if held else TaskState.COMPLETED
             else:
                 target = TaskState.FAILED
             session = slot.record.session_id
@@ -504,7 +520,7 @@ class TaskRunner:
             completed = 1 if result.success and requeue is None else 0
             always = self._settle_events(slot, task.id, result, slot_fields)
             outcome = [
-                _outcome_event(task.id, slot.id, target, result, running)
+                _outcome_event(task.id, slot.id, target, result, running, task.planning)
                 if requeue is None
                 else TaskRequeued(
                     task_id=task.id, slot_id=slot.id, reason=requeue.reason,
@@ -676,6 +692,7 @@ def _outcome_event(
     state: TaskState,
     result: TaskResult,
     running: RunningTask,
+    planning: bool = False,
 ) -> Event:
     if state is TaskState.CANCELLED:
         return TaskCancelled(
@@ -689,6 +706,7 @@ def _outcome_event(
         return TaskHeldForReview(
             task_id=task_id,
             slot_id=slot_id,
+            kind="plan" if planning else "result",
             cost_microdollars=result.cost_microdollars,
             turns_used=result.turns_used,
             elapsed_ms=result.elapsed_ms,

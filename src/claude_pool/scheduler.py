@@ -24,6 +24,7 @@ from claude_pool.errors import NoSlotAvailable, StoreDamaged
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     Event,
+    TaskApproved,
     TaskClaimed,
     TaskQueued,
     TaskRejected,
@@ -108,6 +109,8 @@ class Scheduler:
                     self.work_arrived(target_of(target))
             case TaskRejected(requeued=True, target=target):
                 self.work_arrived(target_of(target))
+            case TaskApproved(kind="plan", target=target):
+                self.work_arrived(target_of(target) if target else TaskTarget())
             case TaskClaimed(task_id=task_id):
                 self._deadline_of.pop(TaskId(task_id), None)
             case _ if event.task_id is not None and task_state_after(event) is not None:

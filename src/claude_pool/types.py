@@ -453,6 +453,10 @@ DependencyFailure = Literal["cancel", "run"]
 (with a reason naming that dependency), or ``run`` it anyway."""
 
 
+ReviewKind = Literal["plan", "result"]
+"""What a task held for review waits for: approval of its plan, or of its result."""
+
+
 def _is_cancel(value: object) -> bool:
     return value == "cancel"
 
@@ -483,6 +487,23 @@ class TaskRecord(_Model):
     JSON when there are none)."""
     on_dependency_failure: DependencyFailure = Field(default="cancel", exclude_if=_is_cancel)
     """When a dependency fails or is cancelled: ``cancel`` this task, or ``run`` it anyway."""
+    plan_first: bool = Field(default=False, exclude_if=_is_false)
+    """Plan in plan mode first and hold the plan for approval, then carry it out (not in the
+    seed)."""
+    plan_approved: bool = Field(default=False, exclude_if=_is_false)
+    """With ``plan_first``: the plan was approved, the task now carries it out."""
+
+    @property
+    def review_kind(self) -> ReviewKind | None:
+        """What a task held for review waits for: its ``plan`` approved, or its ``result``."""
+        if self.state is not TaskState.PENDING_REVIEW:
+            return None
+        return "plan" if self.plan_first and not self.plan_approved else "result"
+
+    @property
+    def planning(self) -> bool:
+        """It runs (or will run) to make a plan, in plan mode."""
+        return self.plan_first and not self.plan_approved
 
     @property
     def total_cost_microdollars(self) -> int:
@@ -616,6 +637,7 @@ __all__ = [
     "PermissionMode",
     "PoolConfig",
     "RateLimitState",
+    "ReviewKind",
     "ScalingConfig",
     "SessionMetrics",
     "SlotConfig",

@@ -75,6 +75,16 @@ def submit(
             ),
         ),
     ] = None,
+    plan_first: Annotated[
+        bool,
+        typer.Option(
+            "--plan-first",
+            help=(
+                "Plan first, in plan mode, and wait for `approve` (which carries the plan out) "
+                "or `reject` (which asks for a new one)."
+            ),
+        ),
+    ] = False,
     run_anyway: Annotated[
         bool,
         typer.Option(
@@ -98,6 +108,7 @@ def submit(
                     prompt, overrides, tag or (), priority=priority, timeout=timeout,
                     review=review, depends_on=after or (),
                     on_dependency_failure="run" if run_anyway else "cancel", verify=verify,
+                    plan_first=plan_first,
                 )  # fmt: skip
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)

@@ -8,6 +8,8 @@ and workflows keep their results with their tools (:mod:`claude_pool.mcp.tools`)
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from claude_pool.queue import FanOutItem
@@ -32,6 +34,9 @@ class TaskOutcome(BaseModel):
         description="True once the task has ended or awaits review (its result is final)."
     )
     awaiting_review: bool = False
+    review_kind: Literal["plan", "result"] | None = Field(
+        None, description="What awaits review: the task's plan, or its result."
+    )
     slot_id: str | None = None
     result: TaskResult | None = None
     tags: list[str] = Field(default_factory=list)
@@ -49,7 +54,12 @@ class TaskOutcome(BaseModel):
     def of(cls, record: TaskRecord, note: str | None = None) -> TaskOutcome:
         awaiting = record.state is TaskState.PENDING_REVIEW
         finished = record.state.is_terminal or awaiting
-        if note is None and awaiting:
+        if note is None and awaiting and record.review_kind == "plan":
+            note = (
+                "a plan awaits approval: pool_approve_result has it carried out, "
+                "pool_reject_result with feedback asks for a new plan"
+            )
+        elif note is None and awaiting:
             note = "approve with pool_approve_result or send back with pool_reject_result"
         elif note is None and not finished:
             note = "not finished yet; call pool_result with wait=true to wait for it"
@@ -58,6 +68,7 @@ class TaskOutcome(BaseModel):
             state=record.state,
             finished=finished,
             awaiting_review=awaiting,
+            review_kind=record.review_kind,
             slot_id=record.slot_id,
             result=record.result if finished else None,
             tags=record.tags,

@@ -179,12 +179,15 @@ class TaskQueueStore(Protocol):
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
         attempt_reason: str | Any = UNSET,
+        plan_approved: bool | Any = UNSET,
+        target_slot: SlotId | Any | None = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         """Compare-and-set: move the task to ``to_state`` only if it is in one of
         ``from_states``; set the given fields; stamp ``started_at_ms`` (running) or
         ``completed_at_ms`` (any other non-pending state), clear ``claimed_by`` unless running.
-        Moving back to pending (a re-queue) clears both stamps. With ``attempt_reason``, the
+        Moving back to pending (a re-queue) clears both stamps. ``target_slot`` replaces the
+        slot the task is aimed at (None: any). With ``attempt_reason``, the
         run the task had (its state and result, what it cost) is first added to its
         ``attempts`` for that reason, so that running it again loses none of its spend.
         Returns the updated record, or None if the task does not exist or was not in an

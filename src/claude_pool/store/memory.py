@@ -226,6 +226,8 @@ class MemoryStore:
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
         attempt_reason: str | Any = UNSET,
+        plan_approved: bool | Any = UNSET,
+        target_slot: SlotId | Any | None = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         self._check_open()
@@ -234,6 +236,8 @@ class MemoryStore:
             "slot_id": slot_id,
             "prompt": prompt,
             "rejection_count": rejection_count,
+            "plan_approved": plan_approved,
+            "target_slot": target_slot,
         }
         stored = self._tasks.get(task_id)
         if (
@@ -281,6 +285,8 @@ class MemoryStore:
             record.original_prompt = fields["original_prompt"]
         if "target_slot" in fields:
             stored.target = replace(stored.target, slot_id=fields["target_slot"])
+        if "plan_approved" in fields:
+            record.plan_approved = bool(fields["plan_approved"])
         if to_state is TaskState.RUNNING:
             record.started_at_ms = now_ms
         else:

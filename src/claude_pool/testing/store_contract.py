@@ -401,6 +401,36 @@ class StoreContract:
         assert [t.record.id for t in found] == ids[1:2]
         assert await store.dependent_tasks(TaskId("task-none")) == []
 
+    async def test_a_plan_first_task_keeps_its_plan_state_and_can_be_aimed_at_its_slot(
+        self, store: Store
+    ) -> None:
+        task = make_task("plan then do")
+        task.record.plan_first = True
+        await store.insert_task(task)
+        got = await claim(store, "slot-a")
+        assert got is not None
+        assert (got.record.plan_first, got.record.plan_approved) == (True, False)
+        await store.transition_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.PENDING_REVIEW, now_ms=T0,
+            result=make_result(),
+        )  # fmt: skip
+        moved = await store.transition_task(
+            task.record.id, {TaskState.PENDING_REVIEW}, TaskState.PENDING, now_ms=T0 + 1,
+            prompt="carry it out", result=None, slot_id=None, attempt_reason="plan approved",
+            plan_approved=True, target_slot=SlotId("slot-a"),
+        )  # fmt: skip
+        assert moved is not None
+        assert (moved.plan_approved, moved.prompt) == (True, "carry it out")
+        assert [a.reason for a in moved.attempts] == ["plan approved"]
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.target.slot_id == "slot-a"
+        assert stored.record.plan_approved
+        assert await claim(store, "slot-b") is None
+        again = await claim(store, "slot-a")
+        assert again is not None
+        assert again.record.plan_approved
+
     async def test_concurrent_claims_take_each_task_exactly_once(self, store: Store) -> None:
         tasks = [await store.insert_task(make_task(f"p{i}")) for i in range(200)]
 

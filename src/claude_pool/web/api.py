@@ -63,6 +63,8 @@ class SubmitRequest(BaseModel):
     """Tasks that must complete first; the prompt may use ``{{<task id>.output}}``."""
     on_dependency_failure: Literal["cancel", "run"] = "cancel"
     """When a dependency fails or is cancelled: cancel this task too, or run it anyway."""
+    plan_first: bool = False
+    """Plan first in plan mode, held for review (approve carries the plan out)."""
     verify: str | None = Field(default=None, min_length=1, max_length=10_000)
     """Shell command run in the task's directory once it completes; non-zero exit sends it
     back with the command's output as feedback."""
@@ -258,7 +260,7 @@ async def submit_task(request: Request, pool: Pool) -> Response:
         max_rejections=body.max_rejections, priority=body.priority, timeout=body.timeout_secs,
         slot=body.slot, role=body.role, name=body.name, fresh_session=body.fresh_session,
         depends_on=body.depends_on, on_dependency_failure=body.on_dependency_failure,
-        verify=body.verify,
+        verify=body.verify, plan_first=body.plan_first,
     )  # fmt: skip
     record = await pool.get_task(task_id)
     return _json(record, 201, {"Location": f"{API_PREFIX}/tasks/{task_id}"})

@@ -133,6 +133,12 @@ def _query(text: str) -> sql.SQL:
     return sql.SQL(text)
 
 
+_COLUMN_FIELDS = (
+    "slot_id", "prompt", "rejection_count", "original_prompt", "target_slot", "plan_approved",
+)  # fmt: skip
+"""Task fields a transition may set that are stored as they are, each in its own column."""
+
+
 class PostgresStore:
     """The :class:`~claude_pool.store.base.Store` protocol over PostgreSQL.
 
@@ -480,7 +486,7 @@ class PostgresStore:
         if "attempts" in fields:
             sets.append(Q["attempts_assignments"])
             params.extend(attempts_values(fields["attempts"]))
-        for name in ("slot_id", "prompt", "rejection_count", "original_prompt", "target_slot"):
+        for name in _COLUMN_FIELDS:
             if name in fields:
                 sets.append(f"{name} = %s")
                 params.append(fields[name])
@@ -502,6 +508,8 @@ class PostgresStore:
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
         attempt_reason: str | Any = UNSET,
+        plan_approved: bool | Any = UNSET,
+        target_slot: SlotId | Any | None = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         allowed = [TaskState(s) for s in from_states]
@@ -514,6 +522,8 @@ class PostgresStore:
                 ("slot_id", slot_id),
                 ("prompt", prompt),
                 ("rejection_count", rejection_count),
+                ("plan_approved", int(plan_approved) if plan_approved is not UNSET else UNSET),
+                ("target_slot", target_slot),
             )
             if value is not UNSET
         }

@@ -70,6 +70,12 @@ log = logging.getLogger(__name__)
 # ── errors ───────────────────────────────────────────────────────────
 
 
+_COLUMN_FIELDS = (
+    "slot_id", "prompt", "rejection_count", "original_prompt", "target_slot", "plan_approved",
+)  # fmt: skip
+"""Task fields a transition may set that are stored as they are, each in its own column."""
+
+
 def translate_error(path: str, operation: str, exc: sqlite3.Error) -> StoreError:
     """The :class:`StoreError` for ``exc``, saying what to do about it."""
     text = str(exc)
@@ -187,7 +193,7 @@ def _transition(
     if "attempts" in fields:
         sets.append(Q["attempts_assignments"])
         params.extend(attempts_values(fields["attempts"]))
-    for name in ("slot_id", "prompt", "rejection_count", "original_prompt", "target_slot"):
+    for name in _COLUMN_FIELDS:
         if name in fields:
             sets.append(f"{name} = ?")
             params.append(fields[name])

@@ -310,6 +310,8 @@ class SqliteStore:
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
         attempt_reason: str | Any = UNSET,
+        plan_approved: bool | Any = UNSET,
+        target_slot: SlotId | Any | None = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         fields = {
@@ -320,6 +322,8 @@ class SqliteStore:
                 ("prompt", prompt),
                 ("rejection_count", rejection_count),
                 ("attempt_reason", attempt_reason),
+                ("plan_approved", int(plan_approved) if plan_approved is not UNSET else UNSET),
+                ("target_slot", target_slot),
             )
             if value is not UNSET
         }

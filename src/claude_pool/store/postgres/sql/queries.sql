@@ -13,7 +13,7 @@ seq, id, state, priority, slot_id, target_slot, target_role, target_name, claime
 created_at_ms, started_at_ms, completed_at_ms, review_required, max_rejections,
 rejection_count, timeout_secs, assignment_timeout_secs, fresh_session, tags_json,
 config_json, original_prompt, prompt, result_json, cwd, attempts_json, depends_on_json,
-on_dependency_failure
+on_dependency_failure, plan_first, plan_approved
 
 -- name: result_assignments
 -- A task's result: _rows.result_values(result).
@@ -31,9 +31,9 @@ INSERT INTO tasks (id, state, priority, slot_id, target_slot, target_role, targe
     max_rejections, rejection_count, timeout_secs, assignment_timeout_secs, fresh_session,
     tags_json, config_json, original_prompt, prompt, result_json, cost_microdollars,
     elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars,
-    depends_on_json, on_dependency_failure)
+    depends_on_json, on_dependency_failure, plan_first, plan_approved)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-    %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 RETURNING seq;
 
 -- name: insert_task_tags
