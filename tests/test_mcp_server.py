@@ -57,6 +57,7 @@ ALL_TOOLS = {
     "pool_broadcast",
     "pool_read_messages",
     "pool_peek_messages",
+    "pool_merge",
     # chains, skills, workflows, routing (tests/test_mcp_skills.py)
     "pool_chain",
     "pool_submit_chain",

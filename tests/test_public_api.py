@@ -20,7 +20,7 @@ PUBLIC_API = sorted(
         "TaskState", "TaskResult", "TaskFilter", "TaskId", "SessionMetrics", "ModelMetrics",
         "MetricsFilter", "now_ms",
         # teams of tasks
-        "VerificationRun",
+        "VerificationRun", "MergeReport",
         # chains and worktrees
         "ChainSpec", "ChainStep", "ChainIsolation", "ChainState", "ChainResult", "StepResult",
         "StepAttempt", "StepState", "SkillResolver", "WorktreeReport",

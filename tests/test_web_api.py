@@ -400,3 +400,19 @@ async def test_submit_plan_first_holds_the_plan_and_approve_carries_it_out(
     done = await pool.wait(task["id"], timeout=5)
     assert done.state is TaskState.COMPLETED
     assert executor.requests[0].config.permission_mode == "plan"
+
+
+async def test_merge_outside_a_git_repository_is_refused_with_a_problem(
+    tmp_path: Path,
+) -> None:
+    async with Pool(PoolConfig(), slots=1, store=MemoryStore(), executor=FakeExecutor(),
+                    cwd=tmp_path) as pool:  # fmt: skip
+        face = create_app(pool)
+        async with client_for(face) as client:
+            task = await submit(client)
+            await pool.wait(task["id"], timeout=5)
+            response = await client.post("/api/v1/merge", json={"ids": [task["id"]]})
+        face.close()
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "not inside a git repository" in response.text

@@ -35,6 +35,7 @@ from claude_pool.errors import (
     WorktreeError,
 )
 from claude_pool.events import Event, describe
+from claude_pool.merging import MergeReport
 from claude_pool.pool import DrainSummary, FanOutItem, Pool, PoolStatus, RejectOutcome
 from claude_pool.types import (
     Effort,
@@ -84,6 +85,7 @@ __all__ = [
     "Event",
     "FanOutItem",
     "InvalidTaskState",
+    "MergeReport",
     "MetricsFilter",
     "ModelMetrics",
     "NoSlotAvailable",

@@ -53,6 +53,7 @@ from claude_pool.executor.base import Executor
 from claude_pool.housekeeping import housekeeping
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, new_worker_id
+from claude_pool.merging import MergeReport, MergeSource, merge_branches
 from claude_pool.notes import SharedNotes
 from claude_pool.outcomes import Outcomes
 from claude_pool.queue import FanOutItem, RejectOutcome, TaskQueue
@@ -84,10 +85,11 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
+    check_texts,
     now_ms,
 )
 from claude_pool.webhooks import WebhookDeliverer, webhook_from_api
-from claude_pool.worktree import WorktreeReport, find_repo_root, worktree_diff
+from claude_pool.worktree import WorktreeManager, WorktreeReport, find_repo_root, worktree_diff
 
 log = logging.getLogger(__name__)
 
@@ -922,6 +924,35 @@ class Pool:
             for index, spec in enumerate(specs):
                 tg.create_task(one(index, spec))
         return [r for r in results if r is not None]
+
+    async def merge(self, ids: Sequence[str], into: str = "main") -> MergeReport:
+        """Merge the kept branches of these tasks (their slot's ``claude-pool/<slot>`` branch,
+        with worktree isolation: everything that slot did) and chains (``kept_branch``) into
+        ``into``, in order, in a temporary worktree; the target branch moves only by a
+        fast-forward, so neither it nor a working tree is ever left conflicted. At a conflict
+        it stops and reports the branch and files; the report says what was merged, what was
+        skipped and why (see :mod:`claude_pool.merging`)."""
+        check_texts([into, *ids], "merge")
+        root = await find_repo_root(self._cwd)
+        sources = [await self._merge_source(str(source)) for source in ids]
+        return await merge_branches(root, sources, into)
+
+    async def _merge_source(self, source: str) -> MergeSource:
+        if source.startswith("chain-"):  # the shape of new_chain_id()
+            chain = await self._chains.get(source)
+            if chain.state is not ChainState.COMPLETED:
+                return MergeSource(source=source, reason=f"the chain is {chain.state}")
+            if chain.kept_branch is None:
+                return MergeSource(
+                    source=source, reason="the chain kept no branch (it changed nothing)"
+                )
+            return MergeSource(source=source, branch=chain.kept_branch)
+        record = await self._queue.get(source)
+        if record.state is not TaskState.COMPLETED:
+            return MergeSource(source=source, reason=f"the task is {record.state}")
+        if record.slot_id is None:
+            return MergeSource(source=source, reason="the task ran on no slot")
+        return MergeSource(source=source, branch=WorktreeManager.branch_for(record.slot_id))
 
     async def chain_result(self, chain_id: str) -> ChainResult:
         """A chain's progress: state, current step, the running step's output so far, and the

@@ -38,6 +38,7 @@ from claude_pool.cli.common import (
     out,
 )
 from claude_pool.events import preview
+from claude_pool.merging import MergeReport
 from claude_pool.pool import RejectOutcome
 from claude_pool.types import TaskFilter, TaskRecord, TaskState, microdollars_to_usd
 
@@ -182,6 +183,42 @@ def requeue(
         _print_json(record.model_dump(mode="json"))
     else:
         out.print(f"{record.id} queued again", markup=False, highlight=False)
+
+
+def merge(
+    ids: Annotated[list[str], typer.Argument(help="Task and chain ids, merged in this order.")],
+    into: Annotated[str, typer.Option(help="The branch to merge into.")] = "main",
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge the kept branches of tasks and chains into a branch (default main). It never
+    leaves that branch or the working tree conflicted; exit 1 when it stopped at a conflict
+    or could not move the branch."""
+    settings = _settings(config, store=store)
+
+    async def go() -> MergeReport:
+        async with _client(settings, existing=True) as pool:
+            return await pool.merge(ids, into=into)
+
+    report = _run(go())
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        for merged in report.merged:
+            out.print(f"merged {merged.branch} ({merged.source})", markup=False)
+        for skipped in report.skipped:
+            what = skipped.branch or skipped.source
+            out.print(f"skipped {what} ({skipped.source}): {skipped.reason}", markup=False)
+        if report.conflict is not None:
+            files = ", ".join(report.conflict.files)
+            out.print(
+                f"conflict: {report.conflict.branch} ({report.conflict.source}) in {files}",
+                markup=False,
+            )
+        out.print(report.message, markup=False, highlight=False)
+    if report.conflict is not None or report.error is not None:
+        raise typer.Exit(1)
 
 
 def approve(

@@ -70,6 +70,15 @@ class SubmitRequest(BaseModel):
     back with the command's output as feedback."""
 
 
+class MergeRequest(BaseModel):
+    """Branches to merge (``POST /api/v1/merge``): those of these task and chain ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(min_length=1, max_length=100)
+    into: str = Field(default="main", min_length=1, max_length=200)
+
+
 class RejectRequest(BaseModel):
     """Why a result held for review is sent back (``POST /api/v1/tasks/{id}/reject``)."""
 
@@ -266,6 +275,12 @@ async def submit_task(request: Request, pool: Pool) -> Response:
     return _json(record, 201, {"Location": f"{API_PREFIX}/tasks/{task_id}"})
 
 
+@_bodied
+async def merge_results(request: Request, pool: Pool) -> Response:
+    body: MergeRequest = await _body(request, MergeRequest)
+    return _json(await pool.merge(body.ids, into=body.into))
+
+
 class TaskDiff(BaseModel):
     """What a task's slot changed in its git worktree; ``diff`` is None when it ran on
     none."""
@@ -376,6 +391,7 @@ def routes() -> list[Route]:
         Route(f"{p}/status", _endpoint(get_status), methods=["GET"]),
         Route(f"{p}/tasks", _endpoint(list_tasks), methods=["GET"]),
         Route(f"{p}/tasks", _endpoint(submit_task), methods=["POST"]),
+        Route(f"{p}/merge", _endpoint(merge_results), methods=["POST"]),
         Route(f"{p}/tasks/{{task_id}}", _endpoint(get_task), methods=["GET"]),
         Route(f"{p}/tasks/{{task_id}}/diff", _endpoint(get_task_diff), methods=["GET"]),
         Route(f"{p}/tasks/{{task_id}}/cancel", _endpoint(cancel_task), methods=["POST"]),
