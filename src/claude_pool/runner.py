@@ -245,6 +245,10 @@ class TaskRunner:
         assert command is not None
         attempt = task.rejection_count + 1
         limit = max(1, task.max_rejections)
+        if running.timeout_secs is not None:
+            # The verification has its own limit, on top of the run's (the supervisor's
+            # stuck-task check reads this).
+            running.timeout_secs += self.config.verify_timeout_secs
         check = await verify(
             command, request.cwd, float(self.config.verify_timeout_secs), running.cancel
         )
