@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from claude_pool import (
     TaskState,
 )
 from claude_pool.executor.base import ExecutionRequest
-from claude_pool.store import MemoryStore, StoredTask
+from claude_pool.store import MemoryStore, Store, StoredTask
 from claude_pool.testing.fake_executor import FakeExecutor
 
 
@@ -357,27 +358,25 @@ async def test_cancel_in_the_claim_window_waits_for_the_process_to_stop() -> Non
 
 
 async def test_an_adopted_slot_resumes_its_session_only_in_the_directory_it_was_recorded_in(
-    tmp_path: Path,
+    shared_store: Callable[[], Store], tmp_path: Path
 ) -> None:
     """Regression: a pool reopened in another directory resumed the slots' sessions there."""
-    from claude_pool.store.sqlite import SqliteStore
 
     def handler(request: ExecutionRequest) -> TaskResult:
         return TaskResult.success_result("ok", 1, 1).with_session_id("s-recorded")
 
-    db = tmp_path / "pool.db"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = FakeExecutor(handler=handler)
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=first,
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=first,
                     cwd=tmp_path / "a") as pool:  # fmt: skip
         await pool.run("one")
     same_dir = FakeExecutor(handler=handler)
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=same_dir,
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=same_dir,
                     cwd=tmp_path / "a") as pool:  # fmt: skip
         await pool.run("two")
     moved = FakeExecutor(handler=handler)
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=moved,
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=moved,
                     cwd=tmp_path / "b") as pool:  # fmt: skip
         await pool.run("three")
     assert same_dir.requests[0].session_id == "s-recorded"
@@ -421,19 +420,18 @@ async def test_wait_answers_from_memory_exactly_what_the_store_holds() -> None:
         assert await pool.wait(cancelled, timeout=5) == stored.record
 
 
-async def test_a_live_pool_with_a_late_heartbeat_keeps_its_running_task(tmp_path: Path) -> None:
+async def test_a_live_pool_with_a_late_heartbeat_keeps_its_running_task(
+    shared_store: Callable[[], Store],
+) -> None:
     """Regression: a pool process on this host whose heartbeat lagged (a busy machine) was
     taken for dead by another pool opening on the store, and its running task re-queued
     while it still ran it."""
-    from claude_pool.store.sqlite import SqliteStore
-
-    db = tmp_path / "pool.db"
     executor = FakeExecutor(hold=True)
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=executor) as busy:
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=executor) as busy:
         task_id = await busy.submit("long job")
         await executor.wait_running(1)
         await busy.store.heartbeat_worker(busy.worker_id, 1)  # very stale
-        async with Pool(PoolConfig(), slots=1, store=SqliteStore(db),
+        async with Pool(PoolConfig(), slots=1, store=shared_store(),
                         executor=FakeExecutor()) as other:  # fmt: skip
             record = await other.get_task(task_id)
             assert record.state is TaskState.RUNNING

@@ -29,7 +29,7 @@ from claude_pool.store.postgres import PostgresStore
 from claude_pool.testing.claude_cli import mock_cli_env
 from claude_pool.testing.mock_api import DEFAULT_MODEL, MockAnthropicAPI, MockRequest, Reply
 from claude_pool.testing.postgres import server_url
-from claude_pool.testing.processes import ancestors, pid_alive, wait_until
+from claude_pool.testing.processes import ancestors, pid_alive, processes_running, wait_until
 from claude_pool.types import TaskFilter, TaskId
 
 pytestmark = [pytest.mark.cli, pytest.mark.postgres, pytest.mark.timeout(240)]
@@ -54,10 +54,12 @@ def worker_argv(url: str) -> list[str]:
             "--model", DEFAULT_MODEL, "--permission-mode", "dontAsk"]  # fmt: skip
 
 
-def worker_env(cli_env: dict[str, str], claude_bin: Path) -> dict[str, str]:
+def worker_env(
+    cli_env: dict[str, str], claude_bin: Path, heartbeat_secs: float = 0.5
+) -> dict[str, str]:
     env = {k: v for k, v in cli_env.items() if not k.startswith("CLAUDE_POOL_")}
     env["CLAUDE_POOL_CLAUDE_BIN"] = str(claude_bin)
-    env["CLAUDE_POOL_HEARTBEAT_SECS"] = "0.5"
+    env["CLAUDE_POOL_HEARTBEAT_SECS"] = str(heartbeat_secs)
     return env
 
 
@@ -288,7 +290,10 @@ async def test_three_workers_in_network_namespaces_recover_a_killed_one_by_heart
                     named = f'hostname "machine-{k}" && exec "$@"'
                     argv = ["ip", "netns", "exec", netns, "unshare", "--uts",
                             "sh", "-c", named, "sh", *worker_argv(url)]  # fmt: skip
-                    return popen(argv, cwd=cli_cwd, env=worker_env(cli, claude_bin))
+                    # Found dead by heartbeat alone here: a beat every second, so that a
+                    # busy test machine does not make a live worker's heartbeat look expired.
+                    env = worker_env(cli, claude_bin, heartbeat_secs=1.0)
+                    return popen(argv, cwd=cli_cwd, env=env)
 
                 await kill_one_mid_batch(postgres_url, mock_api, start)
 
@@ -322,3 +327,35 @@ async def test_the_command_line_finds_a_postgres_store_by_flag_environment_and_c
     record = json.loads(waited.stdout)
     assert record["state"] == "completed"
     assert record["result"]["output"] == "the answer is 42"
+
+
+async def test_a_cancel_from_another_process_stops_the_workers_cli_within_two_seconds(
+    postgres_url: str,
+    mock_api: MockAnthropicAPI,
+    cli_env: dict[str, str],
+    claude_bin: Path,
+    cli_cwd: Path,
+    tmp_path: Path,
+) -> None:
+    mock_api.on(Reply("never seen", delay=60), prompt="very slow")
+    env = worker_env(cli_env, claude_bin)
+    client = Pool(PoolConfig(), slots=0, store=PostgresStore(postgres_url))
+    await client.open()
+    try:
+        with processes(tmp_path) as popen:
+            worker = popen(worker_argv(postgres_url), cwd=cli_cwd, env=env)
+            task_id = await client.submit("very slow")
+            await asyncio.to_thread(mock_api.wait_for_requests, 1, 60)
+            # The task's CLI process is one of these (an idle slot may keep a warm one).
+            clis = processes_running(claude_bin, ancestor=worker.pid)
+            assert clis
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            record = await client.cancel(task_id)
+            assert record.state is TaskState.CANCELLED
+            # The worker hears of it through NOTIFY and stops the task's CLI process.
+            await wait_until(lambda: not all(pid_alive(p) for p in clis), timeout=15)
+            stopped_after = loop.time() - sent
+    finally:
+        await client.close()
+    assert stopped_after < 2.0, f"the CLI stopped {stopped_after:.2f} s after the cancel"

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from pathlib import Path
+from collections.abc import Callable
 
 from claude_pool import Pool, PoolConfig, TaskState, now_ms
 from claude_pool.events import Event, RateLimitCleared, RateLimitHeld
 from claude_pool.executor.base import EventKind
-from claude_pool.store import MemoryStore, SqliteStore, Store
+from claude_pool.store import MemoryStore, Store
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import RateLimitState
 
@@ -100,15 +100,16 @@ async def test_the_hold_lasts_until_every_retrying_task_got_through() -> None:
         await pool.wait(third, timeout=5)
 
 
-async def test_another_pool_process_on_the_store_sees_the_hold(tmp_path: Path) -> None:
+async def test_another_pool_process_on_the_store_sees_the_hold(
+    shared_store: Callable[[], Store],
+) -> None:
     """Regression: ``claude-pool status`` in another process showed ``rate_limit: null``
     during a 429 storm. The hold is kept in the store; a process that is gone no longer
     shows one."""
-    db = tmp_path / "pool.db"
     executor = FakeExecutor(hold=True)
     async with (
-        make_pool(executor, slots=1, store=SqliteStore(db)) as worker,
-        Pool(PoolConfig(), slots=0, store=SqliteStore(db)) as client,
+        make_pool(executor, slots=1, store=shared_store()) as worker,
+        Pool(PoolConfig(), slots=0, store=shared_store()) as client,
     ):
         task_id = await worker.submit("storm")
         await executor.wait_running(1)

@@ -5,6 +5,8 @@ it is dead only when its heartbeat has expired."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,3 +142,32 @@ async def test_a_chain_of_a_dead_worker_on_another_machine_is_taken_over_by_one_
     assert sorted(r.prompt for e in executors for r in e.requests) == ["one", "two"]
     assert stored is not None
     assert stored["owner"] in {p.worker_id for p in pools}
+
+
+async def test_an_idle_worker_on_postgres_reads_nothing_until_a_submit_wakes_it(
+    postgres_url: str,
+) -> None:
+    from claude_pool.store.postgres import PostgresStore
+    from claude_pool.testing.counting_store import CountingStore
+
+    inner = PostgresStore(postgres_url)
+    store = CountingStore(inner)
+    executor = FakeExecutor()
+    async with Pool(PoolConfig(), slots=2, store=store.as_store(), executor=executor) as worker:
+        async with Pool(PoolConfig(), slots=0, store=PostgresStore(postgres_url),
+                        executor=FakeExecutor()) as client:  # fmt: skip
+            assert (await client.run("warm up")).success
+            store.reset()
+            reads_before = inner.wakeups().fallback_reads
+            # Idle, well within every fallback period: no query at all.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.Event().wait(), timeout=1.0)
+            assert store.calls == Counter(), "an idle worker polls nothing"
+            assert inner.wakeups().fallback_reads == reads_before
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            task_id = await client.submit("wake up")
+            record = await client.wait(task_id, timeout=10)
+            assert record.state is TaskState.COMPLETED
+            assert loop.time() - sent < inner.wakeups().fallback_secs, "NOTIFY woke it"
+        assert worker.slots

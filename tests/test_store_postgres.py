@@ -20,7 +20,7 @@ from claude_pool.store import Store, open_store
 from claude_pool.store.postgres import PostgresStore, migrations, schema_sql, split_store_url
 from claude_pool.testing.postgres import fresh_schema, require_postgres
 from claude_pool.testing.store_contract import T0, StoreContract, make_task
-from claude_pool.types import SlotId, TaskId
+from claude_pool.types import SlotId, TaskId, now_ms
 
 pytestmark = pytest.mark.postgres
 
@@ -299,3 +299,37 @@ def test_a_postgres_url_without_psycopg_names_the_extra(monkeypatch: pytest.Monk
 
 def test_the_postgres_store_implements_every_store_role() -> None:
     assert isinstance(PostgresStore("postgresql://127.0.0.1/test"), Store)
+
+
+def test_no_server_skips_the_postgres_tests_outside_ci_and_fails_them_in_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLAUDE_POOL_TEST_POSTGRES", "postgresql://127.0.0.1:9/x?connect_timeout=1")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL server answers"):
+        require_postgres()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and the PostgreSQL tests cannot run"):
+        require_postgres()
+
+
+async def test_a_machine_whose_clock_is_behind_does_not_look_dead_to_the_others(
+    postgres_url: str,
+) -> None:
+    def behind() -> int:
+        return now_ms() - 60_000
+
+    here = PostgresStore(postgres_url)
+    late = PostgresStore(postgres_url, clock=behind)  # a machine a minute behind
+    await here.open()
+    await late.open()
+    try:
+        assert late.clock_offset_ms == 60_000
+        assert here.clock_offset_ms == 0
+        await late.heartbeat_worker("late-machine:1:0.a", behind())
+        alive_since = now_ms() - 5_000
+        assert await here.live_workers(alive_since) == ["late-machine:1:0.a"]
+        assert await late.live_workers(behind() - 5_000) == ["late-machine:1:0.a"]
+    finally:
+        await here.close()
+        await late.close()

@@ -238,7 +238,11 @@ async def test_a_clone_chain_keeps_the_origin_url_and_brings_its_work_back(repo:
         return TaskResult.success_result("ok", 1, 1)
 
     async with Pool(
-        PoolConfig(), slots=1, executor=FakeExecutor(handler=in_clone), cwd=repo
+        PoolConfig(),
+        slots=1,
+        executor=FakeExecutor(handler=in_clone),
+        cwd=repo,
+        store=MemoryStore(),
     ) as pool:
         result = await pool.chain({"isolation": "clone", "steps": [{"prompt": "x"}]})
     assert result.state is ChainState.COMPLETED, result.error

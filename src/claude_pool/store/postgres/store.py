@@ -30,13 +30,14 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from claude_pool.errors import StoreError
@@ -87,6 +88,7 @@ from claude_pool.types import (
     TaskResult,
     TaskState,
 )
+from claude_pool.types import now_ms as wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,19 @@ def split_store_url(url: str) -> tuple[str, str | None]:
     rest = urlencode([(key, value) for key, value in query if key != "schema"])
     scheme = "postgresql" if parts.scheme.lower() in ("postgres", "postgresql") else parts.scheme
     return urlunsplit((scheme, parts.netloc, parts.path, rest, parts.fragment)), schema or None
+
+
+@dataclass
+class _Logged:
+    """Events appended in a transaction: the statement's cursor (its one row, read after
+    commit, is the last number taken), how many, and that last number once read."""
+
+    cursor: psycopg.AsyncCursor[tuple[Any, ...]] | None
+    count: int
+    last: int | None = None
+
+
+_NOTHING = _Logged(None, 0)
 
 
 def _duplicate(task_id: str) -> StoreError:
@@ -154,18 +169,25 @@ class PostgresStore:
         schema: str | None = None,
         min_connections: int = 2,
         max_connections: int = 10,
+        clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.conninfo, url_schema = split_store_url(url)
         self.schema = schema or url_schema
         self.where = describe_url(self.conninfo) + (
             f" (schema {self.schema})" if self.schema else ""
         )
+        self._clock = clock
+        self.clock_offset_ms = 0
+        """How far the database server's clock is ahead of this machine's, in whole seconds
+        (measured at open; smaller differences are left alone)."""
         self.min_connections = min_connections
         self.max_connections = max_connections
         self.channel = ""
         """The NOTIFY channel of this store's events (set when opened)."""
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        self._logged: dict[int, list[_Logged]] = {}
+        """Events appended in each open transaction, by connection."""
         self._wakeups = PostgresWakeups(self)
 
     def __repr__(self) -> str:
@@ -178,9 +200,7 @@ class PostgresStore:
         the listener and the migration."""
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.conninfo,
-                autocommit=autocommit,
-                connect_timeout=max(1, int(CONNECT_TIMEOUT_SECS)),
+                self.conninfo, autocommit=autocommit, **self._connect_options()
             )
         except psycopg.Error as exc:
             raise translate_error(self.where, "connecting", exc) from exc
@@ -192,6 +212,12 @@ class PostgresStore:
                 raise translate_error(self.where, "connecting", exc) from exc
             raise
         return conn
+
+    def _connect_options(self) -> dict[str, Any]:
+        """A connect timeout, unless the URL sets its own (keyword arguments win over it)."""
+        if "connect_timeout" in conninfo_to_dict(self.conninfo):
+            return {}
+        return {"connect_timeout": max(1, int(CONNECT_TIMEOUT_SECS))}
 
     async def _configure(self, conn: Conn) -> None:
         if self.schema is not None:
@@ -213,6 +239,7 @@ class PostgresStore:
                     )
                 schema = str(row[0])
                 await migrate(conn, schema)
+                self.clock_offset_ms = await self._measure_clock_offset(conn)
             except psycopg.Error as exc:
                 raise translate_error(self.where, "setting up the schema", exc) from exc
         finally:
@@ -222,7 +249,7 @@ class PostgresStore:
             self.conninfo,
             min_size=self.min_connections,
             max_size=self.max_connections,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **self._connect_options()},
             configure=self._configure,
             open=False,
             timeout=CONNECT_TIMEOUT_SECS,
@@ -234,6 +261,24 @@ class PostgresStore:
             await pool.close()
             raise translate_error(self.where, "opening connections", exc) from exc
         self._pool = pool
+
+    async def _measure_clock_offset(self, conn: Conn) -> int:
+        """The server's clock minus this machine's (``clock``), rounded to whole seconds."""
+        before = self._clock()
+        cur = await conn.execute(Q["server_clock_ms"].encode())
+        row = await cur.fetchone()
+        after = self._clock()
+        assert row is not None
+        offset = int(row[0]) - (before + after) // 2
+        rounded = round(offset / 1000) * 1000
+        if rounded:
+            log.warning(
+                "PostgreSQL store %s: this machine's clock is %.1f s %s the database "
+                "server's; heartbeats are compared in the server's time (keep the machines' "
+                "clocks in sync with NTP)",
+                self.where, abs(offset) / 1000, "behind" if offset > 0 else "ahead of",
+            )  # fmt: skip
+        return rounded
 
     @staticmethod
     async def _create_schema(conn: Conn, schema: str) -> None:
@@ -268,15 +313,33 @@ class PostgresStore:
                 yield conn
         except StoreError:
             raise
-        except pg_errors.UniqueViolation:
-            raise
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate_error(self.where, operation, exc) from exc
 
     @asynccontextmanager
-    async def _tx(self, operation: str) -> AsyncIterator[Conn]:
-        async with self._conn(operation) as conn, conn.transaction():
-            yield conn
+    async def _tx(self, operation: str, *, pipeline: bool = False) -> AsyncIterator[Conn]:
+        """A transaction. With ``pipeline``, statements whose results are not read at once
+        go to the server together with the next one that is, and with the COMMIT: a write
+        whose last statements take the rows every worker shares (spend, event numbers) holds
+        them for one round trip, not one per statement."""
+        async with self._conn(operation) as conn:
+            logged: list[_Logged] = []
+            self._logged[id(conn)] = logged
+            try:
+                if pipeline:
+                    async with conn.pipeline(), conn.transaction():
+                        yield conn
+                else:
+                    async with conn.transaction():
+                        yield conn
+            finally:
+                del self._logged[id(conn)]
+            # Committed: the numbers the events were given, read while the connection is
+            # still this transaction's.
+            for entry in logged:
+                row = await entry.cursor.fetchone() if entry.cursor is not None else None
+                assert row is not None
+                entry.last = int(row[0])
 
     async def _fetchall(self, operation: str, query: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._conn(operation) as conn:
@@ -333,36 +396,41 @@ class PostgresStore:
 
     # ── events, inside a write ───────────────────────────────────────
 
-    async def _log_events(self, conn: Conn, events: Sequence[Event]) -> list[int]:
+    async def _log_events(self, conn: Conn, events: Sequence[Event]) -> _Logged:
         """Append events inside the caller's transaction, last in it (the numbering row stays
-        locked until commit); their numbers, set on the events once committed."""
+        locked until commit). Their numbers are read, and set on the events, once the
+        transaction has committed (:meth:`_numbered`)."""
         if not events:
-            return []
+            return _Logged(None, 0)
         columns = list(zip(*(event_values(event) for event in events), strict=True))
         count = len(events)
         cur = await conn.execute(
             _query(Q["insert_events"]), (count, count, *map(list, columns), self.channel)
         )
-        row = await cur.fetchone()
-        assert row is not None
-        last = int(row[0])
-        return list(range(last - count + 1, last + 1))
+        logged = _Logged(cur, count)
+        self._logged[id(conn)].append(logged)
+        return logged
 
     @staticmethod
-    def _numbered(events: Sequence[Event], seqs: Sequence[int]) -> None:
-        for event, seq in zip(events, seqs, strict=True):
+    async def _numbered(events: Sequence[Event], logged: _Logged) -> None:
+        if logged.last is None:
+            return
+        first = logged.last - logged.count + 1
+        for event, seq in zip(events, range(first, logged.last + 1), strict=True):
             event.seq = seq
 
     # ── tasks ────────────────────────────────────────────────────────
 
     async def insert_task(self, task: StoredTask, *, events: Sequence[Event] = ()) -> StoredTask:
         try:
-            async with self._tx("inserting a task") as conn:
+            async with self._tx("inserting a task", pipeline=True) as conn:
                 seq = await self._insert_one(conn, task)
                 seqs = await self._log_events(conn, events)
-        except pg_errors.UniqueViolation as exc:
-            raise _duplicate(task.record.id) from exc
-        self._numbered(events, seqs)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                raise _duplicate(task.record.id) from exc.__cause__
+            raise
+        await self._numbered(events, seqs)
         return replace(task, seq=seq)
 
     @staticmethod
@@ -384,11 +452,13 @@ class PostgresStore:
             async with self._tx("inserting tasks") as conn:
                 for task in tasks:
                     stored.append(replace(task, seq=await self._insert_one(conn, task)))
-        except pg_errors.UniqueViolation as exc:
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                raise
             raise StoreError(
                 "a task id in this batch already exists or is repeated; give each task a "
                 "new id (claude_pool.types.new_task_id)"
-            ) from exc
+            ) from exc.__cause__
         return stored
 
     async def get_task(self, task_id: TaskId) -> StoredTask | None:
@@ -528,7 +598,7 @@ class PostgresStore:
             if value is not UNSET
         }
         target = TaskState(to_state)
-        async with self._tx("changing a task's state") as conn:
+        async with self._tx("changing a task's state", pipeline=True) as conn:
             if attempt_reason is not UNSET and attempt_reason is not None:
                 # The run the task had becomes an attempt, read and written under its lock.
                 cur = await conn.execute(_query(Q["lock_task"]), (task_id,))
@@ -537,9 +607,9 @@ class PostgresStore:
                     return None
                 fields["attempts"] = archived(record_from_row(row), attempt_reason, now_ms)
             record = await self._transition(conn, task_id, allowed, target, now_ms, fields)
-            seqs = await self._log_events(conn, events) if record is not None else []
+            seqs = await self._log_events(conn, events) if record is not None else _NOTHING
         if record is not None:
-            self._numbered(events, seqs)
+            await self._numbered(events, seqs)
         return record
 
     async def settle_task(
@@ -564,7 +634,7 @@ class PostgresStore:
             more_assignments="".join(f", {column} = %s" for column, _ in columns)
         )
         allowed = [TaskState(s) for s in from_states]
-        async with self._tx("recording a finished task") as conn:
+        async with self._tx("recording a finished task", pipeline=True) as conn:
             await conn.execute(_query(Q["release_budget"]), (task_id,))
             fields: dict[str, Any] = {"result": result}
             if requeue is not None:
@@ -585,7 +655,7 @@ class PostgresStore:
                 await conn.execute(_query(Q["add_spend"]), (spend,))
             logged = [*always_events, *events] if moved else list(always_events)
             seqs = await self._log_events(conn, logged)
-        self._numbered(logged, seqs)
+        await self._numbered(logged, seqs)
         return moved
 
     async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
@@ -637,24 +707,36 @@ class PostgresStore:
                 for _, task_id, worker_id, record in recovered:
                     logged.extend(events(TaskId(task_id), worker_id, record))
             seqs = await self._log_events(conn, logged)
-        self._numbered(logged, seqs)
+        await self._numbered(logged, seqs)
         return [TaskId(task_id) for _, task_id, _, _ in recovered]
 
     # ── workers ──────────────────────────────────────────────────────
 
+    # Heartbeats are kept in the database's time: each machine's times are moved by its
+    # clock's offset from the server's (measured at open), so that a machine whose clock is
+    # behind does not look dead to the others, nor one whose clock is ahead alive for longer.
+
     async def heartbeat_worker(self, worker_id: str, now_ms: int) -> None:
-        await self._execute("recording a heartbeat", Q["heartbeat_worker"], (worker_id, now_ms))
+        await self._execute(
+            "recording a heartbeat",
+            Q["heartbeat_worker"],
+            (worker_id, now_ms + self.clock_offset_ms),
+        )
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._execute("removing a worker", Q["remove_worker"], (worker_id,))
 
     async def live_workers(self, alive_since_ms: int) -> list[str]:
-        rows = await self._fetchall("listing workers", Q["live_workers"], (alive_since_ms,))
+        rows = await self._fetchall(
+            "listing workers", Q["live_workers"], (alive_since_ms + self.clock_offset_ms,)
+        )
         return [str(row[0]) for row in rows]
 
     async def stale_task_owners(self, alive_since_ms: int) -> list[str]:
         rows = await self._fetchall(
-            "finding stale workers", Q["stale_task_owners"], (alive_since_ms,)
+            "finding stale workers",
+            Q["stale_task_owners"],
+            (alive_since_ms + self.clock_offset_ms,),
         )
         return [str(row[0]) for row in rows]
 
@@ -716,7 +798,7 @@ class PostgresStore:
             row = await (await conn.execute(_query(Q["add_spend"]), (microdollars,))).fetchone()
             assert row is not None
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
         return int(row[0])
 
     async def get_spend(self) -> int:
@@ -746,10 +828,10 @@ class PostgresStore:
     # ── shared context ───────────────────────────────────────────────
 
     async def context_set(self, key: str, value: str, *, events: Sequence[Event] = ()) -> None:
-        async with self._tx("setting context") as conn:
+        async with self._tx("setting context", pipeline=True) as conn:
             await conn.execute(_query(Q["context_set"]), (key, value))
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
 
     async def context_get(self, key: str) -> str | None:
         row = await self._fetchone("reading context", Q["context_get"], (key,))
@@ -759,9 +841,9 @@ class PostgresStore:
         async with self._tx("deleting context") as conn:
             cur = await conn.execute(_query(Q["context_delete"]), (key,))
             deleted = cur.rowcount > 0
-            seqs = await self._log_events(conn, events) if deleted else []
+            seqs = await self._log_events(conn, events) if deleted else _NOTHING
         if deleted:
-            self._numbered(events, seqs)
+            await self._numbered(events, seqs)
         return deleted
 
     async def context_list(self) -> dict[str, str]:
@@ -781,7 +863,7 @@ class PostgresStore:
             row = await cur.fetchone()
             assert row is not None
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
         return message_from_row(row)
 
     async def read_messages(
@@ -895,9 +977,9 @@ class PostgresStore:
     async def append_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        async with self._tx("recording events") as conn:
+        async with self._tx("recording events", pipeline=True) as conn:
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
 
     async def read_events(
         self,
@@ -975,7 +1057,7 @@ class PostgresStore:
                     return False
             await conn.execute(_query(Q["upsert_chain"]), (chain_id, state, now_ms, now_ms, text))
             seqs = await self._log_events(conn, events)
-        self._numbered(events, seqs)
+        await self._numbered(events, seqs)
         return True
 
     async def _swap_chain_owner(

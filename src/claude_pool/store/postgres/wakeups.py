@@ -32,6 +32,9 @@ FALLBACK_SECS = 5.0
 """While anyone waits, how often the listener reads the latest event number anyway (in case
 a notification was lost with a connection)."""
 
+STOP_TIMEOUT_SECS = 5.0
+"""How long closing the store waits for the listener to stop."""
+
 RECONNECT_SECS = 1.0
 """Pause before the listener connects again after losing its connection."""
 
@@ -74,8 +77,9 @@ class PostgresWakeups:
         self._listening = False
         if listener is not None and not listener.done():
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            # Bounded: closing the store must not hang on a connection that does not answer.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(listener, STOP_TIMEOUT_SECS)
 
     async def _listen(self) -> None:
         failing = False

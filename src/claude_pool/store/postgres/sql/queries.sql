@@ -551,6 +551,10 @@ state = %s
 
 -- ── schema ───────────────────────────────────────────────────────────
 
+-- name: server_clock_ms
+-- The server's clock, in ms since the epoch.
+SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+
 -- name: schema_version
 -- The version the tables are at (no row, or no table: none).
 SELECT version FROM claude_pool_schema;
