@@ -19,7 +19,7 @@ LAYERS: list[list[str]] = [
     ["worktree", "skills", "chain.model"],
     # the engine, bottom up
     ["budget", "ratelimit", "outcomes", "slot", "eventlog", "webhooks"],
-    ["membership", "slots"],
+    ["membership", "slots", "dependencies", "verification", "merging"],
     ["runner"],
     ["scheduler"],
     ["queue", "notes"],

@@ -680,3 +680,30 @@ async def test_a_worker_whose_store_goes_bad_stops_with_one_clear_error(
     assert damaged, log
     assert "Traceback" not in log, log
     await wait_until(lambda: not any(pid_alive(p) for p in running), timeout=15)
+
+
+def test_submit_after_waits_for_the_task_and_uses_its_output(
+    cli: Cli, mock_api: MockAnthropicAPI, request: pytest.FixtureRequest
+) -> None:
+    mock_api.on(Reply("three findings"), prompt="review the module")
+    mock_api.on(Reply("fixed them"), prompt=re.compile(r"^fix "))
+    first = cli("submit", "review the module", "--json")
+    assert first.returncode == 0, first.stderr
+    review = json.loads(first.stdout)["task_id"]
+    second = cli("submit", f"fix {{{{{review}.output}}}}", "--after", review, "--json")
+    assert second.returncode == 0, second.stderr
+    fix = json.loads(second.stdout)["task_id"]
+    listed = json.loads(cli("tasks", "--json").stdout)
+    assert [(t["id"], t.get("waiting_for")) for t in listed] == [(fix, [review]), (review, None)]
+    table = cli("tasks").stdout
+    assert "waiting" in table
+    assert f"{fix} waits for {review}" in cli("status").stdout
+    refused = cli("submit", "later", "--after", "task-unknown")
+    assert refused.returncode != 0
+    assert "no task in this store" in refused.stderr
+
+    request.getfixturevalue("worker")
+    waited = cli("result", fix, "--wait", "--timeout", "60", "--json")
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["result"]["output"] == "fixed them"
+    assert [r.prompt for r in mock_api.main_requests] == ["review the module", "fix three findings"]

@@ -57,6 +57,7 @@ def sample_events() -> list[Event]:
         "attempt": 2, "max_attempts": 3, "reason": "why", "restart_count": 1,
         "microdollars": 12, "until_ms": 5, "step": "plan", "index": 0, "path": "/tmp/x",
         "key": "goal", "from_slot": "a", "to_slot": "b", "lost_worker": "w",
+        "command": "make test", "passed": True,
     }  # fmt: skip
     events = []
     for cls in EVENT_CLASSES.values():

@@ -57,6 +57,7 @@ ALL_TOOLS = {
     "pool_broadcast",
     "pool_read_messages",
     "pool_peek_messages",
+    "pool_merge",
     # chains, skills, workflows, routing (tests/test_mcp_skills.py)
     "pool_chain",
     "pool_submit_chain",
@@ -767,3 +768,60 @@ async def test_the_modern_in_process_protocol_serves_the_same_tools() -> None:
         error = await served.fail("pool_result", task_id="task-nope")
     assert outcome["result"]["output"] == "done: modern"
     assert "TaskNotFound" in error
+
+
+async def test_submit_with_dependencies_waits_for_them_and_lists_what_it_waits_for() -> None:
+    executor = FakeExecutor(hold=True)
+    async with serving(executor, slots=2) as served:
+        first = (await served.call("pool_submit", prompt="first"))["task_id"]
+        await executor.wait_running(1)
+        after = await served.call(
+            "pool_submit", prompt=f"then use {{{{{first}.output}}}}", depends_on=[first]
+        )
+        listed = await served.call("pool_list_tasks", state="pending")
+        assert [(t["task_id"], t["waiting_for"]) for t in listed["tasks"]] == [
+            (after["task_id"], [first])
+        ]
+        status = await served.call("pool_status")
+        assert status["waiting"] == {after["task_id"]: [first]}
+        executor.release()
+        outcome = await served.call("pool_result", task_id=after["task_id"], wait=True)
+    assert outcome["state"] == "completed"
+    assert outcome["depends_on"] == [first]
+    assert outcome["result"]["output"] == "done: then use done: first"
+
+
+async def test_submit_refuses_an_unknown_dependency_as_a_tool_error() -> None:
+    async with serving() as served:
+        error = await served.fail("pool_submit", prompt="after", depends_on=["task-missing"])
+    assert "no task in this store" in error
+
+
+async def test_submit_with_verify_sends_a_failing_result_back_with_the_output(
+    tmp_path: Path,
+) -> None:
+    check = f'test -f {tmp_path}/ok || {{ touch {tmp_path}/ok; echo "lint: 2 errors"; exit 1; }}'
+    async with serving() as served:
+        submitted = await served.call("pool_submit", prompt="tidy up", verify=check)
+        outcome = await served.call("pool_result", task_id=submitted["task_id"], wait=True)
+        prompts = [r.prompt for r in served.executor.requests]
+    assert outcome["state"] == "completed"
+    assert [v["passed"] for v in outcome["result"]["verifications"]] == [False, True]
+    assert len(prompts) == 2
+    assert "lint: 2 errors" in prompts[1]
+
+
+async def test_a_plan_is_reviewed_as_its_own_kind_then_carried_out() -> None:
+    async with serving() as served:
+        submitted = await served.call(
+            "pool_submit_with_review", prompt="add a cache", plan_first=True
+        )
+        held = await served.call("pool_result", task_id=submitted["task_id"], wait=True)
+        assert (held["state"], held["review_kind"]) == ("pending_review", "plan")
+        assert "plan awaits approval" in held["note"]
+        approved = await served.call("pool_approve_result", task_id=submitted["task_id"])
+        assert approved["state"] == "pending"
+        assert "carried out" in approved["note"]
+        result = await served.call("pool_result", task_id=submitted["task_id"], wait=True)
+    assert (result["state"], result["review_kind"]) == ("pending_review", "result")
+    assert result["result"]["output"].startswith("done: Your plan was approved.")

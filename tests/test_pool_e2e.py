@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -264,6 +265,48 @@ async def test_a_pool_killed_mid_work_is_finished_by_the_next_one_with_nothing_l
     prompts = [r.prompt for r in mock_api.main_requests]
     for i in range(3):
         assert prompts.count(f"quick task {i}") == 1, "a queued task ran twice"
+
+
+async def test_dependencies_pending_when_a_worker_is_killed_run_in_order_on_the_next_one(
+    mock_api: MockAnthropicAPI,
+    start_worker: Callable[[Path], subprocess.Popen[bytes]],
+    client_of: Callable[[Path], Pool],
+    claude_bin: Path,
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pool.db"
+    slow = mock_api.on(Reply("the design", delay=120), prompt="design the API")
+    mock_api.on(Reply("built it"), prompt=re.compile(r"^build from"))
+    client = client_of(db)
+    await client.open()
+    design = await client.submit("design the API")
+    build = await client.submit(f"build from: {{{{{design}.output}}}}", depends_on=[design])
+    check = await client.submit("check the build", depends_on=[build])
+
+    first = start_worker(db)
+    await asyncio.to_thread(mock_api.wait_for_requests, 1, 30)
+    assert (await client.get_task(design)).state is TaskState.RUNNING
+    assert await client.waiting_for([build, check]) == {build: [design], check: [build]}
+    children = processes_running(claude_bin, ancestor=first.pid)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    await wait_until(lambda: not any(pid_alive(p) for p in children), timeout=15)
+
+    slow.times = 0  # the re-queued design answers at once
+    mock_api.on(Reply("the design"), prompt="design the API")
+    second = start_worker(db)
+    record = await client.wait(check, timeout=60)
+    assert record.state is TaskState.COMPLETED
+    assert (await client.get_task(build)).state is TaskState.COMPLETED
+    prompts = [r.prompt for r in mock_api.main_requests]
+    assert prompts == [
+        "design the API",
+        "design the API",
+        "build from: the design",
+        "check the build",
+    ]
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=60) == 0
 
 
 async def test_a_crashing_slot_goes_errored_and_the_supervisor_restores_it(

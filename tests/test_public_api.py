@@ -19,6 +19,8 @@ PUBLIC_API = sorted(
         "PermissionMode", "Effort", "SlotRecord", "SlotState", "SlotId", "TaskRecord",
         "TaskState", "TaskResult", "TaskFilter", "TaskId", "SessionMetrics", "ModelMetrics",
         "MetricsFilter", "now_ms",
+        # teams of tasks
+        "VerificationRun", "MergeReport",
         # chains and worktrees
         "ChainSpec", "ChainStep", "ChainIsolation", "ChainState", "ChainResult", "StepResult",
         "StepAttempt", "StepState", "SkillResolver", "WorktreeReport",

@@ -7,12 +7,13 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from claude_pool.testing.claude_cli import run_print
-from claude_pool.testing.mock_api import MockAnthropicAPI, Reply
+from claude_pool.testing.mock_api import MockAnthropicAPI, MockRequest, Reply, tool_use
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -131,3 +132,47 @@ def test_the_readmes_uvx_and_pipx_configs_start_the_same_server_from_a_checkout(
     text = README.read_text()
     assert "uvx --from /path/to/claude-pool claude-pool install-cli" in text
     assert "pipx run --spec /path/to/claude-pool claude-pool install-cli" in text
+
+
+def _writes(name: str, content: str) -> Callable[[MockRequest], Reply]:
+    """A reply that has Claude Code write ``name`` in its working directory."""
+
+    def reply(request: MockRequest) -> Reply:
+        found = re.search(r"Primary working directory: ([^\s\\]+)", json.dumps(request.body))
+        assert found is not None, "the CLI named no working directory"
+        path = f"{found[1]}/{name}"
+        return Reply([tool_use("Write", {"file_path": path, "content": content})])
+
+    return reply
+
+
+@pytest.mark.cli
+def test_the_readme_team_example_implements_in_two_slots_verifies_and_merges(
+    claude_bin: Path, mock_api: MockAnthropicAPI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                              capture_output=True, text=True)  # fmt: skip
+        return done.stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.name", "Test")
+    git("config", "user.email", "test@example.com")
+    (tmp_path / "Makefile").write_text("test:\n\t@echo 3 passed\n")
+    # The example script and the CLI's home (tests' own files) are not the project's.
+    (tmp_path / ".gitignore").write_text("example_*.py\nhome/\n")
+    git("add", "Makefile", ".gitignore")
+    git("commit", "-q", "-m", "initial")
+    mock_api.on(Reply("Endpoint added."), prompt="/users endpoint", tool_result=True)
+    mock_api.on(_writes("api.py", "ROUTES = ['/users']\n"), prompt="/users endpoint")
+    mock_api.on(Reply("Command added."), prompt="users command", tool_result=True)
+    mock_api.on(_writes("cli.py", "COMMANDS = ['users']\n"), prompt="users command")
+    run = run_example(3, claude_bin, cli_env, tmp_path)
+    assert run.stdout.splitlines() == [
+        "completed (1 checked)",
+        "completed (1 checked)",
+        "merged 2 branch(es) into main",
+    ]
+    assert (tmp_path / "api.py").read_text() == "ROUTES = ['/users']\n"
+    assert (tmp_path / "cli.py").read_text() == "COMMANDS = ['users']\n"
+    assert git("status", "--porcelain") == ""

@@ -68,6 +68,45 @@ async def test_submit_answers_the_pending_record_and_get_task_shows_its_result(
     assert body["result"]["cost_microdollars"] == 1000
 
 
+async def test_submit_with_dependencies_waits_and_the_list_shows_what_for(
+    client: httpx.AsyncClient, pool: Pool, executor: FakeExecutor
+) -> None:
+    executor.hold = True
+    first = await submit(client, prompt="first")
+    after = await submit(
+        client, prompt=f"after {{{{{first['id']}.output}}}}", depends_on=[first["id"]]
+    )
+    assert after["depends_on"] == [first["id"]]
+    page = (await client.get("/api/v1/tasks", params={"state": "pending"})).json()
+    assert page["waiting"] == {after["id"]: [first["id"]]}
+    status = (await client.get("/api/v1/status")).json()
+    assert status["waiting"] == {after["id"]: [first["id"]]}
+    executor.release()
+    record = await pool.wait(after["id"], timeout=5)
+    assert record.result is not None
+    assert record.result.output == "done: after done: first"
+    refused = await client.post(
+        "/api/v1/tasks", json={"prompt": "later", "depends_on": ["task-unknown"]}
+    )
+    assert refused.status_code in (400, 422), refused.text
+    assert "no task in this store" in refused.text
+
+
+async def test_submit_with_verify_records_each_verification_run(
+    client: httpx.AsyncClient, pool: Pool, tmp_path: Path
+) -> None:
+    check = f'test -f {tmp_path}/ok || {{ touch {tmp_path}/ok; echo "2 failed"; exit 1; }}'
+    task = await submit(client, prompt="fix", verify=check)
+    await pool.wait(task["id"], timeout=10)
+    body = (await client.get(f"/api/v1/tasks/{task['id']}")).json()
+    assert body["state"] == "completed"
+    assert [(v["exit_code"], v["passed"]) for v in body["result"]["verifications"]] == [
+        (1, False),
+        (0, True),
+    ]
+    assert body["attempts"][0]["verification"]["output"] == "2 failed\n"
+
+
 async def test_list_tasks_is_newest_first_filtered_and_paged(
     client: httpx.AsyncClient, pool: Pool
 ) -> None:
@@ -346,3 +385,34 @@ async def test_status_and_metrics_show_a_rate_limit_hold_while_a_task_retries() 
             assert 'claude_pool_api_retries_total{status="429"} 1.0' in metrics
             retrying.release()
         face.close()
+
+
+async def test_submit_plan_first_holds_the_plan_and_approve_carries_it_out(
+    client: httpx.AsyncClient, pool: Pool, executor: FakeExecutor
+) -> None:
+    task = await submit(client, prompt="add a cache", plan_first=True)
+    assert task["plan_first"] is True
+    held = await pool.wait(task["id"], timeout=5)
+    assert held.review_kind == "plan"
+    approved = await client.post(f"/api/v1/tasks/{task['id']}/approve")
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["plan_approved"] is True
+    done = await pool.wait(task["id"], timeout=5)
+    assert done.state is TaskState.COMPLETED
+    assert executor.requests[0].config.permission_mode == "plan"
+
+
+async def test_merge_outside_a_git_repository_is_refused_with_a_problem(
+    tmp_path: Path,
+) -> None:
+    async with Pool(PoolConfig(), slots=1, store=MemoryStore(), executor=FakeExecutor(),
+                    cwd=tmp_path) as pool:  # fmt: skip
+        face = create_app(pool)
+        async with client_for(face) as client:
+            task = await submit(client)
+            await pool.wait(task["id"], timeout=5)
+            response = await client.post("/api/v1/merge", json={"ids": [task["id"]]})
+        face.close()
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "not inside a git repository" in response.text

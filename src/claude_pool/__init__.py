@@ -35,6 +35,7 @@ from claude_pool.errors import (
     WorktreeError,
 )
 from claude_pool.events import Event, describe
+from claude_pool.merging import MergeReport
 from claude_pool.pool import DrainSummary, FanOutItem, Pool, PoolStatus, RejectOutcome
 from claude_pool.types import (
     Effort,
@@ -55,6 +56,7 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
+    VerificationRun,
     now_ms,
 )
 from claude_pool.worktree import WorktreeReport
@@ -83,6 +85,7 @@ __all__ = [
     "Event",
     "FanOutItem",
     "InvalidTaskState",
+    "MergeReport",
     "MetricsFilter",
     "ModelMetrics",
     "NoSlotAvailable",
@@ -117,6 +120,7 @@ __all__ = [
     "TaskResult",
     "TaskState",
     "TaskTimeout",
+    "VerificationRun",
     "WorktreeError",
     "WorktreeReport",
     "__version__",

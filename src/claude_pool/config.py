@@ -58,6 +58,8 @@ class EffectiveConfig:
     fallback_model: str | None = None
     json_schema: Any | None = None
     max_budget_usd: float | None = None
+    verify: str | None = None
+    """Shell command run in the task's directory after it completes (None: no check)."""
 
 
 _T = TypeVar("_T")
@@ -115,6 +117,7 @@ def effective_config(
         fallback_model=_first(task.fallback_model, slot.fallback_model, pool.fallback_model),
         json_schema=task.json_schema,
         max_budget_usd=task.max_budget_usd,
+        verify=_first(task.verify, slot.verify, pool.verify) or None,
     )
 
 

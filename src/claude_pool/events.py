@@ -22,7 +22,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from claude_pool.redaction import redact
-from claude_pool.types import TaskRecord, TaskResult, TaskState, microdollars_to_usd, now_ms
+from claude_pool.types import (
+    ReviewKind,
+    TaskRecord,
+    TaskResult,
+    TaskState,
+    microdollars_to_usd,
+    now_ms,
+)
 
 PREVIEW_CHARS = 200
 """Longest prompt, output or text preview an event carries."""
@@ -72,8 +79,11 @@ class TaskQueued(Event):
     tags: list[str] = Field(default_factory=list)
     target: TaskTargetInfo = Field(default_factory=TaskTargetInfo)
     review: bool = False
+    plan_first: bool = False
     assignment_timeout_secs: float | None = None
     """How long it may wait for a slot, when the submitter set it (else the pool default)."""
+    depends_on: list[str] = Field(default_factory=list)
+    """Tasks it waits for (it may run once they have completed)."""
 
 
 class TaskClaimed(Event):
@@ -159,6 +169,8 @@ class TaskCancelled(Event):
 class TaskHeldForReview(Event):
     type: Literal["task_held_for_review"] = "task_held_for_review"
     task_id: str
+    kind: ReviewKind = "result"
+    """``plan``: a plan awaits approval before the task carries it out."""
     cost_microdollars: int = 0
     turns_used: int = 0
     elapsed_ms: int = 0
@@ -169,6 +181,10 @@ class TaskHeldForReview(Event):
 class TaskApproved(Event):
     type: Literal["task_approved"] = "task_approved"
     task_id: str
+    kind: ReviewKind = "result"
+    """``plan``: its plan was approved, and it is queued again to carry it out."""
+    target: TaskTargetInfo | None = None
+    """With ``plan``: where it may run (the slot that made the plan)."""
 
 
 class TaskRejected(Event):
@@ -180,6 +196,22 @@ class TaskRejected(Event):
     attempt: int
     max_attempts: int
     target: TaskTargetInfo = Field(default_factory=TaskTargetInfo)
+
+
+class TaskVerified(Event):
+    """The task's verification command ran after its run succeeded."""
+
+    type: Literal["task_verified"] = "task_verified"
+    task_id: str
+    command: str
+    passed: bool
+    exit_code: int | None = None
+    """None when it was killed (timed out, cancelled) or could not start."""
+    output: str = ""
+    """A preview of the end of its output."""
+    elapsed_ms: int = 0
+    attempt: int = 1
+    max_attempts: int = 1
 
 
 class TaskRequeued(Event):
@@ -353,6 +385,7 @@ AnyEvent = Annotated[
     | TaskApproved
     | TaskRejected
     | TaskRequeued
+    | TaskVerified
     | SlotAdded
     | SlotRemoved
     | SlotStateChanged
@@ -382,7 +415,8 @@ EVENT_CLASSES: dict[str, type[Event]] = {
     for cls in (
         TaskQueued, TaskClaimed, TaskStarted, TaskText, TaskToolUse, TaskTurn, TaskApiRetry,
         TaskPermissionDenied, TaskFinished, TaskCancelled, TaskHeldForReview, TaskApproved,
-        TaskRejected, TaskRequeued, SlotAdded, SlotRemoved, SlotStateChanged, SlotRestarted,
+        TaskRejected, TaskRequeued, TaskVerified, SlotAdded, SlotRemoved, SlotStateChanged,
+        SlotRestarted,
         SpendRecorded, RateLimitHeld, RateLimitCleared, ChainStarted, ChainStepStarted,
         ChainStepFinished, ChainFinished, WorktreeKept, WorktreeRemoved, ContextChanged,
         MessageSent, WorkerJoined, WorkerLeft, WorkerLost,
@@ -465,6 +499,7 @@ def outcome_of(record: TaskRecord) -> Event | None:
         case TaskState.PENDING_REVIEW:
             return TaskHeldForReview(
                 task_id=record.id, slot_id=record.slot_id, at_ms=at,
+                kind=record.review_kind or "result",
                 cost_microdollars=result.cost_microdollars, turns_used=result.turns_used,
                 elapsed_ms=result.elapsed_ms, model=result.model, output=preview(result.output),
             )  # fmt: skip
@@ -494,6 +529,8 @@ def task_state_after(event: Event) -> TaskState | None:
             return TaskState.CANCELLED
         case TaskHeldForReview():
             return TaskState.PENDING_REVIEW
+        case TaskApproved(kind="plan"):
+            return TaskState.PENDING
         case TaskApproved():
             return TaskState.COMPLETED
         case TaskRejected(requeued=requeued):
@@ -549,6 +586,8 @@ def _describe(event: Event) -> str:
                 extras.append(target)
             if event.review:
                 extras.append("held for review")
+            if event.depends_on:
+                extras.append(f"after {', '.join(event.depends_on)}")
             suffix = f" ({', '.join(extras)})" if extras else ""
             return f"{task} queued{suffix}: {preview(event.prompt, 80)}"
         case TaskClaimed():
@@ -583,11 +622,15 @@ def _describe(event: Event) -> str:
         case TaskCancelled():
             spent = f", spent {_usd(event.cost_microdollars)}" if event.cost_microdollars else ""
             return f"{task} cancelled ({preview(event.reason, 120)}{spent})"
+        case TaskHeldForReview(kind="plan"):
+            return f"{task} awaits approval of its plan: {preview(event.output, 100)}"
         case TaskHeldForReview():
             return (
                 f"{task} awaits review ({_usd(event.cost_microdollars)}, {event.turns_used} "
                 f"turns): {preview(event.output, 100)}"
             )
+        case TaskApproved(kind="plan"):
+            return f"{task} plan approved: carrying it out"
         case TaskApproved():
             return f"{task} approved"
         case TaskRejected():
@@ -596,6 +639,18 @@ def _describe(event: Event) -> str:
             return f"{task} rejected {event.attempt} time(s), the limit: failed"
         case TaskRequeued():
             return f"{task} queued again: {event.reason}"
+        case TaskVerified():
+            how = (
+                "passed"
+                if event.passed
+                else (
+                    "timed out" if event.exit_code is None else f"failed (exit {event.exit_code})"
+                )
+            )
+            return (
+                f"{task} verification `{preview(event.command, 60)}` {how} "
+                f"(attempt {event.attempt} of {event.max_attempts}, {_secs(event.elapsed_ms)})"
+            )
         case SlotAdded():
             label = event.name or event.role
             kind = "adopted" if event.adopted else "added"
@@ -690,6 +745,7 @@ __all__ = [
     "TaskText",
     "TaskToolUse",
     "TaskTurn",
+    "TaskVerified",
     "UnknownEvent",
     "WorkerJoined",
     "WorkerLeft",

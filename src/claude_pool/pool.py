@@ -45,6 +45,7 @@ from claude_pool.chain.model import (
 from claude_pool.chain.runner import ChainRunner
 from claude_pool.chain.workflows import skill_resolver
 from claude_pool.config import Settings, effective_config
+from claude_pool.dependencies import Dependencies
 from claude_pool.errors import ClaudePoolError, PoolShutdown, StoreDamaged
 from claude_pool.eventlog import EventLog
 from claude_pool.events import TASK_STATE_TYPES, Event
@@ -52,6 +53,7 @@ from claude_pool.executor.base import Executor
 from claude_pool.housekeeping import housekeeping
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, new_worker_id
+from claude_pool.merging import MergeReport, MergeSource, merge_branches
 from claude_pool.notes import SharedNotes
 from claude_pool.outcomes import Outcomes
 from claude_pool.queue import FanOutItem, RejectOutcome, TaskQueue
@@ -65,6 +67,7 @@ from claude_pool.slots import SlotSet
 from claude_pool.store import Delivery, DeliveryState, Message, Store, Webhook, open_store
 from claude_pool.supervisor import Supervisor
 from claude_pool.types import (
+    DependencyFailure,
     MetricsFilter,
     MetricsScope,
     PermissionMode,
@@ -81,10 +84,12 @@ from claude_pool.types import (
     TaskOverrides,
     TaskRecord,
     TaskResult,
+    TaskState,
+    check_texts,
     now_ms,
 )
 from claude_pool.webhooks import WebhookDeliverer, webhook_from_api
-from claude_pool.worktree import WorktreeReport, find_repo_root, worktree_diff
+from claude_pool.worktree import WorktreeManager, WorktreeReport, find_repo_root, worktree_diff
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +119,13 @@ class PoolStatus(BaseModel):
     through or end."""
     latest_event_seq: int = 0
     """The latest event this pool has published (resume ``events(after=...)`` from here)."""
+    waiting: dict[str, list[str]] = Field(default_factory=dict)
+    """Pending tasks held by their dependencies, with the dependencies each still waits for
+    (of the oldest :data:`STATUS_PENDING_SCAN` pending tasks)."""
+
+
+STATUS_PENDING_SCAN = 200
+"""How many pending tasks ``status`` looks at to report which wait for dependencies."""
 
 
 class Pool:
@@ -219,7 +231,14 @@ class Pool:
             gate=self._rate_limits.gate,
             targeted_only=only_targeted,
         )
+        self._dependencies = Dependencies(
+            store=self._store,
+            events=self._events,
+            outcomes=outcomes,
+            on_unblocked=self._scheduler.unblocked,
+        )
         self._queue = TaskQueue(
+            dependencies=self._dependencies,
             store=self._store,
             events=self._events,
             runner=self._runner,
@@ -253,6 +272,7 @@ class Pool:
         """Delivers the store's webhook outbox (see :mod:`claude_pool.webhooks`)."""
         # The engine's own reactions, each to the event types it cares about.
         self.bus.add_listener(self._queue.on_event, TASK_STATE_TYPES)
+        self.bus.add_listener(self._dependencies.on_event, TASK_STATE_TYPES)
         self.bus.add_listener(
             self._scheduler.on_event,
             {"task_queued", "task_claimed", *TASK_STATE_TYPES},
@@ -352,6 +372,7 @@ class Pool:
             await self._slots.start(self._slot_count)
             self._lifecycle.accepting = True
             await self._scheduler.track_pending()
+            await self._dependencies.sweep()
             await self._chains.resume_orphans(
                 await self.membership.live_workers(), self._skill_resolver()
             )
@@ -362,6 +383,7 @@ class Pool:
                 tg.create_task(self.webhooks.run(), name="pool-webhooks"),
                 tg.create_task(self._scheduler.run(tg), name="pool-scheduler"),
                 tg.create_task(self._scheduler.assignment_watchdog(), name="pool-deadlines"),
+                tg.create_task(self._dependencies.run(), name="pool-dependencies"),
                 tg.create_task(
                     housekeeping(
                         every_secs=self.settings.heartbeat_secs,
@@ -532,6 +554,10 @@ class Pool:
         fresh_session: bool = False,
         assignment_timeout: float | None = None,
         cwd: str | Path | None = None,
+        depends_on: Iterable[TaskId | str] = (),
+        on_dependency_failure: DependencyFailure = "cancel",
+        verify: str | None = None,
+        plan_first: bool = False,
     ) -> TaskId:
         """Queue a task and return its id at once.
 
@@ -540,11 +566,22 @@ class Pool:
         restrict which slots may run it. ``fresh_session`` runs it in a new conversation.
         ``cwd`` runs it in another directory than its slot's (in a fresh one-shot session).
         ``review`` holds the result for :meth:`approve` / :meth:`reject`.
+        ``depends_on``: tasks (already submitted) that must complete before this one may run;
+        its prompt may use ``{{<task id>.output}}`` for their outputs. If one fails or is
+        cancelled, this task is cancelled too, unless ``on_dependency_failure="run"``.
+        ``verify``: a shell command run in the task's directory once it completes (default:
+        the slot's or pool's ``verify``); a non-zero exit sends the task back to the same
+        slot with the command's output as feedback, up to ``max_rejections`` attempts.
+        ``plan_first``: the slot first makes a plan in plan mode, held for review (review
+        kind ``plan``); :meth:`approve` has it carried out in the same conversation, in the
+        task's own permission mode, and :meth:`reject` asks for a new plan.
         """
         return await self._queue.submit(
             prompt, overrides, tags, review=review, max_rejections=max_rejections,
             priority=priority, timeout=timeout, slot=slot, role=role, name=name,
             fresh_session=fresh_session, assignment_timeout=assignment_timeout, cwd=cwd,
+            depends_on=depends_on, on_dependency_failure=on_dependency_failure, verify=verify,
+            plan_first=plan_first,
         )  # fmt: skip
 
     async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord:
@@ -666,7 +703,22 @@ class Pool:
             shutting_down=not self._lifecycle.accepting,
             rate_limit=await self._rate_limit(),
             latest_event_seq=self._events.latest_seq,
+            waiting=await self.waiting_for(),
         )
+
+    async def waiting_for(
+        self, task_ids: Iterable[TaskId | str] | None = None
+    ) -> dict[str, list[str]]:
+        """Which of these pending tasks (None: the oldest pending ones) wait for dependencies,
+        and for which (those not yet completed)."""
+        if task_ids is None:
+            records = await self._queue.list(
+                TaskFilter(state=TaskState.PENDING), STATUS_PENDING_SCAN
+            )
+        else:
+            records = [await self._queue.get(task_id) for task_id in task_ids]
+        waiting = await self._dependencies.waiting_for(records)
+        return {task_id: [str(d) for d in deps] for task_id, deps in waiting.items()}
 
     async def _rate_limit(self) -> RateLimitState | None:
         """This process's hold and those other live processes on the store publish."""
@@ -872,6 +924,35 @@ class Pool:
             for index, spec in enumerate(specs):
                 tg.create_task(one(index, spec))
         return [r for r in results if r is not None]
+
+    async def merge(self, ids: Sequence[str], into: str = "main") -> MergeReport:
+        """Merge the kept branches of these tasks (their slot's ``claude-pool/<slot>`` branch,
+        with worktree isolation: everything that slot did) and chains (``kept_branch``) into
+        ``into``, in order, in a temporary worktree; the target branch moves only by a
+        fast-forward, so neither it nor a working tree is ever left conflicted. At a conflict
+        it stops and reports the branch and files; the report says what was merged, what was
+        skipped and why (see :mod:`claude_pool.merging`)."""
+        check_texts([into, *ids], "merge")
+        root = await find_repo_root(self._cwd)
+        sources = [await self._merge_source(str(source)) for source in ids]
+        return await merge_branches(root, sources, into)
+
+    async def _merge_source(self, source: str) -> MergeSource:
+        if source.startswith("chain-"):  # the shape of new_chain_id()
+            chain = await self._chains.get(source)
+            if chain.state is not ChainState.COMPLETED:
+                return MergeSource(source=source, reason=f"the chain is {chain.state}")
+            if chain.kept_branch is None:
+                return MergeSource(
+                    source=source, reason="the chain kept no branch (it changed nothing)"
+                )
+            return MergeSource(source=source, branch=chain.kept_branch)
+        record = await self._queue.get(source)
+        if record.state is not TaskState.COMPLETED:
+            return MergeSource(source=source, reason=f"the task is {record.state}")
+        if record.slot_id is None:
+            return MergeSource(source=source, reason="the task ran on no slot")
+        return MergeSource(source=source, branch=WorktreeManager.branch_for(record.slot_id))
 
     async def chain_result(self, chain_id: str) -> ChainResult:
         """A chain's progress: state, current step, the running step's output so far, and the

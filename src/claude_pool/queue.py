@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from claude_pool.aio import cancelled_with_caller
 from claude_pool.budget import BudgetLedger
+from claude_pool.dependencies import Dependencies
 from claude_pool.errors import ClaudePoolError, InvalidTaskState, PoolShutdown, TaskNotFound
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
@@ -39,11 +40,12 @@ from claude_pool.events import (
 )
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.outcomes import Outcomes
-from claude_pool.runner import TaskRunner, chain_of
+from claude_pool.runner import PLAN_APPROVED, TaskRunner, chain_of
 from claude_pool.scheduler import Scheduler, target_info
 from claude_pool.slots import SlotSet
 from claude_pool.store.base import Store, StoredTask, TaskTarget
 from claude_pool.types import (
+    DependencyFailure,
     SlotId,
     TaskFilter,
     TaskId,
@@ -134,9 +136,11 @@ class TaskQueue:
         budget: BudgetLedger,
         outcomes: Outcomes,
         lifecycle: Lifecycle,
+        dependencies: Dependencies,
         default_model: Callable[[], str | None] = lambda: None,
         only_targeted: bool = False,
     ) -> None:
+        self._dependencies = dependencies
         self._store = store
         self._events = events
         self._runner = runner
@@ -167,6 +171,10 @@ class TaskQueue:
         fresh_session: bool = False,
         assignment_timeout: float | None = None,
         cwd: str | Path | None = None,
+        depends_on: Iterable[TaskId | str] = (),
+        on_dependency_failure: DependencyFailure = "cancel",
+        verify: str | None = None,
+        plan_first: bool = False,
     ) -> TaskId:
         self._lifecycle.check_accepting()
         if not prompt or not prompt.strip():
@@ -180,6 +188,13 @@ class TaskQueue:
         if max_rejections < 0:
             raise ValueError(f"max_rejections must be >= 0, got {max_rejections}")
         check_priority(priority)
+        if verify is not None:
+            if not verify.strip():
+                raise ValueError("verify must be a command, e.g. 'make test'")
+            check_text(verify, "verify")
+            overrides = (overrides or TaskOverrides()).model_copy(update={"verify": verify})
+        verified = bool(verify or (overrides is not None and overrides.verify))
+        dependencies = await self._dependencies.check(depends_on, prompt, on_dependency_failure)
         await self._budget.check(
             overrides.model if overrides is not None and overrides.model else self._model()
         )
@@ -192,8 +207,11 @@ class TaskQueue:
             config=overrides,
             created_at_ms=now_ms(),
             review_required=review,
-            max_rejections=max_rejections if review else 3,
+            max_rejections=max_rejections if review or verified or plan_first else 3,
             original_prompt=prompt if review else None,
+            depends_on=dependencies,
+            on_dependency_failure=on_dependency_failure,
+            plan_first=plan_first,
         )
         target = TaskTarget(slot_id=SlotId(slot) if slot else None, role=role, name=name)
         stored = StoredTask(
@@ -214,11 +232,15 @@ class TaskQueue:
             tags=record.tags,
             target=target_info(target),
             review=review,
+            plan_first=plan_first,
             assignment_timeout_secs=assignment_timeout,
+            depends_on=list(dependencies),
         )
-        await self._events.write(
+        inserted = await self._events.write(
             lambda batch: self._store.insert_task(stored, events=batch), queued
         )
+        if dependencies:
+            await self._dependencies.queued(inserted)
         return record.id
 
     # ── waiting ──────────────────────────────────────────────────────
@@ -504,10 +526,12 @@ class TaskQueue:
         if not success:
             target = TaskState.FAILED
         else:
-            target = TaskState.PENDING_REVIEW if record.review_required else TaskState.COMPLETED
+            held = record.review_required or record.planning
+            target = TaskState.PENDING_REVIEW if held else TaskState.COMPLETED
         outcome: Event = (
             TaskHeldForReview(
                 task_id=record.id, slot_id=record.slot_id, cost_microdollars=cost_microdollars,
+                kind="plan" if record.planning else "result",
                 turns_used=turns_used, elapsed_ms=result.elapsed_ms, output=preview(output),
             )
             if target is TaskState.PENDING_REVIEW
@@ -530,6 +554,9 @@ class TaskQueue:
 
     async def approve(self, task_id: TaskId | str) -> TaskRecord:
         task_id = TaskId(task_id)
+        stored = await self._store.get_task(task_id)
+        if stored is not None and stored.record.review_kind == "plan":
+            return await self._approve_plan(stored)
         updated = await self._events.write(
             lambda batch: self._store.transition_task(
                 task_id, {TaskState.PENDING_REVIEW}, TaskState.COMPLETED, now_ms=now_ms(),
@@ -540,6 +567,29 @@ class TaskQueue:
         if updated is None:
             raise await self._wrong_state(task_id, "pending_review", "approve")
         self._outcomes.ended(updated)
+        return updated
+
+    async def _approve_plan(self, stored: StoredTask) -> TaskRecord:
+        """The plan is approved: the task is queued again, for the slot that made the plan
+        (its conversation holds it), to carry it out in its own permission mode."""
+        record = stored.record
+        plan = record.result.output if record.result is not None else ""
+        prompt = plan_approved_prompt(record.original_prompt or record.prompt, plan)
+        slot = record.slot_id if not (record.slot_id or "").startswith(EXTERNAL_PREFIX) else None
+        target = TaskTarget(
+            slot_id=SlotId(slot) if slot else stored.target.slot_id,
+            role=stored.target.role, name=stored.target.name,
+        )  # fmt: skip
+        updated = await self._events.write(
+            lambda batch: self._store.transition_task(
+                record.id, {TaskState.PENDING_REVIEW}, TaskState.PENDING, now_ms=now_ms(),
+                prompt=prompt, result=None, slot_id=None, plan_approved=True,
+                target_slot=target.slot_id, attempt_reason=PLAN_APPROVED, events=batch,
+            ),
+            TaskApproved(task_id=record.id, kind="plan", target=target_info(target)),
+        )  # fmt: skip
+        if updated is None:
+            raise await self._wrong_state(record.id, "pending_review", "approve")
         return updated
 
     async def reject(self, task_id: TaskId | str, feedback: str) -> RejectOutcome:
@@ -578,9 +628,11 @@ class TaskQueue:
             return RejectOutcome(
                 requeued=False, attempt=count, max_attempts=record.max_rejections, task=updated
             )
+        what = "plan" if record.review_kind == "plan" else "result"
+        again = " Make a new plan." if what == "plan" else ""
         prompt = (
-            f"{original}\n\n---\nA reviewer rejected your previous result "
-            f"(attempt {count + 1} of {record.max_rejections}). Feedback:\n{feedback}"
+            f"{original}\n\n---\nA reviewer rejected your previous {what} "
+            f"(attempt {count + 1} of {record.max_rejections}).{again} Feedback:\n{feedback}"
         )
         requeued = TaskRejected(
             task_id=record.id, feedback=preview(feedback), requeued=True, attempt=count + 1,
@@ -607,6 +659,14 @@ class TaskQueue:
         if stored is None:
             return TaskNotFound(task_id)
         return InvalidTaskState(task_id, str(stored.record.state), expected, operation)
+
+
+def plan_approved_prompt(original: str, plan: str) -> str:
+    """What a task whose plan was approved is asked next (its plan is repeated, for a slot
+    that cannot continue the conversation that made it)."""
+    return (
+        f"Your plan was approved. Carry it out now.\n\nThe task:\n{original}\n\nThe plan:\n{plan}"
+    )
 
 
 def _real_path(path: str | Path) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from claude_pool.budget import BudgetLedger
 from claude_pool.config import EffectiveConfig, effective_config
+from claude_pool.dependencies import render_prompt
 from claude_pool.errors import BudgetExhausted, StoreDamaged, StoreError
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
@@ -37,10 +38,13 @@ from claude_pool.events import (
     TaskCancelled,
     TaskHeldForReview,
     TaskPermissionDenied,
+    TaskRequeued,
     TaskStarted,
+    TaskTargetInfo,
     TaskText,
     TaskToolUse,
     TaskTurn,
+    TaskVerified,
     finished,
     preview,
     task_state_after,
@@ -59,8 +63,9 @@ from claude_pool.outcomes import Outcomes
 from claude_pool.ratelimit import RateLimiter
 from claude_pool.slot import RunningTask, Slot
 from claude_pool.slots import SlotSet
-from claude_pool.store.base import Store, StoredTask
+from claude_pool.store.base import Requeue, Store, StoredTask
 from claude_pool.types import (
+    PermissionMode,
     PoolConfig,
     SlotMode,
     SlotState,
@@ -71,6 +76,7 @@ from claude_pool.types import (
     now_ms,
     unusable_text,
 )
+from claude_pool.verification import feedback_prompt, verify
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,12 @@ SETTLE_RETRY_FIRST_SECS = 0.1
 SETTLE_RETRY_MAX_SECS = 5.0
 """A settlement the store refuses is retried after 0.1 s, then twice as long each time, up to
 every 5 s, until it is written."""
+
+PLAN_APPROVED = "plan approved"
+"""The reason recorded with the planning run of a task whose plan was approved."""
+
+PREVIEW_TAIL = 400
+"""A verification's event and re-queue reason show this much of the end of its output."""
 
 _TEXT_CHARS = 2000
 """Longest assistant text a progress event carries."""
@@ -177,6 +189,7 @@ class TaskRunner:
     async def run(self, slot: Slot, stored: StoredTask, running: RunningTask) -> None:
         task = stored.record
         result: TaskResult | None = None
+        requeue: Requeue | None = None
         try:
             request = await self._build_request(slot, stored, running)
             executor: Executor = self._executor_of()
@@ -194,6 +207,13 @@ class TaskRunner:
                 extra={"task_id": task.id, "slot_id": slot.id},
             )  # fmt: skip
             result = await executor.execute(request, lambda e: self._on_executor_event(running, e))
+            if (
+                result.success
+                and request.config.verify
+                and not task.planning
+                and not running.cancel.is_set()
+            ):
+                result, requeue = await self._verify(slot, stored, running, request, result)
         except BudgetExhausted as exc:
             self._outcomes.refused(task.id, exc)
             result = TaskResult.failure(str(exc))
@@ -207,7 +227,62 @@ class TaskRunner:
             result = TaskResult.failure(f"internal error while running the task: {exc!r}")
         finally:
             self._rate_limits.task_done(task.id)
-            await asyncio.shield(self._settle(slot, stored, running, result))
+            await asyncio.shield(self._settle(slot, stored, running, result, requeue))
+
+    async def _verify(
+        self,
+        slot: Slot,
+        stored: StoredTask,
+        running: RunningTask,
+        request: ExecutionRequest,
+        result: TaskResult,
+    ) -> tuple[TaskResult, Requeue | None]:
+        """Run the task's verification command after a successful run: the result with the
+        run recorded, and how to queue the task again when it failed with attempts left (a
+        failure on the last attempt fails the result)."""
+        task = stored.record
+        command = request.config.verify
+        assert command is not None
+        attempt = task.rejection_count + 1
+        limit = max(1, task.max_rejections)
+        if running.timeout_secs is not None:
+            # The verification has its own limit, on top of the run's (the supervisor's
+            # stuck-task check reads this).
+            running.timeout_secs += self.config.verify_timeout_secs
+        check = await verify(
+            command, request.cwd, float(self.config.verify_timeout_secs), running.cancel
+        )
+        self._emit(
+            TaskVerified(
+                task_id=task.id, slot_id=slot.id, command=command, passed=check.passed,
+                exit_code=check.exit_code, output=preview(check.output[-PREVIEW_TAIL:]),
+                elapsed_ms=check.elapsed_ms, attempt=attempt, max_attempts=limit,
+            )
+        )  # fmt: skip
+        earlier = [a.verification for a in task.attempts if a.verification is not None]
+        result = result.model_copy(update={"verifications": [*earlier, check]})
+        if check.passed or running.cancel.is_set():
+            return result, None
+        log.info(
+            "task %s on slot %s: verification %r failed (attempt %d of %d)",
+            task.id, slot.id, command, attempt, limit,
+            extra={"task_id": task.id, "slot_id": slot.id},
+        )  # fmt: skip
+        if attempt >= limit:
+            how = "timed out" if check.timed_out else f"exited with {check.exit_code}"
+            output = (
+                f"the verification command `{command}` {how} on attempt {attempt} of {limit}, "
+                f"the last; its output ended with:\n{check.output}"
+            )
+            return result.model_copy(update={"success": False, "output": output}), None
+        prompt = feedback_prompt(task.original_prompt or task.prompt, check, attempt + 1, limit)
+        requeue = Requeue(
+            reason=f"verification failed: {preview(check.output[-PREVIEW_TAIL:], 200)}",
+            prompt=prompt,
+            rejection_count=attempt,
+            slot_id=slot.id if not running.one_shot else None,
+        )
+        return result, requeue
 
     async def slot_start(self, slot: Slot) -> SlotStart:
         """What the slot's process is started with ahead of its first task: what a task that
@@ -224,16 +299,27 @@ class TaskRunner:
             stored.timeout_secs if stored.timeout_secs is not None else self._task_timeout
         )
         config = effective_config(self.config, slot.record.config, task.config)
+        if task.planning:
+            config = replace(config, permission_mode=PermissionMode.PLAN)
         cap = await self._await_budget(running, config.model, config.max_budget_usd)
         if cap is not None:
             config = replace(config, max_budget_usd=cap / 1_000_000)
         config = await self._with_shared_context(config)
-        prompt = await self._with_messages(slot, running, task.prompt)
+        prompt = task.prompt
+        if task.depends_on:
+            prompt = await render_prompt(self._store, task, prompt)
+        prompt = await self._with_messages(slot, running, prompt)
         elsewhere = stored.cwd is not None and Path(stored.cwd) != slot.cwd
         # A conversation resumes only where it was recorded, so a task in another directory
         # runs one-off and leaves the slot's warm process and session alone.
         one_shot = slot.mode is SlotMode.EPHEMERAL or elsewhere
-        fresh = one_shot or stored.fresh_session
+        # A run sent back by its verification, or carrying out an approved plan, continues
+        # the conversation that made it.
+        last = task.attempts[-1] if task.attempts else None
+        fixing = last is not None and (
+            last.verification is not None or last.reason == PLAN_APPROVED
+        )
+        fresh = one_shot or (stored.fresh_session and not fixing)
         running.one_shot = elsewhere
         return ExecutionRequest(
             task_id=task.id,
@@ -389,9 +475,15 @@ class TaskRunner:
     # ── settling ─────────────────────────────────────────────────────
 
     async def _settle(
-        self, slot: Slot, stored: StoredTask, running: RunningTask, result: TaskResult | None
+        self,
+        slot: Slot,
+        stored: StoredTask,
+        running: RunningTask,
+        result: TaskResult | None,
+        requeue: Requeue | None = None,
     ) -> None:
-        """Record a finished run: spend, slot state, the task's one terminal state."""
+        """Record a finished run: spend, slot state, the task's one terminal state (or, with
+        ``requeue``, the task back in the queue)."""
         task = stored.record
         result = result or TaskResult.failure("the task ended without a result")
         try:
@@ -407,8 +499,11 @@ class TaskRunner:
                 result = result.model_copy(
                     update={"success": False, "output": _join(reason, result.output)}
                 )
+            elif requeue is not None:
+                target = TaskState.PENDING
             elif result.success:
-                target = TaskState.PENDING_REVIEW if task.review_required else TaskState.COMPLETED
+                held = task.review_required or task.planning
+                target = TaskState.PENDING_REVIEW if held else TaskState.COMPLETED
             else:
                 target = TaskState.FAILED
             session = slot.record.session_id
@@ -426,9 +521,19 @@ class TaskRunner:
                 "session_host": this_host() if session is not None else None,
             }
             slot_fields.update(self._crash_accounting(slot, running, result))
-            completed = 1 if result.success else 0
+            completed = 1 if result.success and requeue is None else 0
             always = self._settle_events(slot, task.id, result, slot_fields)
-            outcome = [_outcome_event(task.id, slot.id, target, result, running)]
+            outcome = [
+                _outcome_event(task.id, slot.id, target, result, running, task.planning)
+                if requeue is None
+                else TaskRequeued(
+                    task_id=task.id, slot_id=slot.id, reason=requeue.reason,
+                    target=TaskTargetInfo(
+                        slot_id=requeue.slot_id or stored.target.slot_id,
+                        role=stored.target.role, name=stored.target.name,
+                    ),
+                )
+            ]  # fmt: skip
             outcome[0].chain_id = self._chains.get(task.id)
             now = now_ms()
 
@@ -446,6 +551,7 @@ class TaskRunner:
                     slot_fields=slot_fields,
                     always_events=batch[:split],
                     events=batch[split:],
+                    requeue=requeue if target is TaskState.PENDING else None,
                 )
 
             moved = await self._write_settlement(task.id, settle, [*always, *outcome])
@@ -590,6 +696,7 @@ def _outcome_event(
     state: TaskState,
     result: TaskResult,
     running: RunningTask,
+    planning: bool = False,
 ) -> Event:
     if state is TaskState.CANCELLED:
         return TaskCancelled(
@@ -603,6 +710,7 @@ def _outcome_event(
         return TaskHeldForReview(
             task_id=task_id,
             slot_id=slot_id,
+            kind="plan" if planning else "result",
             cost_microdollars=result.cost_microdollars,
             turns_used=result.turns_used,
             elapsed_ms=result.elapsed_ms,

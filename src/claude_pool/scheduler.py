@@ -24,6 +24,7 @@ from claude_pool.errors import NoSlotAvailable, StoreDamaged
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     Event,
+    TaskApproved,
     TaskClaimed,
     TaskQueued,
     TaskRejected,
@@ -96,9 +97,11 @@ class Scheduler:
     def on_event(self, event: Event) -> None:
         """Bus listener: work arrived, or a tracked task no longer waits for a slot."""
         match event:
-            case TaskQueued():
+            case TaskQueued(depends_on=[]):
                 self.work_arrived(target_of(event.target))
                 self._track(event)
+            case TaskQueued():
+                pass  # waits for its dependencies: see unblocked()
             case TaskRequeued(target=target):
                 if target is None:
                     self.look_everywhere()
@@ -106,6 +109,8 @@ class Scheduler:
                     self.work_arrived(target_of(target))
             case TaskRejected(requeued=True, target=target):
                 self.work_arrived(target_of(target))
+            case TaskApproved(kind="plan", target=target):
+                self.work_arrived(target_of(target) if target else TaskTarget())
             case TaskClaimed(task_id=task_id):
                 self._deadline_of.pop(TaskId(task_id), None)
             case _ if event.task_id is not None and task_state_after(event) is not None:
@@ -133,6 +138,14 @@ class Scheduler:
         if chosen is not None:
             chosen.looking = True
         self._slots.changed.notify()
+
+    def unblocked(self, stored: StoredTask) -> None:
+        """A task's dependencies no longer hold it: a slot looks for it, and its wait for a
+        slot starts now (not when it was queued)."""
+        self.work_arrived(stored.target)
+        if stored.record.id not in self._deadline_of:
+            limit = self.assignment_timeout(stored.target, stored.assignment_timeout_secs)
+            self.track_deadline(stored.record.id, now_ms(), limit)
 
     def look_everywhere(self) -> None:
         """Every free slot looks once (after a restart, a requeue of unknown target...)."""
@@ -268,6 +281,8 @@ class Scheduler:
     async def track_pending(self) -> None:
         """Track the deadlines of the tasks already waiting in the store (at open)."""
         for stored in await self._store.pending_tasks():
+            if stored.record.depends_on:
+                continue  # tracked once unblocked
             limit = self.assignment_timeout(stored.target, stored.assignment_timeout_secs)
             created = stored.record.created_at_ms or now_ms()
             self.track_deadline(stored.record.id, created, limit)

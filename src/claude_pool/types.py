@@ -101,6 +101,11 @@ def check_texts(value: Any, where: str) -> None:
             check_texts(item, f"{where}[{index}]")
 
 
+def _is_none_value(value: object) -> bool:
+    # Fields beyond the seed's are left out of its JSON while unset.
+    return value is None
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=False, populate_by_name=True)
 
@@ -236,6 +241,12 @@ class PoolConfig(_Settings):
     """Slots use only the MCP servers the pool gives them, never the project's ``.mcp.json``."""
     worktree_base_dir: str | None = None
     """Where slot and chain worktrees are made; none is ``<repository>/.claude/pool-worktrees``."""
+    verify: str | None = Field(default=None, exclude_if=_is_none_value)
+    """Default verification command of tasks (a shell command run in the task's working
+    directory after it completes; non-zero exit sends it back with the output as feedback)."""
+    verify_timeout_secs: int = Field(default=600, ge=1, exclude_if=lambda v: v == 600)
+    """Longest a verification command may run; past it, it is killed and counts as failed.
+    Not part of the task's own timeout, which bounds each Claude Code run."""
 
     @model_validator(mode="after")
     def _unattended_default_mode(self) -> Self:
@@ -274,6 +285,8 @@ class SlotConfig(_Settings):
     """What this slot is for, in words, kept with its record."""
     slot_assignment_timeout_secs: int | None = Field(default=None, ge=0)
     """How long tasks this slot may run wait for a slot, over the pool's."""
+    verify: str | None = Field(default=None, exclude_if=_is_none_value)
+    """Verification command of the tasks this slot runs, over the pool's."""
 
 
 class TaskOverrides(_Settings):
@@ -291,6 +304,8 @@ class TaskOverrides(_Settings):
     fallback_model: str | None = None
     json_schema: Any | None = None
     max_budget_usd: float | None = Field(default=None, gt=0)
+    verify: str | None = Field(default=None, exclude_if=_is_none_value)
+    """Verification command (see ``PoolConfig.verify``), over the slot's and the pool's."""
 
 
 # ── Slots ────────────────────────────────────────────────────────────
@@ -331,6 +346,21 @@ def _is_false(value: object) -> bool:
     return value is False
 
 
+class VerificationRun(_Model):
+    """One run of a task's verification command. Not in the seed."""
+
+    command: str
+    exit_code: int | None
+    """None when it was killed (timed out or cancelled) or could not start."""
+    passed: bool
+    output: str = ""
+    """The tail of what it printed (stdout and stderr together)."""
+    elapsed_ms: int = 0
+    at_ms: int = 0
+    """When it ended."""
+    timed_out: bool = Field(default=False, exclude_if=lambda v: v is False)
+
+
 class TaskResult(_Model):
     """What a task produced: output, success, cost, turns and time, and on failure the command,
     exit code and stderr of the CLI."""
@@ -348,6 +378,9 @@ class TaskResult(_Model):
     exit_code: int | None = Field(default=None, exclude_if=_is_none)
     stderr: str | None = Field(default=None, exclude_if=_is_none)
     budget_exceeded: bool = Field(default=False, exclude_if=_is_false)
+    verifications: list[VerificationRun] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """Each run of the task's verification command, over every attempt, oldest first (not in
+    the seed; absent when the task has none)."""
 
     @classmethod
     def success_result(cls, output: str, cost_microdollars: int, turns_used: int) -> Self:
@@ -407,10 +440,25 @@ class TaskAttempt(_Model):
     output: str = ""
     """A preview of what it answered."""
     ended_at_ms: int | None = None
+    verification: VerificationRun | None = Field(default=None, exclude_if=_is_none)
+    """The verification that sent it back, when one did."""
 
 
 def _is_empty(value: object) -> bool:
     return not value
+
+
+DependencyFailure = Literal["cancel", "run"]
+"""What a task does when one of its dependencies fails or is cancelled: ``cancel`` it too
+(with a reason naming that dependency), or ``run`` it anyway."""
+
+
+ReviewKind = Literal["plan", "result"]
+"""What a task held for review waits for: approval of its plan, or of its result."""
+
+
+def _is_cancel(value: object) -> bool:
+    return value == "cancel"
 
 
 class TaskRecord(_Model):
@@ -434,6 +482,28 @@ class TaskRecord(_Model):
     attempts: list[TaskAttempt] = Field(default_factory=list, exclude_if=_is_empty)
     """Earlier runs (not the current one), with their cost; absent from the JSON when there
     are none, as in the seed."""
+    depends_on: list[TaskId] = Field(default_factory=list, exclude_if=_is_empty)
+    """Tasks that must complete before this one may run (not in the seed; absent from the
+    JSON when there are none)."""
+    on_dependency_failure: DependencyFailure = Field(default="cancel", exclude_if=_is_cancel)
+    """When a dependency fails or is cancelled: ``cancel`` this task, or ``run`` it anyway."""
+    plan_first: bool = Field(default=False, exclude_if=_is_false)
+    """Plan in plan mode first and hold the plan for approval, then carry it out (not in the
+    seed)."""
+    plan_approved: bool = Field(default=False, exclude_if=_is_false)
+    """With ``plan_first``: the plan was approved, the task now carries it out."""
+
+    @property
+    def review_kind(self) -> ReviewKind | None:
+        """What a task held for review waits for: its ``plan`` approved, or its ``result``."""
+        if self.state is not TaskState.PENDING_REVIEW:
+            return None
+        return "plan" if self.plan_first and not self.plan_approved else "result"
+
+    @property
+    def planning(self) -> bool:
+        """It runs (or will run) to make a plan, in plan mode."""
+        return self.plan_first and not self.plan_approved
 
     @property
     def total_cost_microdollars(self) -> int:
@@ -560,12 +630,14 @@ class RateLimitState(_Model):
 
 
 __all__ = [
+    "DependencyFailure",
     "Effort",
     "MetricsFilter",
     "ModelMetrics",
     "PermissionMode",
     "PoolConfig",
     "RateLimitState",
+    "ReviewKind",
     "ScalingConfig",
     "SessionMetrics",
     "SlotConfig",
@@ -579,6 +651,7 @@ __all__ = [
     "TaskRecord",
     "TaskResult",
     "TaskState",
+    "VerificationRun",
     "microdollars_to_usd",
     "new_slot_id",
     "new_task_id",

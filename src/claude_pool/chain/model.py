@@ -122,6 +122,9 @@ class ChainStep(BaseModel):
     """Variable name → dot path into the step's JSON output."""
     timeout_secs: float | None = Field(default=None, gt=0)
     """Run-time limit of each attempt (default: the pool's task timeout)."""
+    verify: str | None = None
+    """Verification command of the step's task, run in the chain's working directory once it
+    completes (see ``Pool.submit(verify=)``); over the slot's and the pool's."""
 
     @field_validator("output_vars")
     @classmethod
@@ -135,7 +138,9 @@ class ChainStep(BaseModel):
 
     @model_validator(mode="after")
     def _usable_texts(self) -> Self:
-        for name in ("name", "prompt", "skill", "args", "recovery_prompt", "output_vars"):
+        for name in (
+            "name", "prompt", "skill", "args", "recovery_prompt", "output_vars", "verify",
+        ):  # fmt: skip
             check_texts(getattr(self, name), f"step {name}")
         return self
 

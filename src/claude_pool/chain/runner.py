@@ -72,6 +72,7 @@ class TaskPort(Protocol):
         timeout: float | None = None,
         fresh_session: bool = False,
         cwd: str | Path | None = None,
+        verify: str | None = None,
     ) -> TaskId: ...
 
     async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord: ...
@@ -527,6 +528,7 @@ class ChainRunner:
                 cwd=workdir or self._cwd,
                 fresh_session=True,
                 timeout=spec.timeout_secs,
+                verify=spec.verify,
             )
         except PoolShutdown as exc:
             raise _Interrupted from exc

@@ -244,7 +244,8 @@ def _show_record(record: TaskRecord, as_json: bool) -> None:
     colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(
         record.state, "cyan"
     )
-    out.print(f"[bold]{record.id}[/] [{colour}]{record.state}[/]")
+    kind = " (its plan awaits approval)" if record.review_kind == "plan" else ""
+    out.print(f"[bold]{record.id}[/] [{colour}]{record.state}[/]{kind}")
     if result is not None:
         out.print(result.output, markup=False, highlight=False)
         out.print(

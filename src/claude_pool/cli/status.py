@@ -63,6 +63,8 @@ def status(
     _print_table(table)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(data["tasks"].items())) or "no tasks"
     out.print(f"tasks: {counts}")
+    for task_id, dependencies in data.get("waiting", {}).items():
+        out.print(f"{task_id} waits for {', '.join(dependencies)}", markup=False)
     budget = data["budget_microdollars"]
     spent = microdollars_to_usd(data["spend_microdollars"])
     limit = f" of ${microdollars_to_usd(budget):.4f}" if budget is not None else ""

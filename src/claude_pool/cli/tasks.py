@@ -38,6 +38,7 @@ from claude_pool.cli.common import (
     out,
 )
 from claude_pool.events import preview
+from claude_pool.merging import MergeReport
 from claude_pool.pool import RejectOutcome
 from claude_pool.types import TaskFilter, TaskRecord, TaskState, microdollars_to_usd
 
@@ -54,6 +55,44 @@ def submit(
     max_budget_usd: BudgetOpt = None,
     timeout: TimeoutOpt = None,
     review: Annotated[bool, typer.Option(help="Hold the result for approval.")] = False,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            help=(
+                "Run only after this task has completed (repeatable). The prompt may use "
+                "{{ID.output}} for its output."
+            ),
+        ),
+    ] = None,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COMMAND",
+            help=(
+                "Run this shell command in the task's directory once it completes; a non-zero "
+                "exit sends the task back with the command's output (up to 3 attempts)."
+            ),
+        ),
+    ] = None,
+    plan_first: Annotated[
+        bool,
+        typer.Option(
+            "--plan-first",
+            help=(
+                "Plan first, in plan mode, and wait for `approve` (which carries the plan out) "
+                "or `reject` (which asks for a new one)."
+            ),
+        ),
+    ] = False,
+    run_anyway: Annotated[
+        bool,
+        typer.Option(
+            "--run-anyway",
+            help="Run even if a task named by --after fails or is cancelled (default: cancel).",
+        ),
+    ] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -67,8 +106,11 @@ def submit(
         async with _client(settings) as pool:
             try:
                 return await pool.submit(
-                    prompt, overrides, tag or (), priority=priority, timeout=timeout, review=review
-                )
+                    prompt, overrides, tag or (), priority=priority, timeout=timeout,
+                    review=review, depends_on=after or (),
+                    on_dependency_failure="run" if run_anyway else "cancel", verify=verify,
+                    plan_first=plan_first,
+                )  # fmt: skip
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)
 
@@ -141,6 +183,42 @@ def requeue(
         _print_json(record.model_dump(mode="json"))
     else:
         out.print(f"{record.id} queued again", markup=False, highlight=False)
+
+
+def merge(
+    ids: Annotated[list[str], typer.Argument(help="Task and chain ids, merged in this order.")],
+    into: Annotated[str, typer.Option(help="The branch to merge into.")] = "main",
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge the kept branches of tasks and chains into a branch (default main). It never
+    leaves that branch or the working tree conflicted; exit 1 when it stopped at a conflict
+    or could not move the branch."""
+    settings = _settings(config, store=store)
+
+    async def go() -> MergeReport:
+        async with _client(settings, existing=True) as pool:
+            return await pool.merge(ids, into=into)
+
+    report = _run(go())
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        for merged in report.merged:
+            out.print(f"merged {merged.branch} ({merged.source})", markup=False)
+        for skipped in report.skipped:
+            what = skipped.branch or skipped.source
+            out.print(f"skipped {what} ({skipped.source}): {skipped.reason}", markup=False)
+        if report.conflict is not None:
+            files = ", ".join(report.conflict.files)
+            out.print(
+                f"conflict: {report.conflict.branch} ({report.conflict.source}) in {files}",
+                markup=False,
+            )
+        out.print(report.message, markup=False, highlight=False)
+    if report.conflict is not None or report.error is not None:
+        raise typer.Exit(1)
 
 
 def approve(
@@ -224,29 +302,37 @@ def tasks(
     """List tasks, newest first."""
     settings = _settings(config, store=store)
 
-    async def go() -> list[TaskRecord]:
+    async def go() -> tuple[list[TaskRecord], dict[str, list[str]]]:
         async with _client(settings, existing=True) as pool:
-            return await pool.list_tasks(
+            records = await pool.list_tasks(
                 TaskFilter(state=state, tags=tag), limit, offset, newest_first=not oldest_first
             )
+            return records, await pool.waiting_for(r.id for r in records if r.depends_on)
 
-    records = _run(go())
+    records, waiting = _run(go())
     if as_json:
-        _print_json([r.model_dump(mode="json") for r in records])
+        _print_json(
+            [
+                r.model_dump(mode="json")
+                | ({"waiting_for": waiting[r.id]} if r.id in waiting else {})
+                for r in records
+            ]
+        )
         return
-    _print_tasks(records)
+    _print_tasks(records, waiting)
 
 
-def _print_tasks(records: list[TaskRecord]) -> None:
+def _print_tasks(records: list[TaskRecord], waiting: dict[str, list[str]]) -> None:
     """A table whose columns are never cut: only the prompt column is shortened (with an
-    ellipsis), to fit a terminal; elsewhere (a pipe, a file) it does not depend on any width."""
+    ellipsis), to fit a terminal; elsewhere (a pipe, a file) it does not depend on any width.
+    A pending task held by dependencies shows as waiting, its prompt after what it waits for."""
     rows = []
     for r in records:
         res = r.result
         rows.append(
             [
                 r.id,
-                str(r.state),
+                "waiting" if r.id in waiting else str(r.state),
                 r.slot_id or "-",
                 f"{microdollars_to_usd(res.cost_microdollars):.4f}" if res else "-",
                 str(res.turns_used) if res else "-",
@@ -266,7 +352,10 @@ def _print_tasks(records: list[TaskRecord]) -> None:
     for record, row in zip(records, rows, strict=True):
         cells = [Text(cell) for cell in row]
         cells[1].stylize(_STATE_STYLE.get(row[1], "cyan"))
-        table.add_row(*cells, Text(preview(record.prompt, room)))
+        prompt = record.prompt
+        if record.id in waiting:
+            prompt = f"[after {', '.join(waiting[record.id])}] {prompt}"
+        table.add_row(*cells, Text(preview(prompt, room)))
     _print_table(table, fixed + room)
 
 
@@ -278,6 +367,13 @@ def run(
     max_budget_usd: BudgetOpt = None,
     timeout: TimeoutOpt = None,
     keep_conversation: ContinueOpt = False,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COMMAND",
+            help="Check the result with this shell command (see `submit --verify`).",
+        ),
+    ] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -291,7 +387,11 @@ def run(
         async with _executing_pool(settings) as pool:
             try:
                 task_id = await pool.submit(
-                    prompt, overrides, timeout=timeout, fresh_session=not keep_conversation
+                    prompt,
+                    overrides,
+                    timeout=timeout,
+                    fresh_session=not keep_conversation,
+                    verify=verify,
                 )
             except ValueError as exc:
                 _fail(str(exc), EXIT_USAGE)

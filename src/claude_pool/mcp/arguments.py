@@ -6,7 +6,7 @@ reads them. A type only one area of tools uses lives with that area's tools.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -154,6 +154,14 @@ class TaskOverridesArg(BaseModel):
         Field(gt=0, le=10_000, description="Spend cap for this task in USD."),
         NOT_BOOL,
     ] = None
+    verify: Note | None = Field(
+        None,
+        description=(
+            "Shell command run in the task's directory once it completes (e.g. the test "
+            "command). Non-zero exit sends the task back to its slot with the command's "
+            "output as feedback, up to max_rejections times."
+        ),
+    )
 
     def to_overrides(self) -> TaskOverrides:
         return TaskOverrides.model_validate(self.model_dump(exclude_unset=True))
@@ -180,6 +188,36 @@ FreshSession = Annotated[
         description=(
             "Start a new conversation instead of continuing the slot's previous one. Use it for "
             "work unrelated to what the slot did before."
+        )
+    ),
+]
+DependsOn = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]] | None,
+    Field(
+        max_length=MAX_LIST_ITEMS,
+        description=(
+            "Task ids (already submitted) that must complete before this task may run. The "
+            "prompt may use {{<task id>.output}} for a dependency's output. If a dependency "
+            "fails or is cancelled, this task is cancelled too (see on_dependency_failure)."
+        ),
+    ),
+]
+Verify = Annotated[
+    Note | None,
+    Field(
+        description=(
+            "Shell command run in the task's directory once it completes, e.g. the project's "
+            "test command. A non-zero exit sends the task back to the same slot with the "
+            "command's output as feedback (up to 3 attempts); the result lists each run."
+        )
+    ),
+]
+OnDependencyFailure = Annotated[
+    Literal["cancel", "run"],
+    Field(
+        description=(
+            "When a dependency fails or is cancelled: 'cancel' this task (default) or 'run' "
+            "it anyway."
         )
     ),
 ]

@@ -8,6 +8,8 @@ and workflows keep their results with their tools (:mod:`claude_pool.mcp.tools`)
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from claude_pool.queue import FanOutItem
@@ -32,6 +34,9 @@ class TaskOutcome(BaseModel):
         description="True once the task has ended or awaits review (its result is final)."
     )
     awaiting_review: bool = False
+    review_kind: Literal["plan", "result"] | None = Field(
+        None, description="What awaits review: the task's plan, or its result."
+    )
     slot_id: str | None = None
     result: TaskResult | None = None
     tags: list[str] = Field(default_factory=list)
@@ -40,13 +45,21 @@ class TaskOutcome(BaseModel):
     created_at_ms: int | None = None
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
+    depends_on: list[str] = Field(
+        default_factory=list, description="Tasks that had to complete before this one ran."
+    )
     note: str | None = Field(None, description="What to do next, when there is something.")
 
     @classmethod
     def of(cls, record: TaskRecord, note: str | None = None) -> TaskOutcome:
         awaiting = record.state is TaskState.PENDING_REVIEW
         finished = record.state.is_terminal or awaiting
-        if note is None and awaiting:
+        if note is None and awaiting and record.review_kind == "plan":
+            note = (
+                "a plan awaits approval: pool_approve_result has it carried out, "
+                "pool_reject_result with feedback asks for a new plan"
+            )
+        elif note is None and awaiting:
             note = "approve with pool_approve_result or send back with pool_reject_result"
         elif note is None and not finished:
             note = "not finished yet; call pool_result with wait=true to wait for it"
@@ -55,6 +68,7 @@ class TaskOutcome(BaseModel):
             state=record.state,
             finished=finished,
             awaiting_review=awaiting,
+            review_kind=record.review_kind,
             slot_id=record.slot_id,
             result=record.result if finished else None,
             tags=record.tags,
@@ -63,6 +77,7 @@ class TaskOutcome(BaseModel):
             created_at_ms=record.created_at_ms,
             started_at_ms=record.started_at_ms,
             completed_at_ms=record.completed_at_ms,
+            depends_on=list(record.depends_on),
             note=note,
         )
 
@@ -94,9 +109,13 @@ class TaskSummary(BaseModel):
     )
     created_at_ms: int | None = None
     completed_at_ms: int | None = None
+    waiting_for: list[str] = Field(
+        default_factory=list,
+        description="Dependencies this pending task still waits for (not yet completed).",
+    )
 
     @classmethod
-    def of(cls, record: TaskRecord) -> TaskSummary:
+    def of(cls, record: TaskRecord, waiting_for: list[str] | None = None) -> TaskSummary:
         result = record.result
         return cls(
             task_id=record.id,
@@ -109,6 +128,7 @@ class TaskSummary(BaseModel):
             output_preview=_preview(result.output) if result else None,
             created_at_ms=record.created_at_ms,
             completed_at_ms=record.completed_at_ms,
+            waiting_for=waiting_for or [],
         )
 
 

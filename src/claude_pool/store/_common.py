@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from claude_pool.store.base import Requeue
 from claude_pool.types import (
     SlotConfig,
     SlotId,
@@ -13,6 +14,7 @@ from claude_pool.types import (
     TaskAttempt,
     TaskRecord,
     TaskResult,
+    TaskState,
 )
 
 SLOT_UPDATABLE_FIELDS = frozenset(SlotRecord.model_fields) - {"id", "mcp_config_path"}
@@ -67,5 +69,29 @@ def archived(record: TaskRecord, reason: str, now_ms: int) -> list[TaskAttempt]:
         model=result.model if result is not None else None,
         output=output if len(output) <= ATTEMPT_OUTPUT_CHARS else output[:ATTEMPT_OUTPUT_CHARS],
         ended_at_ms=record.completed_at_ms or now_ms,
+        verification=result.verifications[-1]
+        if result is not None and result.verifications and not result.verifications[-1].passed
+        else None,
     )
     return [*record.attempts, attempt]
+
+
+def requeue_fields(
+    record: TaskRecord, result: TaskResult, requeue: Requeue, now_ms: int
+) -> dict[str, Any]:
+    """The task fields a settlement with ``requeue`` writes (``record``: the task as stored,
+    still running)."""
+    run = record.model_copy(
+        update={"result": result, "state": TaskState.FAILED, "completed_at_ms": now_ms}
+    )
+    fields: dict[str, Any] = {
+        "result": None,
+        "slot_id": None,
+        "prompt": requeue.prompt,
+        "original_prompt": record.original_prompt or record.prompt,
+        "rejection_count": requeue.rejection_count,
+        "attempts": archived(run, requeue.reason, now_ms),
+    }
+    if requeue.slot_id is not None:
+        fields["target_slot"] = requeue.slot_id
+    return fields

@@ -43,6 +43,10 @@ def record_from_row(row: Sequence[Any]) -> TaskRecord:
             "started_at_ms": row[10],
             "completed_at_ms": row[11],
             "attempts": [] if row[24] is None else json.loads(row[24]),
+            "depends_on": [] if row[25] is None else json.loads(row[25]),
+            "on_dependency_failure": row[26],
+            "plan_first": bool(row[27]),
+            "plan_approved": bool(row[28]),
         }
     )
 
@@ -112,6 +116,10 @@ def task_values(task: StoredTask) -> tuple[Any, ...]:
         *result_values(record.result),
         task.cwd,
         *attempts_values(record.attempts),
+        json.dumps(record.depends_on) if record.depends_on else None,
+        record.on_dependency_failure,
+        int(record.plan_first),
+        int(record.plan_approved),
     )
 
 

@@ -90,6 +90,21 @@ class StoredTask:
 
 
 @dataclass(frozen=True)
+class Requeue:
+    """How a settled run sends its task back to the queue instead of ending it (a failed
+    verification): the run, with its result, becomes one of the task's ``attempts`` (as
+    failed, for ``reason``); the task is pending again with ``prompt`` and
+    ``rejection_count``, its result and slot cleared, and its ``original_prompt`` kept (set
+    to the prompt it ran with, when it had none). With ``slot_id``, only that slot may run it
+    from then on (its conversation and worktree hold the work being fixed)."""
+
+    reason: str
+    prompt: str
+    rejection_count: int
+    slot_id: SlotId | None = None
+
+
+@dataclass(frozen=True)
 class Message:
     id: int
     from_slot: str
@@ -148,7 +163,9 @@ class TaskQueueStore(Protocol):
         lowest ``seq``; target must match), marking it running on this slot, stamping
         ``started_at_ms`` and ``claimed_by``, and marking the slot (if stored) busy with it.
         With ``targeted_only``, only tasks aimed at this slot (by id, role or name) qualify.
-        None when there is nothing for this slot."""
+        A task with ``depends_on`` qualifies only once every dependency has completed (with
+        ``on_dependency_failure="run"``: has completed, failed or been cancelled); the check
+        is part of the same atomic claim. None when there is nothing for this slot."""
 
     async def transition_task(
         self,
@@ -162,12 +179,15 @@ class TaskQueueStore(Protocol):
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
         attempt_reason: str | Any = UNSET,
+        plan_approved: bool | Any = UNSET,
+        target_slot: SlotId | Any | None = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         """Compare-and-set: move the task to ``to_state`` only if it is in one of
         ``from_states``; set the given fields; stamp ``started_at_ms`` (running) or
         ``completed_at_ms`` (any other non-pending state), clear ``claimed_by`` unless running.
-        Moving back to pending (a re-queue) clears both stamps. With ``attempt_reason``, the
+        Moving back to pending (a re-queue) clears both stamps. ``target_slot`` replaces the
+        slot the task is aimed at (None: any). With ``attempt_reason``, the
         run the task had (its state and result, what it cost) is first added to its
         ``attempts`` for that reason, so that running it again loses none of its spend.
         Returns the updated record, or None if the task does not exist or was not in an
@@ -187,14 +207,19 @@ class TaskQueueStore(Protocol):
         slot_fields: Mapping[str, Any],
         events: Sequence[Event] = (),
         always_events: Sequence[Event] = (),
+        requeue: Requeue | None = None,
     ) -> bool:
         """Record a finished run in one atomic write: add ``spend`` to the pool's total and to
         the slot's cost (with ``tasks_completed``), set the slot's ``slot_fields``, and
-        compare-and-set the task to ``to_state`` with ``result`` (as ``transition_task``).
+        compare-and-set the task to ``to_state`` with ``result`` (as ``transition_task``);
+        with ``requeue``, ``to_state`` is pending and the task is queued again as it says.
         Returns whether the task moved. The spend, the slot changes and ``always_events`` apply
         even when it had left ``from_states`` (money spent is spent); ``events`` are logged
         only when it moved, after ``always_events``. The task's budget reservation is dropped
         in the same write."""
+
+    async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
+        """Pending tasks whose ``depends_on`` names ``task_id``, oldest first."""
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         """Pending tasks (submitted before the given time, when given), oldest first."""

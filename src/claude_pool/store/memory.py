@@ -21,6 +21,7 @@ from claude_pool.events import Event, parse_event
 from claude_pool.store._common import (
     archived,
     recovery_failure,
+    requeue_fields,
     stored_slot,
     validate_slot_fields,
 )
@@ -31,6 +32,7 @@ from claude_pool.store.base import (
     Message,
     RecoveryEvents,
     RecoveryPolicy,
+    Requeue,
     StoredTask,
     Webhook,
 )
@@ -65,6 +67,8 @@ def copy_record(record: TaskRecord) -> TaskRecord:
         update["config"] = record.config.model_copy(deep=True)
     if record.attempts:
         update["attempts"] = [attempt.model_copy() for attempt in record.attempts]
+    if record.depends_on:
+        update["depends_on"] = list(record.depends_on)
     return record.model_copy(update=update)
 
 
@@ -194,6 +198,8 @@ class MemoryStore:
                 continue
             if targeted_only and stored.target.describe() is None:
                 continue
+            if stored.record.depends_on and self._blocked(stored.record):
+                continue
             del self._queue[index]
             record = stored.record
             record.state = TaskState.RUNNING
@@ -220,6 +226,8 @@ class MemoryStore:
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
         attempt_reason: str | Any = UNSET,
+        plan_approved: bool | Any = UNSET,
+        target_slot: SlotId | Any | None = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         self._check_open()
@@ -228,6 +236,8 @@ class MemoryStore:
             "slot_id": slot_id,
             "prompt": prompt,
             "rejection_count": rejection_count,
+            "plan_approved": plan_approved,
+            "target_slot": target_slot,
         }
         stored = self._tasks.get(task_id)
         if (
@@ -271,6 +281,12 @@ class MemoryStore:
             record.prompt = fields["prompt"]
         if "rejection_count" in fields:
             record.rejection_count = fields["rejection_count"]
+        if "original_prompt" in fields:
+            record.original_prompt = fields["original_prompt"]
+        if "target_slot" in fields:
+            stored.target = replace(stored.target, slot_id=fields["target_slot"])
+        if "plan_approved" in fields:
+            record.plan_approved = bool(fields["plan_approved"])
         if to_state is TaskState.RUNNING:
             record.started_at_ms = now_ms
         else:
@@ -297,6 +313,7 @@ class MemoryStore:
         slot_fields: Mapping[str, Any],
         events: Sequence[Event] = (),
         always_events: Sequence[Event] = (),
+        requeue: Requeue | None = None,
     ) -> bool:
         self._check_open()
         values = validate_slot_fields(slot_id, dict(slot_fields))
@@ -310,9 +327,36 @@ class MemoryStore:
             slot.cost_microdollars += spend
             slot.tasks_completed += tasks_completed
             self._slots[slot_id] = (slot, owner)
-        moved = self._transition(task_id, from_states, to_state, now_ms, {"result": result})
+        fields: dict[str, Any] = {"result": result}
+        stored = self._tasks.get(task_id)
+        if requeue is not None and stored is not None and stored.record.state in from_states:
+            fields = requeue_fields(stored.record, result, requeue, now_ms)
+            stored.record.attempts = fields.pop("attempts")
+        moved = self._transition(task_id, from_states, to_state, now_ms, fields)
         self._log([*always_events, *events] if moved is not None else always_events)
         return moved is not None
+
+    def _blocked(self, record: TaskRecord) -> bool:
+        for dependency_id in record.depends_on:
+            dependency = self._tasks.get(dependency_id)
+            state = dependency.record.state if dependency is not None else None
+            if state is TaskState.COMPLETED:
+                continue
+            if record.on_dependency_failure == "run" and state in (
+                TaskState.FAILED,
+                TaskState.CANCELLED,
+            ):
+                continue
+            return True
+        return False
+
+    async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
+        self._check_open()
+        return [
+            _copy_task(stored)
+            for stored in self._tasks.values()
+            if stored.record.state is TaskState.PENDING and task_id in stored.record.depends_on
+        ]
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         self._check_open()

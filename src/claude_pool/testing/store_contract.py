@@ -43,7 +43,15 @@ from claude_pool.events import (
     WorkerLost,
     parse_event,
 )
-from claude_pool.store.base import UNSET, DeliveryState, Store, StoredTask, TaskTarget, Webhook
+from claude_pool.store.base import (
+    UNSET,
+    DeliveryState,
+    Requeue,
+    Store,
+    StoredTask,
+    TaskTarget,
+    Webhook,
+)
 from claude_pool.types import (
     MetricsFilter,
     ModelMetrics,
@@ -58,6 +66,7 @@ from claude_pool.types import (
     TaskRecord,
     TaskResult,
     TaskState,
+    VerificationRun,
     new_task_id,
 )
 
@@ -314,6 +323,113 @@ class StoreContract:
         got = await claim(store, "mine")
         assert got is not None
         assert got.record.id == free.record.id
+
+    # ── dependencies ─────────────────────────────────────────────────
+
+    async def test_a_task_is_claimed_only_once_every_dependency_has_completed(
+        self, store: Store
+    ) -> None:
+        first = await store.insert_task(make_task("first"))
+        second = await store.insert_task(make_task("second"))
+        waiting = make_task("waiting", priority=9)
+        waiting.record.depends_on = [first.record.id, second.record.id]
+        waiting = await store.insert_task(waiting)
+        assert (await store.get_task(waiting.record.id)) == waiting
+        got = await claim(store)
+        assert got is not None
+        assert got.record.id == first.record.id
+        await store.transition_task(
+            first.record.id, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=T0,
+            result=make_result(),
+        )  # fmt: skip
+        got = await claim(store)
+        assert got is not None
+        assert got.record.id == second.record.id
+        assert await claim(store) is None
+        await store.transition_task(
+            second.record.id, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=T0,
+            result=make_result(),
+        )  # fmt: skip
+        got = await claim(store)
+        assert got is not None
+        assert got.record.id == waiting.record.id
+        assert got.record.depends_on == [first.record.id, second.record.id]
+
+    async def test_a_failed_dependency_blocks_unless_the_task_runs_anyway(
+        self, store: Store
+    ) -> None:
+        failed = await store.insert_task(
+            make_task(state=TaskState.FAILED, result=make_result(success=False))
+        )
+        blocked = make_task("blocked")
+        blocked.record.depends_on = [failed.record.id]
+        blocked = await store.insert_task(blocked)
+        anyway = make_task("anyway")
+        anyway.record.depends_on = [failed.record.id]
+        anyway.record.on_dependency_failure = "run"
+        anyway = await store.insert_task(anyway)
+        got = await claim(store)
+        assert got is not None
+        assert got.record.id == anyway.record.id
+        assert got.record.on_dependency_failure == "run"
+        assert await claim(store) is None
+        still = await store.get_task(blocked.record.id)
+        assert still is not None
+        assert still.record.state is TaskState.PENDING
+
+    async def test_a_dependency_on_an_unknown_task_never_unblocks(self, store: Store) -> None:
+        orphan = make_task("orphan")
+        orphan.record.depends_on = [TaskId("task-gone")]
+        orphan.record.on_dependency_failure = "run"
+        await store.insert_task(orphan)
+        assert await claim(store) is None
+
+    async def test_dependent_tasks_are_the_pending_tasks_naming_a_dependency(
+        self, store: Store
+    ) -> None:
+        base = await store.insert_task(make_task("base"))
+        other = await store.insert_task(make_task("other"))
+        ids = []
+        for deps in ([base.record.id], [other.record.id, base.record.id], [other.record.id]):
+            task = make_task("dependent")
+            task.record.depends_on = list(deps)
+            ids.append((await store.insert_task(task)).record.id)
+        found = await store.dependent_tasks(base.record.id)
+        assert [t.record.id for t in found] == ids[:2]
+        await store.transition_task(ids[0], {TaskState.PENDING}, TaskState.CANCELLED, now_ms=T0)
+        found = await store.dependent_tasks(base.record.id)
+        assert [t.record.id for t in found] == ids[1:2]
+        assert await store.dependent_tasks(TaskId("task-none")) == []
+
+    async def test_a_plan_first_task_keeps_its_plan_state_and_can_be_aimed_at_its_slot(
+        self, store: Store
+    ) -> None:
+        task = make_task("plan then do")
+        task.record.plan_first = True
+        await store.insert_task(task)
+        got = await claim(store, "slot-a")
+        assert got is not None
+        assert (got.record.plan_first, got.record.plan_approved) == (True, False)
+        await store.transition_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.PENDING_REVIEW, now_ms=T0,
+            result=make_result(),
+        )  # fmt: skip
+        moved = await store.transition_task(
+            task.record.id, {TaskState.PENDING_REVIEW}, TaskState.PENDING, now_ms=T0 + 1,
+            prompt="carry it out", result=None, slot_id=None, attempt_reason="plan approved",
+            plan_approved=True, target_slot=SlotId("slot-a"),
+        )  # fmt: skip
+        assert moved is not None
+        assert (moved.plan_approved, moved.prompt) == (True, "carry it out")
+        assert [a.reason for a in moved.attempts] == ["plan approved"]
+        stored = await store.get_task(task.record.id)
+        assert stored is not None
+        assert stored.target.slot_id == "slot-a"
+        assert stored.record.plan_approved
+        assert await claim(store, "slot-b") is None
+        again = await claim(store, "slot-a")
+        assert again is not None
+        assert again.record.plan_approved
 
     async def test_concurrent_claims_take_each_task_exactly_once(self, store: Store) -> None:
         tasks = [await store.insert_task(make_task(f"p{i}")) for i in range(200)]
@@ -735,6 +851,62 @@ class StoreContract:
         slot = await store.get_slot(SlotId("slot-a"))
         assert slot is not None
         assert slot.cost_microdollars == 99
+
+    async def test_settle_task_with_requeue_queues_the_task_again_keeping_the_run(
+        self, store: Store
+    ) -> None:
+        await store.upsert_slot(slot_record("slot-a", state=SlotState.BUSY), "w")
+        task = await store.insert_task(make_task("make the tests pass"))
+        await claim(store)
+        check = VerificationRun(command="make test", exit_code=1, passed=False, output="1 failed")
+        result = make_result(cost=300, turns=3).model_copy(update={"verifications": [check]})
+        settled = await store.settle_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.PENDING, now_ms=T0 + 50,
+            result=result, slot_id=SlotId("slot-a"), spend=300, tasks_completed=0,
+            slot_fields={"state": SlotState.IDLE, "current_task": None},
+            requeue=Requeue(reason="verification failed", prompt="fix it", rejection_count=1,
+                            slot_id=SlotId("slot-a")),
+        )  # fmt: skip
+        assert settled is True
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        record = got.record
+        assert (record.state, record.prompt, record.rejection_count) == (
+            TaskState.PENDING, "fix it", 1,
+        )  # fmt: skip
+        assert (record.result, record.slot_id, record.started_at_ms) == (None, None, None)
+        assert record.original_prompt == "make the tests pass"
+        assert got.claimed_by is None
+        [attempt] = record.attempts
+        assert (attempt.reason, attempt.state) == ("verification failed", TaskState.FAILED)
+        assert (attempt.cost_microdollars, attempt.turns_used) == (300, 3)
+        assert attempt.verification == check
+        assert await store.get_spend() == 300
+        assert got.target.slot_id == "slot-a"
+        assert await claim(store, "slot-b") is None
+        again = await claim(store)
+        assert again is not None
+        assert again.record.id == task.record.id
+
+    async def test_settle_task_with_requeue_leaves_a_task_that_already_ended(
+        self, store: Store
+    ) -> None:
+        await store.upsert_slot(slot_record("slot-a"), "w")
+        task = await store.insert_task(make_task())
+        await claim(store)
+        await store.transition_task(task.record.id, {TaskState.RUNNING}, TaskState.CANCELLED,
+                                    now_ms=T0 + 20)  # fmt: skip
+        settled = await store.settle_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.PENDING, now_ms=T0 + 50,
+            result=make_result(cost=5), slot_id=SlotId("slot-a"), spend=5, tasks_completed=0,
+            slot_fields={}, requeue=Requeue(reason="r", prompt="p", rejection_count=1),
+        )  # fmt: skip
+        assert settled is False
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        assert got.record.state is TaskState.CANCELLED
+        assert got.record.attempts == []
+        assert await store.get_spend() == 5
 
     async def test_add_slot_cost_increments_without_losing_concurrent_adds(
         self, store: Store

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -59,6 +59,24 @@ class SubmitRequest(BaseModel):
     role: str | None = None
     name: str | None = None
     fresh_session: bool = False
+    depends_on: list[str] = Field(default_factory=list, max_length=100)
+    """Tasks that must complete first; the prompt may use ``{{<task id>.output}}``."""
+    on_dependency_failure: Literal["cancel", "run"] = "cancel"
+    """When a dependency fails or is cancelled: cancel this task too, or run it anyway."""
+    plan_first: bool = False
+    """Plan first in plan mode, held for review (approve carries the plan out)."""
+    verify: str | None = Field(default=None, min_length=1, max_length=10_000)
+    """Shell command run in the task's directory once it completes; non-zero exit sends it
+    back with the command's output as feedback."""
+
+
+class MergeRequest(BaseModel):
+    """Branches to merge (``POST /api/v1/merge``): those of these task and chain ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(min_length=1, max_length=100)
+    into: str = Field(default="main", min_length=1, max_length=200)
 
 
 class RejectRequest(BaseModel):
@@ -119,6 +137,8 @@ class TaskPage(BaseModel):
     limit: int
     offset: int
     next_offset: int | None = None
+    waiting: dict[str, list[str]] = Field(default_factory=dict)
+    """The page's pending tasks held by dependencies, with what each still waits for."""
 
 
 class SlotList(BaseModel):
@@ -232,6 +252,7 @@ async def list_tasks(request: Request, pool: Pool) -> Response:
         limit=limit,
         offset=offset,
         next_offset=offset + limit if more else None,
+        waiting=await pool.waiting_for(t.id for t in tasks[:limit] if t.depends_on),
     )
     return _json(page)
 
@@ -247,9 +268,17 @@ async def submit_task(request: Request, pool: Pool) -> Response:
         body.prompt, body.overrides, body.tags, review=body.review,
         max_rejections=body.max_rejections, priority=body.priority, timeout=body.timeout_secs,
         slot=body.slot, role=body.role, name=body.name, fresh_session=body.fresh_session,
+        depends_on=body.depends_on, on_dependency_failure=body.on_dependency_failure,
+        verify=body.verify, plan_first=body.plan_first,
     )  # fmt: skip
     record = await pool.get_task(task_id)
     return _json(record, 201, {"Location": f"{API_PREFIX}/tasks/{task_id}"})
+
+
+@_bodied
+async def merge_results(request: Request, pool: Pool) -> Response:
+    body: MergeRequest = await _body(request, MergeRequest)
+    return _json(await pool.merge(body.ids, into=body.into))
 
 
 class TaskDiff(BaseModel):
@@ -362,6 +391,7 @@ def routes() -> list[Route]:
         Route(f"{p}/status", _endpoint(get_status), methods=["GET"]),
         Route(f"{p}/tasks", _endpoint(list_tasks), methods=["GET"]),
         Route(f"{p}/tasks", _endpoint(submit_task), methods=["POST"]),
+        Route(f"{p}/merge", _endpoint(merge_results), methods=["POST"]),
         Route(f"{p}/tasks/{{task_id}}", _endpoint(get_task), methods=["GET"]),
         Route(f"{p}/tasks/{{task_id}}/diff", _endpoint(get_task_diff), methods=["GET"]),
         Route(f"{p}/tasks/{{task_id}}/cancel", _endpoint(cancel_task), methods=["POST"]),

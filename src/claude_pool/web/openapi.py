@@ -13,6 +13,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from claude_pool import __version__
 from claude_pool.chain.model import ChainResult, ChainState
+from claude_pool.merging import MergeReport
 from claude_pool.pool import PoolStatus
 from claude_pool.queue import RejectOutcome
 from claude_pool.types import SessionMetrics, TaskRecord, TaskState
@@ -21,6 +22,7 @@ from claude_pool.web.api import (
     MAX_PAGE,
     ChainPage,
     DeliveryPage,
+    MergeRequest,
     RejectRequest,
     SlotList,
     SubmitRequest,
@@ -51,6 +53,8 @@ _RESPONSES: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (SubmitRequest, "validation"),
     (WebhookRequest, "validation"),
     (RejectRequest, "validation"),
+    (MergeReport, "serialization"),
+    (MergeRequest, "validation"),
 ]
 
 _WHY = {
@@ -185,6 +189,15 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_TASK_ID],
                 "requestBody": _body("RejectRequest"),
                 "responses": {**_ok("RejectOutcome"), **_problems(400, 404, 409, 415, 422, 503)},
+            }
+        },
+        f"{p}/merge": {
+            "post": {
+                "operationId": "mergeResults",
+                "summary": "Merge the kept branches of tasks and chains into a branch, in "
+                "order, stopping cleanly at a conflict.",
+                "requestBody": _body("MergeRequest"),
+                "responses": {**_ok("MergeReport"), **_problems(400, 404, 415, 422)},
             }
         },
         f"{p}/slots": {

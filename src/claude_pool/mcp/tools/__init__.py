@@ -14,6 +14,7 @@ from claude_pool.mcp.tools.chains import register_chain_tools
 from claude_pool.mcp.tools.claims import register_claim_tools
 from claude_pool.mcp.tools.context import register_context_tools
 from claude_pool.mcp.tools.inspection import register_inspection_tools
+from claude_pool.mcp.tools.merging import register_merge_tools
 from claude_pool.mcp.tools.messages import register_message_tools
 from claude_pool.mcp.tools.review import register_review_tools
 from claude_pool.mcp.tools.routing import register_routing_tools
@@ -26,6 +27,7 @@ POOL_TOOL_GROUPS: tuple[ToolGroup, ...] = (
     register_task_tools,
     register_inspection_tools,
     register_review_tools,
+    register_merge_tools,
     register_slot_tools,
     register_claim_tools,
     register_context_tools,
@@ -56,6 +58,7 @@ __all__ = [
     "register_claim_tools",
     "register_context_tools",
     "register_inspection_tools",
+    "register_merge_tools",
     "register_message_tools",
     "register_review_tools",
     "register_routing_tools",

@@ -21,7 +21,8 @@ def register_inspection_tools(server: MCPServer[Any], pool: Pool) -> None:
     async def pool_status() -> PoolStatus:
         """The pool at a glance: every slot (state, current task, role, spend), how many
         tasks are in each state, total spend and budget in microdollars (1 USD = 1,000,000),
-        whether it is shutting down, and any API rate limiting that is pausing new tasks."""
+        whether it is shutting down, any API rate limiting that is pausing new tasks, and
+        which pending tasks wait for dependencies (waiting)."""
         return await pool.status()
 
     @pool_tool(server, "pool_session_metrics", READ_ONLY, "Cost and timing metrics")
@@ -65,8 +66,10 @@ def register_inspection_tools(server: MCPServer[Any], pool: Pool) -> None:
         records = await pool.list_tasks(
             TaskFilter(state=state, slot_id=slot_id, tags=tags), limit + 1, offset
         )
+        page = records[:limit]
+        waiting = await pool.waiting_for(r.id for r in page if r.depends_on)
         return TaskList(
-            tasks=[TaskSummary.of(r) for r in records[:limit]],
+            tasks=[TaskSummary.of(r, waiting.get(r.id)) for r in page],
             limit=limit,
             offset=offset,
             more=len(records) > limit,

@@ -44,10 +44,22 @@ def register_review_tools(server: MCPServer[Any], pool: Pool) -> None:
         slot: SlotTarget = None,
         role: RoleTarget = None,
         name: NameTarget = None,
+        plan_first: Annotated[
+            bool,
+            Field(
+                description=(
+                    "Have the slot make a plan first, in read-only plan mode: it waits in "
+                    "pending_review with review_kind 'plan'; approving it has the same "
+                    "conversation carry the plan out (then the result is reviewed too), "
+                    "rejecting it asks for a new plan."
+                )
+            ),
+        ] = False,
     ) -> Submitted:
         """Queue a task whose result must be approved. When it finishes it waits in
         pending_review; read it with pool_result, then pool_approve_result to accept it or
         pool_reject_result with feedback to have it redone (up to max_rejections times).
+        With plan_first, its plan is reviewed the same way before any work is done.
         Use it when quality matters more than speed. Costs money when it runs."""
         task_id = await pool.submit(
             prompt,
@@ -60,6 +72,7 @@ def register_review_tools(server: MCPServer[Any], pool: Pool) -> None:
             slot=slot,
             role=role,
             name=name,
+            plan_first=plan_first,
         )
         return Submitted(
             task_id=task_id,
@@ -69,8 +82,14 @@ def register_review_tools(server: MCPServer[Any], pool: Pool) -> None:
 
     @pool_tool(server, "pool_approve_result", SETS, "Approve a reviewed result")
     async def pool_approve_result(task_id: TaskIdArg) -> TaskOutcome:
-        """Accept the result of a task waiting in pending_review: it becomes completed."""
-        return TaskOutcome.of(await pool.approve(task_id), note="approved")
+        """Accept the result of a task waiting in pending_review: it becomes completed. For a
+        plan (review_kind 'plan'), the task is queued again to carry the plan out."""
+        record = await pool.approve(task_id)
+        if record.plan_approved and record.state.value == "pending":
+            return TaskOutcome.of(
+                record, note="plan approved: it is being carried out; wait with pool_result"
+            )
+        return TaskOutcome.of(record, note="approved")
 
     @pool_tool(server, "pool_reject_result", RUNS_WORK, "Reject a reviewed result")
     async def pool_reject_result(

@@ -12,8 +12,10 @@ from claude_pool.mcp.arguments import (
     MAX_LIST_ITEMS,
     MAX_WAIT_SECS,
     NOT_BOOL,
+    DependsOn,
     FreshSession,
     NameTarget,
+    OnDependencyFailure,
     Overrides,
     Priority,
     Prompt,
@@ -22,6 +24,7 @@ from claude_pool.mcp.arguments import (
     Tags,
     TaskIdArg,
     TimeoutSecs,
+    Verify,
     WaitSecs,
     overrides_of,
 )
@@ -56,6 +59,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
         role: RoleTarget = None,
         name: NameTarget = None,
         fresh_session: FreshSession = False,
+        verify: Verify = None,
     ) -> TaskOutcome:
         """Run one prompt on a pool slot (a background Claude Code session) and wait for the
         result. Use it for a single piece of work you need before going on; for several
@@ -77,6 +81,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
             role=role,
             name=name,
             fresh_session=fresh_session,
+            verify=verify,
         )
         async with pool.cancelled_with_caller() as mine, reporter_for(pool, ctx) as reporter:
             mine.add(task_id)
@@ -95,12 +100,16 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
         role: RoleTarget = None,
         name: NameTarget = None,
         fresh_session: FreshSession = False,
+        depends_on: DependsOn = None,
+        on_dependency_failure: OnDependencyFailure = "cancel",
+        verify: Verify = None,
     ) -> Submitted:
         """Queue a prompt for a pool slot and return its task id at once, without waiting.
         Submit several tasks, keep working, then collect each with pool_result (wait=true to
         block until it ends). Tasks run by priority, then in submission order, on any free
         slot (or only the slot, role or name you target). Costs money when it runs; the slot
-        may edit files if the permission mode allows it."""
+        may edit files if the permission mode allows it. With depends_on, the task waits
+        until those tasks have completed (pool_list_tasks shows what it waits for)."""
         task_id = await pool.submit(
             prompt,
             overrides_of(overrides),
@@ -111,6 +120,9 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
             role=role,
             name=name,
             fresh_session=fresh_session,
+            depends_on=depends_on or (),
+            on_dependency_failure=on_dependency_failure,
+            verify=verify,
         )
         return Submitted(task_id=task_id)
 

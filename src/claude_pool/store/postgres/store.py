@@ -42,7 +42,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from claude_pool.errors import StoreError
 from claude_pool.events import Event, parse_event
-from claude_pool.store._common import archived, recovery_failure, validate_slot_fields
+from claude_pool.store._common import (
+    archived,
+    recovery_failure,
+    requeue_fields,
+    validate_slot_fields,
+)
 from claude_pool.store._rows import (
     attempts_values,
     event_values,
@@ -62,6 +67,7 @@ from claude_pool.store.base import (
     Message,
     RecoveryEvents,
     RecoveryPolicy,
+    Requeue,
     StoredTask,
     Webhook,
 )
@@ -140,6 +146,12 @@ def _all_of(clauses: Sequence[str]) -> str:
 def _query(text: str) -> sql.SQL:
     # The statements come from the package's own queries.sql, never from input.
     return sql.SQL(text)
+
+
+_COLUMN_FIELDS = (
+    "slot_id", "prompt", "rejection_count", "original_prompt", "target_slot", "plan_approved",
+)  # fmt: skip
+"""Task fields a transition may set that are stored as they are, each in its own column."""
 
 
 class PostgresStore:
@@ -544,7 +556,7 @@ class PostgresStore:
         if "attempts" in fields:
             sets.append(Q["attempts_assignments"])
             params.extend(attempts_values(fields["attempts"]))
-        for name in ("slot_id", "prompt", "rejection_count"):  # each in its own column
+        for name in _COLUMN_FIELDS:
             if name in fields:
                 sets.append(f"{name} = %s")
                 params.append(fields[name])
@@ -566,6 +578,8 @@ class PostgresStore:
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
         attempt_reason: str | Any = UNSET,
+        plan_approved: bool | Any = UNSET,
+        target_slot: SlotId | Any | None = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         allowed = [TaskState(s) for s in from_states]
@@ -578,6 +592,8 @@ class PostgresStore:
                 ("slot_id", slot_id),
                 ("prompt", prompt),
                 ("rejection_count", rejection_count),
+                ("plan_approved", int(plan_approved) if plan_approved is not UNSET else UNSET),
+                ("target_slot", target_slot),
             )
             if value is not UNSET
         }
@@ -610,6 +626,7 @@ class PostgresStore:
         slot_fields: Mapping[str, Any],
         events: Sequence[Event] = (),
         always_events: Sequence[Event] = (),
+        requeue: Requeue | None = None,
     ) -> bool:
         values = validate_slot_fields(slot_id, dict(slot_fields))
         columns = [slot_column_value(name, value) for name, value in values.items()]
@@ -619,10 +636,14 @@ class PostgresStore:
         allowed = [TaskState(s) for s in from_states]
         async with self._tx("recording a finished task", pipeline=True) as conn:
             await conn.execute(_query(Q["release_budget"]), (task_id,))
+            fields: dict[str, Any] = {"result": result}
+            if requeue is not None:
+                cur = await conn.execute(_query(Q["lock_task"]), (task_id,))
+                row = await cur.fetchone()
+                if row is not None and TaskState(row[2]) in allowed:
+                    fields = requeue_fields(record_from_row(row), result, requeue, now_ms)
             moved = bool(allowed) and (
-                await self._transition(
-                    conn, task_id, allowed, TaskState(to_state), now_ms, {"result": result}
-                )
+                await self._transition(conn, task_id, allowed, TaskState(to_state), now_ms, fields)
                 is not None
             )
             await conn.execute(
@@ -636,6 +657,12 @@ class PostgresStore:
             seqs = await self._log_events(conn, logged)
         await self._numbered(logged, seqs)
         return moved
+
+    async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
+        rows = await self._fetchall(
+            "listing a task's dependents", Q["dependent_tasks"], (json.dumps([task_id]),)
+        )
+        return [task_from_row(row) for row in rows]
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         rows = await self._fetchall(

@@ -27,7 +27,7 @@ from typing import Any
 
 from claude_pool.errors import StoreDamaged, StoreError
 from claude_pool.events import Event, parse_event
-from claude_pool.store._common import archived, recovery_failure
+from claude_pool.store._common import archived, recovery_failure, requeue_fields
 from claude_pool.store._rows import (
     attempts_values,
     event_values,
@@ -45,6 +45,7 @@ from claude_pool.store.base import (
     Message,
     RecoveryEvents,
     RecoveryPolicy,
+    Requeue,
     StoredTask,
     Webhook,
 )
@@ -67,6 +68,12 @@ log = logging.getLogger(__name__)
 
 
 # ── errors ───────────────────────────────────────────────────────────
+
+
+_COLUMN_FIELDS = (
+    "slot_id", "prompt", "rejection_count", "original_prompt", "target_slot", "plan_approved",
+)  # fmt: skip
+"""Task fields a transition may set that are stored as they are, each in its own column."""
 
 
 def translate_error(path: str, operation: str, exc: sqlite3.Error) -> StoreError:
@@ -186,7 +193,7 @@ def _transition(
     if "attempts" in fields:
         sets.append(Q["attempts_assignments"])
         params.extend(attempts_values(fields["attempts"]))
-    for name in ("slot_id", "prompt", "rejection_count"):  # each stored in its own column
+    for name in _COLUMN_FIELDS:
         if name in fields:
             sets.append(f"{name} = ?")
             params.append(fields[name])
@@ -515,6 +522,7 @@ class Database:
         slot_fields: dict[str, Any],
         events: Sequence[Event],
         always_events: Sequence[Event],
+        requeue: Requeue | None = None,
     ) -> bool:
         columns = [slot_column_value(name, value) for name, value in slot_fields.items()]
         settle_slot = _sql(
@@ -525,16 +533,23 @@ class Database:
                 conn.execute(Q["add_spend_quietly"], (spend,))
             conn.execute(Q["release_budget"], (task_id,))
             conn.execute(settle_slot, (spend, tasks_completed, *(v for _, v in columns), slot_id))
+            fields: dict[str, Any] = {"result": result}
+            if requeue is not None:
+                row = conn.execute(Q["get_task"], (task_id,)).fetchone()
+                if row is not None and TaskState(row[2]) in from_states:
+                    fields = requeue_fields(record_from_row(row), result, requeue, now_ms)
             moved = bool(from_states) and (
-                _transition(
-                    conn, task_id, from_states, to_state, now_ms, {"result": result}, parse=False
-                )
+                _transition(conn, task_id, from_states, to_state, now_ms, fields, parse=False)
                 is not None
             )
             logged = [*always_events, *events] if moved else list(always_events)
             seqs = _log_events(conn, logged)
         _numbered(logged, seqs)
         return moved
+
+    def dependent_tasks(self, task_id: str) -> list[StoredTask]:
+        rows = self.conn.execute(Q["dependent_tasks"], (task_id,)).fetchall()
+        return [task_from_row(row) for row in rows]
 
     def pending_tasks(self, created_before_ms: int | None) -> list[StoredTask]:
         rows = self.conn.execute(

@@ -36,6 +36,7 @@ from claude_pool.store.base import (
     Message,
     RecoveryEvents,
     RecoveryPolicy,
+    Requeue,
     StoredTask,
     Webhook,
 )
@@ -309,6 +310,8 @@ class SqliteStore:
         prompt: str | Any = UNSET,
         rejection_count: int | Any = UNSET,
         attempt_reason: str | Any = UNSET,
+        plan_approved: bool | Any = UNSET,
+        target_slot: SlotId | Any | None = UNSET,
         events: Sequence[Event] = (),
     ) -> TaskRecord | None:
         fields = {
@@ -319,6 +322,8 @@ class SqliteStore:
                 ("prompt", prompt),
                 ("rejection_count", rejection_count),
                 ("attempt_reason", attempt_reason),
+                ("plan_approved", int(plan_approved) if plan_approved is not UNSET else UNSET),
+                ("target_slot", target_slot),
             )
             if value is not UNSET
         }
@@ -332,6 +337,9 @@ class SqliteStore:
             fields,
             events,
         )
+
+    async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
+        return await self._run("listing a task's dependents", Database.dependent_tasks, task_id)
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         return await self._run("listing waiting tasks", Database.pending_tasks, created_before_ms)
@@ -404,6 +412,7 @@ class SqliteStore:
         slot_fields: Mapping[str, Any],
         events: Sequence[Event] = (),
         always_events: Sequence[Event] = (),
+        requeue: Requeue | None = None,
     ) -> bool:
         values = validate_slot_fields(slot_id, dict(slot_fields))
         return await self._quick(
@@ -420,6 +429,7 @@ class SqliteStore:
             values,
             events,
             always_events,
+            requeue,
         )
 
     async def update_slot(self, slot_id: SlotId, **fields: Any) -> SlotRecord | None:

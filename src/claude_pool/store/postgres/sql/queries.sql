@@ -12,7 +12,8 @@
 seq, id, state, priority, slot_id, target_slot, target_role, target_name, claimed_by,
 created_at_ms, started_at_ms, completed_at_ms, review_required, max_rejections,
 rejection_count, timeout_secs, assignment_timeout_secs, fresh_session, tags_json,
-config_json, original_prompt, prompt, result_json, cwd, attempts_json
+config_json, original_prompt, prompt, result_json, cwd, attempts_json, depends_on_json,
+on_dependency_failure, plan_first, plan_approved
 
 -- name: result_assignments
 -- A task's result: _rows.result_values(result).
@@ -29,9 +30,10 @@ INSERT INTO tasks (id, state, priority, slot_id, target_slot, target_role, targe
     claimed_by, created_at_ms, started_at_ms, completed_at_ms, review_required,
     max_rejections, rejection_count, timeout_secs, assignment_timeout_secs, fresh_session,
     tags_json, config_json, original_prompt, prompt, result_json, cost_microdollars,
-    elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars)
+    elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars,
+    depends_on_json, on_dependency_failure, plan_first, plan_approved)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-    %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 RETURNING seq;
 
 -- name: insert_task_tags
@@ -64,7 +66,8 @@ SELECT state, COUNT(*) FROM tasks GROUP BY state;
 
 -- name: claim_task
 -- The slot's next task: the pending task of highest priority, then oldest, whose target the
--- slot matches, locked with SKIP LOCKED so that concurrent claimers each take another one.
+-- slot matches and whose dependencies have completed (or, with on_dependency_failure 'run',
+-- ended), locked with SKIP LOCKED so that concurrent claimers each take another one.
 -- slot id, worker id, now, slot id again, targeted only (boolean), the slot's role, name.
 UPDATE tasks SET state = 'running', slot_id = %s, claimed_by = %s, started_at_ms = %s
 WHERE seq = (
@@ -75,6 +78,12 @@ WHERE seq = (
             OR target_name IS NOT NULL)
         AND (target_role IS NULL OR target_role = %s)
         AND (target_name IS NULL OR target_name = %s)
+        AND (depends_on_json IS NULL OR NOT EXISTS (
+            SELECT 1 FROM jsonb_array_elements_text(tasks.depends_on_json::jsonb) d(id)
+            LEFT JOIN tasks dep ON dep.id = d.id
+            WHERE dep.state IS NULL OR (dep.state <> 'completed'
+                AND (tasks.on_dependency_failure <> 'run'
+                    OR dep.state NOT IN ('failed', 'cancelled')))))
     ORDER BY priority DESC, seq LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -115,6 +124,13 @@ claimed_by = NULL, started_at_ms = NULL, completed_at_ms = NULL
 -- name: task_finished
 -- now.
 claimed_by = NULL, completed_at_ms = %s
+
+-- name: dependent_tasks
+-- Pending tasks that depend on a task, oldest first. task id (a JSON array of it).
+SELECT {task_columns} FROM tasks
+WHERE state = 'pending' AND depends_on_json IS NOT NULL
+    AND depends_on_json::jsonb @> %s::jsonb
+ORDER BY seq;
 
 -- name: pending_tasks
 -- Oldest first. created before (or NULL for all), the same again.

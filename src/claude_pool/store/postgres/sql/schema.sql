@@ -41,7 +41,11 @@ CREATE TABLE tasks (
     result_json TEXT,
     cwd TEXT,
     attempts_json TEXT,
-    attempts_cost_microdollars BIGINT NOT NULL DEFAULT 0
+    attempts_cost_microdollars BIGINT NOT NULL DEFAULT 0,
+    depends_on_json TEXT,
+    on_dependency_failure TEXT NOT NULL DEFAULT 'cancel',
+    plan_first INTEGER NOT NULL DEFAULT 0,
+    plan_approved INTEGER NOT NULL DEFAULT 0
 );
 
 -- Claims: the queue order, over pending tasks only.

@@ -19,7 +19,8 @@
 seq, id, state, priority, slot_id, target_slot, target_role, target_name, claimed_by,
 created_at_ms, started_at_ms, completed_at_ms, review_required, max_rejections,
 rejection_count, timeout_secs, assignment_timeout_secs, fresh_session, tags_json,
-config_json, original_prompt, prompt, result_json, cwd, attempts_json
+config_json, original_prompt, prompt, result_json, cwd, attempts_json, depends_on_json,
+on_dependency_failure, plan_first, plan_approved
 
 -- name: result_assignments
 -- A task's result: rows.result_values(result).
@@ -35,8 +36,10 @@ INSERT INTO tasks (id, state, priority, slot_id, target_slot, target_role, targe
     claimed_by, created_at_ms, started_at_ms, completed_at_ms, review_required,
     max_rejections, rejection_count, timeout_secs, assignment_timeout_secs, fresh_session,
     tags_json, config_json, original_prompt, prompt, result_json, cost_microdollars,
-    elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars,
+    depends_on_json, on_dependency_failure, plan_first, plan_approved)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+    ?, ?, ?, ?)
 RETURNING seq;
 
 -- name: last_task_seq
@@ -51,9 +54,10 @@ INSERT INTO tasks (seq, id, state, priority, slot_id, target_slot, target_role, 
     claimed_by, created_at_ms, started_at_ms, completed_at_ms, review_required,
     max_rejections, rejection_count, timeout_secs, assignment_timeout_secs, fresh_session,
     tags_json, config_json, original_prompt, prompt, result_json, cost_microdollars,
-    elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars)
+    elapsed_ms, turns_used, model, success, cwd, attempts_json, attempts_cost_microdollars,
+    depends_on_json, on_dependency_failure, plan_first, plan_approved)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-    ?);
+    ?, ?, ?, ?, ?);
 
 -- name: insert_task_tag
 -- task seq, tag.
@@ -86,7 +90,8 @@ SELECT state, n FROM task_counts WHERE n > 0;
 
 -- name: claim_task
 -- The slot's next task, in one compare-and-set UPDATE: the pending task of highest priority,
--- then oldest, whose target the slot matches. slot id, worker id, now, slot id again,
+-- then oldest, whose target the slot matches and whose dependencies have completed (or,
+-- with on_dependency_failure 'run', ended). slot id, worker id, now, slot id again,
 -- 1 for targeted tasks only (else 0), the slot's role, the slot's name.
 UPDATE tasks SET state = 'running', slot_id = ?, claimed_by = ?, started_at_ms = ?
 WHERE seq = (
@@ -97,6 +102,12 @@ WHERE seq = (
             OR target_name IS NOT NULL)
         AND (target_role IS NULL OR target_role = ?)
         AND (target_name IS NULL OR target_name = ?)
+        AND (depends_on_json IS NULL OR NOT EXISTS (
+            SELECT 1 FROM json_each(tasks.depends_on_json) d
+            LEFT JOIN tasks dep ON dep.id = d.value
+            WHERE dep.state IS NULL OR (dep.state <> 'completed'
+                AND (tasks.on_dependency_failure <> 'run'
+                    OR dep.state NOT IN ('failed', 'cancelled')))))
     ORDER BY priority DESC, seq LIMIT 1
 )
 RETURNING {task_columns};
@@ -137,6 +148,13 @@ claimed_by = NULL, started_at_ms = NULL, completed_at_ms = NULL
 -- name: task_finished
 -- now.
 claimed_by = NULL, completed_at_ms = ?
+
+-- name: dependent_tasks
+-- Pending tasks that depend on a task, oldest first. task id.
+SELECT {task_columns} FROM tasks
+WHERE state = 'pending' AND depends_on_json IS NOT NULL
+    AND EXISTS (SELECT 1 FROM json_each(tasks.depends_on_json) d WHERE d.value = ?)
+ORDER BY seq;
 
 -- name: pending_tasks
 -- Oldest first. created before (or NULL for all), the same again.

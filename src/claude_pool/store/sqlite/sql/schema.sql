@@ -34,9 +34,10 @@ CREATE TABLE tasks (
     original_prompt TEXT,
     prompt TEXT NOT NULL,
     result_json TEXT
-, cwd TEXT, attempts_json TEXT, attempts_cost_microdollars INTEGER NOT NULL DEFAULT 0);
--- cwd (migration 0002) and the earlier attempts of a task run again with their total cost
--- (migration 0007) are spelled as ALTER TABLE writes them.
+, cwd TEXT, attempts_json TEXT, attempts_cost_microdollars INTEGER NOT NULL DEFAULT 0, depends_on_json TEXT, on_dependency_failure TEXT NOT NULL DEFAULT 'cancel', plan_first INTEGER NOT NULL DEFAULT 0, plan_approved INTEGER NOT NULL DEFAULT 0);
+-- cwd (migration 0002), the earlier attempts of a task run again with their total cost
+-- (migration 0007), a task's dependencies (migration 0013) and plan approval
+-- (migration 0014) are spelled as ALTER TABLE writes them.
 
 -- Claims: the queue order, over pending tasks only.
 CREATE INDEX tasks_queue ON tasks (state, priority DESC, seq) WHERE state = 'pending';

@@ -1,0 +1,174 @@
+"""Merging kept worktree branches, with real git and the fake executor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from claude_pool import Pool, PoolConfig, SlotConfig, TaskResult
+from claude_pool.executor.base import ExecutionRequest
+from claude_pool.mcp import build_server
+from claude_pool.store import MemoryStore, SqliteStore
+from claude_pool.testing.fake_executor import FakeExecutor
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "Test")
+    git(root, "config", "user.email", "test@example.com")
+    (root / "shared.txt").write_text("original\n")
+    git(root, "add", "shared.txt")
+    git(root, "commit", "-q", "-m", "initial")
+    return root.resolve()
+
+
+def editor(request: ExecutionRequest) -> TaskResult:
+    """``write FILE TEXT``: write TEXT into FILE of the task's directory, like an agent."""
+    _, name, text = request.prompt.split(" ", 2)
+    (request.cwd / name).write_text(f"{text}\n")
+    return TaskResult.success_result(f"wrote {name}", 100, 1)
+
+
+def team(repo: Path) -> Pool:
+    return Pool(
+        PoolConfig(worktree_isolation=True), slots=2, store=MemoryStore(),
+        executor=FakeExecutor(handler=editor), cwd=repo,
+        slot_configs=[SlotConfig(name="a"), SlotConfig(name="b")],
+    )  # fmt: skip
+
+
+def clean(repo: Path) -> bool:
+    """No changes, and no merge under way, in the user's working tree."""
+    merging = (repo / ".git" / "MERGE_HEAD").exists()
+    return git(repo, "status", "--porcelain") == "" and not merging
+
+
+async def test_two_branches_merge_into_main_in_order_and_the_working_tree_follows(
+    repo: Path,
+) -> None:
+    async with team(repo) as pool:
+        api = await pool.submit("write api.py ROUTES = ['/users']", name="a")
+        cli = await pool.submit("write cli.py COMMANDS = ['users']", name="b")
+        for task in (api, cli):
+            await pool.wait(task, timeout=10)
+        await pool.drain()  # the slots stop: their work is committed onto their branches
+        report = await pool.merge([api, cli], into="main")
+    assert [m.source for m in report.merged] == [api, cli]
+    assert report.skipped == []
+    assert report.conflict is None
+    assert report.head == git(repo, "rev-parse", "main")
+    assert (repo / "api.py").read_text() == "ROUTES = ['/users']\n"
+    assert (repo / "cli.py").read_text() == "COMMANDS = ['users']\n"
+    assert clean(repo)
+    assert git(repo, "worktree", "list").count("\n") == 0, "the temporary worktree is gone"
+
+
+async def test_a_conflict_stops_the_merge_reports_it_and_leaves_main_clean(repo: Path) -> None:
+    async with team(repo) as pool:
+        first = await pool.submit("write shared.txt from slot a", name="a")
+        second = await pool.submit("write shared.txt from slot b", name="b")
+        for task in (first, second):
+            await pool.wait(task, timeout=10)
+        await pool.drain()
+        report = await pool.merge([first, second])
+    assert [m.source for m in report.merged] == [first]
+    assert report.conflict is not None
+    assert (report.conflict.source, report.conflict.files) == (second, ["shared.txt"])
+    assert "stopped at a conflict" in report.message
+    assert (repo / "shared.txt").read_text() == "from slot a\n"
+    assert clean(repo)
+    assert git(repo, "rev-parse", "main") == report.merged[0].commit
+
+
+async def test_what_cannot_be_merged_is_skipped_with_the_reason(repo: Path) -> None:
+    async with team(repo) as pool:
+        done = await pool.submit("write notes.md notes", name="a")
+        await pool.wait(done, timeout=10)
+        live = await pool.merge([done])
+        assert live.merged == []
+        assert "uncommitted changes in its worktree" in live.skipped[0].reason
+        await pool.drain()
+        first = await pool.merge([done, done])
+        again = await pool.merge([done])
+    assert [m.source for m in first.merged] == [done]
+    assert [s.reason for s in first.skipped] == ["listed twice"]
+    assert [s.reason for s in again.skipped] == ["already in main"]
+    assert clean(repo)
+
+
+async def test_a_dirty_working_tree_on_main_is_left_alone_and_the_merge_is_named(
+    repo: Path,
+) -> None:
+    async with team(repo) as pool:
+        task = await pool.submit("write shared.txt from slot a", name="a")
+        await pool.wait(task, timeout=10)
+        await pool.drain()
+        (repo / "shared.txt").write_text("the user's own edit\n")
+        before = git(repo, "rev-parse", "main")
+        report = await pool.merge([task])
+    assert report.error is not None
+    assert "could not be fast-forwarded" in report.error
+    assert git(repo, "rev-parse", "main") == before
+    assert (repo / "shared.txt").read_text() == "the user's own edit\n"
+    assert not (repo / ".git" / "MERGE_HEAD").exists()
+
+
+async def _two_tasks_on_a_sqlite_store(repo: Path, db: Path) -> tuple[str, str]:
+    pool = Pool(
+        PoolConfig(worktree_isolation=True), slots=2, store=SqliteStore(db),
+        executor=FakeExecutor(handler=editor), cwd=repo,
+        slot_configs=[SlotConfig(name="a"), SlotConfig(name="b")],
+    )  # fmt: skip
+    async with pool:
+        api = await pool.submit("write api.py ROUTES = ['/users']", name="a")
+        cli = await pool.submit("write cli.py COMMANDS = ['users']", name="b")
+        for task in (api, cli):
+            await pool.wait(task, timeout=10)
+    return api, cli
+
+
+async def test_the_command_line_merges_what_a_closed_pool_left_on_its_branches(
+    repo: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "pool.db"
+    api, cli = await _two_tasks_on_a_sqlite_store(repo, db)
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "claude_pool.cli", "merge", api, cli, "--into", "main",
+         "--store", str(db), "--json"],
+        cwd=repo, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert [m["source"] for m in report["merged"]] == [api, cli]
+    assert (repo / "api.py").exists()
+    assert (repo / "cli.py").exists()
+    assert clean(repo)
+
+
+async def test_pool_merge_over_mcp_reports_what_it_merged(repo: Path, tmp_path: Path) -> None:
+    db = tmp_path / "pool.db"
+    api, cli = await _two_tasks_on_a_sqlite_store(repo, db)
+    pool = Pool(PoolConfig(), slots=0, store=SqliteStore(db), executor=FakeExecutor(), cwd=repo)
+    async with pool, Client(build_server(pool), mode="legacy") as client:
+        result = await client.call_tool("pool_merge", {"ids": [api, cli]})
+    report = result.structured_content
+    assert report is not None
+    assert [m["source"] for m in report["merged"]] == [api, cli]
+    assert report["conflict"] is None
+    assert clean(repo)

@@ -1,0 +1,91 @@
+"""Teams of tasks end to end: the real Claude Code CLI against the mock Anthropic API, in git
+worktrees where the work happens in one."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from claude_pool import PermissionMode, Pool, TaskOverrides, TaskState
+from claude_pool.testing.mock_api import MockAnthropicAPI, Reply
+
+pytestmark = pytest.mark.cli
+
+PoolFactory = Callable[..., Pool]
+
+CHECK = 'test -f checked || { touch checked; echo "FAILED test_total: expected 3, got 2"; exit 1; }'
+"""Fails the first time it runs in a directory (saying why), passes after."""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(cli_cwd: Path) -> Path:
+    """The CLI's working directory as a git repository with one commit."""
+    git(cli_cwd, "init", "-q", "-b", "main")
+    git(cli_cwd, "config", "user.name", "Test")
+    git(cli_cwd, "config", "user.email", "test@example.com")
+    (cli_cwd / "total.py").write_text("TOTAL = 2\n")
+    git(cli_cwd, "add", "total.py")
+    git(cli_cwd, "commit", "-q", "-m", "initial")
+    return cli_cwd.resolve()
+
+
+async def test_a_verification_that_fails_once_reruns_the_task_once_in_its_conversation(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, repo: Path
+) -> None:
+    # Rules are tried in order; the re-run's prompt holds the first one's too.
+    mock_api.on(Reply("now the test passes"), prompt="FAILED test_total")
+    mock_api.on(Reply("fixed the total"), prompt="fix the total")
+    async with make_pool(slots=1, worktree_isolation=True) as pool:
+        task = await pool.submit("fix the total", verify=CHECK)
+        record = await pool.wait(task, timeout=60)
+        slot = pool.slots[0].id
+    assert record.state is TaskState.COMPLETED, record.result
+    assert record.result is not None
+    assert record.result.output == "now the test passes"
+    assert [(c.passed, c.exit_code) for c in record.result.verifications] == [(False, 1), (True, 0)]
+    first, rerun = mock_api.main_requests
+    assert first.prompt == "fix the total"
+    assert "FAILED test_total: expected 3, got 2" in rerun.prompt
+    assert "attempt 2 of 3" in rerun.prompt
+    # The same conversation: the re-run's request carries the first exchange.
+    assert "fix the total" in rerun.user_texts[0]
+    assert len(rerun.messages) > len(first.messages)
+    # It ran in the slot's worktree, not in the repository the pool was opened in.
+    # (Closing the pool committed what the worktree held onto the slot's kept branch.)
+    assert "checked" in git(repo, "ls-tree", "--name-only", f"claude-pool/{slot}").split()
+    assert not (repo / "checked").exists()
+
+
+async def test_a_plan_approved_is_carried_out_in_the_same_session_in_the_tasks_own_mode(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI
+) -> None:
+    mock_api.on(Reply("Done: added the cache."), prompt="Your plan was approved")
+    mock_api.on(Reply("Plan: 1. add cache.py 2. wire it in"), prompt="add a cache")
+    edits = TaskOverrides(permission_mode=PermissionMode.ACCEPT_EDITS)
+    async with make_pool(slots=1) as pool:
+        task = await pool.submit("add a cache", edits, plan_first=True)
+        held = await pool.wait(task, timeout=60)
+        assert held.review_kind == "plan", held.result
+        assert held.result is not None
+        session = held.result.session_id
+        await pool.approve(task)
+        done = await pool.wait(task, timeout=60)
+    assert done.state is TaskState.COMPLETED, done.result
+    assert done.result is not None
+    assert done.result.output == "Done: added the cache."
+    assert done.result.session_id == session, "one conversation: the plan, then the work"
+    planning, doing = mock_api.main_requests
+    assert planning.prompt == "add a cache"
+    assert doing.prompt.startswith("Your plan was approved")
+    assert "Plan: 1. add cache.py" in " ".join(str(m) for m in doing.messages[:-1])
+    # The CLI itself tells the model that the conversation left plan mode.
+    assert "You have exited plan mode" in str(doing.messages[-1])
