@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from claude_pool import BudgetExhausted, Pool, PoolConfig, TaskState
 from claude_pool.executor.base import ExecutionRequest
-from claude_pool.store import MemoryStore, SqliteStore, Store
+from claude_pool.store import Store
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import MetricsFilter, TaskResult
+from engine_stores import new_store
+
+pytestmark = pytest.mark.usefixtures("engine_store")
+"""Each test runs on the memory store and on PostgreSQL (tests/engine_stores.py)."""
 
 CALL = 6_000
 """What one API call costs here, in microdollars (the stand-in of the report)."""
@@ -36,7 +39,7 @@ async def test_a_tight_budget_never_starts_a_task_with_a_cap_below_a_call() -> N
     # succeeded and three failed on caps of 2,250, 1,125 and 4,500.
     executor = FakeExecutor(handler=one_call, call_cost_microdollars=5_000)  # a close prior
     async with Pool(
-        PoolConfig(budget_microdollars=15_000), slots=4, store=MemoryStore(), executor=executor
+        PoolConfig(budget_microdollars=15_000), slots=4, store=new_store(), executor=executor
     ) as pool:
         items = await pool.fan_out_items([f"job {i}" for i in range(8)])
         status = await pool.status()
@@ -54,7 +57,7 @@ async def test_a_task_waits_for_running_ones_to_settle_before_it_is_refused() ->
     executor = FakeExecutor(handler=one_call, call_cost_microdollars=CALL, hold=True)
     # Two caps of 1.25 calls fit; what is left after the two cannot pay for a third.
     async with Pool(
-        PoolConfig(budget_microdollars=round(2.5 * CALL)), slots=3, store=MemoryStore(),
+        PoolConfig(budget_microdollars=round(2.5 * CALL)), slots=3, store=new_store(),
         executor=executor,
     ) as pool:  # fmt: skip
         first = await pool.submit("first")
@@ -105,7 +108,7 @@ async def test_several_pools_on_one_store_keep_one_budget(
 async def test_new_work_is_refused_once_what_is_left_cannot_pay_for_a_call() -> None:
     executor = FakeExecutor(handler=one_call, call_cost_microdollars=CALL)
     async with Pool(
-        PoolConfig(budget_microdollars=CALL + 100), slots=1, store=MemoryStore(),
+        PoolConfig(budget_microdollars=CALL + 100), slots=1, store=new_store(),
         executor=executor,
     ) as pool:  # fmt: skip
         assert (await pool.run("the only one")).success
@@ -115,15 +118,16 @@ async def test_new_work_is_refused_once_what_is_left_cannot_pay_for_a_call() -> 
         assert (await pool.status()).budget_exhausted
 
 
-async def test_what_calls_cost_is_learned_from_the_store_history(tmp_path: Path) -> None:
-    db = tmp_path / "pool.db"
+async def test_what_calls_cost_is_learned_from_the_store_history(
+    shared_store: Callable[[], Store],
+) -> None:
     first = FakeExecutor(handler=one_call, call_cost_microdollars=CALL)
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=first) as pool:
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=first) as pool:
         await pool.run("teaches the store")
     # A new pool whose executor guesses far too low still starts with what the store saw.
     low = FakeExecutor(handler=one_call, call_cost_microdollars=10)
     async with Pool(
-        PoolConfig(budget_microdollars=100 * CALL), slots=4, store=SqliteStore(db), executor=low
+        PoolConfig(budget_microdollars=100 * CALL), slots=4, store=shared_store(), executor=low
     ) as pool:
         await asyncio.gather(*(pool.run(f"job {i}") for i in range(4)))
     assert all((r.config.max_budget_usd or 0) * 1_000_000 >= CALL for r in low.requests)
@@ -133,7 +137,7 @@ async def test_a_rejected_task_keeps_the_spend_of_every_attempt() -> None:
     # Regression: after reject() the task was queued again with result=None, and its earlier
     # attempts vanished from the record and from session_metrics (42,000 there vs 48,000 in
     # status()).
-    async with Pool(PoolConfig(), slots=1, store=MemoryStore(),
+    async with Pool(PoolConfig(), slots=1, store=new_store(),
                     executor=FakeExecutor(handler=one_call)) as pool:  # fmt: skip
         task_id = await pool.submit("write it", review=True, max_rejections=3)
         for feedback in ("shorter", "friendlier"):
@@ -154,15 +158,14 @@ async def test_a_rejected_task_keeps_the_spend_of_every_attempt() -> None:
 
 
 async def test_session_metrics_cover_this_session_unless_asked_for_all_time(
-    tmp_path: Path,
+    shared_store: Callable[[], Store],
 ) -> None:
     # Regression: after reopening a SQLite store, total_tasks counted every task ever stored
     # while session_start_ms was the new session's.
-    db = tmp_path / "pool.db"
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=FakeExecutor()) as pool:
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=FakeExecutor()) as pool:
         for i in range(3):
             await pool.run(f"earlier {i}")
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=FakeExecutor()) as pool:
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=FakeExecutor()) as pool:
         await pool.run("now")
         session = await pool.session_metrics()
         everything = await pool.session_metrics(MetricsFilter(all_time=True))
