@@ -510,17 +510,12 @@ class PostgresStore:
         targeted_only: bool = False,
     ) -> StoredTask | None:
         async def run() -> StoredTask | None:
-            async with self._tx("claiming a task") as conn:
-                cur = await conn.execute(
-                    _query(Q["claim_task"]),
-                    (slot_id, worker_id, now_ms, slot_id, targeted_only, role, name),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    return None
-                task = task_from_row(row)
-                await conn.execute(_query(Q["occupy_slot"]), (task.record.id, slot_id))
-            return task
+            row = await self._fetchone(
+                "claiming a task",
+                Q["claim_task"],
+                (slot_id, worker_id, now_ms, slot_id, targeted_only, role, name, slot_id),
+            )
+            return None if row is None else task_from_row(row)
 
         async def undo(task: StoredTask | None) -> None:
             if task is not None:
