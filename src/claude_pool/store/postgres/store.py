@@ -405,7 +405,8 @@ class PostgresStore:
         columns = list(zip(*(event_values(event) for event in events), strict=True))
         count = len(events)
         cur = await conn.execute(
-            _query(Q["insert_events"]), (count, count, *map(list, columns), self.channel)
+            _query(Q["insert_events"]),
+            (count, count, *map(list, columns), self.clock_offset_ms, self.channel),
         )
         logged = _Logged(cur, count)
         self._logged[id(conn)].append(logged)
@@ -913,10 +914,19 @@ class PostgresStore:
         ]  # fmt: skip
 
     async def claim_deliveries(self, now_ms: int, lease_ms: int, limit: int = 20) -> list[Delivery]:
+        # Due times and leases are kept in the database server's clock, as heartbeats are: a
+        # worker whose clock runs ahead must not take a delivery whose lease another holds.
+        now = now_ms + self.clock_offset_ms
         rows = await self._fetch_written(
-            "claiming webhook deliveries", Q["claim_deliveries"], (now_ms + lease_ms, now_ms, limit)
+            "claiming webhook deliveries", Q["claim_deliveries"], (now + lease_ms, now, limit)
         )
-        return sorted((_delivery(row) for row in rows), key=lambda d: (d.seq, d.id))
+        return sorted((self._delivery(row) for row in rows), key=lambda d: (d.seq, d.id))
+
+    def _delivery(self, row: Sequence[Any]) -> Delivery:
+        """A delivery with its due time in this machine's clock."""
+        delivery = _delivery(row)
+        delivery.next_attempt_ms -= self.clock_offset_ms
+        return delivery
 
     async def finish_delivery(
         self,
@@ -932,7 +942,14 @@ class PostgresStore:
         await self._execute(
             "recording a webhook delivery",
             Q["finish_delivery"],
-            (state, status, error, retry_at_ms, now_ms if delivered else None, delivery_id),
+            (
+                state,
+                status,
+                error,
+                None if retry_at_ms is None else retry_at_ms + self.clock_offset_ms,
+                now_ms if delivered else None,
+                delivery_id,
+            ),
         )
 
     async def prune_deliveries(self, before_ms: int) -> int:
@@ -942,7 +959,7 @@ class PostgresStore:
 
     async def next_delivery_due_ms(self) -> int | None:
         row = await self._fetchone("reading the webhook outbox", Q["next_delivery_due"])
-        return None if row is None or row[0] is None else int(row[0])
+        return None if row is None or row[0] is None else int(row[0]) - self.clock_offset_ms
 
     async def list_deliveries(
         self,
@@ -965,7 +982,7 @@ class PostgresStore:
         rows = await self._fetchall(
             "listing webhook deliveries", statement, (*params, limit, offset)
         )
-        return [_delivery(row).model_copy(update={"payload": ""}) for row in rows]
+        return [self._delivery(row).model_copy(update={"payload": ""}) for row in rows]
 
     # ── events ───────────────────────────────────────────────────────
 

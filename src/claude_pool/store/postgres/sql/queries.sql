@@ -351,7 +351,8 @@ UPDATE messages SET delivered = 0 WHERE id = ANY (%s);
 -- smaller one); each event gets one pending delivery, due at once, per webhook wanting it
 -- (the outbox rule); the NOTIFY with the last number is sent when the transaction commits.
 -- How many events, the same again, then one array per column (_rows.event_values,
--- transposed), the channel. Returns the last number.
+-- transposed), the writer's clock offset (deliveries are due in the server's clock), the
+-- channel. Returns the last number.
 WITH taken AS (
     UPDATE counters SET value = value + %s WHERE name = 'event_seq' RETURNING value
 ), inserted AS (
@@ -367,7 +368,8 @@ WITH taken AS (
 ), enqueued AS (
     INSERT INTO webhook_deliveries
         (webhook_id, seq, event_type, next_attempt_ms, created_at_ms, payload_json)
-    SELECT DISTINCT w.webhook_id, i.id, i.kind, i.created_at_ms, i.created_at_ms, i.data_json
+    SELECT DISTINCT w.webhook_id, i.id, i.kind, i.created_at_ms + %s, i.created_at_ms,
+        i.data_json
     FROM inserted AS i JOIN webhook_events AS w ON w.kind = i.kind OR w.kind = '*'
 )
 SELECT value, pg_notify(%s, value::text) FROM taken;
@@ -519,7 +521,9 @@ FROM webhooks AS w ORDER BY w.created_at_ms, w.seq;
 
 -- name: claim_deliveries
 -- now + lease, now, limit: the due pending deliveries, oldest event first, leased; rows
--- another claimant is taking at this moment are skipped.
+-- another claimant is taking at this moment are skipped. Due times and leases are in the
+-- database server's clock (the store adds its clock offset to the caller's times), so that
+-- workers whose clocks disagree never take a delivery that another one holds.
 UPDATE webhook_deliveries SET next_attempt_ms = %s
 WHERE id IN (
     SELECT id FROM webhook_deliveries
