@@ -40,7 +40,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from claude_pool.errors import StoreError
+from claude_pool.errors import StoreError, StoreNotFound
 from claude_pool.events import Event, parse_event
 from claude_pool.store._common import (
     archived,
@@ -74,7 +74,7 @@ from claude_pool.store.base import (
 from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
 from claude_pool.store.postgres.errors import describe_url, translate_error
 from claude_pool.store.postgres.queries import QUERIES as Q
-from claude_pool.store.postgres.schema import migrate
+from claude_pool.store.postgres.schema import migrate, schema_version
 from claude_pool.store.postgres.wakeups import PostgresWakeups
 from claude_pool.types import (
     MetricsFilter,
@@ -160,6 +160,9 @@ class PostgresStore:
     ``url`` is a libpq URL (``postgresql://user@host:5432/db``), optionally with
     ``?schema=NAME`` to keep the store in that schema (created if missing) instead of the
     user's default one. ``max_connections`` bounds the connection pool of this store object.
+    With ``create`` false (commands that only read or change what is stored), opening refuses
+    a schema that does not exist or holds no store, instead of setting one up there: a typo in
+    the URL must not leave an empty store behind.
     """
 
     def __init__(
@@ -170,8 +173,10 @@ class PostgresStore:
         min_connections: int = 2,
         max_connections: int = 10,
         clock: Callable[[], int] = wall_clock_ms,
+        create: bool = True,
     ) -> None:
         self.conninfo, url_schema = split_store_url(url)
+        self.create = create
         self.schema = schema or url_schema
         self.where = describe_url(self.conninfo) + (
             f" (schema {self.schema})" if self.schema else ""
@@ -229,15 +234,19 @@ class PostgresStore:
         conn = await self.connect()
         try:
             try:
-                if self.schema is not None:
+                if self.schema is not None and self.create:
                     await self._create_schema(conn, self.schema)
                 row = await (await conn.execute("SELECT current_schema()")).fetchone()
                 if row is None or row[0] is None:
+                    if self.schema is not None:  # not created: it does not exist
+                        raise self._nothing_there(f"schema {self.schema} does not exist")
                     raise StoreError(
                         f"PostgreSQL store {self.where}: the user has no schema to keep the "
                         "store in (empty search_path); add ?schema=NAME to the URL"
                     )
                 schema = str(row[0])
+                if not self.create and await schema_version(conn) is None:
+                    raise self._nothing_there(f"schema {schema} holds no store")
                 await migrate(conn, schema)
                 self.clock_offset_ms = await self._measure_clock_offset(conn)
             except psycopg.Error as exc:
@@ -261,6 +270,13 @@ class PostgresStore:
             await pool.close()
             raise translate_error(self.where, "opening connections", exc) from exc
         self._pool = pool
+
+    def _nothing_there(self, what: str) -> StoreNotFound:
+        return StoreNotFound(
+            f"no store at PostgreSQL {self.where}: {what}, so nothing has been queued there; "
+            "check the URL (its ?schema=), or run a command that submits work to set it up",
+            where=self.where,
+        )
 
     async def _measure_clock_offset(self, conn: Conn) -> int:
         """The server's clock minus this machine's (``clock``), rounded to whole seconds."""
