@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ from claude_pool.chain import (
 )
 from claude_pool.events import Event, TaskText
 from claude_pool.executor.base import EventKind, ExecutionRequest
+from claude_pool.membership import this_host
 from claude_pool.skills.model import SkillNotFound
 from claude_pool.store import SqliteStore, Store
 from claude_pool.testing.fake_executor import FakeExecutor
@@ -479,7 +479,7 @@ async def test_chains_of_a_live_pool_are_not_taken_over(shared_store: Callable[[
     assert result.state is ChainState.COMPLETED
 
 
-DEAD_OWNER = f"{socket.gethostname()}:999999999:dead00"
+DEAD_OWNER = f"{this_host()}:999999999:dead00"
 """A worker id of this host whose process is gone (no pid is that high)."""
 
 

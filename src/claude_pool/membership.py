@@ -2,7 +2,8 @@
 the work of those that died.
 
 Each pool process (a *worker*: a ``Pool`` with or without slots, a ``claude-pool worker``, an
-MCP server) has an id ``host:pid:<start ticks>.<random>`` and heartbeats into the store. A
+MCP server) has an id ``host:pid:<start ticks>.<random>`` (``host`` is :func:`this_host`: the
+host name and a key of this machine's process space) and heartbeats into the store. A
 worker is dead when, on this host, its process is gone (its start time tells it from a later
 process with the same pid), or, on another host, when its heartbeat is older than
 :meth:`Membership.stale_after_secs`. The running tasks of a dead worker are re-queued (or
@@ -12,11 +13,16 @@ write that logs what happened.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import logging
 import os
 import secrets
 import socket
+import uuid
 from collections.abc import Awaitable, Sequence
+from pathlib import Path
 
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
@@ -34,9 +40,28 @@ from claude_pool.types import RateLimitState, TaskId, TaskRecord, TaskState, now
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def this_host() -> str:
-    """The name of this machine, as worker ids and slot sessions record it."""
-    return socket.gethostname()
+    """This machine, as worker ids and slot sessions record it: ``hostname/key``.
+
+    Host names alone do not tell machines apart (containers and cloned VMs often share one,
+    and many hosts are called ``localhost``), and on another machine a process id means
+    nothing: the key names this process space, from the kernel's boot id and the process-id
+    namespace. Two pool processes with the same key can see each other's processes; with
+    different keys, only heartbeats tell whether the other is alive.
+    """
+    return f"{socket.gethostname()}/{_process_space_key()}"
+
+
+def _process_space_key() -> str:
+    parts: list[str] = []
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    if not parts:  # no /proc (macOS): the machine's hardware address
+        parts.append(f"{uuid.getnode():012x}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:10]
 
 
 def new_worker_id() -> str:
