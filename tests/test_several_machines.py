@@ -134,6 +134,39 @@ async def test_a_live_worker_on_another_machine_with_the_same_host_name_keeps_it
         await store.close()
 
 
+async def test_a_worker_whose_own_heartbeat_was_late_takes_nothing_over_until_its_next(
+    shared_store: Callable[[], Store],
+) -> None:
+    """Regression: after a stall that held every worker's heartbeat back (a busy machine, a
+    slow path to the database), the first worker whose beat got through took the others for
+    dead and re-ran their running tasks while they still ran them."""
+    elsewhere = f"{FAR_AWAY}:4242:0.slow00"
+    store = shared_store()
+    await store.open()
+    task = StoredTask(
+        record=TaskRecord(id=TaskId(new_task_id()), prompt="running", created_at_ms=now_ms())
+    )
+    await store.insert_task(task)
+    await store.heartbeat_worker(elsewhere, now_ms())
+    assert await store.claim_task(SlotId("slot-far"), None, None, elsewhere, now_ms())
+    clock = [1000.0]
+    try:
+        async with Pool(PoolConfig(), slots=0, store=shared_store(),
+                        settings=Settings(heartbeat_secs=60)) as pool:  # fmt: skip
+            membership = pool.membership  # its own beats are a minute apart: none comes here
+            membership.monotonic = lambda: clock[0]
+            await membership.beat()
+            # Both were held back; the other's heartbeat looks expired from here.
+            await store.heartbeat_worker(elsewhere, now_ms() - 600_000)
+            clock[0] += 300
+            assert await membership.beat() == [], "late itself: it takes nothing over"
+            assert (await pool.get_task(task.record.id)).state is TaskState.RUNNING
+            clock[0] += 1
+            assert await membership.beat() == [task.record.id], "on time: it does"
+    finally:
+        await store.close()
+
+
 async def test_a_cancel_on_one_machine_stops_the_run_on_another_within_two_seconds(
     shared_store: Callable[[], Store],
 ) -> None:

@@ -20,8 +20,9 @@ import logging
 import os
 import secrets
 import socket
+import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from claude_pool.eventlog import EventLog
@@ -107,12 +108,17 @@ class Membership:
         heartbeat_secs: float,
         recovery: RecoveryPolicy,
         worker_id: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self.monotonic = monotonic
+        """The clock heartbeats are timed by here (seconds, only differences count)."""
         self._events = events
         self.heartbeat_secs = heartbeat_secs
         self.recovery: RecoveryPolicy = recovery
         self.worker_id = worker_id or events.worker_id
+        self._last_beat: float | None = None
+        """When this process's last heartbeat was written (monotonic clock)."""
 
     @property
     def stale_after_secs(self) -> float:
@@ -121,6 +127,7 @@ class Membership:
 
     async def join(self, slots: int) -> None:
         await self._store.heartbeat_worker(self.worker_id, now_ms())
+        self._last_beat = self.monotonic()
         self._events.emit(WorkerJoined(slots=slots))
 
     async def leave(self) -> None:
@@ -130,8 +137,22 @@ class Membership:
 
     async def beat(self) -> list[TaskId]:
         """Heartbeat, then take over the running tasks of workers found dead. Returns the
-        tasks taken over."""
+        tasks taken over.
+
+        When this process's own heartbeat is late (its previous one was written longer ago
+        than a heartbeat may be old), it takes nothing over this time: what kept it from the
+        store (a stalled machine, a slow or cut-off network path to the database) may have kept
+        the others' heartbeats back too, and the first one through would otherwise take every
+        other live worker for dead. It looks again at the next beat."""
         await self._store.heartbeat_worker(self.worker_id, now_ms())
+        beaten, self._last_beat = self._last_beat, self.monotonic()
+        if beaten is not None and self._last_beat - beaten > self.stale_after_secs:
+            log.warning(
+                "this pool process's heartbeat was %.1f s late (a busy machine or a slow "
+                "path to the store); taking nothing over until the next one",
+                self._last_beat - beaten - self.heartbeat_secs,
+            )
+            return []
         return await self.recover()
 
     async def recover(self) -> list[TaskId]:
