@@ -266,16 +266,15 @@ def tcp_proxy(target_host: str, target_port: int) -> Iterator[int]:
     every worker's traffic to the database (heartbeats included) stalled whenever the test
     process was busy, and a worker whose heartbeat got through first took the others for dead.
     """
-    proxy = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _PROXY, target_host, str(target_port)],
         stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proxy.stdout is not None
-        yield int(proxy.stdout.readline())
-    finally:
-        proxy.kill()
-        proxy.wait(timeout=10)
+    ) as proxy:  # fmt: skip
+        try:
+            assert proxy.stdout is not None
+            yield int(proxy.stdout.readline())
+        finally:
+            proxy.kill()
 
 
 async def test_three_workers_in_network_namespaces_recover_a_killed_one_by_heartbeat_expiry(
