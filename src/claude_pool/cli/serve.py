@@ -21,9 +21,8 @@ from claude_pool.cli.common import (
     _settings,
 )
 from claude_pool.cli.logs import LogFormat, LogFormatOpt, LogLevel, LogLevelOpt, configure_logging
-from claude_pool.config import TOKENS_ENV_VAR
+from claude_pool.config import TOKENS_ENV_VAR, parse_tokens
 from claude_pool.errors import ConfigError
-from claude_pool.mcp.auth import parse_tokens
 from claude_pool.types import Effort, PermissionMode, SlotMode, microdollars_to_usd
 
 log = logging.getLogger(__name__)
