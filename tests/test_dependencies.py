@@ -85,10 +85,12 @@ async def test_unknown_and_repeated_dependencies_are_refused_so_no_cycle_can_for
 
 async def test_a_failed_dependency_cancels_its_dependents_in_turn_naming_it() -> None:
     executor = failing_on("broken")
+    executor.hold = True  # the dependency fails once all three are queued, not before
     async with make_pool(executor) as pool:
         broken = await pool.submit("broken step")
         child = await pool.submit("child", depends_on=[broken])
         grandchild = await pool.submit("grandchild", depends_on=[child])
+        executor.release()
         record = await pool.wait(grandchild, timeout=5)
         assert record.state is TaskState.CANCELLED
         assert record.result is not None
