@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from claude_pool.aio import CANCEL_SECS, cancelled_with_caller, run_shielded
+from claude_pool.aio import cancelled_with_caller
 from claude_pool.budget import BudgetLedger
 from claude_pool.dependencies import Dependencies
 from claude_pool.errors import ClaudePoolError, InvalidTaskState, PoolShutdown, TaskNotFound
@@ -236,26 +236,12 @@ class TaskQueue:
             assignment_timeout_secs=assignment_timeout,
             depends_on=list(dependencies),
         )
-        write = asyncio.ensure_future(
-            self._events.write(lambda batch: self._store.insert_task(stored, events=batch), queued)
+        inserted = await self._events.write(
+            lambda batch: self._store.insert_task(stored, events=batch), queued
         )
-        try:
-            inserted = await asyncio.shield(write)
-        except asyncio.CancelledError:
-            # The caller gave up while the task was being stored (a round trip on PostgreSQL):
-            # it never learns the id, so nobody would cancel it. Once stored, it is cancelled.
-            await run_shielded(self._cancel_once_stored(write, record.id), CANCEL_SECS)
-            raise
         if dependencies:
             await self._dependencies.queued(inserted)
         return record.id
-
-    async def _cancel_once_stored(self, write: asyncio.Future[StoredTask], task_id: TaskId) -> None:
-        try:
-            await write
-        except Exception:
-            return  # not stored: nothing to cancel
-        await self.cancel(task_id)
 
     # ── waiting ──────────────────────────────────────────────────────
 
