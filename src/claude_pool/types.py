@@ -240,7 +240,8 @@ class PoolConfig(_Settings):
     strict_mcp_config: bool = True
     """Slots use only the MCP servers the pool gives them, never the project's ``.mcp.json``."""
     worktree_base_dir: str | None = None
-    """Where slot and chain worktrees are made; none is ``<repository>/.claude/pool-worktrees``."""
+    """Where slot and chain worktrees are made; none is ``<repository>/.pool-worktrees`` (kept out
+    of ``git status`` through ``.git/info/exclude``)."""
     verify: str | None = Field(default=None, exclude_if=_is_none_value)
     """Default verification command of tasks (a shell command run in the task's working
     directory after it completes; non-zero exit sends it back with the output as feedback)."""

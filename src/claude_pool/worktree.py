@@ -1,8 +1,11 @@
 """Git worktrees (and clones) that give slots and chains a directory of their own.
 
 A worktree named ``<name>`` lives at ``<base>/<name>`` on branch ``claude-pool/<name>``. The base
-is ``PoolConfig.worktree_base_dir`` or ``<repo root>/.claude/pool-worktrees`` (added to the
-repository's ``.git/info/exclude`` so that the main checkout does not see it as untracked).
+is ``PoolConfig.worktree_base_dir`` or ``<repo root>/.pool-worktrees`` (added to the
+repository's ``.git/info/exclude`` so that the main checkout does not see it as untracked). The
+default used to be ``<repo root>/.claude/pool-worktrees``, but Claude Code refuses to edit files
+under ``.claude/``, so a slot could not work there; with the default base, leftovers under the
+old one are still found and cleaned like any other (their work kept on their branches).
 
 Every worktree is locked (``git worktree lock``) with the reason ``claude-pool worker <id>``:
 ``git worktree prune`` leaves it alone, and a pool cleaning up after a crashed one can tell a
@@ -63,8 +66,11 @@ from claude_pool.events import WorktreeKept, WorktreeRemoved
 log = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "claude-pool/"
-DEFAULT_BASE_DIR = Path(".claude") / "pool-worktrees"
+DEFAULT_BASE_DIR = Path(".pool-worktrees")
 """Where worktrees go when ``worktree_base_dir`` is not set, relative to the repository root."""
+LEGACY_BASE_DIR = Path(".claude") / "pool-worktrees"
+"""The default of earlier versions (under ``.claude/``, where Claude Code refuses edits): with
+the default base, worktrees left there are cleaned up too."""
 
 GIT_TIMEOUT_SECS = 60.0
 """Limit for one git command (a clone of a big repository included)."""
@@ -268,7 +274,8 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
-def _base_dir(root: Path, base_dir: str | Path | None) -> Path:
+def base_dir_for(root: Path, base_dir: str | Path | None) -> Path:
+    """The directory worktrees of the repository at ``root`` go in (see the module docstring)."""
     if base_dir is None:
         return Path(_real(root / DEFAULT_BASE_DIR))
     given = Path(base_dir).expanduser()
@@ -310,9 +317,12 @@ class WorktreeManager:
         owner: str,
         *,
         timeout: float = GIT_TIMEOUT_SECS,
+        legacy_dirs: Collection[Path] = (),
     ) -> None:
         self.repo_root = repo_root
         self.base_dir = base_dir
+        self.legacy_dirs = tuple(legacy_dirs)
+        """Earlier base directories whose leftovers :meth:`cleanup_leftovers` cleans too."""
         self.owner = owner
         self.timeout = timeout
         self._lock = asyncio.Lock()
@@ -323,7 +333,8 @@ class WorktreeManager:
     ) -> WorktreeManager:
         """A manager for the repository holding ``cwd``; :class:`WorktreeError` outside one."""
         root = await find_repo_root(cwd)
-        manager = cls(root, _base_dir(root, base_dir), owner)
+        legacy = [Path(_real(root / LEGACY_BASE_DIR))] if base_dir is None else []
+        manager = cls(root, base_dir_for(root, base_dir), owner, legacy_dirs=legacy)
         await manager._exclude_base_dir()
         return manager
 
@@ -348,12 +359,9 @@ class WorktreeManager:
         return target
 
     def owns(self, path: str | Path) -> bool:
-        """True when ``path`` is inside this manager's base directory."""
-        try:
-            Path(_real(path)).relative_to(self.base_dir)
-        except ValueError:
-            return False
-        return True
+        """True when ``path`` is inside this manager's base directory (or an earlier one)."""
+        real = Path(_real(path))
+        return any(real.is_relative_to(d) for d in (self.base_dir, *self.legacy_dirs))
 
     # ── git helpers ─────────────────────────────────────────────────
 
@@ -612,7 +620,11 @@ class WorktreeManager:
         await self._git("worktree", "prune")
         reports = []
         for entry in await self.entries():
-            if entry.path in kept or not self.owns(entry.path) or entry.path == self.base_dir:
+            if (
+                entry.path in kept
+                or not self.owns(entry.path)
+                or entry.path in (self.base_dir, *self.legacy_dirs)
+            ):
                 continue
             owner = entry.owner
             if owner == self.owner or (owner is not None and is_alive(owner)):
