@@ -242,6 +242,25 @@ async def worktree_diff(worktree: Path, repo_root: Path, max_chars: int = MAX_DI
     return text
 
 
+async def identity_args(path: Path) -> tuple[str, ...]:
+    """``-c`` options that give git a committer identity in ``path`` when none is configured
+    (a fresh machine, a CI runner), and turn commit signing off for the pool's own commits."""
+    for key in ("user.name", "user.email"):
+        if not (await run_git("config", key, cwd=path, check=False)).stdout.strip():
+            return (*_FALLBACK_IDENTITY, "-c", "commit.gpgsign=false")
+    return ("-c", "commit.gpgsign=false")
+
+
+async def commit_work(path: Path, message: str) -> str:
+    """Commit everything uncommitted in the checkout at ``path`` (untracked files included,
+    git-ignored ones not), if anything is; the commit HEAD is at afterwards."""
+    if (await run_git("status", "--porcelain", cwd=path)).stdout.strip():
+        await run_git("add", "-A", cwd=path)
+        identity = await identity_args(path)
+        await run_git(*identity, "commit", "--no-verify", "--quiet", "-m", message, cwd=path)
+    return (await run_git("rev-parse", "HEAD", cwd=path)).stdout.strip()
+
+
 async def _kill(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.kill()
@@ -358,6 +377,12 @@ class WorktreeManager:
         target.mkdir(parents=True, exist_ok=True)
         return target
 
+    @property
+    def lock_reason(self) -> str:
+        """The lock reason of this manager's worktrees: cleanup leaves them alone while their
+        owner lives."""
+        return f"{_LOCK_PREFIX}{self.owner}"
+
     def owns(self, path: str | Path) -> bool:
         """True when ``path`` is inside this manager's base directory (or an earlier one)."""
         real = Path(_real(path))
@@ -408,14 +433,9 @@ class WorktreeManager:
 
     async def _commit_all(self, path: Path, message: str) -> None:
         await self._git("add", "-A", cwd=path)
-        identity: tuple[str, ...] = ()
-        for key in ("user.name", "user.email"):
-            if not (await self._git("config", key, cwd=path, check=False)).strip():
-                identity = _FALLBACK_IDENTITY
+        identity = await identity_args(path)
         await self._git(
             *identity,
-            "-c",
-            "commit.gpgsign=false",
             "commit",
             "--no-verify",
             "--quiet",
@@ -432,7 +452,7 @@ class WorktreeManager:
         else from the repository's HEAD."""
         path = self.path_for(name)
         branch = self.branch_for(name)
-        reason = f"{_LOCK_PREFIX}{self.owner}"
+        reason = self.lock_reason
         async with self._lock:
             entries = {e.path: e for e in await self.entries()}
             if path in entries and path.is_dir():
