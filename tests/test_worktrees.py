@@ -88,13 +88,16 @@ async def test_each_slot_works_in_its_own_worktree_and_drain_keeps_unsaved_work(
     assert (paths[busy] / "shared.txt").read_text() == "from the busy slot\n"
     assert (repo / "shared.txt").read_text() == "original\n"
     assert git(repo, "status", "--porcelain") == ""  # the worktrees are not untracked files
+    # The task's work was committed when it ended; an edit made since is not yet.
+    assert git(paths[busy], "status", "--porcelain") == ""
+    (paths[busy] / "later.txt").write_text("edited after the task\n")
 
     summary = await pool.drain()
     await pool.close()
     assert summary.kept_branches == [f"claude-pool/{busy}"]
     reports = {r.branch: r for r in summary.worktrees}
     kept = reports[f"claude-pool/{busy}"]
-    assert (kept.removed, kept.saved_uncommitted, kept.unique_commits) == (True, True, 1)
+    assert (kept.removed, kept.saved_uncommitted, kept.unique_commits) == (True, True, 2)
     assert reports[f"claude-pool/{idle}"].branch_kept is False
     assert not any(p.exists() for p in paths.values())
     assert branches(repo) == ["claude-pool/" + busy, "main"]

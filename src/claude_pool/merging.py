@@ -428,7 +428,7 @@ async def merge_branches(
     todo: list[MergeSource] = []
     seen: set[str] = set()
     for source in sources:
-        key = source.commits[-1].head if source.commits else source.branch
+        key = f"{source.branch}@{source.commits[-1].head if source.commits else ''}"
         if source.branch is None:
             report.skipped.append(SkippedBranch(source=source.source, reason=source.reason))
         elif key in seen or source.source in (s.source for s in todo):
@@ -440,7 +440,7 @@ async def merge_branches(
                 SkippedBranch(source=source.source, branch=source.branch, reason="no such branch")
             )
         else:
-            seen.add(key or "")
+            seen.add(key)
             todo.append(source)
     if not todo:
         report.head = old
