@@ -89,7 +89,13 @@ from claude_pool.types import (
     now_ms,
 )
 from claude_pool.webhooks import WebhookDeliverer, webhook_from_api
-from claude_pool.worktree import WorktreeManager, WorktreeReport, find_repo_root, worktree_diff
+from claude_pool.worktree import (
+    WorktreeManager,
+    WorktreeReport,
+    commits_diff,
+    find_repo_root,
+    worktree_diff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -646,6 +652,10 @@ class Pool:
         :func:`claude_pool.worktree.worktree_diff`), for reviewing a result; None when the task
         ran on no worktree of this pool's slots."""
         record = await self._queue.get(task_id)
+        commits = record.result.commits if record.result is not None else []
+        if commits:
+            root = await find_repo_root(self._cwd)
+            return await commits_diff(root, commits)
         slot = next((s for s in self._slots.records if s.id == record.slot_id), None)
         if slot is None or not slot.worktree_path:
             return None

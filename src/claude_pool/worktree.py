@@ -62,6 +62,7 @@ from pydantic import BaseModel
 
 from claude_pool.errors import WorktreeError
 from claude_pool.events import WorktreeKept, WorktreeRemoved
+from claude_pool.types import CommitRange
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,22 @@ async def commit_work(path: Path, message: str) -> str:
         identity = await identity_args(path)
         await run_git(*identity, "commit", "--no-verify", "--quiet", "-m", message, cwd=path)
     return (await run_git("rev-parse", "HEAD", cwd=path)).stdout.strip()
+
+
+async def commits_diff(
+    repo_root: Path, commits: list[CommitRange], max_chars: int = MAX_DIFF_CHARS
+) -> str:
+    """What a task's runs changed (``TaskResult.commits``): one diff per run, cut to
+    ``max_chars``."""
+    parts = []
+    for run in commits:
+        if run.base != run.head:
+            done = await run_git("diff", "--no-color", run.base, run.head, cwd=repo_root)
+            parts.append(done.stdout)
+    text = "".join(parts)
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"\n... cut at {max_chars} characters\n"
+    return text
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:
