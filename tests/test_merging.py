@@ -9,15 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp import Client
 
 from claude_pool import Pool, PoolConfig, SlotConfig, TaskFilter, TaskResult, TaskState
+from claude_pool.events import TaskQueued
 from claude_pool.executor.base import ExecutionRequest
 from claude_pool.mcp import build_server
 from claude_pool.merging import RESOLVE_TAG
 from claude_pool.store import MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
+from claude_pool.web import create_app
 
 
 def git(repo: Path, *args: str) -> str:
@@ -272,4 +275,59 @@ async def test_pool_merge_over_mcp_reports_what_it_merged(repo: Path, tmp_path: 
     assert report is not None
     assert [m["source"] for m in report["merged"]] == [api, cli]
     assert report["conflict"] is None
+    assert clean(repo)
+
+
+async def _conflicting_tasks(pool: Pool) -> tuple[str, str]:
+    first = await pool.submit("write shared.txt from slot a", name="a")
+    second = await pool.submit("write shared.txt from slot b", name="b")
+    for task in (first, second):
+        await pool.wait(task, timeout=10)
+    return first, second
+
+
+async def test_pool_merge_over_mcp_hands_a_conflict_to_a_slot_when_asked(repo: Path) -> None:
+    async with team(repo) as pool, Client(build_server(pool), mode="legacy") as client:
+        first, second = await _conflicting_tasks(pool)
+        result = await client.call_tool(
+            "pool_merge", {"ids": [first, second], "resolve_conflicts": True}
+        )
+    report = result.structured_content
+    assert report is not None
+    assert report["conflict"] is None, report["message"]
+    assert [m["source"] for m in report["merged"]] == [first, second]
+    assert report["merged"][1]["resolved_by"].startswith("task-")
+    assert (repo / "shared.txt").read_text() == "from slot a\nfrom slot b\n"
+    assert clean(repo)
+
+
+async def test_the_rest_merge_hands_a_conflict_to_a_slot_and_its_review_gates_it(
+    repo: Path,
+) -> None:
+    async with team(repo) as pool:
+        first, second = await _conflicting_tasks(pool)
+        face = create_app(pool)
+        transport = httpx.ASGITransport(app=face)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            handed: asyncio.Queue[str] = asyncio.Queue()
+            pool.add_listener(
+                lambda e: (
+                    handed.put_nowait(e.task_id or "")
+                    if isinstance(e, TaskQueued) and RESOLVE_TAG in e.tags
+                    else None
+                )
+            )
+            body = {"ids": [first, second], "resolve_conflicts": True, "review": True}
+            merging = asyncio.create_task(client.post("/api/v1/merge", json=body))
+            # The resolution waits for its review; approving it lets the merge go on.
+            held = await pool.wait(await asyncio.wait_for(handed.get(), 10), timeout=10)
+            assert held.state is TaskState.PENDING_REVIEW
+            assert not merging.done()
+            assert (await client.post(f"/api/v1/tasks/{held.id}/approve")).status_code == 200
+            answer = await asyncio.wait_for(merging, timeout=10)
+        face.close()
+    assert answer.status_code == 200
+    report = answer.json()
+    assert [m["resolved_by"] for m in report["merged"]] == [None, held.id]
+    assert (repo / "shared.txt").read_text() == "from slot a\nfrom slot b\n"
     assert clean(repo)
