@@ -620,11 +620,14 @@ class Pool:
         prompts: Sequence[str],
         overrides: TaskOverrides | None = None,
         tags: Iterable[str] = (),
+        **submit_options: Any,
     ) -> list[TaskResult]:
         """Run several prompts side by side; one result per prompt, in input order. A failure
         (even one raised at submission) is reported in its own item and never discards the
-        others. :meth:`fan_out_items` says more about each."""
-        return [item.as_result() for item in await self.fan_out_items(prompts, overrides, tags)]
+        others. :meth:`fan_out_items` says more about each. ``submit_options`` (those of
+        :meth:`submit`: ``depends_on``, ``verify``...) apply to every item."""
+        items = await self.fan_out_items(prompts, overrides, tags, **submit_options)
+        return [item.as_result() for item in items]
 
     async def fan_out_items(
         self,
@@ -900,6 +903,11 @@ class Pool:
             for step in spec.steps:
                 if step.skill is not None and step.prompt is None:
                     self.skills.get(step.skill)
+        for step in spec.steps:
+            # Unknown or failed dependencies are refused now, not when the step runs.
+            await self._dependencies.check(
+                spec.step_dependencies(step), step.prompt or "", "cancel"
+            )
         return await self._chains.submit(spec, skill_resolver or self._skill_resolver())
 
     async def fan_out_chains(
