@@ -3,9 +3,11 @@ worktrees where the work happens in one."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +15,15 @@ import pytest
 
 from claude_pool import PermissionMode, Pool, TaskFilter, TaskOverrides, TaskState
 from claude_pool.merging import RESOLVE_TAG
-from claude_pool.testing.mock_api import MockAnthropicAPI, MockRequest, Reply, read, write
+from claude_pool.store import SqliteStore
+from claude_pool.testing.mock_api import (
+    DEFAULT_MODEL,
+    MockAnthropicAPI,
+    MockRequest,
+    Reply,
+    read,
+    write,
+)
 
 pytestmark = pytest.mark.cli
 
@@ -159,3 +169,43 @@ async def test_a_merge_conflict_is_handed_to_a_slot_whose_resolution_passes_its_
     assert git(repo, "log", "-1", "--format=%s", "main") == (
         f"Merge {report.merged[1].branch} ({four}) into main"
     )
+
+
+async def test_the_command_line_merge_hands_a_conflict_to_a_slot_of_its_own(
+    make_pool: PoolFactory,
+    mock_api: MockAnthropicAPI,
+    repo: Path,
+    claude_bin: Path,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    for n in ("3", "4"):
+        mock_api.on(Reply(f"Wrote {n}."), prompt=f"write the sum {n}", tool_result=True)
+        mock_api.on(writes("sum.py", f"SUM = {n}\n"), prompt=f"write the sum {n}")
+    mock_api.on(edits("sum.py", "SUM = 7\n", "Summed both."), prompt="Resolve the merge")
+    db = tmp_path / "pool.db"
+    pool = make_pool(
+        slots=2, store=SqliteStore(db), worktree_isolation=True, permission_mode="acceptEdits"
+    )
+    async with pool:
+        three = await pool.submit("write the sum 3", slot=pool.slots[0].id)
+        four = await pool.submit("write the sum 4", slot=pool.slots[1].id)
+        for task in (three, four):
+            assert (await pool.wait(task, timeout=60)).state is TaskState.COMPLETED
+    env = {
+        **cli_env, "CLAUDE_POOL_CLAUDE_BIN": str(claude_bin), "CLAUDE_POOL_MODEL": DEFAULT_MODEL,
+        "CLAUDE_POOL_PERMISSION_MODE": "acceptEdits",
+    }  # fmt: skip
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "claude_pool.cli", "merge", three, four, "--resolve",
+         "--verify", "grep -q 'SUM = 7' sum.py", "--store", str(db), "--json"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr + run.stdout
+    report = json.loads(run.stdout)
+    assert [m["source"] for m in report["merged"]] == [three, four]
+    assert report["merged"][1]["resolved_by"].startswith("task-")
+    assert (repo / "sum.py").read_text() == "SUM = 7\n"
+    assert git(repo, "status", "--porcelain") == ""
+    assert "merge-" not in git(repo, "worktree", "list")
