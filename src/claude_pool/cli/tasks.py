@@ -350,14 +350,17 @@ def tasks(
 def _print_tasks(records: list[TaskRecord], waiting: dict[str, list[str]]) -> None:
     """A table whose columns are never cut: only the prompt column is shortened (with an
     ellipsis), to fit a terminal; elsewhere (a pipe, a file) it does not depend on any width.
-    A pending task held by dependencies shows as waiting, its prompt after what it waits for."""
+    A pending task held by dependencies shows as waiting, its prompt after what it waits for;
+    a plan held for approval as ``plan review``; the runs of a task's verification command
+    (``✓``, ``✗`` and the exit code) before its prompt."""
     rows = []
     for r in records:
         res = r.result
+        state = "plan review" if r.review_kind == "plan" else str(r.state)
         rows.append(
             [
                 r.id,
-                "waiting" if r.id in waiting else str(r.state),
+                "waiting" if r.id in waiting else state,
                 r.slot_id or "-",
                 f"{microdollars_to_usd(res.cost_microdollars):.4f}" if res else "-",
                 str(res.turns_used) if res else "-",
@@ -377,7 +380,11 @@ def _print_tasks(records: list[TaskRecord], waiting: dict[str, list[str]]) -> No
     for record, row in zip(records, rows, strict=True):
         cells = [Text(cell) for cell in row]
         cells[1].stylize(_STATE_STYLE.get(row[1], "cyan"))
-        prompt = record.prompt
+        prompt = record.original_prompt or record.prompt
+        runs = record.result.verifications if record.result is not None else []
+        if runs:
+            marks = " ".join("✓" if v.passed else f"✗{v.exit_code}" for v in runs)
+            prompt = f"[checks {marks}] {prompt}"
         if record.id in waiting:
             prompt = f"[after {', '.join(waiting[record.id])}] {prompt}"
         table.add_row(*cells, Text(preview(prompt, room)))
