@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import claude_pool
@@ -169,3 +171,19 @@ def test_production_code_does_not_import_the_test_helpers() -> None:
         if target.startswith(f"{ROOT}.testing")
     )
     assert offenders == []
+
+
+HEAVY_FACE_DEPENDENCIES = ("mcp", "starlette", "uvicorn", "httpx", "psycopg", "prometheus_client")
+
+
+def test_the_library_and_the_cli_load_no_face_they_do_not_use() -> None:
+    """`import claude_pool` and a plain CLI command (`claude-pool status`) load neither the MCP
+    SDK nor the web stack nor psycopg: each costs a noticeable part of every command's start."""
+    code = (
+        "import sys, claude_pool, claude_pool.cli; "
+        f"print(' '.join(sorted(m for m in {HEAVY_FACE_DEPENDENCIES!r} if m in sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert loaded == []

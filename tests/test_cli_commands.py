@@ -388,7 +388,7 @@ def test_ctrl_c_on_run_cancels_the_task_at_once_and_shows_what_it_had(
 # ── review, requeue, metrics ─────────────────────────────────────────────
 
 
-def test_review_gate_and_requeue_work_from_the_command_line(
+def test_the_review_gate_works_from_the_command_line(
     cli: Cli, worker: subprocess.Popen[bytes], mock_api: MockAnthropicAPI
 ) -> None:
     mock_api.on(Reply("the short notes"), prompt=re.compile("make them shorter"))
@@ -409,6 +409,10 @@ def test_review_gate_and_requeue_work_from_the_command_line(
     assert "pending_review" in twice.stderr
     assert cli("requeue", task_id).returncode == EXIT_REFUSED  # completed: nothing to redo
 
+
+def test_requeue_runs_a_failed_task_again_from_the_command_line(
+    cli: Cli, worker: subprocess.Popen[bytes], mock_api: MockAnthropicAPI
+) -> None:
     refusing = [True]
     mock_api.on(
         lambda _: ErrorReply(400, message="no") if refusing[0] else Reply("second time lucky"),

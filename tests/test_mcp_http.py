@@ -16,8 +16,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from claude_pool import ConfigError, Pool, PoolConfig
+from claude_pool.config import parse_tokens
 from claude_pool.mcp import MCP_PATH, BearerTokenMiddleware, build_server, http_server
-from claude_pool.mcp.auth import host_names, is_loopback, parse_tokens
+from claude_pool.mcp.auth import host_names, is_loopback
 from claude_pool.store import MemoryStore
 from claude_pool.testing.fake_executor import FakeExecutor
 

@@ -317,6 +317,15 @@ TOKENS_ENV_VAR = "CLAUDE_POOL_TOKENS"
 :data:`NON_SETTING_ENV_VARS` for the generic loop), as the one place a secret may come from
 besides an argument."""
 
+
+def parse_tokens(raw: str | None) -> list[str]:
+    """Bearer tokens from an environment value or a token file: separated by commas or
+    whitespace."""
+    if not raw:
+        return []
+    return [token for token in raw.replace(",", " ").split() if token]
+
+
 # Flat keys name a setting the same way in the file, as CLAUDE_POOL_<KEY> and as an argument.
 _POOL_KEYS = frozenset(PoolConfig.model_fields) - {"scaling", "mcp_servers"}
 _SCALING_KEYS = frozenset(f"scaling_{name}" for name in ScalingConfig.model_fields)
@@ -503,7 +512,7 @@ def _read_env(env: Mapping[str, str]) -> _Layer:
         if raw == "":
             continue  # set but empty counts as not set
         _add_flat(layer, key, _env_value(key, raw), f"from environment variable {var}")
-    if tokens := env.get(TOKENS_ENV_VAR, "").replace(",", " ").split():
+    if tokens := parse_tokens(env.get(TOKENS_ENV_VAR)):
         layer["tokens"] = _Given(tokens, f"from environment variable {TOKENS_ENV_VAR}")
     return layer
 

@@ -23,14 +23,16 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
-
-import httpx
+from typing import TYPE_CHECKING
 
 from claude_pool.bus import EventBus
 from claude_pool.config import Settings, WebhookConfig
 from claude_pool.events import Event, parse_event, public_payload
 from claude_pool.store.base import Delivery, Store, Webhook
 from claude_pool.types import new_task_id, now_ms
+
+if TYPE_CHECKING:
+    import httpx  # imported when delivery starts: it costs a quarter of `import claude_pool`
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,8 @@ class WebhookDeliverer:
 
     async def run(self) -> None:
         """Deliver what is due, then wait for an event a webhook wants or the next retry."""
+        import httpx
+
         async with httpx.AsyncClient(
             transport=self._transport,
             timeout=self._settings.webhook_timeout_secs,
@@ -196,6 +200,8 @@ class WebhookDeliverer:
         if hook.secret:
             headers[SIGNATURE_HEADER.lower()] = sign(hook.secret, body)
         status: int | None = None
+        import httpx
+
         try:
             response = await client.post(hook.url, content=body, headers=headers)
             status = response.status_code

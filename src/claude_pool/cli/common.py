@@ -64,13 +64,32 @@ _T = TypeVar("_T")
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="Store: a SQLite file, ':memory:' (default: ./claude-pool.db)."),
+    typer.Option(
+        "--store",
+        help="Store: a SQLite file, ':memory:' or a postgresql:// URL (default: ./claude-pool.db).",
+    ),
 ]
 ConfigOpt = Annotated[
     str | None,
     typer.Option("--config", "-c", help="TOML config file (default: ./claude-pool.toml)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+# The HTTP options of `serve --http` and `worker --http`.
+HostOpt = Annotated[
+    str | None,
+    typer.Option(help="HTTP address; other than loopback needs a token (default 127.0.0.1)."),
+]
+PortOpt = Annotated[int | None, typer.Option(min=0, max=65535, help="HTTP port (default 8765).")]
+AllowedHostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-host",
+        help="Another name clients may reach the HTTP server by (Host header; repeatable). "
+        "Accepted anyway: the bound address, loopback names, and beyond loopback this "
+        "machine's names.",
+    ),
+]
 
 # The task options of the commands that run tasks, skills, workflows and routed requests.
 ModelOpt = Annotated[str | None, typer.Option(help="Model for the task(s).")]

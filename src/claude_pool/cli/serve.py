@@ -11,16 +11,18 @@ import typer
 
 from claude_pool.cli.common import (
     EXIT_USAGE,
+    AllowedHostOpt,
     ConfigOpt,
+    HostOpt,
+    PortOpt,
     StoreOpt,
     _fail,
     _run,
     _settings,
 )
 from claude_pool.cli.logs import LogFormat, LogFormatOpt, LogLevel, LogLevelOpt, configure_logging
-from claude_pool.config import TOKENS_ENV_VAR
+from claude_pool.config import TOKENS_ENV_VAR, parse_tokens
 from claude_pool.errors import ConfigError
-from claude_pool.mcp.auth import parse_tokens
 from claude_pool.types import Effort, PermissionMode, SlotMode, microdollars_to_usd
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,8 @@ def serve(
             "the REST API at /api/v1, Prometheus metrics at /metrics.",
         ),
     ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="HTTP address; other than loopback needs a token (default 127.0.0.1)."),
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="HTTP port (default 8765).")
-    ] = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
     token_file: Annotated[
         str | None,
         typer.Option(
@@ -89,15 +86,7 @@ def serve(
             "in `ps`: prefer --token-file or the environment.",
         ),
     ] = None,
-    allowed_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allowed-host",
-            help="Another name clients may reach the HTTP server by (Host header; repeatable). "
-            "Accepted anyway: the bound address, loopback names, and beyond loopback this "
-            "machine's names.",
-        ),
-    ] = None,
+    allowed_host: AllowedHostOpt = None,
     slots: Annotated[
         int | None,
         typer.Option(

@@ -10,7 +10,17 @@ from typing import Annotated
 
 import typer
 
-from claude_pool.cli.common import EXIT_USAGE, ConfigOpt, StoreOpt, _fail, _run, _settings
+from claude_pool.cli.common import (
+    EXIT_USAGE,
+    AllowedHostOpt,
+    ConfigOpt,
+    HostOpt,
+    PortOpt,
+    StoreOpt,
+    _fail,
+    _run,
+    _settings,
+)
 from claude_pool.cli.logs import LogFormat, LogFormatOpt, LogLevel, LogLevelOpt, configure_logging
 from claude_pool.cli.serve import _read_token_file
 from claude_pool.config import TOKENS_ENV_VAR, Settings
@@ -35,13 +45,8 @@ def worker(
             "worker (same bind and token rules as `serve --http`).",
         ),
     ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="HTTP address; other than loopback needs a token (default 127.0.0.1)."),
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="HTTP port (default 8765).")
-    ] = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
     token_file: Annotated[
         str | None,
         typer.Option(
@@ -49,10 +54,7 @@ def worker(
             help=f"File of bearer tokens HTTP clients must send (replaces ${TOKENS_ENV_VAR}).",
         ),
     ] = None,
-    allowed_host: Annotated[
-        list[str] | None,
-        typer.Option("--allowed-host", help="Another Host name the HTTP server answers to."),
-    ] = None,
+    allowed_host: AllowedHostOpt = None,
     log_level: LogLevelOpt = LogLevel.INFO,
     log_format: LogFormatOpt = LogFormat.TEXT,
     store: StoreOpt = None,

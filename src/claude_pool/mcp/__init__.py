@@ -5,7 +5,8 @@ on an open :class:`~claude_pool.Pool`; ``serve(settings, transport)`` runs one o
 streamable HTTP and drains the pool on exit.
 """
 
-from claude_pool.mcp.auth import BearerTokenMiddleware, is_loopback, parse_tokens
+from claude_pool.config import parse_tokens
+from claude_pool.mcp.auth import BearerTokenMiddleware, is_loopback
 from claude_pool.mcp.errors import tool_error
 from claude_pool.mcp.resources import POOL_RESOURCE_GROUPS, register_pool_resources
 from claude_pool.mcp.server import (

@@ -55,13 +55,6 @@ def host_header_values(names: Iterable[str]) -> list[str]:
     return values
 
 
-def parse_tokens(raw: str | None) -> list[str]:
-    """Tokens from an environment value: separated by commas or whitespace."""
-    if not raw:
-        return []
-    return [token for token in raw.replace(",", " ").split() if token]
-
-
 class BearerTokenMiddleware:
     """Refuses HTTP requests without ``Authorization: Bearer <one of the tokens>`` (401).
 
