@@ -731,3 +731,23 @@ def test_submit_after_waits_for_the_task_and_uses_its_output(
     assert waited.returncode == 0, waited.stderr
     assert json.loads(waited.stdout)["result"]["output"] == "fixed them"
     assert [r.prompt for r in mock_api.main_requests] == ["review the module", "fix three findings"]
+
+
+async def test_the_tasks_table_shows_verification_runs_and_plans_held_for_approval(
+    cli: Cli, db: Path, cli_cwd: Path
+) -> None:
+    from claude_pool import Pool, PoolConfig
+    from claude_pool.store import SqliteStore
+    from claude_pool.testing.fake_executor import FakeExecutor
+
+    once = "test -f checked || { touch checked; echo not yet; exit 3; }"
+    pool = Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=FakeExecutor(), cwd=cli_cwd)
+    async with pool:
+        checked = await pool.submit("fix the flaky test", verify=once)
+        planned = await pool.submit("add a cache", plan_first=True)
+        for task in (checked, planned):
+            await pool.wait(task, timeout=10)
+    table = (await asyncio.to_thread(cli, "tasks")).stdout
+    rows = {line.split()[1]: line for line in table.splitlines() if "task-" in line}
+    assert "[checks ✗3 ✓] fix the flaky test" in rows[checked]
+    assert "plan review" in rows[planned]

@@ -106,6 +106,24 @@ def _drive(sync_playwright: Any, live: LiveFace, executor: FakeExecutor, api: ht
         page.wait_for_selector(f"{row}[data-state='completed']", timeout=WAIT_MS)
         assert "$0.0025" in page.inner_text(row)
 
+        # A verified task shows its check; a plan-first task is held as a plan to approve.
+        checked = api.post(
+            "/api/v1/tasks", json={"prompt": "Fix the flaky test", "verify": "true"}
+        ).json()
+        release(checked["id"])
+        checked_row = f"#recent tr[data-task-id='{checked['id']}']"
+        page.wait_for_selector(
+            f"{checked_row}[data-state='completed'] .checks .pass", timeout=WAIT_MS
+        )
+        planned = api.post(
+            "/api/v1/tasks", json={"prompt": "Add a cache to the store", "plan_first": True}
+        ).json()
+        release(planned["id"])
+        plan_card = f"#reviews .review[data-task-id='{planned['id']}'][data-kind='plan']"
+        page.wait_for_selector(plan_card, timeout=WAIT_MS)
+        assert page.text_content(f"{plan_card} .kind") == "Plan to approve"
+        assert "Approve: carry it out" in page.inner_text(f"{plan_card} button.approve")
+
         # A review task: rejected with feedback, it runs again; then approved.
         review = api.post(
             "/api/v1/tasks", json={"prompt": "Write a haiku about queues", "review": True}
@@ -124,10 +142,16 @@ def _drive(sync_playwright: Any, live: LiveFace, executor: FakeExecutor, api: ht
         assert "attempt 2" in page.inner_text(card)
 
         # Two slots busy and one task queued, for the screenshot.
-        for prompt in ("Refactor the store module", "Write tests for the scheduler",
-                       "Triage the open issues"):  # fmt: skip
-            api.post("/api/v1/tasks", json={"prompt": prompt})
-        page.wait_for_selector("#queue li[data-task-id]", timeout=WAIT_MS)
+        busy = [
+            api.post("/api/v1/tasks", json={"prompt": prompt}).json()["id"]
+            for prompt in ("Refactor the store module", "Write tests for the scheduler")
+        ]
+        notes = api.post(
+            "/api/v1/tasks", json={"prompt": "Write the release notes", "depends_on": busy}
+        ).json()
+        waits = f"#queue li[data-task-id='{notes['id']}'] .waits"
+        page.wait_for_selector(f"{waits}:has-text('{busy[1][5:13]}')", timeout=WAIT_MS)
+        assert busy[0][5:13] in page.inner_text(waits)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-review.png"), full_page=True)
 

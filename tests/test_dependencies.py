@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 import pytest
 
-from claude_pool import Pool, PoolConfig, TaskResult, TaskState
+from claude_pool import ChainState, Pool, PoolConfig, TaskResult, TaskState
+from claude_pool.events import ChainStepStarted
 from claude_pool.executor.base import ExecutionRequest
 from claude_pool.store import Store
 from claude_pool.testing.fake_executor import FakeExecutor
+from claude_pool.types import new_task_id
 from engine_stores import new_store
 
 pytestmark = pytest.mark.usefixtures("engine_store")
@@ -231,3 +233,151 @@ async def test_a_fan_out_can_wait_for_a_task_and_a_task_can_join_the_fan_out() -
         assert prompts[0] == "set up"
         assert sorted(prompts[1:4]) == [f"part {i} after done: set up" for i in range(3)]
         assert prompts[4] == "join the parts"
+
+
+async def test_a_chain_waits_for_the_tasks_it_depends_on_and_its_steps_can_use_their_output() -> (
+    None
+):
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor) as pool:
+        setup = await pool.submit("set up")
+        chain_id = await pool.submit_chain(
+            {
+                "isolation": "none",
+                "depends_on": [setup],
+                "steps": [
+                    {"prompt": f"build on {{{{{setup}.output}}}}"},
+                    {"prompt": "then {previous_output}"},
+                ],
+            }
+        )
+        await executor.wait_running(1)
+        step_task = await _current_task(pool, chain_id)
+        assert await pool.waiting_for([step_task]) == {step_task: [setup]}
+        assert [r.prompt for r in executor.requests] == ["set up"]
+        executor.release()
+        result = await pool.wait_chain(chain_id, timeout=10)
+    assert result.state is ChainState.COMPLETED, result.error
+    assert [r.prompt for r in executor.requests] == [
+        "set up", "build on done: set up", "then done: build on done: set up",
+    ]  # fmt: skip
+
+
+async def _current_task(pool: Pool, chain_id: str) -> str:
+    """The task of the chain's running step (waits on the chain's events, bounded)."""
+    started: asyncio.Queue[str] = asyncio.Queue()
+    remove = pool.add_listener(
+        lambda e: (
+            started.put_nowait(e.task_id or "")
+            if isinstance(e, ChainStepStarted) and e.chain_id == chain_id
+            else None
+        )
+    )
+    try:
+        current = (await pool.chain_result(chain_id)).current_task_id
+        return current or await asyncio.wait_for(started.get(), 10)
+    finally:
+        remove()
+
+
+async def test_a_chain_step_waits_for_its_own_dependencies_after_the_steps_before_it() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor) as pool:
+        other = await pool.submit("outside work")
+        chain_id = await pool.submit_chain(
+            {
+                "isolation": "none",
+                "steps": [
+                    {"prompt": "first step"},
+                    {"prompt": "second step", "depends_on": [other]},
+                ],
+            }
+        )
+        await executor.wait_running(2)
+        executor.release(await _current_task(pool, chain_id))
+        step_task = await _second_step_task(pool, chain_id)
+        assert await pool.waiting_for([step_task]) == {step_task: [other]}
+        assert (await pool.get_task(other)).state is TaskState.RUNNING
+        executor.release()
+        done = await pool.wait_chain(chain_id, timeout=10)
+    assert done.state is ChainState.COMPLETED, done.error
+    prompts = [r.prompt for r in executor.requests]
+    assert sorted(prompts[:2]) == ["first step", "outside work"]
+    assert prompts[2] == "second step"
+
+
+async def _second_step_task(pool: Pool, chain_id: str) -> str:
+    started: asyncio.Queue[str] = asyncio.Queue()
+    remove = pool.add_listener(
+        lambda e: (
+            started.put_nowait(e.task_id or "")
+            if isinstance(e, ChainStepStarted) and e.chain_id == chain_id and e.index == 1
+            else None
+        )
+    )
+    try:
+        result = await pool.chain_result(chain_id)
+        if result.current_step == 1 and result.current_task_id:
+            return result.current_task_id
+        return await asyncio.wait_for(started.get(), 10)
+    finally:
+        remove()
+
+
+async def test_a_cancelled_dependency_cancels_the_chain_waiting_for_it_naming_it() -> None:
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor) as pool:
+        dependency = await pool.submit("needed first")
+        await executor.wait_running(1)
+        chain_id = await pool.submit_chain(
+            {"isolation": "none", "depends_on": [dependency], "steps": [{"prompt": "after"}]}
+        )
+        await _current_task(pool, chain_id)
+        await pool.cancel(dependency)
+        result = await pool.wait_chain(chain_id, timeout=10)
+    assert result.state is ChainState.CANCELLED
+    assert result.error is not None
+    assert f"dependency {dependency} cancelled" in result.error
+    assert [r.prompt for r in executor.requests] == ["needed first"]
+
+
+async def test_fan_out_waits_for_its_dependencies_for_every_item() -> None:
+    executor = FakeExecutor()
+    async with make_pool(executor, slots=3) as pool:
+        setup = await pool.submit("set up")
+        results = await pool.fan_out(["left", "right"], depends_on=[setup])
+    assert [r.success for r in results] == [True, True]
+    assert executor.requests[0].prompt == "set up"
+
+
+async def test_a_dependency_cycle_cannot_be_formed_through_any_seam() -> None:
+    """A cycle needs a task to name one submitted after it (or itself, or a chain of its
+    own): each of those is refused, so the graph only ever points back in time."""
+    async with make_pool(FakeExecutor()) as pool:
+        first = await pool.submit("first")
+        second = await pool.submit("second", depends_on=[first])
+        # The id a task will get cannot be named before it exists: not by a task, ...
+        with pytest.raises(ValueError, match="no task in this store"):
+            await pool.submit("self", depends_on=[new_task_id()])
+        # ... nor by a chain or one of its steps (refused at submission, nothing queued) ...
+        with pytest.raises(ValueError, match="no task in this store"):
+            await pool.submit_chain(
+                {
+                    "steps": [
+                        {"prompt": "a"},
+                        {"prompt": "b", "depends_on": ["task-ffffffffffffffff"]},
+                    ]
+                }
+            )
+        # ... and a chain is no task: naming one (the chain itself, say) is refused too.
+        chain_id = await pool.submit_chain({"isolation": "none", "steps": [{"prompt": "c"}]})
+        await pool.wait_chain(chain_id, timeout=10)
+        with pytest.raises(ValueError, match="a chain; depends_on takes task ids"):
+            await pool.submit("after the chain", depends_on=[chain_id])
+        with pytest.raises(ValueError, match="a chain; depends_on takes task ids"):
+            await pool.submit_chain({"depends_on": [chain_id], "steps": [{"prompt": "d"}]})
+        with pytest.raises(ValueError, match="more than once"):
+            await pool.submit("twice", depends_on=[second, second])
+        await pool.wait(second, timeout=5)
+        tasks = await pool.list_tasks()
+    assert [t.prompt for t in tasks] == ["first", "second", "c"]

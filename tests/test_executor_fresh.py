@@ -25,16 +25,8 @@ from test_executor import (
 
 pytestmark = pytest.mark.cli
 
-CLEAR_RECORD = [
-    "<local-command-caveat>The command below was run directly in Claude Code, not sent to you "
-    "as a request, and its output goes straight to the user. It's recorded here as context "
-    "for later messages.</local-command-caveat>\n",
-    "<command-name>/clear</command-name>\n            <command-message>clear</command-message>\n"
-    "            <command-args></command-args>\n",
-    "<local-command-stdout></local-command-stdout>\n",
-]
-"""What the CLI 2.1.330 puts at the start of the conversation ``/clear`` begins: its record of
-the command (no stdin message shape leaves it out; see ``executor.protocol``)."""
+RESIDUE = ("local-command", "command-name", "command-message", "/clear")
+"""What the CLI's record of ``/clear`` is made of: none of it may reach the API."""
 
 
 def sent_text(request: MockRequest) -> str:
@@ -42,9 +34,28 @@ def sent_text(request: MockRequest) -> str:
     return request.system + json.dumps(request.messages)
 
 
-def without_clear_record(texts: list[str]) -> list[str]:
-    assert texts[: len(CLEAR_RECORD)] == CLEAR_RECORD, texts
-    return texts[len(CLEAR_RECORD) :]
+def conversation(request: MockRequest) -> list[tuple[str, list[str]]]:
+    """The request's conversation exactly: each message's role and text blocks (tool blocks
+    by type), with the CLI's own ``<system-reminder>`` blocks and environment messages left
+    out, as they come with every request whatever the conversation."""
+    shown = []
+    for message in request.messages:
+        if message.get("role") == "system":
+            continue
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        texts = [
+            str(block.get("text")) if block.get("type") == "text" else str(block.get("type"))
+            for block in blocks
+            if not str(block.get("text", "")).startswith("<system-reminder>")
+        ]
+        shown.append((str(message.get("role")), texts))
+    return shown
+
+
+def assert_no_residue(request: MockRequest) -> None:
+    messages = json.dumps(request.messages)
+    assert not [word for word in RESIDUE if word in messages], conversation(request)
 
 
 @pytest.fixture
@@ -85,8 +96,8 @@ async def test_a_fresh_session_reuses_the_process_and_sends_nothing_of_the_earli
     }
     assert first.session_id == second.session_id != fresh.session_id
     seen = mock_api.main_requests[-1]
-    assert without_clear_record(seen.user_texts) == ["a new question"]
-    assert seen.assistant_turns == 0
+    assert conversation(seen) == [("user", ["a new question"])]
+    assert_no_residue(seen)
     assert "avocado" not in sent_text(seen)
     assert "papaya" not in sent_text(seen)
     # The reset made no API call; the task is charged its own turn only.
@@ -109,7 +120,12 @@ async def test_the_new_conversation_goes_on_and_the_old_one_can_still_be_resumed
     assert later.session_id == fresh.session_id
     assert len(recorder.of(EventKind.PROCESS_STARTED)) == 1
     seen = mock_api.main_requests[-1]
-    assert without_clear_record(seen.user_texts) == ["remember the word papaya", "which word?"]
+    assert conversation(seen) == [
+        ("user", ["remember the word papaya"]),
+        ("assistant", ["ok"]),
+        ("user", ["which word?"]),
+    ]
+    assert_no_residue(seen)
     assert "avocado" not in sent_text(seen)
     assert later.cost_microdollars == TASK_COST
 
@@ -142,7 +158,9 @@ async def test_ephemeral_tasks_share_one_process_and_never_each_others_conversat
     assert len({r.session_id for r in results}) == 3
     first, *later = mock_api.main_requests
     assert first.user_texts == ["job 0"]  # a new process needs no reset
-    assert [without_clear_record(r.user_texts) for r in later] == [["job 1"], ["job 2"]]
+    assert [conversation(r) for r in later] == [[("user", ["job 1"])], [("user", ["job 2"])]]
+    for request in later:
+        assert_no_residue(request)
     assert [r.cost_microdollars for r in results] == [TASK_COST] * 3
 
 
@@ -179,7 +197,8 @@ async def test_a_model_change_is_made_in_place_after_the_reset(
     assert len(recorder.of(EventKind.CONVERSATION_RESET)) == 1
     seen = mock_api.main_requests[-1]
     assert seen.model == "claude-haiku-4-5"
-    assert without_clear_record(seen.user_texts) == ["a new question"]
+    assert conversation(seen) == [("user", ["a new question"])]
+    assert_no_residue(seen)
 
 
 async def test_a_fresh_task_gets_its_whole_budget_in_the_reused_process(

@@ -11,6 +11,7 @@ from claude_pool.executor.base import EventKind
 from claude_pool.executor.protocol import (
     AUTH_FAILED_MESSAGE,
     TurnTracker,
+    clear_caveat_uuid,
     encode_control_request,
     encode_user_message,
     is_auth_failure,
@@ -389,3 +390,38 @@ def test_stderr_permission_prompts_are_recognised_precisely(line: str, tool: str
 )
 def test_stderr_lines_merely_mentioning_permissions_are_not_prompts(line: str) -> None:
     assert permission_prompt_in(line) is None
+
+
+# ── the record of /clear in a transcript ──────────────────────────────
+
+CAVEAT_TEXT = "<local-command-caveat>The command below was run directly in Claude Code"
+
+
+def transcript_line(uuid: str, parent: str | None, content: str, **extra: object) -> str:
+    entry = {"type": "user", "uuid": uuid, "parentUuid": parent, **extra}
+    entry["message"] = {"role": "user", "content": content}
+    return json.dumps(entry)
+
+
+def test_the_caveat_of_a_clear_is_the_meta_message_before_its_record() -> None:
+    lines = [
+        '{"type":"mode","mode":"plan"}',
+        transcript_line("c1", None, CAVEAT_TEXT, isMeta=True),
+        transcript_line("clear-1", "c1", "<command-name>/clear</command-name>"),
+        "not json",
+    ]
+
+    assert clear_caveat_uuid(lines, "clear-1") == "c1"
+
+
+def test_no_caveat_is_found_for_another_clear_or_a_parent_that_is_no_caveat() -> None:
+    lines = [
+        transcript_line("p1", None, "a prompt of the user"),
+        transcript_line("clear-1", "p1", "<command-name>/clear</command-name>"),
+        transcript_line("m1", None, "<system-reminder>x</system-reminder>", isMeta=True),
+        transcript_line("clear-2", "m1", "<command-name>/clear</command-name>"),
+    ]
+
+    assert clear_caveat_uuid(lines, "clear-1") is None
+    assert clear_caveat_uuid(lines, "clear-2") is None
+    assert clear_caveat_uuid(lines, "clear-3") is None

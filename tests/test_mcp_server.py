@@ -825,3 +825,45 @@ async def test_a_plan_is_reviewed_as_its_own_kind_then_carried_out() -> None:
         result = await served.call("pool_result", task_id=submitted["task_id"], wait=True)
     assert (result["state"], result["review_kind"]) == ("pending_review", "result")
     assert result["result"]["output"].startswith("done: Your plan was approved.")
+
+
+async def test_fan_out_with_dependencies_waits_for_them_for_every_item() -> None:
+    executor = FakeExecutor(hold=True)
+    async with serving(executor, slots=3) as served:
+        setup = (await served.call("pool_submit", prompt="set up"))["task_id"]
+        await executor.wait_running(1)
+        fanning = asyncio.create_task(
+            served.call(
+                "pool_fan_out", prompts=[f"part {i} of {{{{{setup}.output}}}}" for i in (1, 2)],
+                depends_on=[setup],
+            )
+        )  # fmt: skip
+        # Held until setup completes: each item's prompt then carries its output.
+        executor.release()
+        outcome = await asyncio.wait_for(fanning, 10)
+    assert outcome["succeeded"] == 2
+    assert sorted(i["result"]["output"] for i in outcome["items"]) == [
+        "done: part 1 of done: set up", "done: part 2 of done: set up",
+    ]  # fmt: skip
+
+
+async def test_a_chain_over_mcp_waits_for_the_tasks_it_and_its_steps_depend_on() -> None:
+    executor = FakeExecutor(hold=True)
+    async with serving(executor, slots=2) as served:
+        setup = (await served.call("pool_submit", prompt="set up"))["task_id"]
+        extra = (await served.call("pool_submit", prompt="extra"))["task_id"]
+        started = await served.call(
+            "pool_submit_chain", isolation="none", depends_on=[setup],
+            steps=[{"prompt": f"use {{{{{setup}.output}}}}"},
+                   {"prompt": f"and {{{{{extra}.output}}}}", "depends_on": [extra]}],
+        )  # fmt: skip
+        refused = await served.fail(
+            "pool_submit_chain", steps=[{"prompt": "x"}], depends_on=["task-missing"]
+        )
+        executor.release()
+        done = await served.call(
+            "pool_chain_result", chain_id=started["chain_id"], wait=True, timeout_secs=30
+        )
+    assert "no task in this store" in refused
+    assert done["state"] == "completed", done
+    assert done["output"] == "done: and done: extra"

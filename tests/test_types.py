@@ -422,8 +422,8 @@ def test_task_result_writes_each_skipped_field_once_set() -> None:
 def test_task_result_serialization_schema_lists_its_fields() -> None:
     # MCP tools publish output schemas; a whole-model serializer would erase them.
     schema = TaskResult.model_json_schema(mode="serialization")
-    # verifications is beyond the seed (left out of the JSON when there are none).
-    assert set(schema["properties"]) == {*RESULT_FULL, "verifications"}
+    # verifications and commits are beyond the seed (left out of the JSON when empty).
+    assert set(schema["properties"]) == {*RESULT_FULL, "verifications", "commits"}
     assert set(schema["required"]) >= {"output", "success"}
 
 

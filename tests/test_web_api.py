@@ -354,7 +354,7 @@ async def test_a_review_task_that_ran_in_a_worktree_shows_its_diff(repo: Path) -
             diff = (await client.get(f"/api/v1/tasks/{task['id']}/diff")).json()["diff"]
             assert "-before" in diff
             assert "+after" in diff
-            assert "new file (untracked): new.txt" in diff
+            assert "+++ b/new.txt" in diff  # committed when the task ended
             assert (await client.get("/api/v1/tasks/nope/diff")).status_code == 404
         face.close()
 

@@ -79,7 +79,7 @@ async def test_each_slot_works_in_its_own_worktree_and_drain_keeps_unsaved_work(
     pool = isolated_pool(repo, executor)
     await pool.open()
     paths = {s.id: Path(s.worktree_path or "") for s in pool.slots}
-    assert all(p.parent == repo / ".claude" / "pool-worktrees" for p in paths.values())
+    assert all(p.parent == repo / ".pool-worktrees" for p in paths.values())
     assert {p.name for p in paths.values()} == set(paths)
     assert sorted(branches(repo)) == sorted(["main", *(f"claude-pool/{s}" for s in paths)])
     busy, idle = list(paths)
@@ -88,13 +88,16 @@ async def test_each_slot_works_in_its_own_worktree_and_drain_keeps_unsaved_work(
     assert (paths[busy] / "shared.txt").read_text() == "from the busy slot\n"
     assert (repo / "shared.txt").read_text() == "original\n"
     assert git(repo, "status", "--porcelain") == ""  # the worktrees are not untracked files
+    # The task's work was committed when it ended; an edit made since is not yet.
+    assert git(paths[busy], "status", "--porcelain") == ""
+    (paths[busy] / "later.txt").write_text("edited after the task\n")
 
     summary = await pool.drain()
     await pool.close()
     assert summary.kept_branches == [f"claude-pool/{busy}"]
     reports = {r.branch: r for r in summary.worktrees}
     kept = reports[f"claude-pool/{busy}"]
-    assert (kept.removed, kept.saved_uncommitted, kept.unique_commits) == (True, True, 1)
+    assert (kept.removed, kept.saved_uncommitted, kept.unique_commits) == (True, True, 2)
     assert reports[f"claude-pool/{idle}"].branch_kept is False
     assert not any(p.exists() for p in paths.values())
     assert branches(repo) == ["claude-pool/" + busy, "main"]
@@ -181,6 +184,22 @@ async def test_leftovers_of_a_crashed_pool_are_cleaned_at_open_without_losing_wo
     assert "claude-pool/slot-dead0002" not in branches(repo)
 
 
+async def test_leftovers_under_the_old_default_directory_are_cleaned_without_losing_work(
+    repo: Path,
+) -> None:
+    # Earlier versions put worktrees under .claude/, where Claude Code refuses edits.
+    crashed = await WorktreeManager.for_directory(repo, ".claude/pool-worktrees", DEAD_OWNER)
+    dirty = await crashed.ensure("slot-dead0003")
+    (dirty / "shared.txt").write_text("unsaved edit under .claude\n")
+    async with isolated_pool(repo, FakeExecutor(), slots=1) as pool:
+        (report,) = pool.worktree_reports
+        assert (report.branch, report.branch_kept) == ("claude-pool/slot-dead0003", True)
+        assert not dirty.exists()
+        assert Path(pool.slots[0].worktree_path or "").parent == repo / ".pool-worktrees"
+    assert git(repo, "show", "claude-pool/slot-dead0003:shared.txt") == "unsaved edit under .claude"
+    assert git(repo, "status", "--porcelain") == ""
+
+
 async def test_worktrees_of_a_live_pool_are_left_alone(repo: Path) -> None:
     async with isolated_pool(repo, FakeExecutor(), slots=1) as first:
         (theirs,) = first.slots
@@ -196,7 +215,7 @@ async def test_a_chain_worktree_with_work_is_kept_on_its_branch_and_reported(rep
         result = await pool.chain({"steps": [{"prompt": "chain edit"}]})
     assert result.state is ChainState.COMPLETED, result.error
     branch = f"claude-pool/{result.id}"
-    assert result.workdir == str(repo / ".claude" / "pool-worktrees" / result.id)
+    assert result.workdir == str(repo / ".pool-worktrees" / result.id)
     assert result.kept_branch == branch
     assert result.workdir_report is not None
     assert result.workdir_report.saved_uncommitted

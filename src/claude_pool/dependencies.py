@@ -116,6 +116,12 @@ class Dependencies:
             raise ValueError(f"depends_on names {', '.join(repeated)} more than once")
         for dependency_id in ids:
             stored = await self._store.get_task(dependency_id)
+            if stored is None and dependency_id.startswith("chain-"):  # new_chain_id()'s shape
+                raise ValueError(
+                    f"depends_on names {dependency_id}, a chain; depends_on takes task ids (a "
+                    "chain's steps are tasks: wait for the chain, or give the chain's own "
+                    "depends_on to make it wait)"
+                )
             if stored is None:
                 raise ValueError(
                     f"depends_on names {dependency_id}, which is no task in this store; a "

@@ -53,7 +53,7 @@ from claude_pool.executor.base import Executor
 from claude_pool.housekeeping import housekeeping
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.membership import Membership, new_worker_id
-from claude_pool.merging import MergeReport, MergeSource, merge_branches
+from claude_pool.merging import MergeReport, MergeSource, conflict_resolver, merge_branches
 from claude_pool.notes import SharedNotes
 from claude_pool.outcomes import Outcomes
 from claude_pool.queue import FanOutItem, RejectOutcome, TaskQueue
@@ -89,7 +89,13 @@ from claude_pool.types import (
     now_ms,
 )
 from claude_pool.webhooks import WebhookDeliverer, webhook_from_api
-from claude_pool.worktree import WorktreeManager, WorktreeReport, find_repo_root, worktree_diff
+from claude_pool.worktree import (
+    WorktreeManager,
+    WorktreeReport,
+    commits_diff,
+    find_repo_root,
+    worktree_diff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -614,11 +620,14 @@ class Pool:
         prompts: Sequence[str],
         overrides: TaskOverrides | None = None,
         tags: Iterable[str] = (),
+        **submit_options: Any,
     ) -> list[TaskResult]:
         """Run several prompts side by side; one result per prompt, in input order. A failure
         (even one raised at submission) is reported in its own item and never discards the
-        others. :meth:`fan_out_items` says more about each."""
-        return [item.as_result() for item in await self.fan_out_items(prompts, overrides, tags)]
+        others. :meth:`fan_out_items` says more about each. ``submit_options`` (those of
+        :meth:`submit`: ``depends_on``, ``verify``...) apply to every item."""
+        items = await self.fan_out_items(prompts, overrides, tags, **submit_options)
+        return [item.as_result() for item in items]
 
     async def fan_out_items(
         self,
@@ -646,6 +655,10 @@ class Pool:
         :func:`claude_pool.worktree.worktree_diff`), for reviewing a result; None when the task
         ran on no worktree of this pool's slots."""
         record = await self._queue.get(task_id)
+        commits = record.result.commits if record.result is not None else []
+        if commits:
+            root = await find_repo_root(self._cwd)
+            return await commits_diff(root, commits)
         slot = next((s for s in self._slots.records if s.id == record.slot_id), None)
         if slot is None or not slot.worktree_path:
             return None
@@ -890,6 +903,11 @@ class Pool:
             for step in spec.steps:
                 if step.skill is not None and step.prompt is None:
                     self.skills.get(step.skill)
+        for step in spec.steps:
+            # Unknown or failed dependencies are refused now, not when the step runs.
+            await self._dependencies.check(
+                spec.step_dependencies(step), step.prompt or "", "cancel"
+            )
         return await self._chains.submit(spec, skill_resolver or self._skill_resolver())
 
     async def fan_out_chains(
@@ -925,17 +943,45 @@ class Pool:
                 tg.create_task(one(index, spec))
         return [r for r in results if r is not None]
 
-    async def merge(self, ids: Sequence[str], into: str = "main") -> MergeReport:
-        """Merge the kept branches of these tasks (their slot's ``claude-pool/<slot>`` branch,
-        with worktree isolation: everything that slot did) and chains (``kept_branch``) into
-        ``into``, in order, in a temporary worktree; the target branch moves only by a
-        fast-forward, so neither it nor a working tree is ever left conflicted. At a conflict
-        it stops and reports the branch and files; the report says what was merged, what was
-        skipped and why (see :mod:`claude_pool.merging`)."""
-        check_texts([into, *ids], "merge")
-        root = await find_repo_root(self._cwd)
+    async def merge(
+        self,
+        ids: Sequence[str],
+        into: str = "main",
+        *,
+        resolve_conflicts: bool = False,
+        verify: str | None = None,
+        review: bool = False,
+        overrides: TaskOverrides | None = None,
+        resolve_timeout: float | None = None,
+    ) -> MergeReport:
+        """Merge the work of these tasks (with worktree isolation, exactly the commits each
+        made on its slot's branch) and chains (their ``kept_branch``) into ``into``, in order,
+        in a temporary worktree; the target branch moves only by a fast-forward, so neither it
+        nor a working tree is ever left conflicted. At a conflict it stops and reports the
+        branch and files; the report says what was merged, what was skipped and why (see
+        :mod:`claude_pool.merging`).
+
+        ``resolve_conflicts``: a conflict is handed to a slot instead, as a task run in the
+        conflicted worktree ("resolve the conflicts of branch X onto main") with ``verify``
+        (default: the pool's or slot's), ``review``, ``overrides`` and ``resolve_timeout`` (its
+        run-time limit); when it completes, through those gates, its resolution is committed
+        and the merge goes on. The call waits for it, a review included; cancelling the call
+        cancels it."""
+        check_texts([into, *ids, verify], "merge")
+        manager = await WorktreeManager.for_directory(
+            self._cwd, self.config.worktree_base_dir, self.worker_id
+        )
         sources = [await self._merge_source(str(source)) for source in ids]
-        return await merge_branches(root, sources, into)
+        resolver = None
+        if resolve_conflicts:
+            resolver = conflict_resolver(
+                self._queue, verify=verify, review=review, overrides=overrides,
+                timeout=resolve_timeout,
+            )  # fmt: skip
+        return await merge_branches(
+            manager.repo_root, sources, into, scratch_dir=manager.base_dir,
+            lock_reason=manager.lock_reason, resolver=resolver,
+        )  # fmt: skip
 
     async def _merge_source(self, source: str) -> MergeSource:
         if source.startswith("chain-"):  # the shape of new_chain_id()
@@ -950,8 +996,12 @@ class Pool:
         record = await self._queue.get(source)
         if record.state is not TaskState.COMPLETED:
             return MergeSource(source=source, reason=f"the task is {record.state}")
+        if record.result is not None and record.result.commits:
+            commits = record.result.commits
+            return MergeSource(source=source, branch=commits[-1].branch, commits=commits)
         if record.slot_id is None:
             return MergeSource(source=source, reason="the task ran on no slot")
+        # A task from before tasks recorded their commits: its slot's whole branch.
         return MergeSource(source=source, branch=WorktreeManager.branch_for(record.slot_id))
 
     async def chain_result(self, chain_id: str) -> ChainResult:

@@ -264,15 +264,22 @@ class TaskQueue:
                     future.set_result(None)
 
     async def wait(
-        self, task_id: TaskId | str, timeout: float | None = None, *, just_queued: bool = False
+        self,
+        task_id: TaskId | str,
+        timeout: float | None = None,
+        *,
+        just_queued: bool = False,
+        through_review: bool = False,
     ) -> TaskRecord:
         """Wait until the task ends (or awaits review); returns its record. ``TimeoutError``
         if ``timeout`` seconds pass first. ``just_queued``: the caller has just submitted it
-        (no need to read it first)."""
+        (no need to read it first). ``through_review``: a task held for review is waited for
+        until it ends (approved, or rejected for the last time)."""
         task_id = TaskId(task_id)
         async with asyncio.timeout(timeout):
             while True:
-                if (final := self._outcomes.final(task_id)) is not None:
+                final = self._outcomes.final(task_id)
+                if final is not None and (final.state.is_terminal or not through_review):
                     return final
                 future = asyncio.get_running_loop().create_future()
                 self._waiters.setdefault(task_id, []).append(future)
@@ -282,7 +289,9 @@ class TaskQueue:
                         if stored is None:
                             raise TaskNotFound(task_id)
                         state = stored.record.state
-                        if state.is_terminal or state is TaskState.PENDING_REVIEW:
+                        if state.is_terminal or (
+                            state is TaskState.PENDING_REVIEW and not through_review
+                        ):
                             return stored.record
                     just_queued = False
                     if self._lifecycle.closed:

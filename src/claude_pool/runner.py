@@ -25,7 +25,7 @@ from typing import Any
 from claude_pool.budget import BudgetLedger
 from claude_pool.config import EffectiveConfig, effective_config
 from claude_pool.dependencies import render_prompt
-from claude_pool.errors import BudgetExhausted, StoreDamaged, StoreError
+from claude_pool.errors import BudgetExhausted, StoreDamaged, StoreError, WorktreeError
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     ContextChanged,
@@ -65,6 +65,7 @@ from claude_pool.slot import RunningTask, Slot
 from claude_pool.slots import SlotSet
 from claude_pool.store.base import Requeue, Store, StoredTask
 from claude_pool.types import (
+    CommitRange,
     PermissionMode,
     PoolConfig,
     SlotMode,
@@ -77,6 +78,7 @@ from claude_pool.types import (
     unusable_text,
 )
 from claude_pool.verification import feedback_prompt, verify
+from claude_pool.worktree import commit_work, run_git
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,7 @@ class TaskRunner:
                 task.id, slot.id, request.config.model or "default model",
                 extra={"task_id": task.id, "slot_id": slot.id},
             )  # fmt: skip
+            base = await self._worktree_head(slot, request)
             result = await executor.execute(request, lambda e: self._on_executor_event(running, e))
             if (
                 result.success
@@ -214,6 +217,8 @@ class TaskRunner:
                 and not running.cancel.is_set()
             ):
                 result, requeue = await self._verify(slot, stored, running, request, result)
+            if base is not None:
+                result = await self._with_commits(slot, task, base, result)
         except BudgetExhausted as exc:
             self._outcomes.refused(task.id, exc)
             result = TaskResult.failure(str(exc))
@@ -228,6 +233,40 @@ class TaskRunner:
         finally:
             self._rate_limits.task_done(task.id)
             await asyncio.shield(self._settle(slot, stored, running, result, requeue))
+
+    async def _worktree_head(self, slot: Slot, request: ExecutionRequest) -> str | None:
+        """The commit the slot's worktree is at, when the task runs there (and git answers)."""
+        if slot.record.worktree_path is None or request.one_off:
+            return None
+        try:
+            return (
+                await run_git("rev-parse", "HEAD", cwd=Path(slot.record.worktree_path))
+            ).stdout.strip()
+        except WorktreeError as exc:
+            log.warning("task %s: cannot read its worktree's commit: %s", request.task_id, exc)
+            return None
+
+    async def _with_commits(
+        self, slot: Slot, task: TaskRecord, base: str, result: TaskResult
+    ) -> TaskResult:
+        """Commit what the run left in the slot's worktree, so that the task's work is exactly
+        ``base..head`` on the branch (what merging the task merges), and record that range."""
+        worktree = Path(slot.record.worktree_path or "")
+        message = (
+            f"claude-pool: task {task.id} (attempt {len(task.attempts) + 1})\n\n"
+            f"{preview(task.original_prompt or task.prompt, 500)}"
+        )
+        try:
+            head = await commit_work(worktree, message)
+            branch = (
+                await run_git("symbolic-ref", "-q", "--short", "HEAD", cwd=worktree, check=False)
+            ).stdout.strip()
+        except WorktreeError as exc:
+            log.warning("task %s: committing its work in %s failed: %s", task.id, worktree, exc)
+            return result
+        earlier = task.attempts[-1].commits if task.attempts else []
+        run = CommitRange(branch=branch or f"claude-pool/{slot.id}", base=base, head=head)
+        return result.model_copy(update={"commits": [*earlier, run]})
 
     async def _verify(
         self,

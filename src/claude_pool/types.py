@@ -240,7 +240,8 @@ class PoolConfig(_Settings):
     strict_mcp_config: bool = True
     """Slots use only the MCP servers the pool gives them, never the project's ``.mcp.json``."""
     worktree_base_dir: str | None = None
-    """Where slot and chain worktrees are made; none is ``<repository>/.claude/pool-worktrees``."""
+    """Where slot and chain worktrees are made; none is ``<repository>/.pool-worktrees`` (kept out
+    of ``git status`` through ``.git/info/exclude``)."""
     verify: str | None = Field(default=None, exclude_if=_is_none_value)
     """Default verification command of tasks (a shell command run in the task's working
     directory after it completes; non-zero exit sends it back with the output as feedback)."""
@@ -361,6 +362,18 @@ class VerificationRun(_Model):
     timed_out: bool = Field(default=False, exclude_if=lambda v: v is False)
 
 
+class CommitRange(_Model):
+    """The commits one run of a task made on its slot's worktree branch: ``base..head``. Not
+    in the seed."""
+
+    branch: str
+    base: str
+    """The branch's commit when the run started."""
+    head: str
+    """The branch's commit when it ended: what the task committed, then what it left
+    uncommitted, which the pool commits for it (``base`` itself when it changed nothing)."""
+
+
 class TaskResult(_Model):
     """What a task produced: output, success, cost, turns and time, and on failure the command,
     exit code and stderr of the CLI."""
@@ -381,6 +394,9 @@ class TaskResult(_Model):
     verifications: list[VerificationRun] = Field(default_factory=list, exclude_if=lambda v: not v)
     """Each run of the task's verification command, over every attempt, oldest first (not in
     the seed; absent when the task has none)."""
+    commits: list[CommitRange] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """With worktree isolation, the commits of each of the task's runs on its slot's branch,
+    oldest first: what :meth:`Pool.merge` merges for the task (not in the seed)."""
 
     @classmethod
     def success_result(cls, output: str, cost_microdollars: int, turns_used: int) -> Self:
@@ -442,6 +458,8 @@ class TaskAttempt(_Model):
     ended_at_ms: int | None = None
     verification: VerificationRun | None = Field(default=None, exclude_if=_is_none)
     """The verification that sent it back, when one did."""
+    commits: list[CommitRange] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """The task's commits up to this run (see ``TaskResult.commits``)."""
 
 
 def _is_empty(value: object) -> bool:
@@ -630,6 +648,7 @@ class RateLimitState(_Model):
 
 
 __all__ = [
+    "CommitRange",
     "DependencyFailure",
     "Effort",
     "MetricsFilter",

@@ -1,8 +1,11 @@
 """Git worktrees (and clones) that give slots and chains a directory of their own.
 
 A worktree named ``<name>`` lives at ``<base>/<name>`` on branch ``claude-pool/<name>``. The base
-is ``PoolConfig.worktree_base_dir`` or ``<repo root>/.claude/pool-worktrees`` (added to the
-repository's ``.git/info/exclude`` so that the main checkout does not see it as untracked).
+is ``PoolConfig.worktree_base_dir`` or ``<repo root>/.pool-worktrees`` (added to the
+repository's ``.git/info/exclude`` so that the main checkout does not see it as untracked). The
+default used to be ``<repo root>/.claude/pool-worktrees``, but Claude Code refuses to edit files
+under ``.claude/``, so a slot could not work there; with the default base, leftovers under the
+old one are still found and cleaned like any other (their work kept on their branches).
 
 Every worktree is locked (``git worktree lock``) with the reason ``claude-pool worker <id>``:
 ``git worktree prune`` leaves it alone, and a pool cleaning up after a crashed one can tell a
@@ -59,12 +62,16 @@ from pydantic import BaseModel
 
 from claude_pool.errors import WorktreeError
 from claude_pool.events import WorktreeKept, WorktreeRemoved
+from claude_pool.types import CommitRange
 
 log = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "claude-pool/"
-DEFAULT_BASE_DIR = Path(".claude") / "pool-worktrees"
+DEFAULT_BASE_DIR = Path(".pool-worktrees")
 """Where worktrees go when ``worktree_base_dir`` is not set, relative to the repository root."""
+LEGACY_BASE_DIR = Path(".claude") / "pool-worktrees"
+"""The default of earlier versions (under ``.claude/``, where Claude Code refuses edits): with
+the default base, worktrees left there are cleaned up too."""
 
 GIT_TIMEOUT_SECS = 60.0
 """Limit for one git command (a clone of a big repository included)."""
@@ -236,6 +243,41 @@ async def worktree_diff(worktree: Path, repo_root: Path, max_chars: int = MAX_DI
     return text
 
 
+async def identity_args(path: Path) -> tuple[str, ...]:
+    """``-c`` options that give git a committer identity in ``path`` when none is configured
+    (a fresh machine, a CI runner), and turn commit signing off for the pool's own commits."""
+    for key in ("user.name", "user.email"):
+        if not (await run_git("config", key, cwd=path, check=False)).stdout.strip():
+            return (*_FALLBACK_IDENTITY, "-c", "commit.gpgsign=false")
+    return ("-c", "commit.gpgsign=false")
+
+
+async def commit_work(path: Path, message: str) -> str:
+    """Commit everything uncommitted in the checkout at ``path`` (untracked files included,
+    git-ignored ones not), if anything is; the commit HEAD is at afterwards."""
+    if (await run_git("status", "--porcelain", cwd=path)).stdout.strip():
+        await run_git("add", "-A", cwd=path)
+        identity = await identity_args(path)
+        await run_git(*identity, "commit", "--no-verify", "--quiet", "-m", message, cwd=path)
+    return (await run_git("rev-parse", "HEAD", cwd=path)).stdout.strip()
+
+
+async def commits_diff(
+    repo_root: Path, commits: list[CommitRange], max_chars: int = MAX_DIFF_CHARS
+) -> str:
+    """What a task's runs changed (``TaskResult.commits``): one diff per run, cut to
+    ``max_chars``."""
+    parts = []
+    for run in commits:
+        if run.base != run.head:
+            done = await run_git("diff", "--no-color", run.base, run.head, cwd=repo_root)
+            parts.append(done.stdout)
+    text = "".join(parts)
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"\n... cut at {max_chars} characters\n"
+    return text
+
+
 async def _kill(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.kill()
@@ -268,7 +310,8 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
-def _base_dir(root: Path, base_dir: str | Path | None) -> Path:
+def base_dir_for(root: Path, base_dir: str | Path | None) -> Path:
+    """The directory worktrees of the repository at ``root`` go in (see the module docstring)."""
     if base_dir is None:
         return Path(_real(root / DEFAULT_BASE_DIR))
     given = Path(base_dir).expanduser()
@@ -310,9 +353,12 @@ class WorktreeManager:
         owner: str,
         *,
         timeout: float = GIT_TIMEOUT_SECS,
+        legacy_dirs: Collection[Path] = (),
     ) -> None:
         self.repo_root = repo_root
         self.base_dir = base_dir
+        self.legacy_dirs = tuple(legacy_dirs)
+        """Earlier base directories whose leftovers :meth:`cleanup_leftovers` cleans too."""
         self.owner = owner
         self.timeout = timeout
         self._lock = asyncio.Lock()
@@ -323,7 +369,8 @@ class WorktreeManager:
     ) -> WorktreeManager:
         """A manager for the repository holding ``cwd``; :class:`WorktreeError` outside one."""
         root = await find_repo_root(cwd)
-        manager = cls(root, _base_dir(root, base_dir), owner)
+        legacy = [Path(_real(root / LEGACY_BASE_DIR))] if base_dir is None else []
+        manager = cls(root, base_dir_for(root, base_dir), owner, legacy_dirs=legacy)
         await manager._exclude_base_dir()
         return manager
 
@@ -347,13 +394,16 @@ class WorktreeManager:
         target.mkdir(parents=True, exist_ok=True)
         return target
 
+    @property
+    def lock_reason(self) -> str:
+        """The lock reason of this manager's worktrees: cleanup leaves them alone while their
+        owner lives."""
+        return f"{_LOCK_PREFIX}{self.owner}"
+
     def owns(self, path: str | Path) -> bool:
-        """True when ``path`` is inside this manager's base directory."""
-        try:
-            Path(_real(path)).relative_to(self.base_dir)
-        except ValueError:
-            return False
-        return True
+        """True when ``path`` is inside this manager's base directory (or an earlier one)."""
+        real = Path(_real(path))
+        return any(real.is_relative_to(d) for d in (self.base_dir, *self.legacy_dirs))
 
     # ── git helpers ─────────────────────────────────────────────────
 
@@ -400,14 +450,9 @@ class WorktreeManager:
 
     async def _commit_all(self, path: Path, message: str) -> None:
         await self._git("add", "-A", cwd=path)
-        identity: tuple[str, ...] = ()
-        for key in ("user.name", "user.email"):
-            if not (await self._git("config", key, cwd=path, check=False)).strip():
-                identity = _FALLBACK_IDENTITY
+        identity = await identity_args(path)
         await self._git(
             *identity,
-            "-c",
-            "commit.gpgsign=false",
             "commit",
             "--no-verify",
             "--quiet",
@@ -424,7 +469,7 @@ class WorktreeManager:
         else from the repository's HEAD."""
         path = self.path_for(name)
         branch = self.branch_for(name)
-        reason = f"{_LOCK_PREFIX}{self.owner}"
+        reason = self.lock_reason
         async with self._lock:
             entries = {e.path: e for e in await self.entries()}
             if path in entries and path.is_dir():
@@ -612,7 +657,11 @@ class WorktreeManager:
         await self._git("worktree", "prune")
         reports = []
         for entry in await self.entries():
-            if entry.path in kept or not self.owns(entry.path) or entry.path == self.base_dir:
+            if (
+                entry.path in kept
+                or not self.owns(entry.path)
+                or entry.path in (self.base_dir, *self.legacy_dirs)
+            ):
                 continue
             owner = entry.owner
             if owner == self.owner or (owner is not None and is_alive(owner)):

@@ -125,6 +125,10 @@ class ChainStep(BaseModel):
     verify: str | None = None
     """Verification command of the step's task, run in the chain's working directory once it
     completes (see ``Pool.submit(verify=)``); over the slot's and the pool's."""
+    depends_on: list[str] = Field(default_factory=list, max_length=100)
+    """Tasks (already submitted) the step's task waits for, after the chain's own
+    ``depends_on``; its prompt may use ``{{<task id>.output}}`` for their outputs (see
+    ``Pool.submit(depends_on=)``)."""
 
     @field_validator("output_vars")
     @classmethod
@@ -140,6 +144,7 @@ class ChainStep(BaseModel):
     def _usable_texts(self) -> Self:
         for name in (
             "name", "prompt", "skill", "args", "recovery_prompt", "output_vars", "verify",
+            "depends_on",
         ):  # fmt: skip
             check_texts(getattr(self, name), f"step {name}")
         return self
@@ -165,6 +170,14 @@ class ChainSpec(BaseModel):
     isolation: ChainIsolation = ChainIsolation.WORKTREE
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list, max_length=100)
+    """Tasks (already submitted) that must complete before the chain's steps run: each step's
+    task waits for them (and for its own ``depends_on``). If one fails or is cancelled, the
+    step's task is cancelled with a reason naming it, and the chain ends cancelled."""
+
+    def step_dependencies(self, step: ChainStep) -> list[str]:
+        """What the task of ``step`` waits for: the chain's dependencies, then the step's."""
+        return list(dict.fromkeys([*self.depends_on, *step.depends_on]))
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -73,6 +73,7 @@ class TaskPort(Protocol):
         fresh_session: bool = False,
         cwd: str | Path | None = None,
         verify: str | None = None,
+        depends_on: Iterable[TaskId | str] = (),
     ) -> TaskId: ...
 
     async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord: ...
@@ -426,7 +427,8 @@ class ChainRunner:
                 break
             outcome = await self._run_step(run, index, previous, workdir)
             if outcome is StepState.CANCELLED:
-                self._end(run, ChainState.CANCELLED, f"cancelled during step {step.name!r}")
+                why = f": {step.error}" if step.error and not run.cancelling() else ""
+                self._end(run, ChainState.CANCELLED, f"cancelled during step {step.name!r}{why}")
                 break
             if outcome is StepState.FAILED:
                 self._end(run, ChainState.FAILED, f"step {step.name!r} failed: {step.error}")
@@ -529,6 +531,7 @@ class ChainRunner:
                 fresh_session=True,
                 timeout=spec.timeout_secs,
                 verify=spec.verify,
+                depends_on=run.spec.step_dependencies(spec),
             )
         except PoolShutdown as exc:
             raise _Interrupted from exc

@@ -31,6 +31,7 @@ from claude_pool.cli.common import (
     _overrides,
     _print_json,
     _print_table,
+    _require_store,
     _run,
     _settings,
     _show_record,
@@ -188,16 +189,39 @@ def requeue(
 def merge(
     ids: Annotated[list[str], typer.Argument(help="Task and chain ids, merged in this order.")],
     into: Annotated[str, typer.Option(help="The branch to merge into.")] = "main",
+    resolve: Annotated[
+        bool,
+        typer.Option(
+            "--resolve",
+            help="Hand a conflict to a slot as a task (through a running worker, or a slot "
+            "of this command's own); its resolution is committed and the merge goes on.",
+        ),
+    ] = False,
+    verify: Annotated[
+        str | None,
+        typer.Option(help="With --resolve: the check a resolution must pass (e.g. 'make test')."),
+    ] = None,
+    review: Annotated[
+        bool, typer.Option("--review", help="With --resolve: hold resolutions for approve.")
+    ] = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Merge the kept branches of tasks and chains into a branch (default main). It never
-    leaves that branch or the working tree conflicted; exit 1 when it stopped at a conflict
-    or could not move the branch."""
+    """Merge the work of tasks and chains into a branch (default main). A task brings its own
+    commits, a chain its kept branch. It never leaves that branch or the working tree
+    conflicted; exit 1
+    when it stopped at a conflict (one --resolve could not resolve included) or could not
+    move the branch."""
     settings = _settings(config, store=store)
 
     async def go() -> MergeReport:
+        if resolve:
+            _require_store(settings)
+            async with _executing_pool(settings) as pool:
+                return await pool.merge(
+                    ids, into=into, resolve_conflicts=True, verify=verify, review=review
+                )
         async with _client(settings, existing=True) as pool:
             return await pool.merge(ids, into=into)
 
@@ -206,7 +230,8 @@ def merge(
         _print_json(report.model_dump(mode="json"))
     else:
         for merged in report.merged:
-            out.print(f"merged {merged.branch} ({merged.source})", markup=False)
+            how = f", conflicts resolved by {merged.resolved_by}" if merged.resolved_by else ""
+            out.print(f"merged {merged.branch} ({merged.source}{how})", markup=False)
         for skipped in report.skipped:
             what = skipped.branch or skipped.source
             out.print(f"skipped {what} ({skipped.source}): {skipped.reason}", markup=False)
@@ -325,14 +350,17 @@ def tasks(
 def _print_tasks(records: list[TaskRecord], waiting: dict[str, list[str]]) -> None:
     """A table whose columns are never cut: only the prompt column is shortened (with an
     ellipsis), to fit a terminal; elsewhere (a pipe, a file) it does not depend on any width.
-    A pending task held by dependencies shows as waiting, its prompt after what it waits for."""
+    A pending task held by dependencies shows as waiting, its prompt after what it waits for;
+    a plan held for approval as ``plan review``; the runs of a task's verification command
+    (``✓``, ``✗`` and the exit code) before its prompt."""
     rows = []
     for r in records:
         res = r.result
+        state = "plan review" if r.review_kind == "plan" else str(r.state)
         rows.append(
             [
                 r.id,
-                "waiting" if r.id in waiting else str(r.state),
+                "waiting" if r.id in waiting else state,
                 r.slot_id or "-",
                 f"{microdollars_to_usd(res.cost_microdollars):.4f}" if res else "-",
                 str(res.turns_used) if res else "-",
@@ -352,7 +380,11 @@ def _print_tasks(records: list[TaskRecord], waiting: dict[str, list[str]]) -> No
     for record, row in zip(records, rows, strict=True):
         cells = [Text(cell) for cell in row]
         cells[1].stylize(_STATE_STYLE.get(row[1], "cyan"))
-        prompt = record.prompt
+        prompt = record.original_prompt or record.prompt
+        runs = record.result.verifications if record.result is not None else []
+        if runs:
+            marks = " ".join("✓" if v.passed else f"✗{v.exit_code}" for v in runs)
+            prompt = f"[checks {marks}] {prompt}"
         if record.id in waiting:
             prompt = f"[after {', '.join(waiting[record.id])}] {prompt}"
         table.add_row(*cells, Text(preview(prompt, room)))

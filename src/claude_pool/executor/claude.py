@@ -2,8 +2,9 @@
 
 Every slot keeps one warm CLI process, fed prompt after prompt over stdin, so a task costs one
 API round trip instead of a process start. A task that needs a new conversation (an ephemeral
-slot's, a ``fresh_session`` one) gets it in the live process with ``/clear``, which takes a few
-milliseconds against most of a CPU-second for a new process. The process is replaced (resuming
+slot's, a ``fresh_session`` one) gets it in the live process with ``/clear`` and a rewind of
+the CLI's record of that command, which take a few milliseconds against most of a CPU-second
+for a new process. The process is replaced (resuming
 the conversation with ``--resume``) when a task needs flags it was not started with, another
 directory, a per-task budget on a conversation that goes on (the CLI's cap counts per
 conversation), or when it died. Model and permission-mode changes are made in place with
@@ -25,6 +26,7 @@ import shlex
 import shutil
 import signal
 import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +47,7 @@ from claude_pool.executor.protocol import (
     AUTH_FAILED_MESSAGE,
     CLEAR_COMMAND,
     TurnTracker,
+    clear_caveat_uuid,
     control_response_of,
     encode_control_error,
     encode_control_request,
@@ -144,8 +147,8 @@ class ClaudeCliExecutor:
     and report its spend after the interrupt request; teardown waits ``stdin_grace_secs`` after
     closing stdin and ``terminate_grace_secs`` after SIGTERM before SIGKILL. With
     ``clear_for_fresh_sessions`` off, a task that needs a new conversation always gets a new
-    process, whose first request carries nothing but the task (``/clear`` leaves the CLI's
-    record of the command in the new conversation, see :mod:`.protocol`).
+    process; with it on, it gets ``/clear`` and a rewind of the CLI's record of that command
+    (see :mod:`.protocol`), so that its first request carries nothing but the task either way.
     """
 
     def __init__(
@@ -477,12 +480,14 @@ class ClaudeCliExecutor:
         return None
 
     async def _clear_conversation(self, slot: _SlotState, proc: CliProcess, emit: _Emitter) -> bool:
-        """Start a new conversation in the idle live process with ``/clear``; True once the CLI
-        has reported the new session (see :mod:`.protocol` for what it prints)."""
+        """Start a new conversation in the idle live process with ``/clear``, then rewind the
+        CLI's record of the command out of it; True once the new conversation is empty (see
+        :mod:`.protocol` for what the CLI prints and keeps)."""
         previous = slot.session_id
         session_id: str | None = None
+        clear_uuid = str(uuid.uuid4())
         try:
-            await proc.send(encode_user_message(CLEAR_COMMAND))
+            await proc.send(encode_user_message(CLEAR_COMMAND, uuid=clear_uuid))
             async with asyncio.timeout(_CONTROL_REPLY_SECS):
                 while (event := await proc.read_event()) is not None:
                     etype = event.get("type")
@@ -504,12 +509,57 @@ class ClaudeCliExecutor:
                     return False
         except (ProcessGone, TimeoutError):
             return False
+        assert session_id is not None
+        # The process now holds the new conversation: if its record cannot be rewound, the
+        # caller replaces the process, and nothing of the record reaches the API either.
         slot.session_id, slot.tasks_run = session_id, 0
+        if not await self._rewind_clear_record(proc, session_id, clear_uuid):
+            return False
         emit(
             EventKind.CONVERSATION_RESET,
             {"pid": proc.pid, "previous_session": previous, "session_id": session_id},
         )
         return True
+
+    async def _rewind_clear_record(
+        self, proc: CliProcess, session_id: str, clear_uuid: str
+    ) -> bool:
+        """Cut the CLI's record of ``/clear`` (caveat, command, output) out of the new
+        conversation ``session_id``; True once the CLI says it did."""
+        caveat = await asyncio.to_thread(self._find_clear_caveat, session_id, clear_uuid)
+        if caveat is None:
+            logger.warning(
+                "process %d: no record of /clear in the transcript of session %s; the process "
+                "is replaced",
+                proc.pid,
+                session_id,
+            )
+            return False
+        reply = await self._control_reply(
+            proc,
+            "rewind_conversation",
+            {"target_message_uuid": caveat, "last_seen_user_message_uuid": clear_uuid},
+        )
+        body = reply.get("response") if reply is not None else None
+        if not isinstance(body, dict) or body.get("rewound") is not True:
+            logger.warning("process %d: the CLI did not rewind /clear: %.300r", proc.pid, reply)
+            return False
+        return True
+
+    def _find_clear_caveat(self, session_id: str, clear_uuid: str) -> str | None:
+        env = child_env(self._env)
+        config_dir = env.get("CLAUDE_CONFIG_DIR") or os.path.join(
+            env.get("HOME") or os.path.expanduser("~"), ".claude"
+        )
+        for path in Path(config_dir, "projects").glob(f"*/{session_id}.jsonl"):
+            try:
+                with path.open(encoding="utf-8", errors="replace") as transcript:
+                    found = clear_caveat_uuid(transcript, clear_uuid)
+            except OSError:
+                continue
+            if found is not None:
+                return found
+        return None
 
     def _fits_in_place(self, slot: _SlotState, config: EffectiveConfig) -> bool:
         """Whether ``config`` differs from the live process's at most by what control requests
@@ -543,6 +593,12 @@ class ClaudeCliExecutor:
 
     async def _control(self, proc: CliProcess, subtype: str, fields: dict[str, Any]) -> bool:
         """Send a control request to an idle process; True if it answered success."""
+        return await self._control_reply(proc, subtype, fields) is not None
+
+    async def _control_reply(
+        self, proc: CliProcess, subtype: str, fields: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Send a control request to an idle process; its success answer, or None."""
         self._request_seq += 1
         request_id = f"pool-{self._request_seq}"
         try:
@@ -555,10 +611,11 @@ class ClaudeCliExecutor:
                             logger.info(
                                 "CLI refused %s %s: %s", subtype, fields, reply[2].get("error")
                             )
-                        return reply[1]
+                            return None
+                        return reply[2]
         except (ProcessGone, TimeoutError):
             pass
-        return False
+        return None
 
     async def _spawn(self, args: list[str], cwd: Path, sink: list[Any]) -> CliProcess | TaskResult:
         assert self._claude_bin is not None

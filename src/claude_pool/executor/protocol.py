@@ -33,11 +33,19 @@ Facts verified against Claude Code 2.1.330:
   ``local_command`` ``"clear"``) carrying the new ``session_id``; no API call is made.
   ``total_cost_usd`` and the ``--max-budget-usd`` count start again from 0, model and
   permission mode changed in place are kept, and the old conversation stays resumable. The
-  new conversation is not quite empty: its first request starts with the CLI's record of the
-  command itself (a ``<local-command-caveat>`` note, ``<command-name>/clear</command-name>``
-  and an empty ``<local-command-stdout>``), a few dozen tokens; nothing of the earlier
-  conversation is sent. No stdin message shape (``isSynthetic``, ``isMeta``, content blocks,
-  the ``/new`` and ``/reset`` aliases) leaves that record out.
+  new conversation is not empty: it starts with the CLI's record of the command (a meta
+  ``<local-command-caveat>`` message, the ``<command-name>/clear</command-name>`` message, which
+  takes the ``uuid`` we gave the ``/clear`` user message, and an empty
+  ``<local-command-stdout>``). No stdin message shape (``isSynthetic``, ``isMeta``, content
+  blocks, the ``/new`` and ``/reset`` aliases) and no ``session_id`` on a user message leaves
+  that record out, and ``fork_conversation`` answers ``unsupported``.
+- ``rewind_conversation`` (``target_message_uuid``) cuts the conversation before that message.
+  Cutting at the caveat removes the whole record, so that the next request carries the next
+  prompt only; the CLI refuses it as ``stale_target`` unless ``last_seen_user_message_uuid``
+  names the ``/clear`` message. The caveat's uuid is printed nowhere on stdout; it is the
+  ``parentUuid`` of the ``/clear`` message in the session's transcript,
+  ``<config dir>/projects/<cwd>/<session id>.jsonl`` (``CLAUDE_CONFIG_DIR``, else
+  ``~/.claude``), written before the ``/clear`` result is printed.
 """
 
 from __future__ import annotations
@@ -68,10 +76,32 @@ CLEAR_COMMAND = "/clear"
 """The user message that starts a new conversation in a live stream-json process."""
 
 
-def encode_user_message(prompt: str) -> bytes:
-    """A user message line for a stream-json stdin."""
-    message = {"type": "user", "message": {"role": "user", "content": prompt}}
+def encode_user_message(prompt: str, uuid: str | None = None) -> bytes:
+    """A user message line for a stream-json stdin (``uuid``: the id the CLI gives it)."""
+    message: dict[str, Any] = {"type": "user", "message": {"role": "user", "content": prompt}}
+    if uuid is not None:
+        message["uuid"] = uuid
     return _line(message)
+
+
+CLEAR_CAVEAT_TAG = "<local-command-caveat>"
+
+
+def clear_caveat_uuid(transcript: Iterable[str], clear_uuid: str) -> str | None:
+    """The uuid of the caveat message that precedes the ``/clear`` record ``clear_uuid`` in a
+    session transcript (JSON lines), or None when the transcript does not show it."""
+    entries: dict[str, dict[str, Any]] = {}
+    for line in transcript:
+        entry = parse_line(line)
+        if entry is not None and isinstance(entry.get("uuid"), str):
+            entries[entry["uuid"]] = entry
+    parent = entries.get(clear_uuid, {}).get("parentUuid")
+    caveat = entries.get(parent) if isinstance(parent, str) else None
+    if caveat is None or not caveat.get("isMeta"):
+        return None
+    message = caveat.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return parent if isinstance(content, str) and content.startswith(CLEAR_CAVEAT_TAG) else None
 
 
 def encode_control_request(request_id: str, subtype: str, **fields: Any) -> bytes:

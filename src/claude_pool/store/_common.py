@@ -72,6 +72,7 @@ def archived(record: TaskRecord, reason: str, now_ms: int) -> list[TaskAttempt]:
         verification=result.verifications[-1]
         if result is not None and result.verifications and not result.verifications[-1].passed
         else None,
+        commits=result.commits if result is not None else [],
     )
     return [*record.attempts, attempt]
 

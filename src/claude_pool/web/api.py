@@ -77,6 +77,15 @@ class MergeRequest(BaseModel):
 
     ids: list[str] = Field(min_length=1, max_length=100)
     into: str = Field(default="main", min_length=1, max_length=200)
+    resolve_conflicts: bool = False
+    """Hand a conflict to a slot as a task; its resolution, through ``verify`` and ``review``,
+    is committed and the merge goes on."""
+    verify: str | None = Field(default=None, min_length=1, max_length=10_000)
+    """The check a conflict resolution must pass (default: the pool's or slot's)."""
+    review: bool = False
+    """Hold each conflict resolution for approval first."""
+    resolve_timeout: float | None = Field(default=None, gt=0, le=86_400)
+    """Run-time limit of a resolving task, in seconds."""
 
 
 class RejectRequest(BaseModel):
@@ -278,7 +287,11 @@ async def submit_task(request: Request, pool: Pool) -> Response:
 @_bodied
 async def merge_results(request: Request, pool: Pool) -> Response:
     body: MergeRequest = await _body(request, MergeRequest)
-    return _json(await pool.merge(body.ids, into=body.into))
+    report = await pool.merge(
+        body.ids, into=body.into, resolve_conflicts=body.resolve_conflicts, verify=body.verify,
+        review=body.review, resolve_timeout=body.resolve_timeout,
+    )  # fmt: skip
+    return _json(report)
 
 
 class TaskDiff(BaseModel):

@@ -32,6 +32,7 @@ from claude_pool.mcp.arguments import (
     Tags,
     TaskOverridesArg,
     TimeoutSecs,
+    Verify,
     WaitSecs,
     overrides_of,
 )
@@ -98,6 +99,12 @@ class ChainFanOutResult(BaseModel):
 # ── arguments ───────────────────────────────────────────────────────
 
 
+StepDependsOn = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+    Field(max_length=MAX_LIST_ITEMS, description="Task ids this step's task also waits for."),
+]
+
+
 class ChainStepArg(BaseModel):
     """One step: a prompt, or a skill with args (see pool_chain)."""
 
@@ -120,6 +127,8 @@ class ChainStepArg(BaseModel):
         default_factory=dict, description="Variable name -> dot path into the JSON output."
     )
     timeout_secs: TimeoutSecs = None
+    verify: Verify = None
+    depends_on: StepDependsOn = None
 
     @model_validator(mode="after")
     def _is_a_step(self) -> Self:
@@ -132,10 +141,24 @@ class ChainStepArg(BaseModel):
 
     def to_step(self) -> ChainStep:
         fields = self.model_dump(exclude_unset=True, exclude={"overrides"})
+        if fields.get("depends_on") is None:
+            fields.pop("depends_on", None)
         if self.overrides is not None:
             fields["overrides"] = overrides_of(self.overrides)
         return ChainStep.model_validate(fields)
 
+
+ChainDependsOn = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+    Field(
+        max_length=MAX_LIST_ITEMS,
+        description=(
+            "Task ids (already submitted) that must complete before the chain's steps run; "
+            "step prompts may use {{<task id>.output}}. If one fails or is cancelled, the "
+            "chain is cancelled, naming it."
+        ),
+    ),
+]
 
 Steps = Annotated[
     list[ChainStepArg],
@@ -146,7 +169,8 @@ Steps = Annotated[
             "The steps, in order. Each has a prompt (or a skill with args), and optionally a "
             "name, overrides, retries, recovery_prompt (may use {error}), output_vars "
             '(variable -> dot path into the step\'s JSON output, e.g. {"branch": "branch"}) and '
-            "timeout_secs. Prompts may use {previous_output} and {steps.<step>.<var>}."
+            "timeout_secs, verify (a check command) and depends_on (task ids this step also "
+            "waits for). Prompts may use {previous_output} and {steps.<step>.<var>}."
         ),
     ),
 ]
@@ -178,9 +202,10 @@ class ChainSpecArg(BaseModel):
     isolation: Isolation = ChainIsolation.WORKTREE
     name: ChainName = None
     tags: Tags | None = None
+    depends_on: ChainDependsOn = None
 
     def to_spec(self) -> ChainSpec:
-        return _spec(self.steps, self.isolation, self.name, self.tags)
+        return _spec(self.steps, self.isolation, self.name, self.tags, self.depends_on)
 
     def to_mapping(self) -> dict[str, Any]:
         """The chain as ``Pool.submit_chain`` takes it (validated there)."""
@@ -189,6 +214,7 @@ class ChainSpecArg(BaseModel):
             "isolation": self.isolation,
             "name": self.name,
             "tags": self.tags or [],
+            "depends_on": self.depends_on or [],
         }
 
 
@@ -197,10 +223,12 @@ def _spec(
     isolation: ChainIsolation,
     name: str | None,
     tags: list[str] | None,
+    depends_on: list[str] | None = None,
 ) -> ChainSpec:
     return ChainSpec(
-        steps=[step.to_step() for step in steps], isolation=isolation, name=name, tags=tags or []
-    )
+        steps=[step.to_step() for step in steps], isolation=isolation, name=name,
+        tags=tags or [], depends_on=depends_on or [],
+    )  # fmt: skip
 
 
 # ── following a chain ───────────────────────────────────────────────
@@ -242,6 +270,7 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         isolation: Isolation = ChainIsolation.WORKTREE,
         name: ChainName = None,
         tags: Tags | None = None,
+        depends_on: ChainDependsOn = None,
     ) -> ChainOutcome:
         """Run ordered steps, each as one pool task that starts where the previous one ended,
         and wait for the whole chain. Use it for staged work (plan, then implement, then test)
@@ -259,7 +288,7 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         and real cost (failed attempts included). Progress notifications report each step and
         the running task's activity. Costs money; steps may edit files if their permission mode
         allows it. Cancelling this call cancels the chain."""
-        spec = _spec(steps, isolation, name, tags)
+        spec = _spec(steps, isolation, name, tags, depends_on)
         return ChainOutcome.of(await run_chain_reporting(pool, ctx, spec, resolver))
 
     @pool_tool(server, "pool_submit_chain", RUNS_WORK, "Start a chain in the background")
@@ -268,12 +297,13 @@ def register_chain_tools(server: MCPServer[Any], pool: Pool) -> None:
         isolation: Isolation = ChainIsolation.WORKTREE,
         name: ChainName = None,
         tags: Tags | None = None,
+        depends_on: ChainDependsOn = None,
     ) -> ChainSubmitted:
         """Start a chain (see pool_chain for steps and placeholders) and return its id at once.
         Follow it with pool_chain_result (current step, the running step's output so far,
         finished steps), wait for it with pool_chain_result wait=true, stop it with
         pool_cancel_chain. Costs money as it runs."""
-        spec = _spec(steps, isolation, name, tags)
+        spec = _spec(steps, isolation, name, tags, depends_on)
         return ChainSubmitted(chain_id=await pool.submit_chain(spec, skill_resolver=resolver))
 
     @pool_tool(server, "pool_fan_out_chains", RUNS_WORK, "Run several chains in parallel")

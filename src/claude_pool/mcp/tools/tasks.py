@@ -173,6 +173,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
         overrides: Overrides = None,
         tags: Tags | None = None,
         timeout_secs: TimeoutSecs = None,
+        depends_on: DependsOn = None,
     ) -> FanOutResult:
         """Run independent prompts side by side on the pool's slots and wait for all of them.
         Use it for work that splits into parts that do not depend on each other ("review each
@@ -193,7 +194,7 @@ def register_task_tools(server: MCPServer[Any], pool: Pool) -> None:
 
             items = await pool.fan_out_items(
                 prompts, overrides_of(overrides), tags or (), on_item=finished,
-                timeout=timeout_secs,
+                timeout=timeout_secs, depends_on=depends_on or (),
             )  # fmt: skip
         return FanOutResult(
             items=items,

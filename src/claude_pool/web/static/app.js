@@ -101,10 +101,30 @@ function renderSlots() {
   replace(document.getElementById("slots"), items, "no slots");
 }
 
-function renderQueue(tasks) {
+// What a pending task waits for (its dependencies not yet completed), if anything.
+function waitsFor(ids) {
+  if (!ids || !ids.length) return null;
+  return el("span", { class: "waits", title: ids.join(", ") }, "waits for ",
+    ...ids.flatMap((id, i) => [i ? ", " : "", el("code", {}, short(id))]));
+}
+
+// Each run of a task's verification command: ✓ passed, ✗ failed (exit code), oldest first.
+function checks(result) {
+  const runs = (result && result.verifications) || [];
+  if (!runs.length) return null;
+  return el("span", { class: "checks", title: runs[runs.length - 1].command },
+    ...runs.map((v) => el("span", { class: v.passed ? "pass" : "fail",
+      title: `${v.command}: exit ${v.exit_code ?? "none"}\n${v.output || ""}` },
+    v.passed ? "✓" : `✗${v.exit_code ?? ""}`)));
+}
+
+const isPlan = (t) => t.state === "pending_review" && t.plan_first && !t.plan_approved;
+
+function renderQueue(tasks, waiting) {
   document.getElementById("queue-count").textContent = tasks.length ? `(${tasks.length})` : "";
   replace(document.getElementById("queue"), tasks.map((t) =>
-    el("li", { "data-task-id": t.id }, el("code", {}, short(t.id)), " ", preview(t.prompt, 90))),
+    el("li", { "data-task-id": t.id }, el("code", {}, short(t.id)), " ", preview(t.prompt, 90),
+      waitsFor(waiting[t.id]))),
   "nothing waiting");
 }
 
@@ -115,7 +135,13 @@ function renderRecent(tasks) {
     return el("tr", { "data-task-id": t.id, "data-state": t.state },
       el("td", {}, el("code", { title: t.id }, short(t.id))),
       el("td", {}, stateChip(t.state)),
-      el("td", { class: "prompt", title: t.prompt }, preview(t.original_prompt || t.prompt, 80)),
+      el("td", { class: "prompt", title: t.prompt }, preview(t.original_prompt || t.prompt, 80),
+        t.depends_on && t.depends_on.length
+          ? el("span", { class: "after" }, "after ", ...t.depends_on.flatMap((id, i) =>
+            [i ? ", " : "", el("code", {}, short(id))]))
+          : null,
+        t.plan_first ? el("span", { class: "badge" }, t.plan_approved ? "plan approved" : "plan first") : null,
+        checks(t.result)),
       el("td", { class: "num" }, t.result ? usd(r.cost_microdollars) : "—"),
       el("td", { class: "num" }, t.result ? r.turns_used : "—"),
       el("td", { class: "num" }, t.state === "pending" ? "—" : secs(elapsed)));
@@ -147,13 +173,17 @@ function renderReviews(tasks) {
       if (d.diff) diff.replaceChildren(el("strong", {}, "Worktree diff"), colorDiff(d.diff));
     }).catch(() => {});
     const attempt = t.rejection_count ? ` · attempt ${t.rejection_count + 1} of ${t.max_rejections + 1}` : "";
-    return el("div", { class: "review", "data-task-id": t.id },
-      el("div", {}, el("code", {}, short(t.id)), " ", preview(t.original_prompt || t.prompt, 120),
-        el("span", { class: "muted" }, attempt)),
+    const plan = isPlan(t);
+    return el("div", { class: "review", "data-task-id": t.id, "data-kind": plan ? "plan" : "result" },
+      el("div", {},
+        el("span", { class: "kind" }, plan ? "Plan to approve" : "Result"), " ",
+        el("code", {}, short(t.id)), " ", preview(t.original_prompt || t.prompt, 120),
+        el("span", { class: "muted" }, attempt), checks(t.result)),
       el("pre", { class: "output" }, (t.result && t.result.output) || ""),
       diff,
       el("div", { class: "actions" },
-        el("button", { class: "approve", onclick: () => act(t.id, "approve") }, "Approve"),
+        el("button", { class: "approve", onclick: () => act(t.id, "approve") },
+          plan ? "Approve: carry it out" : "Approve"),
         feedback,
         el("button", { class: "reject secondary", onclick: () => {
           if (!feedback.value.trim()) { feedback.focus(); return; }
@@ -161,7 +191,7 @@ function renderReviews(tasks) {
           feedback.value = "";
           delete state.reviewDrafts[t.id];
           act(t.id, "reject", { feedback: text });
-        } }, "Reject with feedback")));
+        } }, plan ? "Ask for a new plan" : "Reject with feedback")));
   }));
 }
 
@@ -213,7 +243,7 @@ async function refresh() {
   ]);
   renderStatus(status);
   renderRecent(recent.tasks);
-  renderQueue(queue.tasks);
+  renderQueue(queue.tasks, queue.waiting || {});
   renderReviews(reviews.tasks);
   renderModels(metrics);
   renderChains(chains.chains);
