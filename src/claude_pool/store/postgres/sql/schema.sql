@@ -56,9 +56,6 @@ CREATE INDEX tasks_claimed_by ON tasks (claimed_by) WHERE claimed_by IS NOT NULL
 -- The dependents of a task that ended (migration 0005).
 CREATE INDEX tasks_waiting ON tasks (seq) WHERE state = 'pending' AND depends_on_json IS NOT NULL;
 CREATE INDEX tasks_metrics ON tasks (state, model, created_at_ms);
--- The tasks waiting on a task that ends (dependent_tasks): pending ones with dependencies.
-CREATE INDEX tasks_dependents ON tasks USING gin ((depends_on_json::jsonb))
-    WHERE state = 'pending' AND depends_on_json IS NOT NULL;
 
 CREATE TABLE task_tags (
     task_seq BIGINT NOT NULL REFERENCES tasks (seq) ON DELETE CASCADE,
