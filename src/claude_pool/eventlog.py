@@ -125,7 +125,10 @@ class EventLog:
             try:
                 result = await change(batch)
             except BaseException:
-                self._pending[:0] = buffered
+                # A write that landed before its caller was cancelled numbered its events:
+                # publish those, and keep only the rest for the next write.
+                self._pending[:0] = [e for e in buffered if not e.seq]
+                self._publish([e for e in batch if e.seq])
                 raise
             unlogged = [e for e in buffered if not e.seq]
             if unlogged:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from claude_pool.aio import cancelled_with_caller
+from claude_pool.aio import CANCEL_SECS, cancelled_with_caller, run_shielded
 from claude_pool.budget import BudgetLedger
 from claude_pool.dependencies import Dependencies
 from claude_pool.errors import ClaudePoolError, InvalidTaskState, PoolShutdown, TaskNotFound
@@ -236,12 +236,22 @@ class TaskQueue:
             assignment_timeout_secs=assignment_timeout,
             depends_on=list(dependencies),
         )
-        inserted = await self._events.write(
-            lambda batch: self._store.insert_task(stored, events=batch), queued
-        )
-        if dependencies:
-            await self._dependencies.queued(inserted)
+        try:
+            inserted = await self._events.write(
+                lambda batch: self._store.insert_task(stored, events=batch), queued
+            )
+            if dependencies:
+                await self._dependencies.queued(inserted)
+        except asyncio.CancelledError:
+            # The caller never learns this id, so the task must not run: a store finishes an
+            # insert it started, and a task stored before the cancel arrived is cancelled.
+            await run_shielded(self._withdraw(record.id), CANCEL_SECS)
+            raise
         return record.id
+
+    async def _withdraw(self, task_id: TaskId) -> None:
+        with contextlib.suppress(TaskNotFound):
+            await self.cancel(task_id)
 
     # ── waiting ──────────────────────────────────────────────────────
 

@@ -40,6 +40,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from claude_pool.aio import run_shielded
 from claude_pool.errors import StoreError, StoreNotFound
 from claude_pool.events import Event, parse_event
 from claude_pool.store._common import (
@@ -97,6 +98,8 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 CONNECT_TIMEOUT_SECS = 10.0
 """How long opening the store waits for the server."""
+INSERT_SECS = 60.0
+"""How long an insert whose caller was cancelled may take to finish."""
 
 
 def split_store_url(url: str) -> tuple[str, str | None]:
@@ -439,6 +442,14 @@ class PostgresStore:
     # ── tasks ────────────────────────────────────────────────────────
 
     async def insert_task(self, task: StoredTask, *, events: Sequence[Event] = ()) -> StoredTask:
+        # An insert in flight when its caller is cancelled is finished (then the cancel goes
+        # on): abandoned mid-round-trip, it could still commit, and nobody would know.
+        inserted = await run_shielded(self._insert_task(task, events), INSERT_SECS)
+        if inserted is None:
+            raise StoreError(f"inserting task {task.record.id} took over {INSERT_SECS:g} s")
+        return inserted
+
+    async def _insert_task(self, task: StoredTask, events: Sequence[Event]) -> StoredTask:
         try:
             async with self._tx("inserting a task", pipeline=True) as conn:
                 seq = await self._insert_one(conn, task)
