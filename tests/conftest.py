@@ -123,6 +123,35 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test of an engine suite (one using the ``engine_store`` fixture) runs once per store
+    kind, unless it is marked ``own_store`` (it builds the store it needs itself) or its
+    stores come from ``shared_store`` or ``postgres_url``."""
+    if "engine_store" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("own_store") is not None:
+        return
+    if {"shared_store", "postgres_url"} & set(metafunc.fixturenames):
+        return  # it has chosen its stores already
+    metafunc.parametrize(
+        "engine_store",
+        ["memory", pytest.param("postgres", marks=pytest.mark.postgres)],
+        indirect=True,
+    )
+
+
+@pytest.fixture
+def engine_store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The kind of store (``memory`` or ``postgres``) that ``engine_stores.new_store()`` makes
+    in this test. PostgreSQL is skipped with the reason when no server answers (a failure in
+    CI), and each of its stores is a fresh schema, dropped after the test."""
+    from engine_stores import STORES
+
+    kind = getattr(request, "param", "memory")
+    with STORES.using(kind):
+        yield kind
+
+
 SharedStore = Callable[[], Store]
 """Makes a new store object on one shared backing store: what another process would open."""
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from claude_pool import BudgetExhausted, Pool, PoolConfig, TaskState
 from claude_pool.budget import BudgetLedger
 from claude_pool.executor.base import ExecutionRequest
-from claude_pool.store import MemoryStore, SqliteStore, Store
+from claude_pool.store import Store
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import MetricsFilter, TaskId, TaskResult
+from engine_stores import new_store
+
+pytestmark = pytest.mark.usefixtures("engine_store")
+"""Each test runs on the memory store and on PostgreSQL (tests/engine_stores.py)."""
 
 CALL = 6_000
 """What one API call costs here, in microdollars (the stand-in of the report)."""
@@ -37,7 +40,7 @@ async def test_a_tight_budget_never_starts_a_task_with_a_cap_below_a_call() -> N
     # succeeded and three failed on caps of 2,250, 1,125 and 4,500.
     executor = FakeExecutor(handler=one_call, call_cost_microdollars=5_000)  # a close prior
     async with Pool(
-        PoolConfig(budget_microdollars=15_000), slots=4, store=MemoryStore(), executor=executor
+        PoolConfig(budget_microdollars=15_000), slots=4, store=new_store(), executor=executor
     ) as pool:
         items = await pool.fan_out_items([f"job {i}" for i in range(8)])
         status = await pool.status()
@@ -55,7 +58,7 @@ async def test_a_task_waits_for_running_ones_to_settle_before_it_is_refused() ->
     executor = FakeExecutor(handler=one_call, call_cost_microdollars=CALL, hold=True)
     # Two caps of 1.25 calls fit; what is left after the two cannot pay for a third.
     async with Pool(
-        PoolConfig(budget_microdollars=round(2.5 * CALL)), slots=3, store=MemoryStore(),
+        PoolConfig(budget_microdollars=round(2.5 * CALL)), slots=3, store=new_store(),
         executor=executor,
     ) as pool:  # fmt: skip
         first = await pool.submit("first")
@@ -106,7 +109,7 @@ async def test_several_pools_on_one_store_keep_one_budget(
 async def test_new_work_is_refused_once_what_is_left_cannot_pay_for_a_call() -> None:
     executor = FakeExecutor(handler=one_call, call_cost_microdollars=CALL)
     async with Pool(
-        PoolConfig(budget_microdollars=CALL + 100), slots=1, store=MemoryStore(),
+        PoolConfig(budget_microdollars=CALL + 100), slots=1, store=new_store(),
         executor=executor,
     ) as pool:  # fmt: skip
         assert (await pool.run("the only one")).success
@@ -116,15 +119,16 @@ async def test_new_work_is_refused_once_what_is_left_cannot_pay_for_a_call() -> 
         assert (await pool.status()).budget_exhausted
 
 
-async def test_what_calls_cost_is_learned_from_the_store_history(tmp_path: Path) -> None:
-    db = tmp_path / "pool.db"
+async def test_what_calls_cost_is_learned_from_the_store_history(
+    shared_store: Callable[[], Store],
+) -> None:
     first = FakeExecutor(handler=one_call, call_cost_microdollars=CALL)
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=first) as pool:
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=first) as pool:
         await pool.run("teaches the store")
     # A new pool whose executor guesses far too low still starts with what the store saw.
     low = FakeExecutor(handler=one_call, call_cost_microdollars=10)
     async with Pool(
-        PoolConfig(budget_microdollars=100 * CALL), slots=4, store=SqliteStore(db), executor=low
+        PoolConfig(budget_microdollars=100 * CALL), slots=4, store=shared_store(), executor=low
     ) as pool:
         await asyncio.gather(*(pool.run(f"job {i}") for i in range(4)))
     assert all((r.config.max_budget_usd or 0) * 1_000_000 >= CALL for r in low.requests)
@@ -134,7 +138,7 @@ async def test_a_rejected_task_keeps_the_spend_of_every_attempt() -> None:
     # Regression: after reject() the task was queued again with result=None, and its earlier
     # attempts vanished from the record and from session_metrics (42,000 there vs 48,000 in
     # status()).
-    async with Pool(PoolConfig(), slots=1, store=MemoryStore(),
+    async with Pool(PoolConfig(), slots=1, store=new_store(),
                     executor=FakeExecutor(handler=one_call)) as pool:  # fmt: skip
         task_id = await pool.submit("write it", review=True, max_rejections=3)
         for feedback in ("shorter", "friendlier"):
@@ -155,15 +159,14 @@ async def test_a_rejected_task_keeps_the_spend_of_every_attempt() -> None:
 
 
 async def test_session_metrics_cover_this_session_unless_asked_for_all_time(
-    tmp_path: Path,
+    shared_store: Callable[[], Store],
 ) -> None:
     # Regression: after reopening a SQLite store, total_tasks counted every task ever stored
     # while session_start_ms was the new session's.
-    db = tmp_path / "pool.db"
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=FakeExecutor()) as pool:
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=FakeExecutor()) as pool:
         for i in range(3):
             await pool.run(f"earlier {i}")
-    async with Pool(PoolConfig(), slots=1, store=SqliteStore(db), executor=FakeExecutor()) as pool:
+    async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=FakeExecutor()) as pool:
         await pool.run("now")
         session = await pool.session_metrics()
         everything = await pool.session_metrics(MetricsFilter(all_time=True))
@@ -188,26 +191,38 @@ async def test_session_metrics_cover_this_session_unless_asked_for_all_time(
 async def test_what_a_live_process_still_allows_is_reserved_where_it_fits(
     left: int | None, reused: bool
 ) -> None:
-    store = MemoryStore()
-    ledger = BudgetLedger(store, lambda: 100 * CALL, "worker", prior=lambda model: CALL)
-    ledger.costs.observe(None, CALL, 1)
+    async with opened(new_store()) as store:
+        ledger = BudgetLedger(store, lambda: 100 * CALL, "worker", prior=lambda model: CALL)
+        ledger.costs.observe(None, CALL, 1)
 
-    cap = await ledger.reserve(TaskId("task-1"), None, None, lambda: 4, lambda: left)
+        cap = await ledger.reserve(TaskId("task-1"), None, None, lambda: 4, lambda: left)
 
-    assert cap == (left if reused else 25 * CALL)
-    assert await store.budget_state() == (0, cap)
+        assert cap == (left if reused else 25 * CALL)
+        assert await store.budget_state() == (0, cap)
 
 
 async def test_a_live_process_allowance_is_not_reserved_past_what_is_free_or_the_task_cap() -> None:
-    store = MemoryStore()
-    ledger = BudgetLedger(store, lambda: 10 * CALL, "worker", prior=lambda model: CALL)
-    ledger.costs.observe(None, CALL, 1)
-    assert await ledger.reserve(TaskId("task-1"), None, None, lambda: 2, lambda: None) == 5 * CALL
+    async with opened(new_store()) as store:
+        ledger = BudgetLedger(store, lambda: 10 * CALL, "worker", prior=lambda model: CALL)
+        ledger.costs.observe(None, CALL, 1)
+        first = await ledger.reserve(TaskId("task-1"), None, None, lambda: 2, lambda: None)
+        assert first == 5 * CALL
 
-    past_free = await ledger.reserve(TaskId("task-2"), None, None, lambda: 1, lambda: 6 * CALL)
-    await store.release_budget(TaskId("task-2"))
-    task_cap = 3 * CALL / 1_000_000
-    past_cap = await ledger.reserve(TaskId("task-3"), None, task_cap, lambda: 1, lambda: 4 * CALL)
+        past_free = await ledger.reserve(TaskId("task-2"), None, None, lambda: 1, lambda: 6 * CALL)
+        await store.release_budget(TaskId("task-2"))
+        task_cap = 3 * CALL / 1_000_000
+        past_cap = await ledger.reserve(
+            TaskId("task-3"), None, task_cap, lambda: 1, lambda: 4 * CALL
+        )
 
     assert past_free == 5 * CALL, "what is free, not the live process's 6 calls"
     assert past_cap == 3 * CALL, "the task's own cap"
+
+
+@contextlib.asynccontextmanager
+async def opened(store: Store) -> AsyncIterator[Store]:
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,10 +28,15 @@ from claude_pool.chain import (
 )
 from claude_pool.events import Event, TaskText
 from claude_pool.executor.base import EventKind, ExecutionRequest
+from claude_pool.membership import this_host
 from claude_pool.skills.model import SkillNotFound
-from claude_pool.store import MemoryStore, SqliteStore, Store
+from claude_pool.store import SqliteStore, Store
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import TaskFilter, TaskResult
+from engine_stores import new_store
+
+pytestmark = pytest.mark.usefixtures("engine_store")
+"""Each test runs on the memory store and on PostgreSQL (tests/engine_stores.py)."""
 
 
 def ok(output: str, cost: int = 1000) -> TaskResult:
@@ -44,7 +48,8 @@ def failed(output: str, cost: int) -> TaskResult:
 
 
 def make_pool(executor: FakeExecutor, slots: int = 1, **kwargs: Any) -> Pool:
-    kwargs.setdefault("store", MemoryStore())
+    if "store" not in kwargs:
+        kwargs["store"] = new_store()
     return Pool(PoolConfig(), slots=slots, executor=executor, **kwargs)
 
 
@@ -437,6 +442,7 @@ _CRASHING_POOL = textwrap.dedent(
 )
 
 
+@pytest.mark.own_store  # a SQLite file another process opens
 async def test_a_chain_of_a_crashed_pool_resumes_on_its_running_step(tmp_path: Path) -> None:
     db = tmp_path / "pool.db"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
@@ -473,7 +479,7 @@ async def test_chains_of_a_live_pool_are_not_taken_over(shared_store: Callable[[
     assert result.state is ChainState.COMPLETED
 
 
-DEAD_OWNER = f"{socket.gethostname()}:999999999:dead00"
+DEAD_OWNER = f"{this_host()}:999999999:dead00"
 """A worker id of this host whose process is gone (no pid is that high)."""
 
 
@@ -511,6 +517,7 @@ class ListingTogether(SqliteStore):
         return docs
 
 
+@pytest.mark.own_store  # a SQLite file (subclassed to time the race)
 async def test_two_pools_opening_at_once_resume_an_orphaned_chain_only_once(
     tmp_path: Path,
 ) -> None:
@@ -542,6 +549,7 @@ async def test_two_pools_opening_at_once_resume_an_orphaned_chain_only_once(
         await asyncio.gather(*(pool.close() for pool in pools))
 
 
+@pytest.mark.own_store  # a SQLite file (subclassed to time the race)
 async def test_a_live_pool_takes_over_the_chains_of_a_pool_that_dies_later(
     tmp_path: Path,
 ) -> None:
@@ -615,6 +623,7 @@ def attempts_of(doc: dict[str, Any], step: int) -> list[dict[str, Any]]:
     return attempts
 
 
+@pytest.mark.own_store  # a SQLite file (subclassed to time the race)
 async def test_a_pool_whose_chain_was_taken_over_stops_running_it_and_leaves_its_progress(
     tmp_path: Path,
 ) -> None:
@@ -647,6 +656,7 @@ async def test_a_pool_whose_chain_was_taken_over_stops_running_it_and_leaves_its
     assert summary.chains_interrupted == 0
 
 
+@pytest.mark.own_store  # a SQLite file (subclassed to time the race)
 async def test_a_taken_over_pool_cancels_the_step_task_the_new_owner_does_not_know(
     tmp_path: Path,
 ) -> None:

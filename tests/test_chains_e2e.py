@@ -4,7 +4,6 @@ git repository."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from claude_pool import PermissionMode, Pool, PoolConfig
 from claude_pool.chain import ChainState, StepState
 from claude_pool.executor import ClaudeCliExecutor, EventKind
+from claude_pool.membership import this_host
 from claude_pool.store import MemoryStore
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
@@ -282,7 +282,7 @@ async def test_chain_progress_shows_the_running_steps_output_as_it_streams(
 async def test_leftovers_of_a_crashed_run_are_cleaned_when_a_pool_starts(
     make_pool: PoolFactory, mock_api: MockAnthropicAPI, repo: Path
 ) -> None:
-    dead_owner = f"{socket.gethostname()}:999999999:dead00"
+    dead_owner = f"{this_host()}:999999999:dead00"
     crashed = await WorktreeManager.for_directory(repo, None, dead_owner)
     leftover = await crashed.ensure("slot-crashed1")
     (leftover / "shared.txt").write_text("work of the crashed run\n")

@@ -323,6 +323,26 @@ def test_reading_a_store_that_does_not_exist_says_so_and_creates_nothing(
     assert not missing.parent.exists()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", [["status"], ["tasks"], ["result", "task-0123456789abcdef"]])
+def test_reading_a_postgres_schema_that_does_not_exist_says_so_and_creates_nothing(
+    cli: Cli, postgres_url: str, command: list[str]
+) -> None:
+    """Regression: ``status --store postgresql://...?schema=typo`` set up an empty store in a
+    new schema ``typo``."""
+    import psycopg
+
+    from claude_pool.store.postgres import split_store_url
+
+    done = cli(*command, store=postgres_url)
+    conninfo, schema = split_store_url(postgres_url)
+    assert done.returncode == EXIT_NOT_FOUND, done.stderr
+    assert f"schema {schema} does not exist, so nothing has been queued there" in done.stderr
+    with psycopg.connect(conninfo) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert found.fetchone() is None, "the schema was created"
+
+
 def test_an_in_memory_store_can_always_be_read(cli: Cli) -> None:
     listed = cli("tasks", "--json", store=":memory:")
     assert listed.returncode == 0, listed.stderr

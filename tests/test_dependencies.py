@@ -1,24 +1,27 @@
 """Task dependencies through the public seams: Pool + a store + FakeExecutor (two pools on one
-SQLite store for the cross-worker case)."""
+SQLite or PostgreSQL store for the cross-worker case)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from claude_pool import ChainState, Pool, PoolConfig, TaskResult, TaskState
 from claude_pool.events import ChainStepStarted
 from claude_pool.executor.base import ExecutionRequest
-from claude_pool.store import MemoryStore
-from claude_pool.store.sqlite import SqliteStore
+from claude_pool.store import Store
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import new_task_id
+from engine_stores import new_store
+
+pytestmark = pytest.mark.usefixtures("engine_store")
+"""Each test runs on the memory store and on PostgreSQL (tests/engine_stores.py)."""
 
 
 def make_pool(executor: FakeExecutor, slots: int = 2, **kwargs: object) -> Pool:
-    store = kwargs.pop("store", None) or MemoryStore()
+    store = kwargs.pop("store", None) or new_store()
     return Pool(PoolConfig(), slots=slots, store=store, executor=executor, **kwargs)  # type: ignore[arg-type]
 
 
@@ -84,10 +87,12 @@ async def test_unknown_and_repeated_dependencies_are_refused_so_no_cycle_can_for
 
 async def test_a_failed_dependency_cancels_its_dependents_in_turn_naming_it() -> None:
     executor = failing_on("broken")
+    executor.hold = True  # the dependency fails once all three are queued, not before
     async with make_pool(executor) as pool:
         broken = await pool.submit("broken step")
         child = await pool.submit("child", depends_on=[broken])
         grandchild = await pool.submit("grandchild", depends_on=[child])
+        executor.release()
         record = await pool.wait(grandchild, timeout=5)
         assert record.state is TaskState.CANCELLED
         assert record.result is not None
@@ -171,18 +176,17 @@ async def test_the_wait_for_a_slot_starts_when_the_dependencies_are_done() -> No
 
 
 async def test_a_dependency_run_by_another_pool_on_the_store_unblocks_this_one(
-    tmp_path: Path,
+    shared_store: Callable[[], Store],
 ) -> None:
-    path = tmp_path / "pool.db"
     first_executor = FakeExecutor(hold=True)
     second_executor = FakeExecutor()
     async with (
-        make_pool(first_executor, slots=1, store=SqliteStore(path)),
-        make_pool(second_executor, slots=0, store=SqliteStore(path)) as submitter,
+        make_pool(first_executor, slots=1, store=shared_store()),
+        make_pool(second_executor, slots=0, store=shared_store()) as submitter,
     ):
         dependency = await submitter.submit("dependency")
         await first_executor.wait_running(1)
-        async with make_pool(second_executor, slots=1, store=SqliteStore(path)) as second:
+        async with make_pool(second_executor, slots=1, store=shared_store()) as second:
             dependent = await second.submit(
                 f"after {{{{{dependency}.output}}}}", depends_on=[dependency]
             )
@@ -194,19 +198,20 @@ async def test_a_dependency_run_by_another_pool_on_the_store_unblocks_this_one(
             assert ran == ["dependency", "after done: dependency"]
 
 
-async def test_dependencies_settled_before_a_restart_unblock_after_it(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
-    async with make_pool(FakeExecutor(), slots=0, store=SqliteStore(path)) as pool:
+async def test_dependencies_settled_before_a_restart_unblock_after_it(
+    shared_store: Callable[[], Store],
+) -> None:
+    async with make_pool(FakeExecutor(), slots=0, store=shared_store()) as pool:
         first = await pool.submit("first")
         after = await pool.submit("after", depends_on=[first])
     # Another process ran the dependency while no pool with slots was open (an outside
     # claim): the dependent is settled when the next pool opens.
-    async with make_pool(FakeExecutor(), slots=0, store=SqliteStore(path)) as outside:
+    async with make_pool(FakeExecutor(), slots=0, store=shared_store()) as outside:
         claimed = await outside.claim(first)
         assert claimed is not None
         await outside.complete_claimed(first, "first is done")
     executor = FakeExecutor()
-    async with make_pool(executor, slots=1, store=SqliteStore(path)) as pool:
+    async with make_pool(executor, slots=1, store=shared_store()) as pool:
         record = await asyncio.wait_for(pool.wait(after), timeout=10)
         assert record.state is TaskState.COMPLETED
         assert [r.prompt for r in executor.requests] == ["after"]

@@ -8,6 +8,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
+
 from claude_pool import Pool, PoolConfig, TaskState
 from claude_pool.bus import EventBus, Lagged
 from claude_pool.events import (
@@ -25,13 +27,17 @@ from claude_pool.store import MemoryStore, Store
 from claude_pool.testing.counting_store import CountingStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import TaskResult
+from engine_stores import new_store
+
+pytestmark = pytest.mark.usefixtures("engine_store")
+"""Each test runs on the memory store and on PostgreSQL (tests/engine_stores.py)."""
 
 
 def make_pool(
     executor: FakeExecutor | None = None, *, slots: int = 1, store: Store | None = None, **kw: Any
 ) -> Pool:
     return Pool(
-        PoolConfig(), slots=slots, store=store or MemoryStore(),
+        PoolConfig(), slots=slots, store=store or new_store(),
         executor=executor or FakeExecutor(), **kw,
     )  # fmt: skip
 

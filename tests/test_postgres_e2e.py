@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -229,39 +229,52 @@ def machines(count: int) -> Iterator[list[tuple[str, str]]]:
             subprocess.run(["ip", "netns", "del", netns], capture_output=True)
 
 
-@contextlib.asynccontextmanager
-async def tcp_proxy(target_host: str, target_port: int) -> AsyncIterator[int]:
-    """A TCP forwarder on every address of this machine to ``target`` (PostgreSQL listens on
-    127.0.0.1 only); yields its port."""
+_PROXY = """
+import asyncio, sys
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    pipes: set[asyncio.Task[None]] = set()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(target_host, target_port)
-        for task in (asyncio.create_task(pipe(reader, up_writer)),
-                     asyncio.create_task(pipe(up_reader, writer))):  # fmt: skip
-            pipes.add(task)
-            task.add_done_callback(pipes.discard)
-
-    server = await asyncio.start_server(serve, host="0.0.0.0", port=0)
+async def pipe(reader, writer):
     try:
-        yield server.sockets[0].getsockname()[1]
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
     finally:
-        server.close()
-        for task in list(pipes):
-            task.cancel()
-        await asyncio.gather(*pipes, return_exceptions=True)
-        await server.wait_closed()
+        writer.close()
+
+async def serve(reader, writer):
+    try:
+        up_reader, up_writer = await asyncio.open_connection(sys.argv[1], int(sys.argv[2]))
+    except OSError:
+        writer.close()
+        return
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+async def main():
+    server = await asyncio.start_server(serve, host="0.0.0.0", port=0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+@contextlib.contextmanager
+def tcp_proxy(target_host: str, target_port: int) -> Iterator[int]:
+    """A TCP forwarder on every address of this machine to ``target`` (PostgreSQL listens on
+    127.0.0.1 only); yields its port. A process of its own: forwarded by the test's event loop,
+    every worker's traffic to the database (heartbeats included) stalled whenever the test
+    process was busy, and a worker whose heartbeat got through first took the others for dead.
+    """
+    with subprocess.Popen(
+        [sys.executable, "-c", _PROXY, target_host, str(target_port)],
+        stdout=subprocess.PIPE, text=True,
+    ) as proxy:  # fmt: skip
+        try:
+            assert proxy.stdout is not None
+            yield int(proxy.stdout.readline())
+        finally:
+            proxy.kill()
 
 
 async def test_three_workers_in_network_namespaces_recover_a_killed_one_by_heartbeat_expiry(
@@ -276,26 +289,29 @@ async def test_three_workers_in_network_namespaces_recover_a_killed_one_by_heart
 
     _, schema = split_store_url(postgres_url)
     server = conninfo_to_dict(server_url())
-    with MockAnthropicAPI(host="0.0.0.0") as mock_api, machines(WORKERS) as hosts:
-        async with tcp_proxy(str(server.get("host", "127.0.0.1")),
-                             int(server.get("port", 5432))) as port:  # fmt: skip
-            with processes(tmp_path) as popen:
+    address = (str(server.get("host", "127.0.0.1")), int(server.get("port", 5432)))
+    with (
+        MockAnthropicAPI(host="0.0.0.0") as mock_api,
+        machines(WORKERS) as hosts,
+        tcp_proxy(*address) as port,
+        processes(tmp_path) as popen,
+    ):
 
-                def start(k: int) -> subprocess.Popen[bytes]:
-                    netns, address = hosts[k]
-                    database = server.get("dbname", "test")
-                    url = f"postgresql://{address}:{port}/{database}?schema={schema}"
-                    cli = mock_cli_env(f"http://{address}:{mock_api.port}", cli_home)
-                    # Its own host name too: a worker id names the machine it runs on.
-                    named = f'hostname "machine-{k}" && exec "$@"'
-                    argv = ["ip", "netns", "exec", netns, "unshare", "--uts",
-                            "sh", "-c", named, "sh", *worker_argv(url)]  # fmt: skip
-                    # Found dead by heartbeat alone here: a beat every second, so that a
-                    # busy test machine does not make a live worker's heartbeat look expired.
-                    env = worker_env(cli, claude_bin, heartbeat_secs=1.0)
-                    return popen(argv, cwd=cli_cwd, env=env)
+        def start(k: int) -> subprocess.Popen[bytes]:
+            netns, here = hosts[k]
+            database = server.get("dbname", "test")
+            url = f"postgresql://{here}:{port}/{database}?schema={schema}"
+            cli = mock_cli_env(f"http://{here}:{mock_api.port}", cli_home)
+            # Its own host name too: a worker id names the machine it runs on.
+            named = f'hostname "machine-{k}" && exec "$@"'
+            argv = ["ip", "netns", "exec", netns, "unshare", "--uts",
+                    "sh", "-c", named, "sh", *worker_argv(url)]  # fmt: skip
+            # Found dead by heartbeat alone here: a beat every second, so that a
+            # busy test machine does not make a live worker's heartbeat look expired.
+            env = worker_env(cli, claude_bin, heartbeat_secs=1.0)
+            return popen(argv, cwd=cli_cwd, env=env)
 
-                await kill_one_mid_batch(postgres_url, mock_api, start)
+        await kill_one_mid_batch(postgres_url, mock_api, start)
 
 
 async def test_the_command_line_finds_a_postgres_store_by_flag_environment_and_config_file(

@@ -28,7 +28,7 @@ PUBLIC_API = sorted(
         "ClaudePoolError", "BudgetExhausted", "TaskNotFound", "SlotNotFound", "ChainNotFound",
         "NoSlotAvailable", "PoolShutdown", "ScalingError", "InvalidTaskState", "ConfigError",
         "PermissionPromptDetected", "ClaudeCliError", "ClaudeCliNotFound", "ClaudeCliTooOld",
-        "StoreDamaged", "StoreError", "TaskTimeout", "WorktreeError",
+        "StoreDamaged", "StoreError", "StoreNotFound", "TaskTimeout", "WorktreeError",
         "__version__",
     ]
 )  # fmt: skip
@@ -46,7 +46,7 @@ def test_every_exported_name_exists() -> None:
 def test_every_exported_exception_is_a_claude_pool_error() -> None:
     exported = [getattr(claude_pool, name) for name in claude_pool.__all__]
     exceptions = [e for e in exported if isinstance(e, type) and issubclass(e, Exception)]
-    assert len(exceptions) == 18
+    assert len(exceptions) == 19
     assert all(issubclass(e, claude_pool.ClaudePoolError) for e in exceptions)
 
 

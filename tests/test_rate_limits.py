@@ -6,12 +6,12 @@ test_cli_commands.py."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 
 from claude_pool import Pool, PoolConfig, TaskState, now_ms
 from claude_pool.events import Event, RateLimitCleared, RateLimitHeld
 from claude_pool.executor.base import EventKind
+from claude_pool.membership import this_host
 from claude_pool.store import MemoryStore, Store
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import RateLimitState
@@ -133,7 +133,7 @@ async def test_another_pool_process_on_the_store_sees_the_hold(
 async def test_a_dead_process_leaves_no_hold_behind() -> None:
     store = MemoryStore()
     async with Pool(PoolConfig(), slots=0, store=store) as client:
-        gone = f"{socket.gethostname()}:999999999:1.dead00"  # no such process here
+        gone = f"{this_host()}:999999999:1.dead00"  # no such process here
         await store.heartbeat_worker(gone, now_ms())
         await store.set_rate_limit(gone, RateLimitState(until_ms=now_ms() + 60_000, tasks=["t"]))
         assert await store.rate_limits() != {}

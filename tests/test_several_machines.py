@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import socket
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from claude_pool import Pool, PoolConfig, Settings, TaskState
 from claude_pool.chain import ChainResult, ChainSpec, ChainState, StepResult, new_chain_id
 from claude_pool.events import TaskRequeued
 from claude_pool.executor.base import ExecutionRequest
+from claude_pool.membership import this_host
 from claude_pool.store import Store, StoredTask
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import SlotId, TaskId, TaskRecord, TaskResult, new_task_id, now_ms
@@ -83,6 +90,81 @@ async def test_a_dead_worker_on_another_machine_has_its_task_rerun_once_by_one_s
     assert sum(len(e.requests) for e in executors) == 1, "re-run exactly once"
     assert [e.type for e in events if isinstance(e, TaskRequeued)] == ["task_requeued"]
     assert [a.reason for a in record.attempts] == [f"its pool process {dead} died while it ran"]
+
+
+def _worker_id_in_another_process_space() -> str:
+    """The worker id a pool process gets on a machine with this one's host name: one in a
+    process-id namespace of its own (the test is skipped where one cannot be made)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("`unshare` (util-linux) is not installed")
+    code = "from claude_pool.membership import new_worker_id; print(new_worker_id())"
+    made = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a process-id namespace here: {made.stderr.strip()}")
+    return made.stdout.strip()
+
+
+async def test_a_live_worker_on_another_machine_with_the_same_host_name_keeps_its_task(
+    shared_store: Callable[[], Store],
+) -> None:
+    """Regression: machines were told apart by host name alone, so a worker on another
+    machine called like this one was judged by a process id here (no such process: dead), and
+    its running task was re-queued while it ran."""
+    namesake = _worker_id_in_another_process_space()
+    assert namesake.partition(":")[0] != this_host(), "another machine, the same host name"
+    assert namesake.startswith(socket.gethostname())
+    store = shared_store()
+    await store.open()
+    task = StoredTask(
+        record=TaskRecord(id=TaskId(new_task_id()), prompt="running", created_at_ms=now_ms())
+    )
+    await store.insert_task(task)
+    await store.heartbeat_worker(namesake, now_ms())
+    assert await store.claim_task(SlotId("slot-far"), None, None, namesake, now_ms())
+    try:
+        async with Pool(PoolConfig(), slots=1, store=shared_store(), executor=FakeExecutor(),
+                        settings=Settings(heartbeat_secs=5)) as pool:  # fmt: skip
+            assert await pool.membership.recover() == []
+            assert (await pool.get_task(task.record.id)).state is TaskState.RUNNING
+            assert namesake in await pool.membership.live_workers()
+    finally:
+        await store.close()
+
+
+async def test_a_worker_whose_own_heartbeat_was_late_takes_nothing_over_until_its_next(
+    shared_store: Callable[[], Store],
+) -> None:
+    """Regression: after a stall that held every worker's heartbeat back (a busy machine, a
+    slow path to the database), the first worker whose beat got through took the others for
+    dead and re-ran their running tasks while they still ran them."""
+    elsewhere = f"{FAR_AWAY}:4242:0.slow00"
+    store = shared_store()
+    await store.open()
+    task = StoredTask(
+        record=TaskRecord(id=TaskId(new_task_id()), prompt="running", created_at_ms=now_ms())
+    )
+    await store.insert_task(task)
+    await store.heartbeat_worker(elsewhere, now_ms())
+    assert await store.claim_task(SlotId("slot-far"), None, None, elsewhere, now_ms())
+    clock = [1000.0]
+    try:
+        async with Pool(PoolConfig(), slots=0, store=shared_store(),
+                        settings=Settings(heartbeat_secs=60)) as pool:  # fmt: skip
+            membership = pool.membership  # its own beats are a minute apart: none comes here
+            membership.monotonic = lambda: clock[0]
+            await membership.beat()
+            # Both were held back; the other's heartbeat looks expired from here.
+            await store.heartbeat_worker(elsewhere, now_ms() - 600_000)
+            clock[0] += 300
+            assert await membership.beat() == [], "late itself: it takes nothing over"
+            assert (await pool.get_task(task.record.id)).state is TaskState.RUNNING
+            clock[0] += 1
+            assert await membership.beat() == [task.record.id], "on time: it does"
+    finally:
+        await store.close()
 
 
 async def test_a_cancel_on_one_machine_stops_the_run_on_another_within_two_seconds(

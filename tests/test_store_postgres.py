@@ -17,6 +17,7 @@ from psycopg import sql
 from claude_pool.errors import StoreError
 from claude_pool.events import ContextChanged
 from claude_pool.store import Store, open_store
+from claude_pool.store.base import Webhook
 from claude_pool.store.postgres import PostgresStore, migrations, schema_sql, split_store_url
 from claude_pool.testing.postgres import fresh_schema, require_postgres
 from claude_pool.testing.store_contract import T0, StoreContract, make_task
@@ -333,3 +334,39 @@ async def test_a_machine_whose_clock_is_behind_does_not_look_dead_to_the_others(
     finally:
         await here.close()
         await late.close()
+
+
+async def test_a_machine_whose_clock_is_ahead_never_takes_a_webhook_delivery_another_holds(
+    postgres_url: str,
+) -> None:
+    """Regression: delivery leases were compared in each worker's own clock, so a worker whose
+    clock ran more than a lease ahead delivered again what another worker was delivering."""
+
+    def ahead() -> int:
+        return now_ms() + 60_000
+
+    here = PostgresStore(postgres_url)
+    early = PostgresStore(postgres_url, clock=ahead)  # a machine a minute ahead
+    await here.open()
+    await early.open()
+    try:
+        assert early.clock_offset_ms == -60_000
+        await here.put_webhook(Webhook(id="h", url="http://a/", created_at_ms=now_ms()))
+        await early.append_events([ContextChanged(key="k", at_ms=ahead())])
+        # Due at once for both, whoever wrote the event and whatever their clocks say.
+        (leased,) = await here.claim_deliveries(now_ms(), lease_ms=30_000)
+        assert await early.claim_deliveries(ahead(), lease_ms=30_000) == []
+        due = await early.next_delivery_due_ms()
+        assert due is not None
+        assert ahead() + 25_000 < due <= ahead() + 30_000, "the lease's end, in its clock"
+        await here.finish_delivery(
+            leased.id, delivered=False, status=500, error="HTTP 500", now_ms=now_ms(),
+            retry_at_ms=now_ms() + 10_000,
+        )  # fmt: skip
+        assert await early.claim_deliveries(ahead(), lease_ms=30_000) == []
+        (retry,) = await early.list_deliveries()
+        assert ahead() + 5_000 < retry.next_attempt_ms <= ahead() + 10_000
+        assert await early.claim_deliveries(ahead() + 10_001, lease_ms=30_000) != []
+    finally:
+        await here.close()
+        await early.close()

@@ -654,3 +654,20 @@ def test_metrics_over_a_time_range_read_only_that_range() -> None:
         plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", params))
         assert "SEARCH tasks USING COVERING INDEX tasks_created (created_at_ms>?)" in plan, plan
         assert "SCAN tasks" not in plan, plan
+
+
+def test_finding_the_dependents_of_a_task_reads_only_tasks_that_have_dependencies() -> None:
+    """Each task that ends looks for its dependents: that must not walk every pending task
+    (a batch of 10,000 queued tasks made the lookups quadratic in the batch's size)."""
+    from claude_pool.store.sqlite.database import _sql
+
+    conn = sqlite3.connect(":memory:")
+    for statement in split_statements(schema_sql()):
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO tasks (id, state, prompt) VALUES (?, 'pending', 'p')",
+        [(f"task-{i}",) for i in range(2000)],
+    )
+    statement = _sql("dependent_tasks", task_columns="id")
+    plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", ("x",)))
+    assert "USING INDEX tasks_waiting" in plan, plan

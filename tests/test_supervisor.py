@@ -8,9 +8,13 @@ import pytest
 
 from claude_pool import Pool, PoolConfig, SlotState, TaskResult, TaskState
 from claude_pool.executor.base import EventKind, ExecutionRequest
-from claude_pool.store import MemoryStore, StoredTask, TaskTarget
+from claude_pool.store import StoredTask, TaskTarget
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import SlotId, TaskRecord, new_task_id, now_ms
+from engine_stores import new_store
+
+pytestmark = pytest.mark.usefixtures("engine_store")
+"""Each test runs on the memory store and on PostgreSQL (tests/engine_stores.py)."""
 
 
 def crash_on_prompt(request: ExecutionRequest) -> list[tuple[EventKind, dict[str, object]]]:
@@ -28,7 +32,7 @@ def handler(request: ExecutionRequest) -> TaskResult:
 def crashing_pool(max_restarts: int) -> tuple[Pool, FakeExecutor]:
     executor = FakeExecutor(handler=handler, events=crash_on_prompt)
     config = PoolConfig(max_restarts=max_restarts)
-    return Pool(config, slots=1, store=MemoryStore(), executor=executor), executor
+    return Pool(config, slots=1, store=new_store(), executor=executor), executor
 
 
 async def test_a_slot_whose_process_keeps_crashing_ends_errored() -> None:
@@ -93,7 +97,7 @@ async def test_the_supervisor_stops_a_task_stuck_past_its_timeout() -> None:
         return TaskResult.failure("stopped")
 
     executor = FakeExecutor(handler=ignores_its_timeout)
-    async with Pool(PoolConfig(), slots=1, store=MemoryStore(), executor=executor) as pool:
+    async with Pool(PoolConfig(), slots=1, store=new_store(), executor=executor) as pool:
         pool.supervisor.stuck_grace_secs = 0
         task_id = await pool.submit("hangs", timeout=0.01)
         await executor.wait_running(1)
@@ -108,7 +112,7 @@ async def test_the_supervisor_stops_a_task_stuck_past_its_timeout() -> None:
 
 async def test_the_supervisor_requeues_a_task_marked_running_here_that_nothing_runs() -> None:
     executor = FakeExecutor()
-    store = MemoryStore()
+    store = new_store()
     async with Pool(PoolConfig(), slots=1, store=store, executor=executor) as pool:
         orphan = TaskRecord.new_pending(new_task_id(), "orphaned")
         await store.insert_task(
@@ -125,7 +129,7 @@ async def test_the_supervisor_requeues_a_task_marked_running_here_that_nothing_r
 async def test_with_supervisor_enabled_an_errored_slot_comes_back_by_itself() -> None:
     executor = FakeExecutor(handler=handler, events=crash_on_prompt)
     config = PoolConfig(max_restarts=1, supervisor_enabled=True, supervisor_interval_secs=1)
-    async with Pool(config, slots=1, store=MemoryStore(), executor=executor) as pool:
+    async with Pool(config, slots=1, store=new_store(), executor=executor) as pool:
         await pool.run("crash a")
         await pool.run("crash b")
         assert pool.slots[0].state is SlotState.ERRORED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,13 @@ import pytest
 from claude_pool import Pool, PoolConfig, WorktreeError
 from claude_pool.chain import ChainState
 from claude_pool.executor.base import ExecutionRequest
+from claude_pool.membership import this_host
 from claude_pool.store import MemoryStore, SqliteStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import SlotId, SlotRecord, TaskResult
 from claude_pool.worktree import WorktreeManager
 
-DEAD_OWNER = f"{socket.gethostname()}:999999999:dead00"
+DEAD_OWNER = f"{this_host()}:999999999:dead00"
 """A worker id of this host whose process is gone (no pid is that high)."""
 
 

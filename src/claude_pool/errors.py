@@ -189,6 +189,15 @@ class StoreDamaged(StoreError):
     cannot help. A pool that meets it stops taking work (see ``Pool.failure``)."""
 
 
+class StoreNotFound(StoreError):
+    """A command that only reads or changes what is stored found no store where it was
+    pointed (``where``), and set none up: nothing has been queued there."""
+
+    def __init__(self, message: str, *, where: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
 class WorktreeError(ClaudePoolError):
     """A git worktree or clone could not be created, inspected or removed.
 

@@ -2,7 +2,8 @@
 the work of those that died.
 
 Each pool process (a *worker*: a ``Pool`` with or without slots, a ``claude-pool worker``, an
-MCP server) has an id ``host:pid:<start ticks>.<random>`` and heartbeats into the store. A
+MCP server) has an id ``host:pid:<start ticks>.<random>`` (``host`` is :func:`this_host`: the
+host name and a key of this machine's process space) and heartbeats into the store. A
 worker is dead when, on this host, its process is gone (its start time tells it from a later
 process with the same pid), or, on another host, when its heartbeat is older than
 :meth:`Membership.stale_after_secs`. The running tasks of a dead worker are re-queued (or
@@ -12,11 +13,17 @@ write that logs what happened.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Sequence
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
@@ -34,9 +41,28 @@ from claude_pool.types import RateLimitState, TaskId, TaskRecord, TaskState, now
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def this_host() -> str:
-    """The name of this machine, as worker ids and slot sessions record it."""
-    return socket.gethostname()
+    """This machine, as worker ids and slot sessions record it: ``hostname/key``.
+
+    Host names alone do not tell machines apart (containers and cloned VMs often share one,
+    and many hosts are called ``localhost``), and on another machine a process id means
+    nothing: the key names this process space, from the kernel's boot id and the process-id
+    namespace. Two pool processes with the same key can see each other's processes; with
+    different keys, only heartbeats tell whether the other is alive.
+    """
+    return f"{socket.gethostname()}/{_process_space_key()}"
+
+
+def _process_space_key() -> str:
+    parts: list[str] = []
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    if not parts:  # no /proc (macOS): the machine's hardware address
+        parts.append(f"{uuid.getnode():012x}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:10]
 
 
 def new_worker_id() -> str:
@@ -82,12 +108,17 @@ class Membership:
         heartbeat_secs: float,
         recovery: RecoveryPolicy,
         worker_id: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self.monotonic = monotonic
+        """The clock heartbeats are timed by here (seconds, only differences count)."""
         self._events = events
         self.heartbeat_secs = heartbeat_secs
         self.recovery: RecoveryPolicy = recovery
         self.worker_id = worker_id or events.worker_id
+        self._last_beat: float | None = None
+        """When this process's last heartbeat was written (monotonic clock)."""
 
     @property
     def stale_after_secs(self) -> float:
@@ -96,6 +127,7 @@ class Membership:
 
     async def join(self, slots: int) -> None:
         await self._store.heartbeat_worker(self.worker_id, now_ms())
+        self._last_beat = self.monotonic()
         self._events.emit(WorkerJoined(slots=slots))
 
     async def leave(self) -> None:
@@ -105,8 +137,22 @@ class Membership:
 
     async def beat(self) -> list[TaskId]:
         """Heartbeat, then take over the running tasks of workers found dead. Returns the
-        tasks taken over."""
+        tasks taken over.
+
+        When this process's own heartbeat is late (its previous one was written longer ago
+        than a heartbeat may be old), it takes nothing over this time: what kept it from the
+        store (a stalled machine, a slow or cut-off network path to the database) may have kept
+        the others' heartbeats back too, and the first one through would otherwise take every
+        other live worker for dead. It looks again at the next beat."""
         await self._store.heartbeat_worker(self.worker_id, now_ms())
+        beaten, self._last_beat = self._last_beat, self.monotonic()
+        if beaten is not None and self._last_beat - beaten > self.stale_after_secs:
+            log.warning(
+                "this pool process's heartbeat was %.1f s late (a busy machine or a slow "
+                "path to the store); taking nothing over until the next one",
+                self._last_beat - beaten - self.heartbeat_secs,
+            )
+            return []
         return await self.recover()
 
     async def recover(self) -> list[TaskId]:

@@ -272,11 +272,15 @@ class Scheduler:
     def track_deadline(self, task_id: TaskId, created_ms: int, limit: float) -> None:
         deadline = created_ms / 1000 + limit
         self._deadline_of[task_id] = deadline
+        # The watchdog sleeps until the earliest deadline: only an earlier one must wake it
+        # (waking it for each of a batch's tasks cost an event-loop turn per task).
+        earlier = not self._deadlines or deadline < self._deadlines[0][0]
         heapq.heappush(self._deadlines, (deadline, task_id))
         if len(self._deadlines) > 2 * len(self._deadline_of) + 1024:
             self._deadlines = [(d, t) for d, t in self._deadlines if self._deadline_of.get(t) == d]
             heapq.heapify(self._deadlines)
-        self._deadline_added.notify()
+        if earlier:
+            self._deadline_added.notify()
 
     async def track_pending(self) -> None:
         """Track the deadlines of the tasks already waiting in the store (at open)."""

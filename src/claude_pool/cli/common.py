@@ -30,13 +30,14 @@ from claude_pool.errors import (
     InvalidTaskState,
     NoSlotAvailable,
     PoolShutdown,
+    StoreNotFound,
     TaskNotFound,
 )
 from claude_pool.events import Event, describe
 from claude_pool.pool import Pool
 from claude_pool.queue import PRIORITY_LIMIT
 from claude_pool.skills import SkillRegistry
-from claude_pool.store import store_file
+from claude_pool.store import open_store, store_file
 from claude_pool.types import (
     PermissionMode,
     TaskOverrides,
@@ -177,8 +178,12 @@ async def _client(settings: Settings, *, existing: bool = False) -> AsyncIterato
     ``existing``, only on a store that is already there (see :func:`_require_store`)."""
     if existing:
         _require_store(settings)
-    pool = Pool(settings=settings, slots=0, store=settings.store)
-    await pool.open()
+    # Only where a store is already: nothing is set up on PostgreSQL either.
+    pool = Pool(settings=settings, slots=0, store=open_store(settings.store, create=not existing))
+    try:
+        await pool.open()
+    except StoreNotFound as exc:
+        _fail(str(exc), EXIT_NOT_FOUND)
     try:
         yield pool
     finally:

@@ -77,15 +77,17 @@ def store_file(url: str) -> Path | None:
     )
 
 
-def open_store(url: str) -> Store:
-    """A store for ``url`` (not yet opened: call ``await store.open()``)."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """A store for ``url`` (not yet opened: call ``await store.open()``). With ``create``
+    false, a PostgreSQL store refuses to open where there is no store yet, rather than set one
+    up (a SQLite file's absence is for the caller to check)."""
     if is_postgres_url(url):
-        return postgres_store(url)
+        return postgres_store(url, create=create)
     path = store_file(url)
     return MemoryStore() if path is None else SqliteStore(path)
 
 
-def postgres_store(url: str) -> Store:
+def postgres_store(url: str, *, create: bool = True) -> Store:
     """The PostgreSQL store for ``url``; a :class:`StoreError` naming the extra to install
     when psycopg is missing."""
     try:
@@ -95,7 +97,7 @@ def postgres_store(url: str) -> Store:
             f"the store {url.split('@')[-1]!r} is a PostgreSQL URL, but the PostgreSQL driver "
             f"is not installed; install it with {POSTGRES_EXTRA}"
         ) from exc
-    return PostgresStore(url)
+    return PostgresStore(url, create=create)
 
 
 __all__ = [

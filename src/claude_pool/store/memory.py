@@ -83,6 +83,9 @@ class MemoryStore:
         self._tasks: dict[TaskId, StoredTask] = {}
         # Pending tasks in claim order: (-priority, seq, id).
         self._queue: list[tuple[int, int, TaskId]] = []
+        # Who names a task in depends_on, oldest first: finding a finished task's dependents
+        # must not walk every stored task (that made a batch quadratic in its size).
+        self._dependents: dict[TaskId, list[TaskId]] = {}
         self._next_seq = 1
         self._workers: dict[str, int] = {}
         self._rate_limits: dict[str, RateLimitState] = {}
@@ -135,6 +138,8 @@ class MemoryStore:
         stored.seq = self._next_seq
         self._next_seq += 1
         self._tasks[stored.record.id] = stored
+        for dependency_id in stored.record.depends_on:
+            self._dependents.setdefault(dependency_id, []).append(stored.record.id)
         if stored.record.state is TaskState.PENDING:
             self._enqueue(stored)
         self._log(events)
@@ -352,9 +357,10 @@ class MemoryStore:
 
     async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
         self._check_open()
+        dependents = (self._tasks[i] for i in self._dependents.get(task_id, ()))
         return [
             _copy_task(stored)
-            for stored in self._tasks.values()
+            for stored in dependents
             if stored.record.state is TaskState.PENDING and task_id in stored.record.depends_on
         ]
 

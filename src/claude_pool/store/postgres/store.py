@@ -40,7 +40,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from claude_pool.errors import StoreError
+from claude_pool.errors import StoreError, StoreNotFound
 from claude_pool.events import Event, parse_event
 from claude_pool.store._common import (
     archived,
@@ -74,7 +74,7 @@ from claude_pool.store.base import (
 from claude_pool.store.metrics import MetricGroup, metrics_from_groups, normalise_tags
 from claude_pool.store.postgres.errors import describe_url, translate_error
 from claude_pool.store.postgres.queries import QUERIES as Q
-from claude_pool.store.postgres.schema import migrate
+from claude_pool.store.postgres.schema import migrate, schema_version
 from claude_pool.store.postgres.wakeups import PostgresWakeups
 from claude_pool.types import (
     MetricsFilter,
@@ -160,6 +160,9 @@ class PostgresStore:
     ``url`` is a libpq URL (``postgresql://user@host:5432/db``), optionally with
     ``?schema=NAME`` to keep the store in that schema (created if missing) instead of the
     user's default one. ``max_connections`` bounds the connection pool of this store object.
+    With ``create`` false (commands that only read or change what is stored), opening refuses
+    a schema that does not exist or holds no store, instead of setting one up there: a typo in
+    the URL must not leave an empty store behind.
     """
 
     def __init__(
@@ -170,8 +173,10 @@ class PostgresStore:
         min_connections: int = 2,
         max_connections: int = 10,
         clock: Callable[[], int] = wall_clock_ms,
+        create: bool = True,
     ) -> None:
         self.conninfo, url_schema = split_store_url(url)
+        self.create = create
         self.schema = schema or url_schema
         self.where = describe_url(self.conninfo) + (
             f" (schema {self.schema})" if self.schema else ""
@@ -229,15 +234,19 @@ class PostgresStore:
         conn = await self.connect()
         try:
             try:
-                if self.schema is not None:
+                if self.schema is not None and self.create:
                     await self._create_schema(conn, self.schema)
                 row = await (await conn.execute("SELECT current_schema()")).fetchone()
                 if row is None or row[0] is None:
+                    if self.schema is not None:  # not created: it does not exist
+                        raise self._nothing_there(f"schema {self.schema} does not exist")
                     raise StoreError(
                         f"PostgreSQL store {self.where}: the user has no schema to keep the "
                         "store in (empty search_path); add ?schema=NAME to the URL"
                     )
                 schema = str(row[0])
+                if not self.create and await schema_version(conn) is None:
+                    raise self._nothing_there(f"schema {schema} holds no store")
                 await migrate(conn, schema)
                 self.clock_offset_ms = await self._measure_clock_offset(conn)
             except psycopg.Error as exc:
@@ -261,6 +270,13 @@ class PostgresStore:
             await pool.close()
             raise translate_error(self.where, "opening connections", exc) from exc
         self._pool = pool
+
+    def _nothing_there(self, what: str) -> StoreNotFound:
+        return StoreNotFound(
+            f"no store at PostgreSQL {self.where}: {what}, so nothing has been queued there; "
+            "check the URL (its ?schema=), or run a command that submits work to set it up",
+            where=self.where,
+        )
 
     async def _measure_clock_offset(self, conn: Conn) -> int:
         """The server's clock minus this machine's (``clock``), rounded to whole seconds."""
@@ -405,7 +421,8 @@ class PostgresStore:
         columns = list(zip(*(event_values(event) for event in events), strict=True))
         count = len(events)
         cur = await conn.execute(
-            _query(Q["insert_events"]), (count, count, *map(list, columns), self.channel)
+            _query(Q["insert_events"]),
+            (count, count, *map(list, columns), self.clock_offset_ms, self.channel),
         )
         logged = _Logged(cur, count)
         self._logged[id(conn)].append(logged)
@@ -510,17 +527,12 @@ class PostgresStore:
         targeted_only: bool = False,
     ) -> StoredTask | None:
         async def run() -> StoredTask | None:
-            async with self._tx("claiming a task") as conn:
-                cur = await conn.execute(
-                    _query(Q["claim_task"]),
-                    (slot_id, worker_id, now_ms, slot_id, targeted_only, role, name),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    return None
-                task = task_from_row(row)
-                await conn.execute(_query(Q["occupy_slot"]), (task.record.id, slot_id))
-            return task
+            row = await self._fetchone(
+                "claiming a task",
+                Q["claim_task"],
+                (slot_id, worker_id, now_ms, slot_id, targeted_only, role, name, slot_id),
+            )
+            return None if row is None else task_from_row(row)
 
         async def undo(task: StoredTask | None) -> None:
             if task is not None:
@@ -918,10 +930,19 @@ class PostgresStore:
         ]  # fmt: skip
 
     async def claim_deliveries(self, now_ms: int, lease_ms: int, limit: int = 20) -> list[Delivery]:
+        # Due times and leases are kept in the database server's clock, as heartbeats are: a
+        # worker whose clock runs ahead must not take a delivery whose lease another holds.
+        now = now_ms + self.clock_offset_ms
         rows = await self._fetch_written(
-            "claiming webhook deliveries", Q["claim_deliveries"], (now_ms + lease_ms, now_ms, limit)
+            "claiming webhook deliveries", Q["claim_deliveries"], (now + lease_ms, now, limit)
         )
-        return sorted((_delivery(row) for row in rows), key=lambda d: (d.seq, d.id))
+        return sorted((self._delivery(row) for row in rows), key=lambda d: (d.seq, d.id))
+
+    def _delivery(self, row: Sequence[Any]) -> Delivery:
+        """A delivery with its due time in this machine's clock."""
+        delivery = _delivery(row)
+        delivery.next_attempt_ms -= self.clock_offset_ms
+        return delivery
 
     async def finish_delivery(
         self,
@@ -937,7 +958,14 @@ class PostgresStore:
         await self._execute(
             "recording a webhook delivery",
             Q["finish_delivery"],
-            (state, status, error, retry_at_ms, now_ms if delivered else None, delivery_id),
+            (
+                state,
+                status,
+                error,
+                None if retry_at_ms is None else retry_at_ms + self.clock_offset_ms,
+                now_ms if delivered else None,
+                delivery_id,
+            ),
         )
 
     async def prune_deliveries(self, before_ms: int) -> int:
@@ -947,7 +975,7 @@ class PostgresStore:
 
     async def next_delivery_due_ms(self) -> int | None:
         row = await self._fetchone("reading the webhook outbox", Q["next_delivery_due"])
-        return None if row is None or row[0] is None else int(row[0])
+        return None if row is None or row[0] is None else int(row[0]) - self.clock_offset_ms
 
     async def list_deliveries(
         self,
@@ -970,7 +998,7 @@ class PostgresStore:
         rows = await self._fetchall(
             "listing webhook deliveries", statement, (*params, limit, offset)
         )
-        return [_delivery(row).model_copy(update={"payload": ""}) for row in rows]
+        return [self._delivery(row).model_copy(update={"payload": ""}) for row in rows]
 
     # ── events ───────────────────────────────────────────────────────
 

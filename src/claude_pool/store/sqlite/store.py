@@ -339,7 +339,7 @@ class SqliteStore:
         )
 
     async def dependent_tasks(self, task_id: TaskId) -> list[StoredTask]:
-        return await self._run("listing a task's dependents", Database.dependent_tasks, task_id)
+        return await self._quick("listing a task's dependents", Database.dependent_tasks, task_id)
 
     async def pending_tasks(self, created_before_ms: int | None = None) -> list[StoredTask]:
         return await self._run("listing waiting tasks", Database.pending_tasks, created_before_ms)

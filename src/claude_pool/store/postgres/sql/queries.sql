@@ -67,31 +67,36 @@ SELECT state, COUNT(*) FROM tasks GROUP BY state;
 -- name: claim_task
 -- The slot's next task: the pending task of highest priority, then oldest, whose target the
 -- slot matches and whose dependencies have completed (or, with on_dependency_failure 'run',
--- ended), locked with SKIP LOCKED so that concurrent claimers each take another one.
--- slot id, worker id, now, slot id again, targeted only (boolean), the slot's role, name.
-UPDATE tasks SET state = 'running', slot_id = %s, claimed_by = %s, started_at_ms = %s
-WHERE seq = (
-    SELECT seq FROM tasks
-    WHERE state = 'pending'
-        AND (target_slot IS NULL OR target_slot = %s)
-        AND (NOT %s OR target_slot IS NOT NULL OR target_role IS NOT NULL
-            OR target_name IS NOT NULL)
-        AND (target_role IS NULL OR target_role = %s)
-        AND (target_name IS NULL OR target_name = %s)
-        AND (depends_on_json IS NULL OR NOT EXISTS (
-            SELECT 1 FROM jsonb_array_elements_text(tasks.depends_on_json::jsonb) d(id)
-            LEFT JOIN tasks dep ON dep.id = d.id
-            WHERE dep.state IS NULL OR (dep.state <> 'completed'
-                AND (tasks.on_dependency_failure <> 'run'
-                    OR dep.state NOT IN ('failed', 'cancelled')))))
-    ORDER BY priority DESC, seq LIMIT 1
-    FOR UPDATE SKIP LOCKED
+-- ended), locked with SKIP LOCKED so that concurrent claimers each take another one; the
+-- claiming slot shows it. One statement, so one round trip and one commit per claim: the
+-- claim loop of a pool waits for each claim, so its latency bounds the pool's throughput.
+-- slot id, worker id, now, slot id again, targeted only (boolean), the slot's role, name,
+-- slot id again.
+WITH claimed AS (
+    UPDATE tasks SET state = 'running', slot_id = %s, claimed_by = %s, started_at_ms = %s
+    WHERE seq = (
+        SELECT seq FROM tasks
+        WHERE state = 'pending'
+            AND (target_slot IS NULL OR target_slot = %s)
+            AND (NOT %s OR target_slot IS NOT NULL OR target_role IS NOT NULL
+                OR target_name IS NOT NULL)
+            AND (target_role IS NULL OR target_role = %s)
+            AND (target_name IS NULL OR target_name = %s)
+            AND (depends_on_json IS NULL OR NOT EXISTS (
+                SELECT 1 FROM jsonb_array_elements_text(tasks.depends_on_json::jsonb) d(id)
+                LEFT JOIN tasks dep ON dep.id = d.id
+                WHERE dep.state IS NULL OR (dep.state <> 'completed'
+                    AND (tasks.on_dependency_failure <> 'run'
+                        OR dep.state NOT IN ('failed', 'cancelled')))))
+        ORDER BY priority DESC, seq LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING {task_columns}
+), occupied AS (
+    UPDATE slots SET state = 'busy', current_task = (SELECT id FROM claimed)
+    WHERE id = %s AND EXISTS (SELECT 1 FROM claimed)
 )
-RETURNING {task_columns};
-
--- name: occupy_slot
--- The claiming slot shows its task. task id, slot id.
-UPDATE slots SET state = 'busy', current_task = %s WHERE id = %s;
+SELECT * FROM claimed;
 
 -- name: unclaim_task
 -- Back to the queue, if still this worker's claim. task id, worker id.
@@ -346,7 +351,8 @@ UPDATE messages SET delivered = 0 WHERE id = ANY (%s);
 -- smaller one); each event gets one pending delivery, due at once, per webhook wanting it
 -- (the outbox rule); the NOTIFY with the last number is sent when the transaction commits.
 -- How many events, the same again, then one array per column (_rows.event_values,
--- transposed), the channel. Returns the last number.
+-- transposed), the writer's clock offset (deliveries are due in the server's clock), the
+-- channel. Returns the last number.
 WITH taken AS (
     UPDATE counters SET value = value + %s WHERE name = 'event_seq' RETURNING value
 ), inserted AS (
@@ -362,7 +368,8 @@ WITH taken AS (
 ), enqueued AS (
     INSERT INTO webhook_deliveries
         (webhook_id, seq, event_type, next_attempt_ms, created_at_ms, payload_json)
-    SELECT DISTINCT w.webhook_id, i.id, i.kind, i.created_at_ms, i.created_at_ms, i.data_json
+    SELECT DISTINCT w.webhook_id, i.id, i.kind, i.created_at_ms + %s, i.created_at_ms,
+        i.data_json
     FROM inserted AS i JOIN webhook_events AS w ON w.kind = i.kind OR w.kind = '*'
 )
 SELECT value, pg_notify(%s, value::text) FROM taken;
@@ -514,7 +521,9 @@ FROM webhooks AS w ORDER BY w.created_at_ms, w.seq;
 
 -- name: claim_deliveries
 -- now + lease, now, limit: the due pending deliveries, oldest event first, leased; rows
--- another claimant is taking at this moment are skipped.
+-- another claimant is taking at this moment are skipped. Due times and leases are in the
+-- database server's clock (the store adds its clock offset to the caller's times), so that
+-- workers whose clocks disagree never take a delivery that another one holds.
 UPDATE webhook_deliveries SET next_attempt_ms = %s
 WHERE id IN (
     SELECT id FROM webhook_deliveries

@@ -53,6 +53,8 @@ CREATE INDEX tasks_queue ON tasks (priority DESC, seq) WHERE state = 'pending';
 CREATE INDEX tasks_state ON tasks (state, seq);
 CREATE INDEX tasks_slot ON tasks (slot_id, seq);
 CREATE INDEX tasks_claimed_by ON tasks (claimed_by) WHERE claimed_by IS NOT NULL;
+-- The dependents of a task that ended (migration 0005).
+CREATE INDEX tasks_waiting ON tasks (seq) WHERE state = 'pending' AND depends_on_json IS NOT NULL;
 CREATE INDEX tasks_metrics ON tasks (state, model, created_at_ms);
 
 CREATE TABLE task_tags (

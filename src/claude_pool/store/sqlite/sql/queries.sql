@@ -150,8 +150,9 @@ claimed_by = NULL, started_at_ms = NULL, completed_at_ms = NULL
 claimed_by = NULL, completed_at_ms = ?
 
 -- name: dependent_tasks
--- Pending tasks that depend on a task, oldest first. task id.
-SELECT {task_columns} FROM tasks
+-- Pending tasks that depend on a task, oldest first. task id. (Without statistics the
+-- planner would walk every pending task through tasks_state.)
+SELECT {task_columns} FROM tasks INDEXED BY tasks_waiting
 WHERE state = 'pending' AND depends_on_json IS NOT NULL
     AND EXISTS (SELECT 1 FROM json_each(tasks.depends_on_json) d WHERE d.value = ?)
 ORDER BY seq;

@@ -45,6 +45,9 @@ CREATE INDEX tasks_queue ON tasks (state, priority DESC, seq) WHERE state = 'pen
 CREATE INDEX tasks_state ON tasks (state, seq);
 CREATE INDEX tasks_slot ON tasks (slot_id, seq);
 CREATE INDEX tasks_claimed_by ON tasks (claimed_by) WHERE claimed_by IS NOT NULL;
+-- The dependents of a task that ended, among the pending tasks that have dependencies
+-- (migration 0015).
+CREATE INDEX tasks_waiting ON tasks (seq) WHERE state = 'pending' AND depends_on_json IS NOT NULL;
 -- Session metrics read covering indexes, never the wide rows: over every task, one pass
 -- grouped by state and model and the median walked in elapsed order; over a time range (a
 -- session), the range's rows in creation order (migration 0009).

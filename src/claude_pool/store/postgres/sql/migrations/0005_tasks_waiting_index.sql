@@ -1,0 +1,3 @@
+-- The pending tasks that have dependencies, so that finding the dependents of a task that
+-- ended reads those few rows instead of every pending one.
+CREATE INDEX tasks_waiting ON tasks (seq) WHERE state = 'pending' AND depends_on_json IS NOT NULL;
