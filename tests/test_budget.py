@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from claude_pool import BudgetExhausted, Pool, PoolConfig, TaskState
+from claude_pool.budget import BudgetLedger
 from claude_pool.executor.base import ExecutionRequest
 from claude_pool.store import Store
 from claude_pool.testing.fake_executor import FakeExecutor
-from claude_pool.types import MetricsFilter, TaskResult
+from claude_pool.types import MetricsFilter, TaskId, TaskResult
 from engine_stores import new_store
 
 pytestmark = pytest.mark.usefixtures("engine_store")
@@ -175,3 +176,53 @@ async def test_session_metrics_cover_this_session_unless_asked_for_all_time(
     assert (ranged.total_tasks, ranged.scope) == (4, "range")
     assert "scope" not in session.model_dump(), "the seed's JSON shape, by default"
     assert everything.model_dump()["scope"] == "all_time"
+
+
+@pytest.mark.parametrize(
+    ("left", "reused"),
+    [
+        (40 * CALL, True),  # within twice the slot's share of what is free (25 calls)
+        (2 * CALL, True),  # at least one call and a task, with their margins
+        (CALL, False),  # less than a task is expected to cost: a new cap, a new process
+        (60 * CALL, False),  # more than twice the slot's share
+        (None, False),  # no live process with a cap
+    ],
+)
+async def test_what_a_live_process_still_allows_is_reserved_where_it_fits(
+    left: int | None, reused: bool
+) -> None:
+    async with opened(new_store()) as store:
+        ledger = BudgetLedger(store, lambda: 100 * CALL, "worker", prior=lambda model: CALL)
+        ledger.costs.observe(None, CALL, 1)
+
+        cap = await ledger.reserve(TaskId("task-1"), None, None, lambda: 4, lambda: left)
+
+        assert cap == (left if reused else 25 * CALL)
+        assert await store.budget_state() == (0, cap)
+
+
+async def test_a_live_process_allowance_is_not_reserved_past_what_is_free_or_the_task_cap() -> None:
+    async with opened(new_store()) as store:
+        ledger = BudgetLedger(store, lambda: 10 * CALL, "worker", prior=lambda model: CALL)
+        ledger.costs.observe(None, CALL, 1)
+        first = await ledger.reserve(TaskId("task-1"), None, None, lambda: 2, lambda: None)
+        assert first == 5 * CALL
+
+        past_free = await ledger.reserve(TaskId("task-2"), None, None, lambda: 1, lambda: 6 * CALL)
+        await store.release_budget(TaskId("task-2"))
+        task_cap = 3 * CALL / 1_000_000
+        past_cap = await ledger.reserve(
+            TaskId("task-3"), None, task_cap, lambda: 1, lambda: 4 * CALL
+        )
+
+    assert past_free == 5 * CALL, "what is free, not the live process's 6 calls"
+    assert past_cap == 3 * CALL, "the task's own cap"
+
+
+@contextlib.asynccontextmanager
+async def opened(store: Store) -> AsyncIterator[Store]:
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()

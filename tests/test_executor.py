@@ -301,6 +301,28 @@ async def test_a_per_task_budget_gets_a_process_of_its_own(
     assert recorder.of(EventKind.PROCESS_STARTED)[-1]["reason"] == "budget"
 
 
+async def test_a_task_capped_at_what_the_live_process_still_allows_runs_in_it(
+    slot: Slot, executor: ClaudeCliExecutor, mock_api: MockAnthropicAPI, recorder: Recorder
+) -> None:
+    mock_api.default = Reply("ok", usage=USAGE)
+    cap = 10 * TASK_COST
+    await slot.run("spend some", config=config(max_budget_usd=cap / 1e6))
+    left = executor.budget_left(SLOT, fresh=False)
+    assert left == cap - TASK_COST
+    assert executor.budget_left(SLOT, fresh=True) == cap, "a /clear starts the count again"
+
+    same = await slot.run("spend more", config=config(max_budget_usd=left / 1e6))
+    other = await slot.run("and more", config=config(max_budget_usd=left / 1e6))
+
+    assert same.success, same
+    assert other.success, other
+    # The second task ran in the first one's process; the third would have been allowed less
+    # than its cap there.
+    _, restarted = recorder.of(EventKind.PROCESS_STARTED)
+    assert restarted["reason"] == "budget"
+    assert executor.budget_left(SLOT, fresh=False) == left - TASK_COST
+
+
 # ── stopping tasks ────────────────────────────────────────────────────
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from claude_pool import BudgetExhausted, Pool, SlotMode, TaskState
 from claude_pool.events import Event, RateLimitCleared, TaskApiRetry
+from claude_pool.executor import EventKind
 from claude_pool.testing.mock_api import (
     DEFAULT_MODEL,
     MockAnthropicAPI,
@@ -18,6 +19,7 @@ from claude_pool.testing.mock_api import (
     expected_cost_usd,
     read,
 )
+from claude_pool.testing.recording_executor import RecordingExecutor
 
 pytestmark = pytest.mark.cli
 
@@ -65,6 +67,69 @@ async def test_a_tight_budget_completes_what_it_pays_for_and_no_task_fails_on_it
     assert all("budget exhausted" in (i.error or "") for i in items if not i.success)
     assert status.spend_microdollars <= budget
     assert len(mock_api.main_requests) == 2, "no call was made by a task that had to fail"
+
+
+async def test_budgeted_tasks_on_a_slot_run_in_one_cli_process(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
+) -> None:
+    # Regression: each task's --max-budget-usd differed, so every budgeted task started a
+    # new CLI process.
+    mock_api.default = Reply("ok", usage=Usage(input_tokens=1000, output_tokens=100))
+    async with make_pool(slots=1, budget_microdollars=1_000_000) as pool:
+        results = [await pool.run(f"job {i}") for i in range(4)]
+        spent = (await pool.status()).spend_microdollars
+    assert all(r.success for r in results), results
+    assert spent == sum(r.cost_microdollars for r in results)
+    [executor] = cli_events
+    assert len(executor.of_kind(EventKind.PROCESS_STARTED)) == 1
+    assert len({r.session_id for r in results}) == 1, "one conversation goes on"
+
+
+async def test_fresh_budgeted_tasks_on_a_slot_run_in_its_live_process(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
+) -> None:
+    mock_api.default = Reply("ok", usage=Usage(input_tokens=1000, output_tokens=100))
+    async with make_pool(
+        slots=2, budget_microdollars=1_000_000, slot_mode=SlotMode.EPHEMERAL
+    ) as pool:
+        slot = pool.slots[0].id
+        results = [await pool.run(f"job {i}", slot=slot) for i in range(3)]
+    assert all(r.success for r in results), results
+    [executor] = cli_events
+    started = [e for e in executor.of_kind(EventKind.PROCESS_STARTED) if e.slot_id == slot]
+    assert len(started) == 1
+    resets = [e for e in executor.of_kind(EventKind.CONVERSATION_RESET) if e.slot_id == slot]
+    assert len(resets) == 2
+    assert len({r.session_id for r in results}) == 3
+
+
+async def test_a_live_process_enforces_exactly_what_its_next_task_reserved(
+    make_pool: PoolFactory, mock_api: MockAnthropicAPI, cli_events: list[RecordingExecutor]
+) -> None:
+    # The second task runs in the first one's process, whose CLI still counts the first
+    # task's call: it allows the 1.5 calls the task reserved, not the 2.5 the process was
+    # started with, and stops the task after its second call.
+    usage = Usage(input_tokens=1000, output_tokens=1000)
+    call = round(expected_cost_usd(DEFAULT_MODEL, usage) * 1_000_000)
+    budget = round(call * 2.5)
+    mock_api.enqueue(
+        Reply("one", usage=usage),
+        Reply([read("a.txt")], usage=usage),
+        Reply([read("b.txt")], usage=usage),
+        Reply("done", usage=usage),
+    )
+    async with make_pool(slots=1, budget_microdollars=budget) as pool:
+        first = await pool.run("one call")
+        second = await pool.run("three calls")
+        spent = (await pool.status()).spend_microdollars
+        with pytest.raises(BudgetExhausted):
+            await pool.submit("one more")
+    assert first.success, first
+    assert second.budget_exceeded, second
+    assert len(mock_api.main_requests) == 3
+    assert spent == 3 * call <= budget + call
+    [executor] = cli_events
+    assert len(executor.of_kind(EventKind.PROCESS_STARTED)) == 1
 
 
 async def test_a_rejected_task_runs_again_with_the_feedback_in_its_prompt(

@@ -12,6 +12,12 @@ cannot fund a call, a task waits for running tasks to settle (on their events, f
 and is refused with ``BudgetExhausted`` once nothing is running that could free budget. The CLI
 stops after the call that crosses a cap, so concurrent tasks cannot pass the budget by more
 than the calls in flight when it is crossed.
+
+The cap is a flag of the CLI process, so a new cap means a new process. A slot's live process
+still allows what its cap was less what it spent since it started (or since ``/clear``, for a
+task in a new conversation): where that lies between what a new cap would be at least and
+about twice the slot's share of what is free, it is what is reserved, and the task runs in
+that process, its reservation still exactly what the CLI enforces.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ it is never below one call)."""
 
 TASK_MARGIN = 1.5
 """Where the budget allows, a cap covers this many times what a task of the model has cost."""
+
+REUSE_SHARE = 2
+"""What a slot's live process still allows is reserved as the next task's cap (sparing a new
+process) when it is at most this many times the slot's share of what is free."""
 
 _SAMPLES = 50
 _WAIT_FALLBACK_SECS = 5.0
@@ -145,15 +155,19 @@ class BudgetLedger:
         model: str | None,
         task_cap_usd: float | None,
         could_start: Callable[[], int],
+        live: Callable[[], int | None] = lambda: None,
     ) -> int | None:
         """The most this task may spend, in microdollars, reserved in the store until it
         settles. None with no pool budget and no per-task cap.
 
         The cap is at least one estimated call, and where the budget allows, one call and what
         a task of the model has cost (each with a margin) or an even share of what is free
-        among the slots that could start work now. While less than one call is free, waits for
-        running tasks to settle; ``BudgetExhausted`` once nothing is reserved and still less
-        than a call is free.
+        among the slots that could start work now. ``live`` tells what the slot's live CLI
+        process still allows a task (None: nothing); that is the cap when it is no less than
+        the cap would be otherwise (or than one call and a task, with their margins) and no
+        more than what is free, the per-task cap, and :data:`REUSE_SHARE` shares. While less
+        than one call is free, waits for running tasks to settle; ``BudgetExhausted`` once
+        nothing is reserved and still less than a call is free.
         """
         task_cap = round(task_cap_usd * 1_000_000) if task_cap_usd is not None else None
         limit = self._limit()
@@ -173,6 +187,11 @@ class BudgetLedger:
                 cap = min(free, max(wanted, share))
                 if task_cap is not None:
                     cap = min(cap, task_cap)
+                left = live()
+                if left is not None and min(cap, wanted) <= left <= min(
+                    free, max(cap, REUSE_SHARE * share), task_cap if task_cap is not None else free
+                ):
+                    cap = left
                 if await self._store.reserve_budget(task_id, self._worker_id, cap, limit, now_ms()):
                     self._reserved.add(task_id)
                     return cap
@@ -198,6 +217,7 @@ class BudgetLedger:
 
 __all__ = [
     "CALL_MARGIN",
+    "REUSE_SHARE",
     "TASK_MARGIN",
     "TYPICAL_CALL",
     "BudgetLedger",

@@ -340,14 +340,6 @@ class TaskRunner:
         config = effective_config(self.config, slot.record.config, task.config)
         if task.planning:
             config = replace(config, permission_mode=PermissionMode.PLAN)
-        cap = await self._await_budget(running, config.model, config.max_budget_usd)
-        if cap is not None:
-            config = replace(config, max_budget_usd=cap / 1_000_000)
-        config = await self._with_shared_context(config)
-        prompt = task.prompt
-        if task.depends_on:
-            prompt = await render_prompt(self._store, task, prompt)
-        prompt = await self._with_messages(slot, running, prompt)
         elsewhere = stored.cwd is not None and Path(stored.cwd) != slot.cwd
         # A conversation resumes only where it was recorded, so a task in another directory
         # runs one-off and leaves the slot's warm process and session alone.
@@ -359,7 +351,27 @@ class TaskRunner:
             last.verification is not None or last.reason == PLAN_APPROVED
         )
         fresh = one_shot or (stored.fresh_session and not fixing)
+        session_id = None if fresh else slot.record.session_id
         running.one_shot = elsewhere
+        executor = self._executor_of()
+
+        def live() -> int | None:
+            # What the slot's live process still allows (a one-off task gets a process of
+            # its own): reserved as the cap where it fits, sparing a new process.
+            budget_left = getattr(executor, "budget_left", None)
+            if elsewhere or budget_left is None:
+                return None
+            left = budget_left(slot.id, fresh=session_id is None)
+            return left if isinstance(left, int) else None
+
+        cap = await self._await_budget(running, config.model, config.max_budget_usd, live)
+        if cap is not None:
+            config = replace(config, max_budget_usd=cap / 1_000_000)
+        config = await self._with_shared_context(config)
+        prompt = task.prompt
+        if task.depends_on:
+            prompt = await render_prompt(self._store, task, prompt)
+        prompt = await self._with_messages(slot, running, prompt)
         return ExecutionRequest(
             task_id=task.id,
             slot_id=slot.id,
@@ -367,22 +379,27 @@ class TaskRunner:
             config=config,
             cwd=Path(stored.cwd) if elsewhere and stored.cwd else slot.cwd,
             mode=SlotMode.EPHEMERAL if one_shot else SlotMode.PERSISTENT,
-            session_id=None if fresh else slot.record.session_id,
+            session_id=session_id,
             one_off=elsewhere,
             timeout_secs=running.timeout_secs,
             cancel=running.cancel,
         )
 
     async def _await_budget(
-        self, running: RunningTask, model: str | None, task_cap_usd: float | None
+        self,
+        running: RunningTask,
+        model: str | None,
+        task_cap_usd: float | None,
+        live: Callable[[], int | None],
     ) -> int | None:
         """Reserve the task's budget; waiting for it can be cancelled and counts against the
         task's timeout like the run itself."""
-        if self.config.budget_microdollars is None:  # nothing to wait for
-            return await self._budget.reserve(running.task_id, model, task_cap_usd, self.idle_slots)
-        reserve = asyncio.ensure_future(
-            self._budget.reserve(running.task_id, model, task_cap_usd, self.idle_slots)
+        reserve_it = self._budget.reserve(
+            running.task_id, model, task_cap_usd, self.idle_slots, live
         )
+        if self.config.budget_microdollars is None:  # nothing to wait for
+            return await reserve_it
+        reserve = asyncio.ensure_future(reserve_it)
         stop = asyncio.ensure_future(running.cancel.wait())
         try:
             await asyncio.wait(

@@ -118,6 +118,12 @@ class Executor(Protocol):
     # raises for a task-level reason). The pool calls it when a slot is added, a bounded
     # number at once, and gives the slot no task until it returns.
     #
+    # An executor may also offer ``budget_left(slot_id, *, fresh: bool) -> int | None``:
+    # what the slot's live process lets its next task spend under the budget cap it was
+    # started with, in microdollars (``fresh``: a task in a new conversation), or None. A
+    # request whose ``config.max_budget_usd`` is exactly that runs in that process; the
+    # pool's budget reserves it when it fits, so budgeted tasks need no new process.
+    #
     # An executor may also offer ``call_cost_prior(model) -> int``: what one API call of
     # ``model`` is expected to cost in microdollars before the pool has seen one (the budget
     # never starts a task with a cap below that). Without it the pool assumes a typical

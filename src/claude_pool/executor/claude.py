@@ -6,10 +6,12 @@ slot's, a ``fresh_session`` one) gets it in the live process with ``/clear`` and
 the CLI's record of that command, which take a few milliseconds against most of a CPU-second
 for a new process. The process is replaced (resuming
 the conversation with ``--resume``) when a task needs flags it was not started with, another
-directory, a per-task budget on a conversation that goes on (the CLI's cap counts per
-conversation), or when it died. Model and permission-mode changes are made in place with
-control requests when the CLI accepts them. One-off tasks (another directory than the slot's)
-get a process of their own that ends with the task.
+directory, a budget cap other than what the process still allows (``--max-budget-usd`` is a
+process flag, counted from the process start or the last ``/clear``: :meth:`budget_left` tells
+the pool what a task can get without a new process), or when it died. Model and
+permission-mode changes are made in place with control requests when the CLI accepts them.
+One-off tasks (another directory than the slot's) get a process of their own that ends with
+the task.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -47,6 +50,7 @@ from claude_pool.executor.protocol import (
     AUTH_FAILED_MESSAGE,
     CLEAR_COMMAND,
     TurnTracker,
+    budget_spend_usd,
     clear_caveat_uuid,
     control_response_of,
     encode_control_error,
@@ -117,7 +121,12 @@ class _SlotState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     process: CliProcess | None = None
     key: tuple[str, ...] = ()
-    """The live process's arguments apart from ``--resume``."""
+    """The live process's arguments apart from ``--resume`` and ``--max-budget-usd``."""
+    budget_usd: float | None = None
+    """The live process's ``--max-budget-usd``."""
+    budget_spent_usd: float | None = None
+    """What the live process spent since it started or last ran ``/clear``: what the CLI
+    counts against ``budget_usd`` (None when that is not known exactly)."""
     config: EffectiveConfig | None = None
     session_id: str | None = None
     """The conversation the live process holds; None while it has not run a task (a process
@@ -125,7 +134,8 @@ class _SlotState:
     tasks_run: int = 0
     """Tasks run in the live process's current conversation."""
     last_total_usd: float | None = None
-    """The live process's last cumulative ``total_cost_usd`` (fallback cost arithmetic)."""
+    """The live process's last cumulative ``total_cost_usd`` (fallback cost arithmetic);
+    None while not known (a ``--resume`` process starts from the session's earlier spend)."""
     crashed: bool = False
     """The slot's last process died or had to be killed: the next start is a restart."""
     last_outcome: str | None = None
@@ -296,9 +306,10 @@ class ClaudeCliExecutor:
                 await self._close(proc, graceful=False)
                 return False
             slot.process = proc
-            slot.key = tuple(build_args(start.config, mcp_config_path=mcp_path))
+            slot.key = _key(start.config, mcp_path)
             slot.config, slot.session_id = start.config, start.session_id
-            slot.tasks_run, slot.last_total_usd, slot.crashed = 0, None, False
+            slot.tasks_run, slot.crashed = 0, False
+            _new_budget_count(slot, start.config, resumed=start.session_id is not None)
             slot.started_ahead = {
                 "pid": proc.pid,
                 "restart": False,
@@ -306,6 +317,28 @@ class ClaudeCliExecutor:
                 "reason": "started_ahead",
             }
             return True
+
+    def budget_left(self, slot_id: SlotId, *, fresh: bool) -> int | None:
+        """What the slot's live process would let its next task spend under its
+        ``--max-budget-usd``, in microdollars (a ``fresh`` task's after the ``/clear`` that
+        resets the CLI's count); None without a live process with a cap, or when not known.
+        A task whose cap is exactly this runs in that process."""
+        slot = self._slots.get(slot_id)
+        if slot is None or slot.process is None or not slot.process.alive:
+            return None
+        return self._budget_left(slot, fresh)
+
+    def _budget_left(self, slot: _SlotState, fresh: bool) -> int | None:
+        if slot.budget_usd is None:
+            return None
+        cap = usd_to_microdollars(slot.budget_usd)
+        if fresh and (slot.session_id is not None or slot.tasks_run > 0):
+            # A /clear starts the count again; without it the task gets a new process.
+            return cap if self.clear_for_fresh_sessions else None
+        if slot.budget_spent_usd is None:
+            return None
+        # Rounded down: the cap passed on is never below what the CLI still allows.
+        return cap - math.floor(slot.budget_spent_usd * 1_000_000)
 
     async def release_slot(self, slot_id: SlotId) -> None:
         slot = self._slots.pop(slot_id, None)
@@ -398,7 +431,7 @@ class ClaudeCliExecutor:
         if slot.started_ahead is not None:
             emit(EventKind.PROCESS_STARTED, slot.started_ahead)
             slot.started_ahead = None
-        key = tuple(build_args(config, mcp_config_path=mcp_path))
+        key = _key(config, mcp_path)
         reason = await self._reuse_or_reason(slot, request, key, emit)
         if reason is not None:
             await self._stop_slot_process(slot)
@@ -410,7 +443,8 @@ class ClaudeCliExecutor:
                 return proc_or_failure
             restart = slot.crashed
             slot.process, slot.key, slot.config = proc_or_failure, key, config
-            slot.session_id, slot.tasks_run, slot.last_total_usd = request.session_id, 0, None
+            slot.session_id, slot.tasks_run = request.session_id, 0
+            _new_budget_count(slot, config, resumed=request.session_id is not None)
             slot.crashed = False
             emit(
                 EventKind.PROCESS_STARTED,
@@ -437,6 +471,9 @@ class ClaudeCliExecutor:
         if result.session_id:
             slot.session_id = result.session_id
         if outcome == _Outcome.OK:
+            spent = budget_spend_usd(tracker.result_event, slot.last_total_usd)
+            if slot.budget_spent_usd is not None:
+                slot.budget_spent_usd = None if spent is None else slot.budget_spent_usd + spent
             slot.last_total_usd = tracker.total_cost_usd
         else:
             slot.crashed = outcome in (_Outcome.DIED, _Outcome.TIMED_OUT)
@@ -463,8 +500,12 @@ class ClaudeCliExecutor:
         fresh = request.session_id is None
         if not fresh and request.session_id != slot.session_id:
             return "session_changed"
-        if not fresh and request.config.max_budget_usd is not None and slot.tasks_run > 0:
-            # The CLI's budget counts from the start of the conversation.
+        cap = request.config.max_budget_usd
+        if (cap is not None or slot.budget_usd is not None) and (
+            cap is None or self._budget_left(slot, fresh) != usd_to_microdollars(cap)
+        ):
+            # The CLI's cap is a process flag, counted from the start or the last /clear:
+            # the process can take the task only if what it lets it spend is the task's cap.
             return "budget"
         if key != slot.key and not self._fits_in_place(slot, request.config):
             return "config_changed"
@@ -504,6 +545,7 @@ class ClaudeCliExecutor:
                         slot.last_total_usd = (
                             float(total) if isinstance(total, int | float) else 0.0
                         )
+                        slot.budget_spent_usd = 0.0
                         break
                 else:
                     return False
@@ -847,6 +889,7 @@ class ClaudeCliExecutor:
     async def _stop_slot_process(self, slot: _SlotState, *, graceful: bool = True) -> None:
         proc, slot.process = slot.process, None
         slot.key, slot.config, slot.tasks_run, slot.last_total_usd = (), None, 0, None
+        slot.budget_usd = slot.budget_spent_usd = None
         slot.started_ahead = None
         if proc is not None:
             await self._close(proc, graceful=graceful)
@@ -899,8 +942,25 @@ class _Emitter:
 
 
 def _neutral(config: EffectiveConfig) -> EffectiveConfig:
-    """``config`` without what a control request can change in a live process."""
-    return dataclasses.replace(config, model=None, permission_mode=PermissionMode.PLAN)
+    """``config`` without what a control request can change in a live process, nor its
+    budget (which :meth:`ClaudeCliExecutor._budget_left` compares)."""
+    return dataclasses.replace(
+        config, model=None, permission_mode=PermissionMode.PLAN, max_budget_usd=None
+    )
+
+
+def _key(config: EffectiveConfig, mcp_path: Path | None) -> tuple[str, ...]:
+    """The arguments a process for ``config`` runs with, but ``--resume`` and
+    ``--max-budget-usd``."""
+    return tuple(build_args(replace(config, max_budget_usd=None), mcp_config_path=mcp_path))
+
+
+def _new_budget_count(slot: _SlotState, config: EffectiveConfig, *, resumed: bool) -> None:
+    """A new process for ``config``: the CLI counts its budget from 0 (a resumed session's
+    earlier spend is not counted, though its ``total_cost_usd`` includes it)."""
+    slot.budget_usd = config.max_budget_usd
+    slot.budget_spent_usd = 0.0
+    slot.last_total_usd = None if resumed else 0.0
 
 
 def _lost_session(result: TaskResult) -> bool:

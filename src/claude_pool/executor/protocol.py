@@ -223,6 +223,8 @@ class TurnTracker:
     """Tool name → reason, from ``system/permission_denied`` events and stderr."""
     total_cost_usd: float | None = None
     """The cumulative ``total_cost_usd`` of the result event, once it came."""
+    result_event: dict[str, Any] | None = None
+    """The task's ``result`` event, once it came."""
     messages: dict[str, MessageUsage] = field(default_factory=dict)
     """Token usage of every API message seen, by message id (each message counted once)."""
     api_retries: int = 0
@@ -345,6 +347,7 @@ class TurnTracker:
             total = event.get("total_cost_usd")
             if isinstance(total, int | float):
                 self.total_cost_usd = float(total)
+            self.result_event = dict(event)
             emit(EventKind.RESULT, dict(event))
         elif etype == "stream_event":
             self._stream_event(event)
@@ -461,6 +464,21 @@ def task_cost_usd(result: Mapping[str, Any], previous_total_usd: float | None) -
         )
     total = float(result.get("total_cost_usd") or 0.0)
     return max(0.0, total - (previous_total_usd or 0.0))
+
+
+def budget_spend_usd(
+    result: Mapping[str, Any] | None, previous_total_usd: float | None
+) -> float | None:
+    """What a task added to the CLI's ``--max-budget-usd`` count: :func:`task_cost_usd`
+    where it is exact, None where it is not (no result, or no per-result figure and no
+    earlier total of the process to subtract)."""
+    if result is None:
+        return None
+    if not isinstance(result.get("model_usage_since_last_result"), dict) and (
+        previous_total_usd is None
+    ):
+        return None
+    return task_cost_usd(result, previous_total_usd)
 
 
 def result_to_task_result(

@@ -35,6 +35,11 @@ class RecordingExecutor:
         start_slot = getattr(self.inner, "start_slot", None)
         return bool(await start_slot(start)) if start_slot is not None else False
 
+    def budget_left(self, slot_id: SlotId, *, fresh: bool) -> int | None:
+        budget_left = getattr(self.inner, "budget_left", None)
+        left = budget_left(slot_id, fresh=fresh) if budget_left is not None else None
+        return left if isinstance(left, int) else None
+
     async def release_slot(self, slot_id: SlotId) -> None:
         await self.inner.release_slot(slot_id)
 
