@@ -229,7 +229,10 @@ async def test_three_chains_fan_out_side_by_side(
     make_pool: PoolFactory, mock_api: MockAnthropicAPI
 ) -> None:
     def answer(request: MockRequest) -> Reply:
-        return Reply(f"answer to {request.prompt}", usage=USAGE, delay=0.5)
+        # The first steps answer slowly, so all three are in flight at once even when one
+        # slot's CLI starts seconds after the others on a loaded machine.
+        delay = 5.0 if request.prompt.startswith("chain") else 0.0
+        return Reply(f"answer to {request.prompt}", usage=USAGE, delay=delay)
 
     mock_api.default = answer  # type: ignore[assignment]
     async with make_pool(slots=3) as pool:
