@@ -42,7 +42,7 @@ from claude_pool.chain.model import (
     SkillResolver,
     new_chain_id,
 )
-from claude_pool.chain.runner import ChainRunner
+from claude_pool.chain.runner import CHAIN_LISTENS_TO, ChainRunner
 from claude_pool.chain.workflows import skill_resolver
 from claude_pool.config import Settings, effective_config
 from claude_pool.dependencies import Dependencies
@@ -286,7 +286,7 @@ class Pool:
         self.bus.add_listener(
             self._runner.on_event, {"context_changed", "message_sent", *TASK_STATE_TYPES}
         )
-        self.bus.add_listener(self._chains.on_event, {"task_text", "chain_finished"})
+        self.bus.add_listener(self._chains.on_event, CHAIN_LISTENS_TO)
         self.bus.add_listener(
             self._budget.on_event, {"task_finished", "task_cancelled", "task_held_for_review"}
         )
