@@ -151,7 +151,9 @@ def start_mock() -> tuple[subprocess.Popen[str], str]:
     return proc, base_url
 
 
-def report(figures: dict[str, list[tuple[float, float]]], rounds: int) -> None:
+def report(
+    figures: dict[str, list[tuple[float, float]]], rounds: int, tasks: int, slots: int
+) -> None:
     med = {
         v: (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
         for v, runs in figures.items()
@@ -174,6 +176,27 @@ def report(figures: dict[str, list[tuple[float, float]]], rounds: int) -> None:
                 f"wall {wall / persistent_wall:5.2f}x persistent (goal <= 2)"
             )
     print(f"{'persistent':>12}: {bare_wall / persistent_wall:5.1f}x faster than bare (goal >= 10)")
+    print_floor(med["persistent"][1], bare_cpu, bare_wall, tasks, slots)
+
+
+def print_floor(
+    persistent_cpu: float, bare_cpu: float, bare_wall: float, tasks: int, slots: int
+) -> None:
+    """What the machine allows: a bare run costs one CLI start S plus one turn T of CPU; the
+    persistent batch costs ``slots`` starts plus ``tasks`` turns. Solved for S and T, the
+    persistent batch cannot take less wall time than its CPU over the cores (all of it is the
+    CLI's but a few ms per task), which bounds the ratio to bare runs on this machine."""
+    cores = os.cpu_count() or 1
+    if tasks <= slots:
+        return
+    turn = (persistent_cpu * tasks - slots * bare_cpu) / (tasks - slots)
+    start = bare_cpu - turn
+    floor = persistent_cpu * tasks / cores
+    print(
+        f"\nCLI cost here: a start {start * 1000:.0f} ms CPU, a warm turn {turn * 1000:.0f} ms; "
+        f"the persistent batch ({slots} starts + {tasks} turns) needs >= {floor:.1f} s on {cores} "
+        f"core(s), so at most {bare_wall / floor:.1f}x faster than bare runs on this machine"
+    )
 
 
 async def main(setup: Setup, variants: list[str], rounds: int) -> None:
@@ -186,7 +209,7 @@ async def main(setup: Setup, variants: list[str], rounds: int) -> None:
                 f"round {round_}: {variant:>10}  wall {wall:6.1f}s  CPU/task {cpu * 1000:6.0f} ms",
                 flush=True,
             )
-    report(figures, rounds)
+    report(figures, rounds, setup.tasks, setup.slots)
 
 
 if __name__ == "__main__":
