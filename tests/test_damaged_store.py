@@ -107,6 +107,7 @@ async def test_a_page_that_goes_bad_mid_run_stops_the_pool_with_one_clear_error(
                 await pool.submit("more work")
             assert task_id not in executor.running
     summary = await pool.drain()  # after close: what the close's drain did
+    assert summary.slots_stopped == 2
     assert sorted(executor.released_slots) == sorted(s.id for s in pool.slots), (
         "every slot's process was stopped"
     )

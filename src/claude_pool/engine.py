@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from claude_pool.runner import TaskRunner
 from claude_pool.scheduler import Scheduler
 from claude_pool.shutdown import DrainSummary, drain
 from claude_pool.slots import SlotSet
-from claude_pool.store import Store
+from claude_pool.store import Store, open_store
 from claude_pool.supervisor import Supervisor
 from claude_pool.types import PoolConfig, SlotConfig, now_ms
 from claude_pool.webhooks import WebhookDeliverer
@@ -52,25 +53,32 @@ class Engine:
 
     def __init__(
         self,
-        *,
         config: PoolConfig,
         settings: Settings,
-        store: Store,
+        *,
+        store: Store | str | None,
         executor: Executor | None,
-        cwd: Path,
-        slot_count: int,
-        slot_configs: list[SlotConfig],
+        cwd: str | Path | None,
+        slots: int | None,
+        slot_configs: Sequence[SlotConfig] | None,
         task_timeout_secs: float | None,
         only_targeted: bool,
         skill_resolver: Callable[[], SkillResolver],
     ) -> None:
+        """Build the parts; the ``Pool`` arguments left None take the settings' values."""
         self.config = config
         self.settings = settings
+        if store is None or isinstance(store, str):
+            store = open_store(store or settings.store)
         self.store = store
         self.executor = executor
         """None until :meth:`open` makes the default one (the Claude Code CLI)."""
-        self.cwd = cwd
-        self.slot_count = slot_count
+        self.cwd = Path(cwd or settings.cwd or os.getcwd()).resolve()
+        self.slot_count = slots if slots is not None else settings.slots
+        if slot_configs is None:
+            slot_configs = settings.slot_configs
+        if task_timeout_secs is None:
+            task_timeout_secs = settings.task_timeout_secs
         self.worker_id = new_worker_id()
         self.started_ms = now_ms()
         self.lifecycle = Lifecycle()
@@ -93,8 +101,9 @@ class Engine:
         self.rate_limits = RateLimiter(worker_id=self.worker_id, emit=self.events.emit)
         self.slots = SlotSet(
             config=config, settings=settings, store=store, executor=self.executor_or_fail,
-            events=self.events, membership=self.membership, cwd=cwd, slot_configs=slot_configs,
-            initial_slots=slot_count, lifecycle=self.lifecycle, spawn=self.spawn,
+            events=self.events, membership=self.membership, cwd=self.cwd,
+            slot_configs=list(slot_configs),
+            initial_slots=self.slot_count, lifecycle=self.lifecycle, spawn=self.spawn,
         )  # fmt: skip
         self.runner = TaskRunner(
             config=config, task_timeout_secs=task_timeout_secs, store=store,
@@ -121,7 +130,7 @@ class Engine:
         self.notes = SharedNotes(store=store, events=self.events, slots=self.slots)
         self.chains = ChainRunner(
             tasks=self.queue, store=store, events=self.events, spawn=self.spawn,
-            worktrees=self.slots.worktrees, cwd=cwd, lifecycle=self.lifecycle,
+            worktrees=self.slots.worktrees, cwd=self.cwd, lifecycle=self.lifecycle,
         )  # fmt: skip
         self.supervisor = Supervisor(
             store=store, slots=self.slots, runner=self.runner, queue=self.queue,

@@ -12,7 +12,6 @@ HTTP) translate requests into ``Pool`` calls and subscribe to its events.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +33,7 @@ from claude_pool.shutdown import DrainSummary
 from claude_pool.skills import SkillRegistry
 from claude_pool.slots import SlotSet
 from claude_pool.status import PoolStatus, session_metrics, status
-from claude_pool.store import Delivery, DeliveryState, Message, Store, Webhook, open_store
+from claude_pool.store import Delivery, DeliveryState, Message, Store, Webhook
 from claude_pool.types import (
     DependencyFailure,
     MetricsFilter,
@@ -91,23 +90,10 @@ class Pool:
         self.skill_resolver: SkillResolver | None = None
         """Turns a chain step's skill into a prompt; None: :attr:`skills`."""
         self._engine = engine = Engine(
-            config=self.config,
-            settings=base,
-            store=(
-                store
-                if store is not None and not isinstance(store, str)
-                else open_store(store or base.store)
-            ),
-            executor=executor,
-            cwd=Path(cwd or base.cwd or os.getcwd()).resolve(),
-            slot_count=slots if slots is not None else base.slots,
-            slot_configs=list(slot_configs if slot_configs is not None else base.slot_configs),
-            task_timeout_secs=(
-                task_timeout_secs if task_timeout_secs is not None else base.task_timeout_secs
-            ),
-            only_targeted=only_targeted,
-            skill_resolver=self._skill_resolver,
-        )
+            self.config, base, store=store, executor=executor, cwd=cwd, slots=slots,
+            slot_configs=slot_configs, task_timeout_secs=task_timeout_secs,
+            only_targeted=only_targeted, skill_resolver=self._skill_resolver,
+        )  # fmt: skip
         self.worker_id = engine.worker_id
         self.bus = engine.bus
         """Where the pool's domain events are published (see :meth:`subscribe`)."""
