@@ -162,8 +162,9 @@ def conflict_resolver(
     timeout: float | None = None,
 ) -> Resolver:
     """A resolver that hands each conflict to a slot as a task run in the conflicted worktree
-    (with ``verify``, ``review``, ``overrides``, ``timeout``), and takes its work when the task
-    completes, through its gates."""
+    (with ``verify``, default the pool's or slot's; ``review``; ``overrides``; ``timeout``, its
+    run-time limit), and takes its work when the task completes, through its gates. The merge
+    waits for it, a review included; cancelling the merge cancels the task."""
 
     async def resolve(conflict: Conflict) -> Resolution:
         async with tasks.cancelled_with_caller() as mine:

@@ -12,6 +12,7 @@ HTTP) translate requests into ``Pool`` calls and subscribe to its events.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -180,10 +181,7 @@ class Pool:
 
     async def wait_failure(self) -> StoreDamaged:
         """Return :attr:`failure` once the pool has one."""
-        lifecycle = self._engine.lifecycle
-        await lifecycle.failed.wait()
-        assert lifecycle.failure is not None
-        return lifecycle.failure
+        return await self._engine.lifecycle.wait_failure()
 
     # ── events ──────────────────────────────────────────────────────
 
@@ -535,11 +533,8 @@ class Pool:
     ) -> list[ChainResult]:
         """Run independent chains side by side; one result per spec, in input order, a failed
         one never discarding the others (see :mod:`claude_pool.chain.fanout`)."""
-
-        async def one(spec: ChainSpec | Mapping[str, Any]) -> ChainResult:
-            return await self.chain(spec, skill_resolver=skill_resolver)
-
-        return await fan_out_chains(specs, one, on_item)
+        run = functools.partial(self.chain, skill_resolver=skill_resolver)
+        return await fan_out_chains(specs, run, on_item)
 
     async def merge(
         self,
