@@ -517,11 +517,7 @@ class Pool:
             for step in spec.steps:
                 if step.skill is not None and step.prompt is None:
                     self.skills.get(step.skill)
-        for step in spec.steps:
-            # Unknown or failed dependencies are refused now, not when the step runs.
-            await self._engine.dependencies.check(
-                spec.step_dependencies(step), step.prompt or "", "cancel"
-            )
+        await self._engine.dependencies.check_chain(spec)
         return await self._chains.submit(spec, skill_resolver or self._skill_resolver())
 
     async def fan_out_chains(
