@@ -102,8 +102,8 @@ class Engine:
         self.slots = SlotSet(
             config=config, settings=settings, store=store, executor=self.executor_or_fail,
             events=self.events, membership=self.membership, cwd=self.cwd,
-            slot_configs=list(slot_configs),
-            initial_slots=self.slot_count, lifecycle=self.lifecycle, spawn=self.spawn,
+            slot_configs=list(slot_configs), initial_slots=self.slot_count,
+            lifecycle=self.lifecycle, spawn=self.spawn,
         )  # fmt: skip
         self.runner = TaskRunner(
             config=config, task_timeout_secs=task_timeout_secs, store=store,
