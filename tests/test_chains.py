@@ -26,11 +26,12 @@ from claude_pool.chain import (
     new_chain_id,
     substitute,
 )
-from claude_pool.events import Event, TaskText
+from claude_pool.events import ChainStarted, Event, TaskText
 from claude_pool.executor.base import EventKind, ExecutionRequest
 from claude_pool.membership import this_host
 from claude_pool.skills.model import SkillNotFound
 from claude_pool.store import SqliteStore, Store
+from claude_pool.testing.counting_store import CountingStore
 from claude_pool.testing.fake_executor import FakeExecutor
 from claude_pool.types import TaskFilter, TaskResult
 from engine_stores import new_store
@@ -483,8 +484,10 @@ DEAD_OWNER = f"{this_host()}:999999999:dead00"
 """A worker id of this host whose process is gone (no pid is that high)."""
 
 
-async def orphan_chain(store: Store, chain_spec: ChainSpec) -> str:
-    """Store a chain as a pool process that died before running it would have left it."""
+async def orphan_chain(store: Store, chain_spec: ChainSpec, *, announced: bool = False) -> str:
+    """Store a chain as a pool process that died before running it would have left it;
+    ``announced``: with the ``chain_started`` event that process logged (as every pool does),
+    which tells the pools that are open that an orphan may come."""
     result = ChainResult(
         id=new_chain_id(),
         isolation=chain_spec.isolation,
@@ -495,7 +498,12 @@ async def orphan_chain(store: Store, chain_spec: ChainSpec) -> str:
         "spec": chain_spec.model_dump(mode="json"),
         "owner": DEAD_OWNER,
     }
-    await store.upsert_chain(result.id, document, result.state.value, result.created_at_ms)
+    started = ChainStarted(chain_id=result.id, steps=chain_spec.step_names())
+    started.worker_id = DEAD_OWNER
+    await store.upsert_chain(
+        result.id, document, result.state.value, result.created_at_ms,
+        events=[started] if announced else (),
+    )  # fmt: skip
     return result.id
 
 
@@ -558,10 +566,39 @@ async def test_a_live_pool_takes_over_the_chains_of_a_pool_that_dies_later(
     settings = Settings(heartbeat_secs=0.05)
     async with make_pool(executor, store=store, settings=settings, cwd=tmp_path) as pool:
         # The chain's owner dies after this pool opened: its heartbeat picks the chain up.
-        chain_id = await orphan_chain(pool.store, spec({"prompt": "one"}, {"prompt": "two"}))
+        chain_id = await orphan_chain(
+            pool.store, spec({"prompt": "one"}, {"prompt": "two"}), announced=True
+        )
         result = await pool.wait_chain(chain_id, timeout=5)
         assert result.state is ChainState.COMPLETED, result.error
         assert [r.prompt for r in executor.requests] == ["one", "two"]
+
+
+@pytest.mark.own_store  # counts the calls of a SQLite store
+async def test_heartbeats_read_no_chains_while_no_other_process_has_one_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking for orphaned chains reads the store only when another process's chain is
+    known to be open, or once a minute in case an event was missed."""
+    counting = CountingStore(SqliteStore(tmp_path / "pool.db"))
+    settings = Settings(heartbeat_secs=0.02)
+    executor = FakeExecutor()
+    async with make_pool(
+        executor, store=counting.as_store(), settings=settings, cwd=tmp_path
+    ) as pool:
+        beats = counting.calls["heartbeat_worker"]
+        async with asyncio.timeout(10):
+            while counting.calls["heartbeat_worker"] < beats + 5:  # noqa: ASYNC110 - no event
+                await asyncio.sleep(0.02)
+        assert counting.calls["list_chains"] == 2  # the look at open: running, pending
+        # A chain stored with no event (an old pool's, a missed event) is found at the next
+        # full look.
+        monkeypatch.setattr("claude_pool.chain.runner.ORPHAN_LOOK_EVERY_SECS", 0.0)
+        chain_id = await orphan_chain(counting.inner, spec({"prompt": "silent"}))
+        result = await pool.wait_chain(chain_id, timeout=5)
+        assert result.state is ChainState.COMPLETED, result.error
+        assert [r.prompt for r in executor.requests] == ["silent"]
+        assert counting.calls["list_chains"] > 2
 
 
 def test_chain_results_are_json_round_trippable() -> None:

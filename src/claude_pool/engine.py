@@ -22,7 +22,7 @@ from typing import Any
 from claude_pool.budget import BudgetLedger, typical_call_cost
 from claude_pool.bus import EventBus
 from claude_pool.chain.model import SkillResolver
-from claude_pool.chain.runner import ChainRunner
+from claude_pool.chain.runner import CHAIN_LISTENS_TO, ChainRunner
 from claude_pool.config import Settings
 from claude_pool.dependencies import Dependencies
 from claude_pool.errors import ClaudePoolError, PoolShutdown
@@ -146,7 +146,7 @@ class Engine:
         add(self.dependencies.on_event, TASK_STATE_TYPES)
         add(self.scheduler.on_event, {"task_queued", "task_claimed", *TASK_STATE_TYPES})
         add(self.runner.on_event, {"context_changed", "message_sent", *TASK_STATE_TYPES})
-        add(self.chains.on_event, {"task_text", "chain_finished"})
+        add(self.chains.on_event, CHAIN_LISTENS_TO)
         add(self.budget.on_event, {"task_finished", "task_cancelled", "task_held_for_review"})
         if self.settings.auto_scale:
             add(self.slots.on_event, {"task_queued", "task_requeued", "task_rejected"})

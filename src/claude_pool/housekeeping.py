@@ -40,7 +40,7 @@ async def housekeeping(
         await asyncio.sleep(every_secs)
         try:
             await membership.beat()
-            if lifecycle.accepting:
+            if lifecycle.accepting and chains.may_have_orphans():
                 await chains.resume_orphans(await membership.live_workers(), skill_resolver())
             loop_now = asyncio.get_running_loop().time()
             if loop_now - pruned_at >= EVENT_PRUNE_EVERY_SECS:

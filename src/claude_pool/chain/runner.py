@@ -59,6 +59,13 @@ from claude_pool.worktree import WorktreeManager, WorktreeReport, worktree_event
 
 log = logging.getLogger(__name__)
 
+CHAIN_LISTENS_TO = frozenset({"task_text", "chain_started", "chain_step_started", "chain_finished"})
+"""The event types :meth:`ChainRunner.on_event` acts on."""
+
+ORPHAN_LOOK_EVERY_SECS = 60.0
+"""How often a pool reads every unfinished chain of the store to find orphans even when no
+other process's chain is known to be open (the events say so in between)."""
+
 
 class TaskPort(Protocol):
     """What the chain runner needs of the task queue."""
@@ -140,6 +147,11 @@ class ChainRunner:
         self._live: dict[str, _Run] = {}
         self._by_task: dict[str, _Run] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._foreign_open: set[str] = set()
+        """Chains of other pool processes, unfinished when last seen (from the store at the last
+        full look, then from their events): the only ones that can become orphans."""
+        self._looked_at: float | None = None
+        """When (loop time) the store's unfinished chains were last read in full."""
 
     def _accepting(self) -> bool:
         return self._lifecycle.accepting
@@ -167,6 +179,15 @@ class ChainRunner:
         self._start(run)
         return result.id
 
+    def may_have_orphans(self) -> bool:
+        """Whether :meth:`resume_orphans` has anything to look at: another process's chain
+        that was unfinished when last seen, or a full look due (every
+        ``ORPHAN_LOOK_EVERY_SECS``, in case an event was missed); otherwise the store is not
+        read at all."""
+        if self._foreign_open or self._looked_at is None:
+            return True
+        return asyncio.get_running_loop().time() - self._looked_at >= ORPHAN_LOOK_EVERY_SECS
+
     async def resume_orphans(
         self, live_workers: set[str], resolver: SkillResolver | None
     ) -> list[str]:
@@ -178,11 +199,16 @@ class ChainRunner:
         are running here, or were stopped by this pool's drain."""
         me = self._me
         resumed: list[str] = []
+        looked_at = asyncio.get_running_loop().time()
+        still_open: set[str] = set()
         for state in (ChainState.RUNNING, ChainState.PENDING):
             for doc in await self._store.list_chains(state.value, limit=1_000_000):
                 owner = doc.get("owner")
                 chain_id = str(doc.get("result", {}).get("id", ""))
-                if chain_id in self._live or owner == me or owner in live_workers:
+                if chain_id in self._live or owner == me:
+                    continue
+                still_open.add(chain_id)
+                if owner in live_workers:
                     continue
                 if not self._accepting():
                     return resumed  # draining: leave it to a pool that stays
@@ -211,6 +237,9 @@ class ChainRunner:
                     continue  # claimed again by another pool meanwhile
                 self._start(run)
                 resumed.append(chain_id)
+                still_open.discard(chain_id)
+        self._foreign_open = still_open
+        self._looked_at = looked_at
         return resumed
 
     async def get(self, chain_id: str) -> ChainResult:
@@ -714,13 +743,17 @@ class ChainRunner:
 
     def on_event(self, event: Event) -> None:
         """Bus listener: a running step's text (partial output), a chain that ended in
-        another process (its waiters here wake)."""
+        another process (its waiters here wake), another process's chain started or moving on
+        (one that may become an orphan)."""
         if isinstance(event, TaskText):
             run = self._by_task.get(event.task_id)
             if run is not None and event.text:
                 run.partial.append(event.text)
         elif isinstance(event, ChainFinished):
+            self._foreign_open.discard(event.chain_id)
             self._wake(event.chain_id)
+        elif isinstance(event, ChainStarted | ChainStepStarted) and event.worker_id != self._me:
+            self._foreign_open.add(event.chain_id)
 
 
 def _finished(result: ChainResult) -> ChainFinished:
@@ -785,4 +818,4 @@ def _next_action(
     return "recover" if spec.recovery_prompt else "failed"
 
 
-__all__ = ["ChainRunner", "TaskPort"]
+__all__ = ["CHAIN_LISTENS_TO", "ORPHAN_LOOK_EVERY_SECS", "ChainRunner", "TaskPort"]

@@ -24,7 +24,8 @@ except ImportError as exc:  # pragma: no cover - exercised by simulating the mis
         "pip install 'claude-pool[postgres]'"
     ) from exc
 
-from claude_pool.store.postgres.schema import Migration, latest_version, migrations, schema_sql
+from claude_pool.store._migrations import Migration
+from claude_pool.store.postgres.schema import latest_version, migrations, schema_sql
 from claude_pool.store.postgres.store import PostgresStore, split_store_url
 from claude_pool.store.postgres.wakeups import FALLBACK_SECS, PostgresWakeups
 

@@ -11,20 +11,19 @@ and the others find it done.
 from __future__ import annotations
 
 import logging
-import re
 import zlib
-from dataclasses import dataclass
-from importlib.resources import files
 from importlib.resources.abc import Traversable
 
 import psycopg
 
 from claude_pool.errors import StoreError
+from claude_pool.store import _migrations
+from claude_pool.store._migrations import Migration, read_migrations, read_schema
 from claude_pool.store.postgres.queries import QUERIES as Q
 
 log = logging.getLogger(__name__)
 
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_PACKAGE = "claude_pool.store.postgres"
 
 STORE_TABLES = (
     "claude_pool_schema", "tasks", "task_tags", "workers", "slots", "counters",
@@ -34,36 +33,19 @@ STORE_TABLES = (
 """The tables the store owns (a schema holding some but no version row is not a store)."""
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
 def sql_dir() -> Traversable:
-    return files("claude_pool.store.postgres") / "sql"
+    """The package's ``sql`` directory (schema, migrations, named queries)."""
+    return _migrations.sql_dir(_PACKAGE)
 
 
 def schema_sql() -> str:
     """The current schema, as a script."""
-    return (sql_dir() / "schema.sql").read_text(encoding="utf-8")
+    return read_schema(_PACKAGE)
 
 
 def migrations() -> list[Migration]:
     """Every numbered migration, in order. Numbers start at 1 and have no gaps."""
-    found: list[Migration] = []
-    for entry in (sql_dir() / "migrations").iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise StoreError(
-            f"the PostgreSQL migrations shipped with claude-pool are numbered "
-            f"{[m.version for m in found]}, not 1..n; reinstall claude-pool"
-        )
-    return found
+    return read_migrations(_PACKAGE, "PostgreSQL")
 
 
 def latest_version() -> int:

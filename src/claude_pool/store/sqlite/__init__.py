@@ -22,13 +22,8 @@ if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on th
         f"SQLite {sqlite3.sqlite_version}. Use a newer Python build or the memory store."
     )
 
-from claude_pool.store.sqlite.schema import (
-    APPLICATION_ID,
-    Migration,
-    migrations,
-    schema_sql,
-    split_statements,
-)
+from claude_pool.store._migrations import Migration
+from claude_pool.store.sqlite.schema import APPLICATION_ID, migrations, schema_sql, split_statements
 from claude_pool.store.sqlite.store import SqliteStore
 from claude_pool.store.sqlite.wakeups import WAKEUP_INTERVAL_SECS
 

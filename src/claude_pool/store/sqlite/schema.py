@@ -10,51 +10,31 @@ store.
 
 from __future__ import annotations
 
-import re
 import sqlite3
-from dataclasses import dataclass
-from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-from claude_pool.errors import StoreError
+from claude_pool.store import _migrations
+from claude_pool.store._migrations import Migration, read_migrations, read_schema
 
 APPLICATION_ID = 0x436C506C
 """``PRAGMA application_id`` of a claude-pool database ("ClPl")."""
 
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
+_PACKAGE = "claude_pool.store.sqlite"
 
 
 def sql_dir() -> Traversable:
     """The package's ``sql`` directory (schema, migrations, named queries)."""
-    return files("claude_pool.store.sqlite") / "sql"
+    return _migrations.sql_dir(_PACKAGE)
 
 
 def schema_sql() -> str:
     """The current schema, as a script."""
-    return (sql_dir() / "schema.sql").read_text(encoding="utf-8")
+    return read_schema(_PACKAGE)
 
 
 def migrations() -> list[Migration]:
     """Every numbered migration, in order. Numbers start at 1 and have no gaps."""
-    found: list[Migration] = []
-    for entry in (sql_dir() / "migrations").iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise StoreError(
-            f"the SQLite migrations shipped with claude-pool are numbered "
-            f"{[m.version for m in found]}, not 1..n; reinstall claude-pool"
-        )
-    return found
+    return read_migrations(_PACKAGE, "SQLite")
 
 
 def split_statements(script: str) -> list[str]:
