@@ -513,6 +513,31 @@ def test_fan_out_reads_standard_input_and_exits_1_when_one_fails(
     assert "no prompts in standard input" in empty.stderr
 
 
+def test_fan_out_after_holds_every_prompt_until_the_task_completed(
+    cli: Cli, mock_api: MockAnthropicAPI, request: pytest.FixtureRequest
+) -> None:
+    mock_api.on(Reply("two findings"), prompt="review the module")
+    mock_api.on(lambda r: Reply(f"did {r.prompt}"), prompt=re.compile(r"^fix "))
+    first = cli("submit", "review the module", "--json")
+    assert first.returncode == 0, first.stderr
+    review = json.loads(first.stdout)["task_id"]
+    request.getfixturevalue("worker")  # runs what is queued; the fan-out goes through it
+    prompts = f"fix a: {{{{{review}.output}}}}\nfix b\n"
+    done = cli("fan-out", "-", "--after", review, "--json", input=prompts)
+    assert done.returncode == 0, done.stderr
+    items = sorted(
+        (json.loads(line) for line in done.stdout.splitlines()), key=lambda i: i["index"]
+    )
+    assert [i["result"]["output"] for i in items] == ["did fix a: two findings", "did fix b"]
+    sent = [r.prompt for r in mock_api.main_requests]
+    assert sent[0] == "review the module"
+    assert sorted(sent[1:]) == ["fix a: two findings", "fix b"]
+    unknown = cli("fan-out", "-", "--after", "task-unknown", input="fix c\n")
+    assert unknown.returncode == 2
+    assert "--after task-unknown" in unknown.stderr
+    assert len(mock_api.main_requests) == 3  # nothing was queued
+
+
 # ── watch ────────────────────────────────────────────────────────────────
 
 

@@ -107,6 +107,35 @@ async def test_submit_with_verify_records_each_verification_run(
     assert body["attempts"][0]["verification"]["output"] == "2 failed\n"
 
 
+async def test_a_chain_submitted_over_rest_runs_its_steps_in_order_and_can_be_cancelled(
+    client: httpx.AsyncClient, pool: Pool, executor: FakeExecutor
+) -> None:
+    spec = {
+        "name": "two-steps",
+        "isolation": "none",
+        "tags": ["rest"],
+        "steps": [{"name": "plan", "prompt": "plan it"}, {"prompt": "build {previous_output}"}],
+    }
+    response = await client.post("/api/v1/chains", json=spec)
+    assert response.status_code == 201, response.text
+    started = response.json()
+    assert response.headers["location"] == f"/api/v1/chains/{started['id']}"
+    assert [s["name"] for s in started["steps"]] == ["plan", "step-2"]
+    await pool.wait_chain(started["id"], timeout=5)
+    chain = (await client.get(f"/api/v1/chains/{started['id']}")).json()
+    assert chain["state"] == "completed"
+    assert chain["steps"][1]["output"] == "done: build done: plan it"
+    assert [r.prompt for r in executor.requests] == ["plan it", "build done: plan it"]
+
+    executor.hold = True
+    held = (await client.post("/api/v1/chains", json={**spec, "name": "held"})).json()
+    await executor.wait_running(1)
+    cancelled = await client.post(f"/api/v1/chains/{held['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["state"] == "cancelled"
+    assert (await pool.chain_result(held["id"])).state == "cancelled"
+
+
 async def test_list_tasks_is_newest_first_filtered_and_paged(
     client: httpx.AsyncClient, pool: Pool
 ) -> None:
@@ -200,6 +229,17 @@ async def test_cancel_stops_a_running_task(pool: Pool) -> None:
         ("POST", "/api/v1/tasks/nope/approve", None, 404),
         ("POST", "/api/v1/tasks/nope/reject", {"feedback": "x"}, 404),
         ("GET", "/api/v1/chains/nope", None, 404),
+        ("POST", "/api/v1/chains/nope/cancel", None, 404),
+        ("POST", "/api/v1/chains", {"steps": []}, 422),
+        ("POST", "/api/v1/chains", {"steps": [{"prompt": "x"}], "unknown": 1}, 422),
+        (
+            "POST",
+            "/api/v1/chains",
+            {"steps": [{"prompt": "x"}, {"prompt": "{steps.y.output}"}]},
+            422,
+        ),
+        ("POST", "/api/v1/chains", {"steps": [{"skill": "no-such-skill"}]}, 400),
+        ("POST", "/api/v1/chains", {"steps": [{"prompt": "x"}], "depends_on": ["task-nope"]}, 422),
         ("GET", "/api/v1/nothing-here", None, 404),
         ("DELETE", "/api/v1/status", None, 405),
         ("POST", "/api/v1/tasks", {"prompt": ""}, 422),
@@ -255,7 +295,8 @@ async def test_openapi_document_lists_every_route(client: httpx.AsyncClient) -> 
     assert document["openapi"].startswith("3.1")
     operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
     expected = {"getStatus", "listTasks", "submitTask", "getTask", "cancelTask", "approveTask",
-                "rejectTask", "listSlots", "listChains", "getChain", "getMetrics"}  # fmt: skip
+                "rejectTask", "listSlots", "listChains", "submitChain", "getChain", "cancelChain",
+                "getMetrics"}  # fmt: skip
     assert expected <= operations
     assert "TaskRecord" in document["components"]["schemas"]
 
@@ -272,7 +313,9 @@ ROUTES = [
     ("POST", "/api/v1/tasks/x/reject"),
     ("GET", "/api/v1/slots"),
     ("GET", "/api/v1/chains"),
+    ("POST", "/api/v1/chains"),
     ("GET", "/api/v1/chains/x"),
+    ("POST", "/api/v1/chains/x/cancel"),
     ("GET", "/api/v1/metrics"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/openapi.json"),

@@ -113,6 +113,24 @@ PriorityOpt = Annotated[
     ),
 ]
 TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag (repeatable).")]
+AfterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--after",
+        metavar="ID",
+        help=(
+            "Run only after this task has completed (repeatable). The prompt may use "
+            "{{ID.output}} for its output."
+        ),
+    ),
+]
+RunAnywayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--run-anyway",
+        help="Run even if a task named by --after fails or is cancelled (default: cancel).",
+    ),
+]
 ContinueOpt = Annotated[
     bool,
     typer.Option(

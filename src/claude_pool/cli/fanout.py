@@ -18,6 +18,8 @@ from claude_pool.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TASK_FAILED,
+    EXIT_USAGE,
+    AfterOpt,
     BudgetOpt,
     ConfigOpt,
     ContinueOpt,
@@ -25,10 +27,12 @@ from claude_pool.cli.common import (
     MaxTurnsOpt,
     ModelOpt,
     PermissionOpt,
+    RunAnywayOpt,
     StoreOpt,
     TagOpt,
     TimeoutOpt,
     _executing_pool,
+    _fail,
     _interruptible,
     _overrides,
     _run,
@@ -37,6 +41,7 @@ from claude_pool.cli.common import (
     err,
     out,
 )
+from claude_pool.errors import TaskNotFound
 from claude_pool.pool import FanOutItem
 from claude_pool.types import microdollars_to_usd
 
@@ -78,13 +83,16 @@ def fan_out(
     timeout: TimeoutOpt = None,
     tag: TagOpt = None,
     keep_conversation: ContinueOpt = False,
+    after: AfterOpt = None,
+    run_anyway: RunAnywayOpt = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run many prompts side by side and print one result per line as each ends. Prompts come
-    one per line from a file or standard input; `--json` prints one JSON object per line;
-    exit 1 if any failed, 130 on Ctrl-C (which cancels the rest)."""
+    one per line from a file or standard input; `--after ID` holds every one until that task
+    has completed; `--json` prints one JSON object per line; exit 1 if any failed, 130 on
+    Ctrl-C (which cancels the rest)."""
     settings = _settings(config, store=store)
     overrides = _overrides(model, max_turns, permission_mode, max_budget_usd)
     prompts = _read_prompts(prompts_from)
@@ -99,6 +107,11 @@ def fan_out(
 
     async def go() -> list[FanOutItem] | None:
         async with _executing_pool(settings) as pool:
+            for task_id in after or ():
+                try:  # an unknown task is refused before any prompt is queued
+                    await pool.get_task(task_id)
+                except TaskNotFound as exc:
+                    _fail(f"--after {task_id}: {exc}", EXIT_USAGE)
             # Cancelling the call cancels its tasks (each keeps what it spent).
             items, _ = await _interruptible(
                 pool.fan_out_items(
@@ -108,6 +121,8 @@ def fan_out(
                     on_item=show,
                     timeout=timeout,
                     fresh_session=not keep_conversation,
+                    depends_on=after or (),
+                    on_dependency_failure="run" if run_anyway else "cancel",
                 )
             )
             return items

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from claude_pool.cli.common import (
     EXIT_USAGE,
+    AfterOpt,
     BudgetOpt,
     ConfigOpt,
     ContinueOpt,
@@ -19,6 +20,7 @@ from claude_pool.cli.common import (
     ModelOpt,
     PermissionOpt,
     PriorityOpt,
+    RunAnywayOpt,
     StoreOpt,
     TagOpt,
     TimeoutOpt,
@@ -56,17 +58,7 @@ def submit(
     max_budget_usd: BudgetOpt = None,
     timeout: TimeoutOpt = None,
     review: Annotated[bool, typer.Option(help="Hold the result for approval.")] = False,
-    after: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--after",
-            metavar="ID",
-            help=(
-                "Run only after this task has completed (repeatable). The prompt may use "
-                "{{ID.output}} for its output."
-            ),
-        ),
-    ] = None,
+    after: AfterOpt = None,
     verify: Annotated[
         str | None,
         typer.Option(
@@ -87,13 +79,7 @@ def submit(
             ),
         ),
     ] = False,
-    run_anyway: Annotated[
-        bool,
-        typer.Option(
-            "--run-anyway",
-            help="Run even if a task named by --after fails or is cancelled (default: cancel).",
-        ),
-    ] = False,
+    run_anyway: RunAnywayOpt = False,
     store: StoreOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from claude_pool.chain.model import ChainResult, ChainState
+from claude_pool.chain.model import ChainResult, ChainSpec, ChainState
 from claude_pool.pool import Pool, PoolStatus
 from claude_pool.queue import RejectOutcome
 from claude_pool.store import Delivery, DeliveryState, Webhook
@@ -347,6 +347,18 @@ async def get_chain(request: Request, pool: Pool) -> Response:
     return _json(await pool.chain_result(request.path_params["chain_id"]))
 
 
+@_bodied
+async def submit_chain(request: Request, pool: Pool) -> Response:
+    spec: ChainSpec = await _body(request, ChainSpec)
+    chain_id = await pool.submit_chain(spec)
+    result = await pool.chain_result(chain_id)
+    return _json(result, 201, {"Location": f"{API_PREFIX}/chains/{chain_id}"})
+
+
+async def cancel_chain(request: Request, pool: Pool) -> Response:
+    return _json(await pool.cancel_chain(request.path_params["chain_id"]))
+
+
 async def get_metrics(request: Request, pool: Pool) -> Response:
     tags = request.query_params.getlist("tag")
     filter = MetricsFilter(
@@ -412,7 +424,9 @@ def routes() -> list[Route]:
         Route(f"{p}/tasks/{{task_id}}/reject", _endpoint(reject_task), methods=["POST"]),
         Route(f"{p}/slots", _endpoint(list_slots), methods=["GET"]),
         Route(f"{p}/chains", _endpoint(list_chains), methods=["GET"]),
+        Route(f"{p}/chains", _endpoint(submit_chain), methods=["POST"]),
         Route(f"{p}/chains/{{chain_id}}", _endpoint(get_chain), methods=["GET"]),
+        Route(f"{p}/chains/{{chain_id}}/cancel", _endpoint(cancel_chain), methods=["POST"]),
         Route(f"{p}/metrics", _endpoint(get_metrics), methods=["GET"]),
         Route(f"{p}/webhooks", _endpoint(list_webhooks), methods=["GET"]),
         Route(f"{p}/webhooks", _endpoint(add_webhook), methods=["POST"]),

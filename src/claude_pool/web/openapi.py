@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from claude_pool import __version__
-from claude_pool.chain.model import ChainResult, ChainState
+from claude_pool.chain.model import ChainResult, ChainSpec, ChainState
 from claude_pool.merging import MergeReport
 from claude_pool.pool import PoolStatus
 from claude_pool.queue import RejectOutcome
@@ -55,10 +55,11 @@ _RESPONSES: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (RejectRequest, "validation"),
     (MergeReport, "serialization"),
     (MergeRequest, "validation"),
+    (ChainSpec, "validation"),
 ]
 
 _WHY = {
-    400: "The body is not JSON.",
+    400: "The body is not JSON, or names a skill that does not exist.",
     401: "A bearer token is required.",
     404: "No such task, chain or webhook.",
     409: "The task is in another state than the operation needs.",
@@ -110,6 +111,7 @@ _PAGING = [
            "Items to skip."),
 ]  # fmt: skip
 _TASK_ID = _path("task_id", "The task's id.")
+_CHAIN_ID = _path("chain_id", "The chain's id.")
 
 
 def _paths() -> dict[str, Any]:
@@ -220,13 +222,32 @@ def _paths() -> dict[str, Any]:
                     *_PAGING,
                 ],
                 "responses": {**_ok("ChainPage"), **_problems(422)},
-            }
+            },
+            "post": {
+                "operationId": "submitChain",
+                "summary": "Start a chain of steps (prompts or skills, with dependencies and "
+                "isolation); answers its progress (pending) at once.",
+                "requestBody": _body("ChainSpec"),
+                "responses": {
+                    **_ok("ChainResult", "201", "Started"),
+                    **_problems(400, 415, 422, 429, 503),
+                },
+            },
         },
         f"{p}/chains/{{chain_id}}": {
             "get": {
                 "operationId": "getChain",
                 "summary": "A chain's progress and per-step results.",
-                "parameters": [_path("chain_id", "The chain's id.")],
+                "parameters": [_CHAIN_ID],
+                "responses": {**_ok("ChainResult"), **_problems(404)},
+            }
+        },
+        f"{p}/chains/{{chain_id}}/cancel": {
+            "post": {
+                "operationId": "cancelChain",
+                "summary": "Cancel a chain: its running step is stopped, the rest skipped (a "
+                "finished chain is left alone); answers its progress.",
+                "parameters": [_CHAIN_ID],
                 "responses": {**_ok("ChainResult"), **_problems(404)},
             }
         },
