@@ -26,6 +26,7 @@ LAYERS: list[list[str]] = [
     ["scheduler"],
     ["queue", "notes"],
     ["supervisor", "chain.runner", "chain.workflows", "chain", "shutdown", "housekeeping"],
+    ["engine", "status"],
     ["pool"],
     ["routing"],
     # the faces, and what helps test them

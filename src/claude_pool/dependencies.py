@@ -29,6 +29,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from claude_pool.chain.model import ChainSpec
 from claude_pool.eventlog import EventLog
 from claude_pool.events import Event, TaskCancelled, task_state_after
 from claude_pool.outcomes import Outcomes
@@ -142,6 +143,12 @@ class Dependencies:
                 f"can be used ({', '.join(ids) or 'none given'}); add them to depends_on"
             )
         return ids
+
+    async def check_chain(self, spec: ChainSpec) -> None:
+        """Refuse (``ValueError``) a chain whose steps name unknown or failed dependencies,
+        at submission rather than when the step runs."""
+        for step in spec.steps:
+            await self.check(spec.step_dependencies(step), step.prompt or "", "cancel")
 
     async def queued(self, stored: StoredTask) -> None:
         """A task with dependencies was just inserted: settle it at once (its dependencies

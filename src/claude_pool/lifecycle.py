@@ -30,6 +30,12 @@ class Lifecycle:
         self.failed.set()
         log.error("%s; this pool takes no more work", error)
 
+    async def wait_failure(self) -> StoreDamaged:
+        """Return :attr:`failure` once there is one."""
+        await self.failed.wait()
+        assert self.failure is not None
+        return self.failure
+
     def check_accepting(self) -> None:
         """Raise ``StoreDamaged`` if the store is damaged, ``PoolShutdown`` unless the pool
         takes new work."""

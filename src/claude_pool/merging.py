@@ -34,16 +34,17 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from claude_pool.chain.model import ChainResult, ChainState
 from claude_pool.errors import WorktreeError
 from claude_pool.types import CommitRange, TaskId, TaskOverrides, TaskRecord, TaskState
-from claude_pool.worktree import identity_args, run_git
+from claude_pool.worktree import WorktreeManager, identity_args, run_git
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,9 @@ def conflict_resolver(
     timeout: float | None = None,
 ) -> Resolver:
     """A resolver that hands each conflict to a slot as a task run in the conflicted worktree
-    (with ``verify``, ``review``, ``overrides``, ``timeout``), and takes its work when the task
-    completes, through its gates."""
+    (with ``verify``, default the pool's or slot's; ``review``; ``overrides``; ``timeout``, its
+    run-time limit), and takes its work when the task completes, through its gates. The merge
+    waits for it, a review included; cancelling the merge cancels the task."""
 
     async def resolve(conflict: Conflict) -> Resolution:
         async with tasks.cancelled_with_caller() as mine:
@@ -479,6 +481,54 @@ async def merge_branches(
     return report
 
 
+async def merge_work(
+    ids: Sequence[str],
+    into: str,
+    *,
+    cwd: Path,
+    base_dir: str | Path | None,
+    owner: str,
+    get_task: Callable[[str], Awaitable[TaskRecord]],
+    get_chain: Callable[[str], Awaitable[ChainResult]],
+    resolver: Resolver | None = None,
+) -> MergeReport:
+    """Merge the work of these task and chain ids into ``into`` (:func:`merge_branches` in the
+    repository holding ``cwd``, scratch worktrees under ``base_dir``, locked for ``owner``)."""
+    manager = await WorktreeManager.for_directory(cwd, base_dir, owner)
+    sources = [await merge_source(str(source), get_task, get_chain) for source in ids]
+    return await merge_branches(
+        manager.repo_root, sources, into, scratch_dir=manager.base_dir,
+        lock_reason=manager.lock_reason, resolver=resolver,
+    )  # fmt: skip
+
+
+async def merge_source(
+    source: str,
+    get_task: Callable[[str], Awaitable[TaskRecord]],
+    get_chain: Callable[[str], Awaitable[ChainResult]],
+) -> MergeSource:
+    """What a task or chain id brings (see the module docstring), or why it brings nothing."""
+    if source.startswith("chain-"):  # the shape of new_chain_id()
+        chain = await get_chain(source)
+        if chain.state is not ChainState.COMPLETED:
+            return MergeSource(source=source, reason=f"the chain is {chain.state}")
+        if chain.kept_branch is None:
+            return MergeSource(
+                source=source, reason="the chain kept no branch (it changed nothing)"
+            )
+        return MergeSource(source=source, branch=chain.kept_branch)
+    record = await get_task(source)
+    if record.state is not TaskState.COMPLETED:
+        return MergeSource(source=source, reason=f"the task is {record.state}")
+    if record.result is not None and record.result.commits:
+        commits = record.result.commits
+        return MergeSource(source=source, branch=commits[-1].branch, commits=commits)
+    if record.slot_id is None:
+        return MergeSource(source=source, reason="the task ran on no slot")
+    # A task from before tasks recorded their commits: its slot's whole branch.
+    return MergeSource(source=source, branch=WorktreeManager.branch_for(record.slot_id))
+
+
 async def _move_target(root: Path, into: str, old: str, new: str, report: MergeReport) -> None:
     """Move ``into`` from ``old`` to ``new`` (a descendant): never a conflicted state."""
     checked_out = await _checked_out_at(root, into)
@@ -530,5 +580,7 @@ __all__ = [
     "TaskPort",
     "conflict_resolver",
     "merge_branches",
+    "merge_source",
+    "merge_work",
     "resolve_prompt",
 ]

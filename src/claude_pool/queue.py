@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 EXTERNAL_PREFIX = "external:"
 """Slot id prefix of tasks claimed by an outside worker (see :meth:`TaskQueue.claim`)."""
 
+WAITING_SCAN = 200
+"""How many of the oldest pending tasks :meth:`TaskQueue.waiting_for` looks at when given no
+ids (``Pool.status`` reports them)."""
+
 
 class RejectOutcome(BaseModel):
     """What ``reject()`` did: re-queued the task for another attempt, or failed it."""
@@ -176,6 +180,23 @@ class TaskQueue:
         verify: str | None = None,
         plan_first: bool = False,
     ) -> TaskId:
+        """Queue a task and return its id at once.
+
+        ``priority``: higher runs first, equal priorities in submission order. ``timeout``: the
+        task's run-time limit in seconds (default: the pool's). ``slot``/``role``/``name``
+        restrict which slots may run it. ``fresh_session`` runs it in a new conversation.
+        ``cwd`` runs it in another directory than its slot's (in a fresh one-shot session).
+        ``review`` holds the result for :meth:`approve` / :meth:`reject`.
+        ``depends_on``: tasks (already submitted) that must complete before this one may run;
+        its prompt may use ``{{<task id>.output}}`` for their outputs. If one fails or is
+        cancelled, this task is cancelled too, unless ``on_dependency_failure="run"``.
+        ``verify``: a shell command run in the task's directory once it completes (default:
+        the slot's or pool's ``verify``); a non-zero exit sends the task back to the same
+        slot with the command's output as feedback, up to ``max_rejections`` attempts.
+        ``plan_first``: the slot first makes a plan in plan mode, held for review (review
+        kind ``plan``); :meth:`approve` has it carried out in the same conversation, in the
+        task's own permission mode, and :meth:`reject` asks for a new plan.
+        """
         self._lifecycle.check_accepting()
         if not prompt or not prompt.strip():
             raise ValueError("prompt must not be empty")
@@ -463,6 +484,18 @@ class TaskQueue:
 
     # ── inspection ───────────────────────────────────────────────────
 
+    async def waiting_for(
+        self, task_ids: Iterable[TaskId | str] | None = None
+    ) -> dict[str, list[str]]:
+        """Which of these pending tasks (None: the oldest :data:`WAITING_SCAN` pending ones)
+        wait for dependencies, and for which (those not yet completed)."""
+        if task_ids is None:
+            records = await self.list(TaskFilter(state=TaskState.PENDING), WAITING_SCAN)
+        else:
+            records = [await self.get(task_id) for task_id in task_ids]
+        waiting = await self._dependencies.waiting_for(records)
+        return {task_id: [str(d) for d in deps] for task_id, deps in waiting.items()}
+
     async def get(self, task_id: TaskId | str) -> TaskRecord:
         stored = await self._store.get_task(TaskId(task_id))
         if stored is None:
@@ -693,4 +726,4 @@ def _real_path(path: str | Path) -> str:
     return os.path.realpath(path)
 
 
-__all__ = ["EXTERNAL_PREFIX", "FanOutItem", "RejectOutcome", "TaskQueue"]
+__all__ = ["EXTERNAL_PREFIX", "WAITING_SCAN", "FanOutItem", "RejectOutcome", "TaskQueue"]

@@ -55,11 +55,19 @@ from claude_pool.types import (
     SlotId,
     SlotRecord,
     SlotState,
+    TaskRecord,
     TaskState,
     new_slot_id,
     now_ms,
 )
-from claude_pool.worktree import WorktreeManager, WorktreeReport, worktree_event
+from claude_pool.worktree import (
+    WorktreeManager,
+    WorktreeReport,
+    commits_diff,
+    find_repo_root,
+    worktree_diff,
+    worktree_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +441,20 @@ class SlotSet:
                 self._report_worktrees(reports)
                 self._worktrees = manager
             return self._worktrees
+
+    async def task_diff(self, record: TaskRecord) -> str | None:
+        """What the task changed: its recorded commits, else what its slot's worktree holds
+        (see :func:`~claude_pool.worktree.worktree_diff`); None when it ran on no worktree
+        of these slots."""
+        commits = record.result.commits if record.result is not None else []
+        if commits:
+            root = await find_repo_root(self.cwd)
+            return await commits_diff(root, commits)
+        slot = next((s for s in self.records if s.id == record.slot_id), None)
+        if slot is None or not slot.worktree_path:
+            return None
+        root = await find_repo_root(self.cwd)
+        return await worktree_diff(Path(slot.worktree_path), root)
 
     async def _slot_workdir(self, record: SlotRecord) -> tuple[SlotRecord, Path]:
         """The slot's record and working directory: its own worktree with isolation on. A

@@ -2,6 +2,7 @@
 
 - :mod:`claude_pool.chain.model`: specs, results, placeholders, output variables (pure);
 - :mod:`claude_pool.chain.runner`: the runner that drives a pool's chains over a task port;
+- :mod:`claude_pool.chain.fanout`: independent chains side by side;
 - :mod:`claude_pool.chain.workflows`: named, parameterised chains, and turning skills and
   workflows into chain steps.
 """
