@@ -15,7 +15,7 @@ ROOT = "claude_pool"
 LAYERS: list[list[str]] = [
     # the domain model and small helpers
     ["types", "errors", "pricing", "notify", "lifecycle", "aio", "redaction"],
-    ["config", "events"],
+    ["config", "events", "task_port"],
     # seams and their implementations
     ["bus", "store", "executor"],
     ["worktree", "skills", "chain.model"],

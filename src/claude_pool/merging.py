@@ -34,16 +34,16 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from claude_pool.chain.model import ChainResult, ChainState
 from claude_pool.errors import WorktreeError
-from claude_pool.types import CommitRange, TaskId, TaskOverrides, TaskRecord, TaskState
+from claude_pool.task_port import TaskPort
+from claude_pool.types import CommitRange, TaskOverrides, TaskRecord, TaskState
 from claude_pool.worktree import WorktreeManager, identity_args, run_git
 
 log = logging.getLogger(__name__)
@@ -128,29 +128,6 @@ Resolver = Callable[[Conflict], Awaitable[Resolution]]
 
 RESOLVE_TAG = "merge:resolve"
 """The tag of the tasks that resolve merge conflicts."""
-
-
-class TaskPort(Protocol):
-    """What a conflict resolver needs of the task queue."""
-
-    async def submit(
-        self,
-        prompt: str,
-        overrides: TaskOverrides | None = None,
-        tags: Iterable[str] = (),
-        *,
-        review: bool = False,
-        timeout: float | None = None,
-        cwd: str | Path | None = None,
-        verify: str | None = None,
-        fresh_session: bool = False,
-    ) -> TaskId: ...
-
-    async def wait(
-        self, task_id: TaskId | str, timeout: float | None = None, *, through_review: bool = False
-    ) -> TaskRecord: ...
-
-    def cancelled_with_caller(self) -> contextlib.AbstractAsyncContextManager[set[str]]: ...
 
 
 def conflict_resolver(
@@ -577,7 +554,6 @@ __all__ = [
     "Resolution",
     "Resolver",
     "SkippedBranch",
-    "TaskPort",
     "conflict_resolver",
     "merge_branches",
     "merge_source",

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from claude_pool.chain.model import (
     CLONE_DIR,
@@ -54,7 +54,8 @@ from claude_pool.events import (
 from claude_pool.lifecycle import Lifecycle
 from claude_pool.runner import CHAIN_TAG
 from claude_pool.store.base import ChainStore
-from claude_pool.types import TaskId, TaskOverrides, TaskRecord, TaskState, now_ms
+from claude_pool.task_port import TaskPort
+from claude_pool.types import TaskOverrides, TaskState, now_ms
 from claude_pool.worktree import WorktreeManager, WorktreeReport, worktree_event
 
 log = logging.getLogger(__name__)
@@ -65,27 +66,6 @@ CHAIN_LISTENS_TO = frozenset({"task_text", "chain_started", "chain_step_started"
 ORPHAN_LOOK_EVERY_SECS = 60.0
 """How often a pool reads every unfinished chain of the store to find orphans even when no
 other process's chain is known to be open (the events say so in between)."""
-
-
-class TaskPort(Protocol):
-    """What the chain runner needs of the task queue."""
-
-    async def submit(
-        self,
-        prompt: str,
-        overrides: TaskOverrides | None = None,
-        tags: Iterable[str] = (),
-        *,
-        timeout: float | None = None,
-        fresh_session: bool = False,
-        cwd: str | Path | None = None,
-        verify: str | None = None,
-        depends_on: Iterable[TaskId | str] = (),
-    ) -> TaskId: ...
-
-    async def wait(self, task_id: TaskId | str, timeout: float | None = None) -> TaskRecord: ...
-
-    async def cancel(self, task_id: TaskId | str) -> TaskRecord: ...
 
 
 class _Interrupted(Exception):
@@ -818,4 +798,4 @@ def _next_action(
     return "recover" if spec.recovery_prompt else "failed"
 
 
-__all__ = ["CHAIN_LISTENS_TO", "ORPHAN_LOOK_EVERY_SECS", "ChainRunner", "TaskPort"]
+__all__ = ["CHAIN_LISTENS_TO", "ORPHAN_LOOK_EVERY_SECS", "ChainRunner"]
