@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +189,17 @@ def test_the_library_and_the_cli_load_no_face_they_do_not_use() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     assert loaded == []
+
+
+def test_the_readme_names_every_module_of_the_package() -> None:
+    """"Where things live" in the README lists every module and package of ``claude_pool``."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("## Where things live", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"\w+(?:\.py|/)", block))
+    package = Path(__file__).parents[1] / "src" / "claude_pool"
+    modules = {
+        path.name if path.is_file() else f"{path.name}/"
+        for path in package.iterdir()
+        if path.suffix == ".py" or (path / "__init__.py").exists()
+    } - {"__init__.py", "__main__.py"}
+    assert sorted(modules - named) == []
