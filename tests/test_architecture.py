@@ -192,7 +192,7 @@ def test_the_library_and_the_cli_load_no_face_they_do_not_use() -> None:
 
 
 def test_the_readme_names_every_module_of_the_package() -> None:
-    """"Where things live" in the README lists every module and package of ``claude_pool``."""
+    """ "Where things live" in the README lists every module and package of ``claude_pool``."""
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = readme.split("## Where things live", 1)[1].split("\n\n", 2)[1]
     named = set(re.findall(r"\w+(?:\.py|/)", block))
