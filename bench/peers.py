@@ -1,13 +1,16 @@
-"""The same trivial tasks four ways, side by side: persistent slots, ephemeral slots,
-fresh-session tasks on persistent slots, and bare ``claude -p`` runs, 4 at a time.
+"""The same trivial tasks five ways, side by side: persistent slots, the same persistent
+slots already running (``warm``: each slot did one task before the clock starts, as a long-lived
+MCP server's or worker's slots have), ephemeral slots, fresh-session tasks on persistent slots,
+and bare ``claude -p`` runs, 4 at a time.
 
-All four run the real Claude Code CLI against the project's mock Anthropic API (served by a
+All run the real Claude Code CLI against the project's mock Anthropic API (served by a
 separate process, so that its CPU is nobody's). Rounds are interleaved (each round runs every
 variant once, in the same order), and each figure is the median over the rounds. For each
 variant it prints the wall time of the whole batch (pool open to close, process starts
-included) and the CPU per task of the whole process tree: this process plus every CLI process
-(and what they started), from ``getrusage`` (children count once reaped, which the pool's close
-and the bare runs' ends guarantee).
+included; for ``warm`` from the end of the warm-up) and the CPU per task of the whole process
+tree: this process plus every CLI process (and what they started), from ``getrusage``
+(children count once reaped, which the pool's close and the bare runs' ends guarantee; so
+``warm`` still counts its processes' starts).
 
 Goals (issue 16): an ephemeral or fresh-session task costs at most 0.3x the CPU of a bare
 ``claude -p`` and its batch's wall time is within 2x of persistent slots'; persistent slots are
@@ -38,7 +41,7 @@ from claude_pool.store import MemoryStore
 from claude_pool.testing.claude_cli import ensure_claude, mock_cli_env
 from claude_pool.testing.mock_api import DEFAULT_MODEL
 
-VARIANTS = ("persistent", "ephemeral", "fresh", "bare")
+VARIANTS = ("persistent", "warm", "ephemeral", "fresh", "bare")
 OPTIONAL = ("respawn",)
 
 
@@ -49,6 +52,16 @@ class Setup:
     cwd: Path
     tasks: int
     slots: int
+
+
+class Clock:
+    """Where a batch's measured window starts: at the runner's call, or later (``restart``)."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.cpu, self.wall = cpu_seconds(), time.perf_counter()
 
 
 def cpu_seconds() -> float:
@@ -65,7 +78,14 @@ def prompts(setup: Setup, variant: str) -> list[str]:
 
 
 async def through_pool(
-    setup: Setup, variant: str, mode: SlotMode, *, fresh: bool, clear: bool = True
+    setup: Setup,
+    variant: str,
+    clock: Clock,
+    mode: SlotMode,
+    *,
+    fresh: bool,
+    clear: bool = True,
+    warm: bool = False,
 ) -> list[TaskResult]:
     executor = ClaudeCliExecutor(setup.claude_bin, env=setup.env, clear_for_fresh_sessions=clear)
     config = PoolConfig(model=DEFAULT_MODEL, slot_mode=mode)
@@ -78,6 +98,13 @@ async def through_pool(
         settings=settings,
         cwd=setup.cwd,
     ) as pool:
+        if warm:
+            # A pool that is already running: every slot has done a task before the clock
+            # starts (an MCP server's or a worker's slots, say).
+            ids = [await pool.submit("warm up", slot=slot.id) for slot in pool.slots]
+            for task_id in ids:
+                await pool.wait(task_id, timeout=600)
+            clock.restart()
         if not fresh:
             return await pool.fan_out(prompts(setup, variant))
         ids = [await pool.submit(p, fresh_session=True) for p in prompts(setup, variant)]
@@ -89,7 +116,7 @@ async def through_pool(
         return results
 
 
-async def bare(setup: Setup, variant: str) -> list[TaskResult]:
+async def bare(setup: Setup, variant: str, clock: Clock) -> list[TaskResult]:
     gate = asyncio.Semaphore(setup.slots)
 
     async def one(prompt: str) -> TaskResult:
@@ -117,20 +144,21 @@ async def bare(setup: Setup, variant: str) -> list[TaskResult]:
     return await asyncio.gather(*(one(p) for p in prompts(setup, variant)))
 
 
-RUNNERS: dict[str, Callable[[Setup, str], Awaitable[list[TaskResult]]]] = {
-    "persistent": lambda s, v: through_pool(s, v, SlotMode.PERSISTENT, fresh=False),
-    "ephemeral": lambda s, v: through_pool(s, v, SlotMode.EPHEMERAL, fresh=False),
-    "fresh": lambda s, v: through_pool(s, v, SlotMode.PERSISTENT, fresh=True),
+RUNNERS: dict[str, Callable[[Setup, str, Clock], Awaitable[list[TaskResult]]]] = {
+    "persistent": lambda s, v, c: through_pool(s, v, c, SlotMode.PERSISTENT, fresh=False),
+    "warm": lambda s, v, c: through_pool(s, v, c, SlotMode.PERSISTENT, fresh=False, warm=True),
+    "ephemeral": lambda s, v, c: through_pool(s, v, c, SlotMode.EPHEMERAL, fresh=False),
+    "fresh": lambda s, v, c: through_pool(s, v, c, SlotMode.PERSISTENT, fresh=True),
     "bare": bare,
-    "respawn": lambda s, v: through_pool(s, v, SlotMode.EPHEMERAL, fresh=False, clear=False),
+    "respawn": lambda s, v, c: through_pool(s, v, c, SlotMode.EPHEMERAL, fresh=False, clear=False),
 }
 
 
 async def measure(setup: Setup, variant: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds per task) of one batch."""
-    cpu_before, started = cpu_seconds(), time.perf_counter()
-    results = await RUNNERS[variant](setup, variant)
-    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+    clock = Clock()
+    results = await RUNNERS[variant](setup, variant, clock)
+    wall, cpu = time.perf_counter() - clock.wall, cpu_seconds() - clock.cpu
     failed = [r for r in results if not r.success]
     if failed:
         sys.exit(f"{variant}: {len(failed)} task(s) failed, e.g. {failed[0].output[:500]}")
@@ -176,6 +204,11 @@ def report(
                 f"wall {wall / persistent_wall:5.2f}x persistent (goal <= 2)"
             )
     print(f"{'persistent':>12}: {bare_wall / persistent_wall:5.1f}x faster than bare (goal >= 10)")
+    if "warm" in med:
+        print(
+            f"{'warm':>12}: {bare_wall / med['warm'][0]:5.1f}x faster than bare (slots already "
+            "running: their starts outside the measured window)"
+        )
     print_floor(med["persistent"][1], bare_cpu, bare_wall, tasks, slots)
 
 
