@@ -20,6 +20,8 @@ WRITES = frozenset(
         "heartbeat_worker", "remove_worker", "upsert_slot", "update_slot", "add_slot_cost",
         "delete_slot", "add_spend", "context_set", "context_delete", "send_message",
         "append_events", "prune_events", "upsert_chain", "claim_chain", "open", "close",
+        "reserve_budget", "release_budget", "set_rate_limit", "put_webhook", "delete_webhook",
+        "claim_deliveries", "finish_delivery", "prune_deliveries",
     }
 )  # fmt: skip
 """Store methods that change something (the rest read)."""
