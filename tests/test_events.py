@@ -17,6 +17,7 @@ from claude_pool.events import (
     Event,
     TaskFinished,
     TaskQueued,
+    TaskRequeued,
     TaskText,
     UnknownEvent,
     describe,
@@ -26,7 +27,7 @@ from claude_pool.executor.base import EventKind, ExecutionRequest
 from claude_pool.store import MemoryStore, Store
 from claude_pool.testing.counting_store import CountingStore
 from claude_pool.testing.fake_executor import FakeExecutor
-from claude_pool.types import TaskResult
+from claude_pool.types import SlotId, TaskResult, now_ms
 from engine_stores import new_store
 
 pytestmark = pytest.mark.usefixtures("engine_store")
@@ -353,6 +354,70 @@ async def test_context_set_in_another_process_reaches_the_next_task(
                     break
                 await changed.get()
     assert prompts[0] is None or "ship it" not in prompts[0]
+
+
+async def test_a_late_event_of_another_process_does_not_stop_a_run_the_store_still_gives_here(
+    shared_store: Callable[[], Store],
+) -> None:
+    """Other processes' events arrive late: the requeue by the process that recovered a task
+    can be read after this one claimed the task again. The run goes on unless the store says
+    the task moved (as a real cancel from another process does)."""
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor, slots=1, store=shared_store()) as worker:
+        first = await worker.submit("first")
+        await executor.wait_running(1)
+        late = TaskRequeued(task_id=first, reason="its pool process died")
+        late.worker_id = "another-host:1234:abcdef"
+        worker.bus.publish(late)
+        await worker.get_task(first)  # a store round trip for the check
+        executor.release(first)
+        record = await worker.wait(first, timeout=10)
+        assert record.state is TaskState.COMPLETED, record.result
+
+        # The task really was taken away: re-queued by a process that took this one for dead
+        # and claimed by another. The run here stops, and its settlement leaves the task to
+        # the other run (no cancel written over it).
+        taken = await worker.submit("taken")
+        await executor.wait_running(1)
+        await worker.store.transition_task(
+            taken, {TaskState.RUNNING}, TaskState.PENDING, now_ms=now_ms(), slot_id=None
+        )
+        elsewhere = make_pool(slots=0, store=shared_store())
+        await elsewhere.open()  # a live pool process, whose claims nobody recovers
+        other = elsewhere.worker_id
+        claimed = await worker.store.claim_task(
+            SlotId("slot-elsewhere"), None, None, other, now_ms()
+        )
+        assert claimed is not None
+        assert claimed.record.id == taken
+        requeued = TaskRequeued(task_id=taken, reason="its pool process died")
+        requeued.worker_id = other
+        worker.bus.publish(requeued)
+        async with asyncio.timeout(10):
+            while (await worker.status()).slots[0].state != "idle":  # noqa: ASYNC110 - no event
+                await asyncio.sleep(0.02)
+        stored = await worker.store.get_task(taken)
+        assert stored is not None
+        assert stored.record.state is TaskState.RUNNING
+        assert stored.claimed_by == other
+        logged = [e.type for e in await worker.store.read_events(task_id=taken)]
+        assert "task_cancelled" not in logged, logged
+        await worker.store.transition_task(
+            taken, {TaskState.RUNNING}, TaskState.COMPLETED, now_ms=now_ms(),
+            result=TaskResult.success_result("done elsewhere", 0, 1),
+        )  # fmt: skip
+        await elsewhere.close()
+
+        executor.hold = True
+        second = await worker.submit("second")
+        (running,) = await executor.wait_running(1)
+        assert running.task_id == second
+        async with make_pool(slots=0, store=shared_store()) as other:
+            await other.cancel(second)
+        record = await worker.wait(second, timeout=10)
+        assert record.state is TaskState.CANCELLED
+        assert record.result is not None
+        assert "cancel" in record.result.output
 
 
 async def test_queued_events_carry_what_a_scheduler_elsewhere_needs() -> None:

@@ -142,7 +142,11 @@ async def kill_one_mid_batch(
     finally:
         await client.close()
 
-    assert [r.state for r in records] == [TaskState.COMPLETED] * TASKS
+    assert [r.state for r in records] == [TaskState.COMPLETED] * TASKS, [
+        (r.id, r.state, r.result and r.result.output, [a.reason for a in r.attempts])
+        for r in records
+        if r.state is not TaskState.COMPLETED
+    ]
     for i, record in enumerate(records):
         assert record.result is not None
         assert record.result.output == f"answer {i}", "each task has its own answer"
@@ -306,9 +310,10 @@ async def test_three_workers_in_network_namespaces_recover_a_killed_one_by_heart
             named = f'hostname "machine-{k}" && exec "$@"'
             argv = ["ip", "netns", "exec", netns, "unshare", "--uts",
                     "sh", "-c", named, "sh", *worker_argv(url)]  # fmt: skip
-            # Found dead by heartbeat alone here: a beat every second, so that a
-            # busy test machine does not make a live worker's heartbeat look expired.
-            env = worker_env(cli, claude_bin, heartbeat_secs=1.0)
+            # Found dead by heartbeat alone here: a beat every 2 s (found dead after 6 s of
+            # silence). Workers starting their CLIs on this 2-core machine were seen beating
+            # 2.7 s late: with 1 s beats (3 s) live workers were taken for dead.
+            env = worker_env(cli, claude_bin, heartbeat_secs=2.0)
             return popen(argv, cwd=cli_cwd, env=env)
 
         await kill_one_mid_batch(postgres_url, mock_api, start)

@@ -140,6 +140,8 @@ class TaskRunner:
         self._rate_limits = rate_limits
         self._outcomes = outcomes
         self._running: dict[TaskId, RunningTask] = {}
+        self._checks: set[asyncio.Task[None]] = set()
+        """Checks of other processes' events against the store (see :meth:`_stop_if_moved`)."""
         self._context: dict[str, str] | None = None
         self.closing = False
         """Set (:meth:`stop_retrying`) once the pool stops waiting for runs: a settlement the
@@ -526,7 +528,38 @@ class TaskRunner:
                 running = self._running.get(TaskId(event.task_id))
                 state = task_state_after(event)
                 if running is not None and state is not None and state is not TaskState.RUNNING:
-                    running.stop(f"task became {state} elsewhere")
+                    task = asyncio.get_running_loop().create_task(
+                        self._stop_if_moved(running, state)
+                    )
+                    self._checks.add(task)
+                    task.add_done_callback(self._checks.discard)
+
+    async def _stop_if_moved(self, running: RunningTask, state: TaskState) -> None:
+        """Another process's event says a task running here became ``state``: stop the run if
+        the store agrees. Events of other processes arrive late, so the event may predate this
+        run (the requeue by the process that recovered the task, before this one claimed it
+        again): the store, not the event, says whether the run is still the task's."""
+        try:
+            stored = await self._store.get_task(running.task_id)
+        except Exception as exc:
+            log.warning("task %s: cannot read it (%s); stopping it as %s", running.task_id,
+                        exc, state)  # fmt: skip
+            stored = None
+        else:
+            if (
+                stored is not None
+                and stored.record.state is TaskState.RUNNING
+                and stored.claimed_by == self._events.worker_id
+            ):
+                return  # still this run's: the event was about an earlier one
+        if stored is not None and (
+            stored.record.state in (TaskState.PENDING, TaskState.RUNNING)
+            and stored.claimed_by != self._events.worker_id
+        ):
+            running.taken_away = True
+        now = stored.record.state if stored is not None else state
+        where = "on another run" if now is TaskState.RUNNING else "elsewhere"
+        running.stop(f"task became {now} {where}")
 
     # ── settling ─────────────────────────────────────────────────────
 
@@ -597,7 +630,7 @@ class TaskRunner:
                 split = len(batch) - len(outcome)
                 return self._store.settle_task(
                     task.id,
-                    {TaskState.RUNNING},
+                    set() if running.taken_away else {TaskState.RUNNING},
                     target,
                     now_ms=now,
                     result=result,
@@ -624,7 +657,7 @@ class TaskRunner:
                     "cost_microdollars": slot.record.cost_microdollars + result.cost_microdollars,
                 }
             )
-            if not moved:
+            if not moved and not running.taken_away:
                 # Someone else ended it first (e.g. a cancel from another process): keep their
                 # state, but attach what the run actually cost and said.
                 await self._store.transition_task(

@@ -28,6 +28,9 @@ class RunningTask:
     delivered_up_to: int | None = None
     """Id of the last unread message handed to this task with its prompt; those up to it
     are marked read once the task succeeds."""
+    taken_away: bool = False
+    """The store gave the task to another run (re-queued by a process that took this one for
+    dead, perhaps claimed elsewhere since): this run's settlement must leave it alone."""
 
     def stop(self, reason: str) -> None:
         """Ask the run to stop (its process is interrupted, then killed)."""

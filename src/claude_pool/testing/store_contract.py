@@ -852,6 +852,25 @@ class StoreContract:
         assert slot is not None
         assert slot.cost_microdollars == 99
 
+    async def test_settle_task_from_no_state_records_the_spend_and_leaves_the_task(
+        self, store: Store
+    ) -> None:
+        """A run whose task the store gave to another run settles with no ``from_states``:
+        its spend and slot are recorded, the task (running elsewhere) is left as it is."""
+        await store.upsert_slot(slot_record("slot-a"), "w")
+        task = await store.insert_task(make_task())
+        await claim(store)
+        settled = await store.settle_task(
+            task.record.id, set(), TaskState.CANCELLED, now_ms=T0 + 50,
+            result=make_result(cost=7), slot_id=SlotId("slot-a"), spend=7,
+            tasks_completed=0, slot_fields={},
+        )  # fmt: skip
+        assert settled is False
+        got = await store.get_task(task.record.id)
+        assert got is not None
+        assert got.record.state is TaskState.RUNNING
+        assert await store.get_spend() == 7
+
     async def test_settle_task_with_requeue_queues_the_task_again_keeping_the_run(
         self, store: Store
     ) -> None:
