@@ -109,7 +109,7 @@ class Engine:
             config=config, task_timeout_secs=task_timeout_secs, store=store,
             executor=self.executor_or_fail, events=self.events, slots=self.slots,
             budget=self.budget, rate_limits=self.rate_limits, outcomes=outcomes,
-            lifecycle=self.lifecycle,
+            lifecycle=self.lifecycle, spawn=self.spawn,
         )  # fmt: skip
         self.slots.start_config = self.runner.slot_start
         self.scheduler = Scheduler(

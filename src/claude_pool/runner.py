@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,13 @@ from typing import Any
 from claude_pool.budget import BudgetLedger
 from claude_pool.config import EffectiveConfig, effective_config
 from claude_pool.dependencies import render_prompt
-from claude_pool.errors import BudgetExhausted, StoreDamaged, StoreError, WorktreeError
+from claude_pool.errors import (
+    BudgetExhausted,
+    PoolShutdown,
+    StoreDamaged,
+    StoreError,
+    WorktreeError,
+)
 from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     ContextChanged,
@@ -128,9 +134,13 @@ class TaskRunner:
         rate_limits: RateLimiter,
         outcomes: Outcomes,
         lifecycle: Lifecycle,
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
     ) -> None:
         self.config = config
         self._lifecycle = lifecycle
+        self._spawn = spawn
+        """Runs background work in the engine's task group (checks of other processes'
+        events against the store, see :meth:`_stop_if_moved`)."""
         self._task_timeout = task_timeout_secs
         self._store = store
         self._executor_of = executor
@@ -140,8 +150,6 @@ class TaskRunner:
         self._rate_limits = rate_limits
         self._outcomes = outcomes
         self._running: dict[TaskId, RunningTask] = {}
-        self._checks: set[asyncio.Task[None]] = set()
-        """Checks of other processes' events against the store (see :meth:`_stop_if_moved`)."""
         self._context: dict[str, str] | None = None
         self.closing = False
         """Set (:meth:`stop_retrying`) once the pool stops waiting for runs: a settlement the
@@ -528,11 +536,8 @@ class TaskRunner:
                 running = self._running.get(TaskId(event.task_id))
                 state = task_state_after(event)
                 if running is not None and state is not None and state is not TaskState.RUNNING:
-                    task = asyncio.get_running_loop().create_task(
-                        self._stop_if_moved(running, state)
-                    )
-                    self._checks.add(task)
-                    task.add_done_callback(self._checks.discard)
+                    with contextlib.suppress(PoolShutdown):  # closing: the drain ends it
+                        self._spawn(self._stop_if_moved(running, state), "pool-event-check")
 
     async def _stop_if_moved(self, running: RunningTask, state: TaskState) -> None:
         """Another process's event says a task running here became ``state``: stop the run if
