@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from claude_pool import Pool, PoolConfig, TaskState
 from claude_pool.bus import EventBus, Lagged
+from claude_pool.eventlog import EventLog
 from claude_pool.events import (
     EVENT_CLASSES,
     Event,
@@ -306,6 +307,71 @@ async def test_a_submit_makes_one_idle_slot_claim_not_all_of_them() -> None:
         # One claim took the task; its slot asked once more when it was done. The seven
         # other idle slots were left alone.
         assert store.calls["claim_task"] == 2
+
+
+class HeldEmptyClaims:
+    """A store whose claims that find nothing answer only once let go (as if slow)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.release = asyncio.Event()
+        self.held = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def claim_task(self, *args: Any, **kwargs: Any) -> Any:
+        claimed = await self.inner.claim_task(*args, **kwargs)
+        if claimed is None and not self.release.is_set():
+            self.held += 1
+            await self.release.wait()
+        return claimed
+
+
+async def test_work_queued_while_every_slot_is_asking_is_claimed_at_once() -> None:
+    # Both slots' first claims found nothing but have not answered yet when the task is
+    # queued: no slot is parked to be woken, so one of the two must ask again (else the
+    # task would wait for the scheduler's 30 s fallback).
+    store = HeldEmptyClaims(new_store())
+    async with make_pool(slots=2, store=cast(Store, store)) as pool:
+        for _ in range(10_000):
+            if store.held == 2:
+                break
+            await asyncio.sleep(0)
+        assert store.held == 2
+        task_id = await pool.submit("queued while both slots ask")
+        store.release.set()
+        record = await pool.wait(task_id, timeout=5)
+        assert record.state is TaskState.COMPLETED
+
+
+async def test_writes_side_by_side_publish_their_events_in_the_order_they_began() -> None:
+    bus = EventBus()
+    log = EventLog(MemoryStore(), bus, "worker-1")
+    seen: list[int] = []
+    bus.add_listener(lambda event: seen.append(event.seq))
+    first_may_land = asyncio.Event()
+
+    async def land(batch: list[Event], seq: int, wait: asyncio.Event | None) -> int:
+        if wait is not None:
+            await wait.wait()
+        for offset, event in enumerate(batch):
+            event.seq = seq + offset
+        return seq
+
+    first = asyncio.ensure_future(
+        log.write(lambda b: land(b, 1, first_may_land), TaskQueued(task_id="t-1"))
+    )
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(log.write(lambda b: land(b, 2, None), TaskQueued(task_id="t-2")))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # The second write has landed, but its event waits for the first's; so does its caller.
+    assert seen == []
+    assert not second.done()
+    first_may_land.set()
+    assert await asyncio.gather(first, second) == [1, 2]
+    assert seen == [1, 2]
 
 
 async def _claims_reach(store: CountingStore, count: int) -> None:

@@ -438,6 +438,68 @@ async def test_a_write_while_another_process_holds_the_lock_waits_for_it(db_path
     await store.close()
 
 
+def _count_commits(store: SqliteStore) -> list[str]:
+    """The transactions the store's quick connection commits from now on."""
+    commits: list[str] = []
+    assert store._quick_db is not None
+    store._quick_db.conn.set_trace_callback(
+        lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None
+    )
+    return commits
+
+
+async def test_writes_asked_for_in_one_turn_commit_together(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    commits = _count_commits(store)
+    tasks = [make_task(f"burst {i}") for i in range(50)]
+    stored = await asyncio.gather(*(store.insert_task(t) for t in tasks))
+    # The first runs at once; the 49 asked for after it in the same turn share one commit.
+    assert len(commits) == 2
+    assert [s.record.id for s in stored] == [t.record.id for t in tasks]
+    assert len(await store.list_tasks(limit=100)) == 50
+    await store.close()
+
+
+async def test_a_write_that_fails_in_a_batch_fails_alone(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    taken = await store.insert_task(make_task("first"))
+    refused = TaskQueued(task_id=taken.record.id)
+    results = await asyncio.gather(
+        store.add_spend(1),  # runs at once; the next three share a batch
+        store.insert_task(make_task("before")),
+        store.insert_task(make_task("again", task_id=taken.record.id), events=[refused]),
+        store.insert_task(make_task("after")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], StoreError)
+    assert "already exists" in str(results[2])
+    assert refused.seq == 0  # it was not logged
+    assert not any(isinstance(r, BaseException) for r in (results[0], results[1], results[3]))
+    prompts = sorted(t.prompt for t in await store.list_tasks(limit=10))
+    assert prompts == ["after", "before", "first"]
+    await store.close()
+
+
+async def test_a_batch_while_another_process_holds_the_lock_waits_for_it(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        adding = asyncio.gather(*(store.add_spend(5) for _ in range(10)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not adding.done()
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert sorted(await adding) == [5 * n for n in range(1, 11)]
+    assert await store.get_spend() == 50
+    await store.close()
+
+
 async def test_a_loop_of_store_calls_lets_other_tasks_run(db_path: Path) -> None:
     store = SqliteStore(db_path)
     await store.open()

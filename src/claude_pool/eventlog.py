@@ -85,7 +85,9 @@ class EventLog:
         self._flush_secs = flush_secs
         self._watch_fallback_secs = watch_fallback_secs
         self._pending: list[Event] = []
-        self._lock = asyncio.Lock()
+        self._tickets = 0
+        self._next_ticket = 0
+        self._done: dict[int, tuple[list[Event], asyncio.Future[None]]] = {}
         self._flush_wanted = asyncio.Event()
         self._own: set[int] = set()
         self._seen = 0
@@ -119,44 +121,73 @@ class EventLog:
         nothing: its own events are dropped, the buffered ones wait for the next write."""
         for event in events:
             event.worker_id = self.worker_id
-        async with self._lock:
-            buffered, self._pending = self._pending, []
-            batch = [*buffered, *events]
-            try:
-                result = await change(batch)
-            except BaseException:
-                # A write that landed before its caller was cancelled numbered its events:
-                # publish those, and keep only the rest for the next write.
-                self._pending[:0] = [e for e in buffered if not e.seq]
-                self._publish([e for e in batch if e.seq])
-                raise
-            unlogged = [e for e in buffered if not e.seq]
-            if unlogged:
-                self._pending[:0] = unlogged
-                self._flush_wanted.set()
-            self._publish([e for e in batch if e.seq])
-            return result
+        buffered, self._pending = self._pending, []
+        batch = [*buffered, *events]
+        ticket = self._take_ticket()
+        try:
+            result = await change(batch)
+        except BaseException:
+            # A write that landed before its caller was cancelled numbered its events:
+            # publish those, and keep only the rest for the next write.
+            self._pending[:0] = [e for e in buffered if not e.seq]
+            self._written(ticket, batch)
+            raise
+        unlogged = [e for e in buffered if not e.seq]
+        if unlogged:
+            self._pending[:0] = unlogged
+            self._flush_wanted.set()
+        await self._written(ticket, batch)
+        return result
 
     async def flush(self) -> None:
         """Write the buffered events now."""
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            if not batch:
-                return
-            try:
-                await self._store.append_events(batch)
-            except Exception as exc:
-                self._pending[:0] = batch
-                if not self._failing:
-                    self._failing = True
-                    log.error(
-                        "writing %d event(s) to the store failed (%s); will retry", len(batch), exc
-                    )
-                raise
-            if self._failing:
-                self._failing = False
-                log.warning("writing events to the store works again")
-            self._publish(batch)
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        ticket = self._take_ticket()
+        try:
+            await self._store.append_events(batch)
+        except BaseException as exc:
+            self._pending[:0] = [e for e in batch if not e.seq]
+            self._written(ticket, batch)
+            if isinstance(exc, Exception) and not self._failing:
+                self._failing = True
+                log.error(
+                    "writing %d event(s) to the store failed (%s); will retry", len(batch), exc
+                )
+            raise
+        if self._failing:
+            self._failing = False
+            log.warning("writing events to the store works again")
+        await self._written(ticket, batch)
+
+    # Writes run side by side (so that a store can commit several in one transaction), but
+    # their events are published in the order the writes began: each write takes a ticket,
+    # and what it logged is published once every earlier ticket's events are.
+
+    def _take_ticket(self) -> int:
+        ticket = self._tickets
+        self._tickets += 1
+        return ticket
+
+    def _written(self, ticket: int, batch: Sequence[Event]) -> asyncio.Future[None]:
+        """Record that the write holding ``ticket`` is done; publish every write done in
+        ticket order so far. The future is done once this write's events are published."""
+        published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done[ticket] = ([e for e in batch if e.seq], published)
+        ready: list[Event] = []
+        futures: list[asyncio.Future[None]] = []
+        while self._next_ticket in self._done:
+            logged, future = self._done.pop(self._next_ticket)
+            self._next_ticket += 1
+            ready.extend(logged)
+            futures.append(future)
+        if len(futures) > 1:
+            ready.sort(key=lambda e: e.seq)  # (a write sent to another connection may overtake)
+        self._publish(ready)
+        for future in futures:
+            future.set_result(None)
+        return published
 
     async def run(self) -> None:
         """The flusher: writes emitted events that no write took along (a background task)."""

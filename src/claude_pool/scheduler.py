@@ -83,7 +83,10 @@ class Scheduler:
         self._fallback_secs = fallback_secs
         self._generation = 0
         self._claim_done = Signal()
-        self._claiming: Slot | None = None
+        self._in_flight = 0
+        self._unserved: list[TaskTarget] = []
+        """Targets of work that arrived while every slot that fits it was asking."""
+        self._damaged: StoreDamaged | None = None
         self.claims = 0
         """Claims asked of the store so far (for benchmarks)."""
         self._claims_failing = False
@@ -125,7 +128,6 @@ class Scheduler:
 
     def work_arrived(self, target: TaskTarget) -> None:
         """A task this pool's slots may run was queued: one parked slot that fits it looks."""
-        self._generation += 1
         chosen: Slot | None = None
         for slot in self._slots:
             if (
@@ -137,6 +139,12 @@ class Scheduler:
                 chosen = slot
         if chosen is not None:
             chosen.looking = True
+        elif len(self._unserved) < len(self._slots) and any(
+            slot.claiming and self._may_run(slot, target) for slot in self._slots
+        ):
+            # Every slot that fits is asking the store right now, and may have missed it:
+            # one of them asks again if it finds nothing.
+            self._unserved.append(target)
         self._slots.changed.notify()
 
     def unblocked(self, stored: StoredTask) -> None:
@@ -157,8 +165,11 @@ class Scheduler:
     # ── the claim loop ───────────────────────────────────────────────
 
     async def run(self, tg: asyncio.TaskGroup) -> None:
-        """Claim work for free slots and start it in ``tg`` (a background task)."""
-        while True:
+        """Claim work for free slots and start it in ``tg`` (a background task).
+
+        Each claim is a task of its own, so that the claims of several free slots are asked
+        of the store side by side (a store may commit them in one transaction)."""
+        while self._damaged is None:
             if self._gate is not None:
                 await self._gate()
             ticket = self._slots.changed.ticket()
@@ -167,41 +178,58 @@ class Scheduler:
                 if not await Signal.wait(ticket, self._fallback_secs):
                     self.look_everywhere()
                 continue
-            generation = self._generation
             slot.looking = False
             slot.claiming = True
-            self._claiming = slot
-            try:
-                claimed = await self._claim(slot)
-            except asyncio.CancelledError:
-                raise
-            except StoreDamaged as exc:
-                self._lifecycle.fail(exc)  # nothing more can be claimed
-                return
-            except Exception as exc:
-                if not self._claims_failing:  # once per incident, not once a second
-                    log.error("claiming a task failed (%r); retrying every second", exc)
-                self._claims_failing = True
-                await Signal.wait(self._slots.changed.ticket(), 1.0)
-                slot.looking = True
-                continue
-            finally:
-                slot.claiming = False
-                self._claiming = None
-                self._claim_done.notify()
-                self._slots.claim_ended.notify()
-            if self._claims_failing:
-                self._claims_failing = False
-                log.warning("claiming tasks works again")
-            if claimed is None:
-                if self._generation != generation:
-                    slot.looking = True  # work arrived while it asked: ask again
-                continue
-            self._events.emit(TaskClaimed(task_id=claimed.record.id, slot_id=slot.id))
-            running = self._runner.start(slot, claimed)
-            tg.create_task(
-                self._runner.run(slot, claimed, running), name=f"task-{claimed.record.id}"
-            )
+            self._in_flight += 1
+            tg.create_task(self._claim_for(slot, self._generation, tg), name=f"claim-{slot.id}")
+        self._lifecycle.fail(self._damaged)  # nothing more can be claimed
+
+    async def _claim_for(self, slot: Slot, generation: int, tg: asyncio.TaskGroup) -> None:
+        try:
+            claimed = await self._claim(slot)
+        except asyncio.CancelledError:
+            raise
+        except StoreDamaged as exc:
+            self._damaged = exc
+            return
+        except Exception as exc:
+            if not self._claims_failing:  # once per incident, not once a second
+                log.error("claiming a task failed (%r); retrying every second", exc)
+            self._claims_failing = True
+            self._claim_ended(slot)
+            await Signal.wait(self._slots.changed.ticket(), 1.0)
+            slot.looking = True
+            self._slots.changed.notify()
+            return
+        finally:
+            if slot.claiming:
+                self._claim_ended(slot)
+        if self._claims_failing:
+            self._claims_failing = False
+            log.warning("claiming tasks works again")
+        if claimed is None:
+            if self._generation != generation or self._took_unserved(slot):
+                slot.looking = True  # work arrived while it asked: ask again
+                self._slots.changed.notify()
+            return
+        self._events.emit(TaskClaimed(task_id=claimed.record.id, slot_id=slot.id))
+        running = self._runner.start(slot, claimed)
+        tg.create_task(self._runner.run(slot, claimed, running), name=f"task-{claimed.record.id}")
+
+    def _took_unserved(self, slot: Slot) -> bool:
+        """Whether work arrived for this slot while every slot that fits it was asking."""
+        for i, target in enumerate(self._unserved):
+            if self._may_run(slot, target):
+                del self._unserved[i]
+                return True
+        return False
+
+    def _claim_ended(self, slot: Slot) -> None:
+        slot.claiming = False
+        self._in_flight -= 1
+        self._claim_done.notify()
+        self._slots.claim_ended.notify()
+        self._slots.changed.notify()  # (wakes the loop, which may stop or find the slot free)
 
     def _next_looking(self) -> Slot | None:
         best: Slot | None = None
@@ -244,7 +272,7 @@ class Scheduler:
 
     async def claim_settled(self) -> None:
         """Return once no claim is in flight (a task claimed then is registered by now)."""
-        while self._claiming is not None:
+        while self._in_flight:
             await Signal.wait(self._claim_done.ticket(), None)
 
     # ── assignment deadlines ─────────────────────────────────────────

@@ -2,7 +2,8 @@
 connection, written with the named statements of ``sql/queries.sql`` (``Q``, that is
 :data:`~claude_pool.store.sqlite.queries.QUERIES`).
 
-Every write is one short ``BEGIN IMMEDIATE`` transaction (:meth:`Database.write`), so that a
+Every write is one short ``BEGIN IMMEDIATE`` transaction (:meth:`Database.write`), or one
+savepoint in such a transaction shared by several writes (:meth:`Database.batch`), so that a
 busy database makes writers wait for the lock instead of failing when a read transaction
 cannot be upgraded; a worker process and a CLI ``submit`` in another shell can share the file.
 Claims and state changes are single ``UPDATE ... RETURNING`` statements guarded by the current
@@ -261,6 +262,7 @@ class Database:
         self.writes = 0
         """Write transactions committed since the last checkpoint request."""
         self._conn: sqlite3.Connection | None = None
+        self._in_batch = False
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -373,6 +375,10 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         conn = self.conn
+        if self._in_batch:
+            # One operation of a batch (see batch()): the batch's transaction is its own.
+            yield conn
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -381,6 +387,25 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self.writes += 1
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One write transaction around several operations: they commit together, or none
+        does. (No savepoint per operation: a savepoint costs a statement journal. When one
+        operation fails the caller rolls the batch back and runs each on its own.)"""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        self._in_batch = True
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_batch = False
         self.writes += 1
 
     @contextmanager

@@ -17,6 +17,7 @@ runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from claude_pool.errors import StoreError
@@ -65,6 +67,35 @@ _YIELD_EVERY = 8
 """Quick-path calls between two yields to the event loop."""
 
 
+@dataclass(slots=True)
+class _Write:
+    """A write waiting for the next batch (see :meth:`SqliteStore._write`)."""
+
+    operation: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+
+
+def _unnumber(args: tuple[Any, ...]) -> None:
+    for arg in args:
+        if isinstance(arg, list | tuple):
+            for item in arg:
+                if isinstance(item, Event):
+                    item.seq = 0
+
+
+def _pass_on(to: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    if to.cancelled():
+        return
+    if done.cancelled():
+        to.cancel()
+    elif (exc := done.exception()) is not None:
+        to.set_exception(exc)
+    else:
+        to.set_result(done.result())
+
+
 class SqliteStore:
     """The :class:`~claude_pool.store.base.Store` protocol over one SQLite file.
 
@@ -89,6 +120,8 @@ class SqliteStore:
         self._background: set[asyncio.Future[Any]] = set()
         self._checkpoint_pending = False
         self._quick_calls = 0
+        self._pending_writes: list[_Write] = []
+        self._flush_scheduled = False
         self._wakeups = SqliteWakeups(self)
 
     def __repr__(self) -> str:
@@ -127,8 +160,20 @@ class SqliteStore:
         executor = self._executor_or_raise()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(executor, self._guarded, operation, fn, self._db, args)
+        return await self._outcome(operation, future, undo)
+
+    async def _outcome(
+        self,
+        operation: str,
+        future: asyncio.Future[T],
+        undo: Callable[[Database, Any], None] | None,
+    ) -> T:
+        """Await an operation's future; with ``undo``, a caller who gives up after the
+        operation ran gets the change taken back instead of silently kept."""
         if undo is None:
             return await future
+        executor = self._executor_or_raise()
+        loop = asyncio.get_running_loop()
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -187,6 +232,100 @@ class SqliteStore:
                 finally:
                     self._quick_lock.release()
         return await self._run(operation, fn, *args, undo=undo)
+
+    async def _write(
+        self,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        undo: Callable[[Database, Any], None] | None = None,
+    ) -> T:
+        """Run the short write ``fn(db, *args)``, returning once it is committed. The first
+        write of a turn of the event loop runs at once, as :meth:`_quick`; the writes asked
+        for after it in the same turn (a burst of submits, the settlements of several slots)
+        wait for the next turn and commit there in one transaction (a group commit: one
+        ``BEGIN``/``COMMIT`` for all of them instead of one each)."""
+        if self._quick_db is None or self._checkpoint_pending:
+            return await self._run(operation, fn, *args, undo=undo)
+        loop = asyncio.get_running_loop()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_writes)
+            return await self._quick(operation, fn, *args, undo=undo)
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending_writes.append(_Write(operation, fn, args, future))
+        return await self._outcome(operation, future, undo)
+
+    def _flush_writes(self) -> None:
+        """Commit the writes asked for since the last flush, together (see :meth:`_write`).
+        Where the quick connection cannot take them now (the file locked by another process,
+        a checkpoint pending), each goes to the store's thread on its own."""
+        self._flush_scheduled = False
+        writes = [w for w in self._pending_writes if not w.future.cancelled()]
+        self._pending_writes = []
+        if not writes:
+            return
+        db = self._quick_db
+        if db is None or self._checkpoint_pending or not self._quick_lock.acquire(blocking=False):
+            self._writes_to_thread(writes)
+            return
+        if len(writes) == 1:
+            # On its own: its own transaction, and its error is its caller's.
+            (write,) = writes
+            try:
+                result = write.fn(db, *write.args)
+            except sqlite3.Error as exc:
+                if is_busy(exc):
+                    self._writes_to_thread(writes)
+                else:
+                    write.future.set_exception(translate_error(self.path, write.operation, exc))
+            except Exception as exc:
+                write.future.set_exception(exc)
+            else:
+                write.future.set_result(result)
+            finally:
+                self._quick_lock.release()
+            self._checkpoint_if_due(db)
+            return
+        results: list[Any] = []
+        try:
+            with db.batch():
+                for write in writes:
+                    results.append(write.fn(db, *write.args))
+        except Exception as exc:
+            # Nothing of the batch was written (the file was locked, one write failed, the
+            # commit failed): each write is tried again on the thread, on its own, where a
+            # write that failed here fails again for its caller alone.
+            if not isinstance(exc, sqlite3.Error) or not is_busy(exc):
+                log.debug("SQLite store %s: a batch of writes was undone (%r)", self.path, exc)
+            for write in writes:
+                _unnumber(write.args)  # the events they logged are not in the log after all
+            self._writes_to_thread(writes)
+            return
+        finally:
+            self._quick_lock.release()
+        self._checkpoint_if_due(db)
+        for write, result in zip(writes, results, strict=True):
+            if not write.future.cancelled():
+                write.future.set_result(result)
+
+    def _checkpoint_if_due(self, db: Database) -> None:
+        if db.writes >= _CHECKPOINT_EVERY:
+            self._request_checkpoint(db)
+
+    def _writes_to_thread(self, writes: list[_Write]) -> None:
+        loop = asyncio.get_running_loop()
+        for write in writes:
+            if self._executor is None:
+                if not write.future.cancelled():
+                    write.future.set_exception(
+                        StoreError(f"SQLite store {self.path} is not open; call open() first")
+                    )
+                continue
+            done = loop.run_in_executor(
+                self._executor, self._guarded, write.operation, write.fn, self._db, write.args
+            )
+            done.add_done_callback(functools.partial(_pass_on, write.future))
 
     def _request_checkpoint(self, db: Database) -> None:
         """Copy the WAL back into the database file on the store's thread.
@@ -249,7 +388,7 @@ class SqliteStore:
     # ── tasks ────────────────────────────────────────────────────────
 
     async def insert_task(self, task: StoredTask, *, events: Sequence[Event] = ()) -> StoredTask:
-        return await self._quick("inserting a task", Database.insert_task, task, events)
+        return await self._write("inserting a task", Database.insert_task, task, events)
 
     async def insert_tasks(self, tasks: Iterable[StoredTask]) -> list[StoredTask]:
         """Insert many tasks in one transaction (imports, benchmarks); returns them with
@@ -286,7 +425,7 @@ class SqliteStore:
         *,
         targeted_only: bool = False,
     ) -> StoredTask | None:
-        return await self._quick(
+        return await self._write(
             "claiming a task",
             Database.claim_task,
             slot_id,
@@ -327,7 +466,7 @@ class SqliteStore:
             )
             if value is not UNSET
         }
-        return await self._quick(
+        return await self._write(
             "changing a task's state",
             Database.transition_task,
             task_id,
@@ -366,7 +505,7 @@ class SqliteStore:
     # ── workers ──────────────────────────────────────────────────────
 
     async def heartbeat_worker(self, worker_id: str, now_ms: int) -> None:
-        await self._quick("recording a heartbeat", Database.heartbeat_worker, worker_id, now_ms)
+        await self._write("recording a heartbeat", Database.heartbeat_worker, worker_id, now_ms)
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._quick("removing a worker", Database.remove_worker, worker_id)
@@ -390,7 +529,7 @@ class SqliteStore:
     # ── slots ────────────────────────────────────────────────────────
 
     async def upsert_slot(self, slot: SlotRecord, worker_id: str) -> None:
-        await self._quick("saving a slot", Database.upsert_slot, slot, worker_id)
+        await self._write("saving a slot", Database.upsert_slot, slot, worker_id)
 
     async def get_slot(self, slot_id: SlotId) -> SlotRecord | None:
         return await self._quick("reading a slot", Database.get_slot, slot_id)
@@ -415,7 +554,7 @@ class SqliteStore:
         requeue: Requeue | None = None,
     ) -> bool:
         values = validate_slot_fields(slot_id, dict(slot_fields))
-        return await self._quick(
+        return await self._write(
             "recording a finished task",
             Database.settle_task,
             task_id,
@@ -434,12 +573,12 @@ class SqliteStore:
 
     async def update_slot(self, slot_id: SlotId, **fields: Any) -> SlotRecord | None:
         values = validate_slot_fields(slot_id, fields)
-        return await self._quick("updating a slot", Database.update_slot, slot_id, values)
+        return await self._write("updating a slot", Database.update_slot, slot_id, values)
 
     async def add_slot_cost(
         self, slot_id: SlotId, cost_microdollars: int, tasks_completed: int
     ) -> None:
-        await self._quick(
+        await self._write(
             "adding to a slot's cost",
             Database.add_slot_cost,
             slot_id,
@@ -453,7 +592,7 @@ class SqliteStore:
     # ── spend ────────────────────────────────────────────────────────
 
     async def add_spend(self, microdollars: int, *, events: Sequence[Event] = ()) -> int:
-        return await self._quick("adding spend", Database.add_spend, microdollars, events)
+        return await self._write("adding spend", Database.add_spend, microdollars, events)
 
     async def get_spend(self) -> int:
         return await self._quick("reading spend", Database.get_spend)
@@ -464,25 +603,25 @@ class SqliteStore:
     async def reserve_budget(
         self, task_id: TaskId, worker_id: str, microdollars: int, limit: int, now_ms: int
     ) -> bool:
-        reserved: bool = await self._quick(
+        reserved: bool = await self._write(
             "reserving budget", Database.reserve_budget, task_id, worker_id, microdollars,
             limit, now_ms,
         )  # fmt: skip
         return reserved
 
     async def release_budget(self, task_id: TaskId) -> None:
-        await self._quick("releasing budget", Database.release_budget, task_id)
+        await self._write("releasing budget", Database.release_budget, task_id)
 
     # ── shared context ───────────────────────────────────────────────
 
     async def context_set(self, key: str, value: str, *, events: Sequence[Event] = ()) -> None:
-        await self._quick("setting context", Database.context_set, key, value, events)
+        await self._write("setting context", Database.context_set, key, value, events)
 
     async def context_get(self, key: str) -> str | None:
         return await self._quick("reading context", Database.context_get, key)
 
     async def context_delete(self, key: str, *, events: Sequence[Event] = ()) -> bool:
-        return await self._quick("deleting context", Database.context_delete, key, events)
+        return await self._write("deleting context", Database.context_delete, key, events)
 
     async def context_list(self) -> dict[str, str]:
         return await self._quick("listing context", Database.context_list)
@@ -572,7 +711,7 @@ class SqliteStore:
 
     async def append_events(self, events: Sequence[Event]) -> None:
         if events:
-            await self._quick("recording events", Database.append_events, events)
+            await self._write("recording events", Database.append_events, events)
 
     async def read_events(
         self,
