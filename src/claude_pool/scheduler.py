@@ -181,10 +181,11 @@ class Scheduler:
             slot.looking = False
             slot.claiming = True
             self._in_flight += 1
-            tg.create_task(self._claim_for(slot, self._generation, tg), name=f"claim-{slot.id}")
+            tg.create_task(self._claim_for(slot, self._generation), name=f"claim-{slot.id}")
         self._lifecycle.fail(self._damaged)  # nothing more can be claimed
 
-    async def _claim_for(self, slot: Slot, generation: int, tg: asyncio.TaskGroup) -> None:
+    async def _claim_for(self, slot: Slot, generation: int) -> None:
+        """Claim a task for ``slot`` and run it (a task of the pool's task group)."""
         try:
             claimed = await self._claim(slot)
         except asyncio.CancelledError:
@@ -214,7 +215,10 @@ class Scheduler:
             return
         self._events.emit(TaskClaimed(task_id=claimed.record.id, slot_id=slot.id))
         running = self._runner.start(slot, claimed)
-        tg.create_task(self._runner.run(slot, claimed, running), name=f"task-{claimed.record.id}")
+        current = asyncio.current_task()
+        if current is not None:
+            current.set_name(f"task-{claimed.record.id}")
+        await self._runner.run(slot, claimed, running)  # (in this task: one task per run)
 
     def _took_unserved(self, slot: Slot) -> bool:
         """Whether work arrived for this slot while every slot that fits it was asking."""
