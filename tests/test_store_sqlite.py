@@ -8,7 +8,7 @@ import re
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -442,10 +442,20 @@ def _count_commits(store: SqliteStore) -> list[str]:
     """The transactions the store's quick connection commits from now on."""
     commits: list[str] = []
     assert store._quick_db is not None
-    store._quick_db.conn.set_trace_callback(
-        lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None
-    )
+    store._quick_db.conn.set_trace_callback(_commits_into(commits))
     return commits
+
+
+async def _count_thread_commits(store: SqliteStore) -> list[str]:
+    """The transactions the connection of the store's thread commits from now on."""
+    commits: list[str] = []
+    trace = _commits_into(commits)
+    await store._run("tracing", lambda db: db.conn.set_trace_callback(trace))
+    return commits
+
+
+def _commits_into(commits: list[str]) -> Callable[[str], None]:
+    return lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None
 
 
 async def test_writes_asked_for_in_one_turn_commit_together(db_path: Path) -> None:
@@ -497,6 +507,33 @@ async def test_a_batch_while_another_process_holds_the_lock_waits_for_it(db_path
         blocker.close()
     assert sorted(await adding) == [5 * n for n in range(1, 11)]
     assert await store.get_spend() == 50
+    await store.close()
+
+
+async def test_writes_wait_for_the_stores_thread_then_commit_together(db_path: Path) -> None:
+    # While the store's thread holds a write (here one that found the file locked by another
+    # process), later writes do not each find the file locked and queue on the thread: they
+    # wait, and commit in one transaction on the quick connection once it is done.
+    store = SqliteStore(db_path)
+    await store.open()
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    on_thread = await _count_thread_commits(store)
+    first = asyncio.ensure_future(store.add_spend(1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    commits = _count_commits(store)
+    later = []
+    for _ in range(5):
+        later.append(asyncio.ensure_future(store.add_spend(1)))
+        await asyncio.sleep(0)  # each asked for in a turn of its own
+    assert not first.done()
+    assert not any(write.done() for write in later)
+    blocker.execute("COMMIT")
+    blocker.close()
+    await asyncio.gather(first, *later)
+    assert await store.get_spend() == 6
+    assert (len(on_thread), len(commits)) == (1, 1)
     await store.close()
 
 

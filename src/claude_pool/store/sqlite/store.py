@@ -122,6 +122,8 @@ class SqliteStore:
         self._quick_calls = 0
         self._pending_writes: list[_Write] = []
         self._flush_scheduled = False
+        self._thread_writes = 0
+        """Writes sent to the store's thread and not yet done."""
         self._wakeups = SqliteWakeups(self)
 
     def __repr__(self) -> str:
@@ -240,33 +242,60 @@ class SqliteStore:
         *args: Any,
         undo: Callable[[Database, Any], None] | None = None,
     ) -> T:
-        """Run the short write ``fn(db, *args)``, returning once it is committed. The first
-        write of a turn of the event loop runs at once, as :meth:`_quick`; the writes asked
-        for after it in the same turn (a burst of submits, the settlements of several slots)
-        wait for the next turn and commit there in one transaction (a group commit: one
-        ``BEGIN``/``COMMIT`` for all of them instead of one each)."""
-        if self._quick_db is None or self._checkpoint_pending:
+        """Run the short write ``fn(db, *args)``, returning once it is committed.
+
+        The first write of a turn of the event loop runs at once on the quick connection.
+        The writes asked for after it in the same turn (a burst of submits, the settlements
+        of several slots) wait for the next turn and commit there in one transaction: a group
+        commit, one ``BEGIN``/``COMMIT`` for all of them instead of one each. So do the writes
+        asked for while the store's thread holds the write lock (a checkpoint, or writes that
+        found the file locked by another process): they commit together once it is done,
+        instead of each finding the file locked and queueing on the thread one by one."""
+        if self._quick_db is None:
             return await self._run(operation, fn, *args, undo=undo)
         loop = asyncio.get_running_loop()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_writes)
-            return await self._quick(operation, fn, *args, undo=undo)
+        if not self._flush_scheduled and not self._pending_writes and self._quick_may_write():
+            self._schedule_flush(loop)  # (marks this turn: later writes wait for the flush)
+            db = self._quick_db
+            if self._quick_lock.acquire(blocking=False):
+                try:
+                    result = fn(db, *args)
+                except sqlite3.Error as exc:
+                    if not is_busy(exc):
+                        raise translate_error(self.path, operation, exc) from exc
+                    # Another process holds the file: the flush sends it to the thread.
+                else:
+                    self._checkpoint_if_due(db)
+                    return result
+                finally:
+                    self._quick_lock.release()
         future: asyncio.Future[T] = loop.create_future()
         self._pending_writes.append(_Write(operation, fn, args, future))
+        self._schedule_flush(loop)
         return await self._outcome(operation, future, undo)
 
+    def _quick_may_write(self) -> bool:
+        """Whether a write may go to the quick connection now: not while the store's thread
+        checkpoints or has writes of its own (its connection holds the write lock then)."""
+        return not self._checkpoint_pending and not self._thread_writes
+
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            (loop or asyncio.get_running_loop()).call_soon(self._flush_writes)
+
     def _flush_writes(self) -> None:
-        """Commit the writes asked for since the last flush, together (see :meth:`_write`).
-        Where the quick connection cannot take them now (the file locked by another process,
-        a checkpoint pending), each goes to the store's thread on its own."""
+        """Commit the writes waiting since the last flush, together (see :meth:`_write`);
+        while the store's thread holds the write lock they keep waiting (its end flushes)."""
         self._flush_scheduled = False
+        if not self._quick_may_write():
+            return
         writes = [w for w in self._pending_writes if not w.future.cancelled()]
         self._pending_writes = []
         if not writes:
             return
         db = self._quick_db
-        if db is None or self._checkpoint_pending or not self._quick_lock.acquire(blocking=False):
+        if db is None or not self._quick_lock.acquire(blocking=False):
             self._writes_to_thread(writes)
             return
         if len(writes) == 1:
@@ -309,10 +338,6 @@ class SqliteStore:
             if not write.future.cancelled():
                 write.future.set_result(result)
 
-    def _checkpoint_if_due(self, db: Database) -> None:
-        if db.writes >= _CHECKPOINT_EVERY:
-            self._request_checkpoint(db)
-
     def _writes_to_thread(self, writes: list[_Write]) -> None:
         loop = asyncio.get_running_loop()
         for write in writes:
@@ -322,10 +347,21 @@ class SqliteStore:
                         StoreError(f"SQLite store {self.path} is not open; call open() first")
                     )
                 continue
+            self._thread_writes += 1
             done = loop.run_in_executor(
                 self._executor, self._guarded, write.operation, write.fn, self._db, write.args
             )
-            done.add_done_callback(functools.partial(_pass_on, write.future))
+            done.add_done_callback(functools.partial(self._thread_write_done, write.future))
+
+    def _thread_write_done(self, to: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+        self._thread_writes -= 1
+        _pass_on(to, done)
+        if not self._thread_writes and self._pending_writes:
+            self._schedule_flush()
+
+    def _checkpoint_if_due(self, db: Database) -> None:
+        if db.writes >= _CHECKPOINT_EVERY:
+            self._request_checkpoint(db)
 
     def _request_checkpoint(self, db: Database) -> None:
         """Copy the WAL back into the database file on the store's thread.
@@ -342,6 +378,8 @@ class SqliteStore:
 
         def done(_: asyncio.Future[Any]) -> None:
             self._checkpoint_pending = False
+            if self._pending_writes:
+                self._schedule_flush()
 
         future = asyncio.get_running_loop().run_in_executor(
             self._executor, self._guarded, "checkpointing", Database.checkpoint, self._db, ()
