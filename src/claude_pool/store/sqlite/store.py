@@ -106,8 +106,9 @@ class SqliteStore:
     thread on a connection that never waits: they take tens of microseconds, while a hop to a
     thread and back costs about 100 µs and, under load, the GIL hand-off costs far more. When
     the file is locked by someone else such an operation goes to the store's thread, which
-    waits for the lock there. Operations whose cost grows with the data (listing, metrics,
-    recovery, bulk inserts) always run on the store's thread.
+    waits for the lock there. Short writes asked for side by side commit together (see
+    :meth:`_write`). Operations whose cost grows with the data (listing, metrics, recovery,
+    bulk inserts) always run on the store's thread.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 10_000) -> None:
