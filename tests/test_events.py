@@ -374,6 +374,39 @@ async def test_writes_side_by_side_publish_their_events_in_the_order_they_began(
     assert seen == [1, 2]
 
 
+async def test_emitted_events_a_write_did_not_log_go_before_the_next_writes() -> None:
+    # The first write carries an emitted event, and its compare-and-set does not happen (it
+    # logs nothing). A write begun meanwhile waits for it, and logs that event before its own.
+    bus = EventBus()
+    log = EventLog(MemoryStore(), bus, "worker-1")
+    seen: list[str] = []
+    bus.add_listener(lambda event: seen.append(f"{event.type}:{event.task_id}"))
+    log.emit(TaskText(task_id="t-1", slot_id="slot-1", text="working"))
+    may_fail = asyncio.Event()
+    batches: list[list[str]] = []
+
+    async def not_done(batch: list[Event]) -> None:
+        await may_fail.wait()
+
+    async def done(batch: list[Event]) -> None:
+        batches.append([event.type for event in batch])
+        for seq, event in enumerate(batch, start=10):
+            event.seq = seq
+
+    first = asyncio.ensure_future(log.write(not_done, TaskQueued(task_id="t-2")))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(
+        log.write(done, TaskFinished(task_id="t-1", state="completed", success=True))
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert batches == []  # the second waits for the first
+    may_fail.set()
+    await asyncio.gather(first, second)
+    assert batches == [["task_text", "task_finished"]]
+    assert seen == ["task_text:t-1", "task_finished:t-1"]
+
+
 async def _claims_reach(store: CountingStore, count: int) -> None:
     for _ in range(10_000):
         if store.calls["claim_task"] >= count:

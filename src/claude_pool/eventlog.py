@@ -86,6 +86,8 @@ class EventLog:
         self._watch_fallback_secs = watch_fallback_secs
         self._pending: list[Event] = []
         self._tickets = 0
+        self._carrying: asyncio.Future[None] | None = None
+        """Done when the write in flight that carries emitted events is."""
         self._next_ticket = 0
         self._done: dict[int, tuple[list[Event], asyncio.Future[None]]] = {}
         self._flush_wanted = asyncio.Event()
@@ -121,23 +123,39 @@ class EventLog:
         nothing: its own events are dropped, the buffered ones wait for the next write."""
         for event in events:
             event.worker_id = self.worker_id
+        while self._carrying is not None:
+            # A write in flight carries emitted events and may not log them (a compare-and-set
+            # that did not happen): they must go before this write's, so it waits.
+            await asyncio.shield(self._carrying)
         buffered, self._pending = self._pending, []
         batch = [*buffered, *events]
         ticket = self._take_ticket()
+        carrying = self._carry() if buffered else None
         try:
             result = await change(batch)
         except BaseException:
             # A write that landed before its caller was cancelled numbered its events:
             # publish those, and keep only the rest for the next write.
             self._pending[:0] = [e for e in buffered if not e.seq]
+            self._carried(carrying)
             self._written(ticket, batch)
             raise
         unlogged = [e for e in buffered if not e.seq]
         if unlogged:
             self._pending[:0] = unlogged
             self._flush_wanted.set()
+        self._carried(carrying)
         await self._written(ticket, batch)
         return result
+
+    def _carry(self) -> asyncio.Future[None]:
+        self._carrying = asyncio.get_running_loop().create_future()
+        return self._carrying
+
+    def _carried(self, carrying: asyncio.Future[None] | None) -> None:
+        if carrying is not None:
+            self._carrying = None
+            carrying.set_result(None)
 
     async def flush(self) -> None:
         """Write the buffered events now."""
@@ -163,7 +181,8 @@ class EventLog:
 
     # Writes run side by side (so that a store can commit several in one transaction), but
     # their events are published in the order the writes began: each write takes a ticket,
-    # and what it logged is published once every earlier ticket's events are.
+    # and what it logged is published once every earlier ticket's events are. Only a write
+    # that carries emitted events holds back the writes after it (see write()).
 
     def _take_ticket(self) -> int:
         ticket = self._tickets
