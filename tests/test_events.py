@@ -407,6 +407,28 @@ async def test_emitted_events_a_write_did_not_log_go_before_the_next_writes() ->
     assert seen == ["task_text:t-1", "task_finished:t-1"]
 
 
+async def test_a_flush_waits_for_a_write_carrying_earlier_emitted_events() -> None:
+    store = MemoryStore()
+    log = EventLog(store, EventBus(), "worker-1")
+    log.emit(TaskText(task_id="t-1", slot_id="slot-1", text="first"))
+    may_fail = asyncio.Event()
+
+    async def not_done(batch: list[Event]) -> None:
+        await may_fail.wait()
+
+    carrying = asyncio.ensure_future(log.write(not_done))
+    await asyncio.sleep(0)
+    log.emit(TaskText(task_id="t-1", slot_id="slot-1", text="second"))
+    flushing = asyncio.ensure_future(log.flush())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not flushing.done()
+    may_fail.set()
+    await asyncio.gather(carrying, flushing)
+    logged = await store.read_events(after=0)
+    assert [getattr(event, "text", None) for event in logged] == ["first", "second"]
+
+
 async def _claims_reach(store: CountingStore, count: int) -> None:
     for _ in range(10_000):
         if store.calls["claim_task"] >= count:

@@ -159,14 +159,18 @@ class EventLog:
 
     async def flush(self) -> None:
         """Write the buffered events now."""
+        while self._carrying is not None:
+            await asyncio.shield(self._carrying)  # (see write())
         batch, self._pending = self._pending, []
         if not batch:
             return
         ticket = self._take_ticket()
+        carrying = self._carry()
         try:
             await self._store.append_events(batch)
         except BaseException as exc:
             self._pending[:0] = [e for e in batch if not e.seq]
+            self._carried(carrying)
             self._written(ticket, batch)
             if isinstance(exc, Exception) and not self._failing:
                 self._failing = True
@@ -174,6 +178,7 @@ class EventLog:
                     "writing %d event(s) to the store failed (%s); will retry", len(batch), exc
                 )
             raise
+        self._carried(carrying)
         if self._failing:
             self._failing = False
             log.warning("writing events to the store works again")
