@@ -1,12 +1,15 @@
 """Assignment: free slots claim queued tasks (priority, then FIFO), and tasks that wait too long
 for a slot fail with ``NoSlotAvailable``.
 
-One claim loop per pool. It asks the store for the best task a free slot may run (an atomic
-claim) and hands what it gets to the task runner. No lock is held while waiting, and nothing
-polls: a slot asks when it has a reason to — it was just added, it finished a task, or work it
-may run arrived (a ``task_queued``, ``task_requeued`` or ``task_rejected`` event, from this
-process or, through the store's wake-up channel, from another). One arrival makes one parked
-slot ask, not all of them; a slot that asks and finds nothing parks until the next reason.
+One claim loop per pool. For each free slot that looks for work it starts a claim (the store
+hands over the best task the slot may run, atomically; the claims of several slots go side by
+side, so a store may commit them together), and the task that claimed runs what it got
+through the task runner. No lock is held while waiting, and nothing polls: a slot asks when
+it has a reason to — it was just added, it finished a task, or work it may run arrived (a
+``task_queued``, ``task_requeued`` or ``task_rejected`` event, from this process or, through
+the store's wake-up channel, from another). One arrival makes one parked
+slot ask, not all of them (or, when every slot that fits is asking already, makes one of them
+ask again if it finds nothing); a slot that asks and finds nothing parks until the next reason.
 A slow fallback makes every parked slot ask again once in a while, in case a wake-up was lost.
 
 Assignment deadlines are tracked from the same events (every process sharing the store tracks
