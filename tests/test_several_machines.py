@@ -239,6 +239,9 @@ async def test_an_idle_worker_on_postgres_reads_nothing_until_a_submit_wakes_it(
         async with Pool(PoolConfig(), slots=0, store=PostgresStore(postgres_url),
                         executor=FakeExecutor()) as client:  # fmt: skip
             assert (await client.run("warm up")).success
+            # What the worker still does after that task (its slot asks for more work, the
+            # task's dependents are looked up) lands before the watch begins.
+            await store.quiet()
             store.reset()
             reads_before = inner.wakeups().fallback_reads
             # Idle, well within every fallback period: no query at all.

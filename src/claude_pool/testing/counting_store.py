@@ -7,6 +7,7 @@ inner store's own (a SQLite store counts them in ``wakeups().probes``).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +34,8 @@ class CountingStore:
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.calls: Counter[str] = Counter()
+        self.in_flight = 0
+        """Calls begun and not yet returned."""
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
@@ -44,7 +47,11 @@ class CountingStore:
             if name == _DRAINING and kwargs.get("drain"):
                 key = "read_messages(drain)"
             self.calls[key] += 1
-            return await cast(Callable[..., Any], attribute)(*args, **kwargs)
+            self.in_flight += 1
+            try:
+                return await cast(Callable[..., Any], attribute)(*args, **kwargs)
+            finally:
+                self.in_flight -= 1
 
         return counted
 
@@ -59,6 +66,21 @@ class CountingStore:
 
     def reset(self) -> None:
         self.calls.clear()
+
+    async def quiet(self, turns: int = 100, limit: int = 100_000) -> None:
+        """Return once no call has been in flight or begun for ``turns`` turns of the event
+        loop in a row (what a pool still does after a task: its slot asking for more work,
+        the lookup of the task's dependents, has landed)."""
+        calm = 0
+        seen = sum(self.calls.values())
+        for _ in range(limit):
+            await asyncio.sleep(0)
+            total = sum(self.calls.values())
+            calm = calm + 1 if not self.in_flight and total == seen else 0
+            seen = total
+            if calm >= turns:
+                return
+        raise AssertionError(f"the store never went quiet: {self.in_flight} call(s) in flight")
 
     def as_store(self) -> Store:
         """This wrapper, typed as the store it stands for."""
