@@ -54,6 +54,24 @@ async def test_a_tight_budget_never_starts_a_task_with_a_cap_below_a_call() -> N
     assert status.budget_exhausted
 
 
+async def test_slots_that_claim_side_by_side_share_what_is_free() -> None:
+    # Four slots claim four tasks at once: each task's cap is a quarter of what is free, not
+    # everything for the first to reserve (while the three others wait for it to settle).
+    budget = 100 * CALL
+    executor = FakeExecutor(handler=one_call, call_cost_microdollars=CALL, hold=True)
+    async with Pool(
+        PoolConfig(budget_microdollars=budget), slots=4, store=new_store(), executor=executor
+    ) as pool:
+        ids = await asyncio.gather(*(pool.submit(f"job {i}") for i in range(4)))
+        running = await executor.wait_running(4)
+        caps = sorted(round((r.config.max_budget_usd or 0) * 1_000_000) for r in running)
+        executor.release()
+        for task_id in ids:
+            assert (await pool.wait(task_id, timeout=5)).state is TaskState.COMPLETED
+    assert sum(caps) <= budget
+    assert caps[0] >= budget // 4 - CALL, caps
+
+
 async def test_a_task_waits_for_running_ones_to_settle_before_it_is_refused() -> None:
     executor = FakeExecutor(handler=one_call, call_cost_microdollars=CALL, hold=True)
     # Two caps of 1.25 calls fit; what is left after the two cannot pay for a third.

@@ -200,6 +200,10 @@ class BudgetLedger:
                 raise BudgetExhausted(spent, limit)
             await Signal.wait(ticket, _WAIT_FALLBACK_SECS)
 
+    def holds(self, task_id: TaskId) -> bool:
+        """Whether ``task_id`` has budget reserved here."""
+        return task_id in self._reserved
+
     def settled(self, task_id: TaskId) -> None:
         """The task's settlement (which dropped its reservation) is written."""
         self._reserved.discard(task_id)

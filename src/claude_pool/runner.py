@@ -178,8 +178,17 @@ class TaskRunner:
         return running
 
     def idle_slots(self) -> int:
-        """Slots that could start a task now, counting the one asking."""
-        return 1 + sum(1 for s in self._slots if s.running is None)
+        """Slots among which what is free of the budget is shared: those that could start a
+        task now and those whose task has not reserved its share yet (several slots claim
+        side by side), the one asking included."""
+        return max(
+            1,
+            sum(
+                1
+                for s in self._slots
+                if s.running is None or not self._budget.holds(s.running.task_id)
+            ),
+        )
 
     # ── one run ──────────────────────────────────────────────────────
 
