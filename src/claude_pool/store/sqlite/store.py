@@ -255,24 +255,13 @@ class SqliteStore:
         if self._quick_db is None:
             return await self._run(operation, fn, *args, undo=undo)
         loop = asyncio.get_running_loop()
-        if not self._flush_scheduled and not self._pending_writes and self._quick_may_write():
-            self._schedule_flush(loop)  # (marks this turn: later writes wait for the flush)
-            db = self._quick_db
-            if self._quick_lock.acquire(blocking=False):
-                try:
-                    result = fn(db, *args)
-                except sqlite3.Error as exc:
-                    if not is_busy(exc):
-                        raise translate_error(self.path, operation, exc) from exc
-                    # Another process holds the file: the flush sends it to the thread.
-                else:
-                    self._checkpoint_if_due(db)
-                    return result
-                finally:
-                    self._quick_lock.release()
         future: asyncio.Future[T] = loop.create_future()
         self._pending_writes.append(_Write(operation, fn, args, future))
-        self._schedule_flush(loop)
+        if not self._flush_scheduled:
+            # The first write of this turn runs now (a future already done is awaited without
+            # a suspension); the flush scheduled here marks the turn for the writes after it.
+            self._flush_writes()
+            self._schedule_flush(loop)
         return await self._outcome(operation, future, undo)
 
     def _quick_may_write(self) -> bool:
