@@ -464,10 +464,44 @@ async def test_writes_asked_for_in_one_turn_commit_together(db_path: Path) -> No
     commits = _count_commits(store)
     tasks = [make_task(f"burst {i}") for i in range(50)]
     stored = await asyncio.gather(*(store.insert_task(t) for t in tasks))
-    # The first runs at once; the 49 asked for after it in the same turn share one commit.
-    assert len(commits) == 2
+    # The 50 asked for in the same turn share one commit.
+    assert len(commits) == 1
     assert [s.record.id for s in stored] == [t.record.id for t in tasks]
     assert len(await store.list_tasks(limit=100)) == 50
+    await store.close()
+
+
+async def test_a_write_given_up_while_it_waits_for_its_batch_is_not_written(
+    db_path: Path,
+) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    task = await store.insert_task(make_task())
+    commits = _count_commits(store)
+    # Another process holds the file: the first write waits for it on the store's thread,
+    # and the writes asked for meanwhile wait for that one.
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        first = asyncio.create_task(store.add_spend(3))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        claim = asyncio.create_task(store.claim_task(SlotId("s"), None, None, "w", T0))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not first.done()
+        assert not claim.done()
+        claim.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await claim
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert await first == 3
+    assert commits == []  # the spend went through the thread; the claim ran nowhere
+    stored = await store.get_task(task.record.id)
+    assert stored is not None
+    assert stored.record.state is TaskState.PENDING
     await store.close()
 
 
@@ -477,7 +511,7 @@ async def test_a_write_that_fails_in_a_batch_fails_alone(db_path: Path) -> None:
     taken = await store.insert_task(make_task("first"))
     refused = TaskQueued(task_id=taken.record.id)
     results = await asyncio.gather(
-        store.add_spend(1),  # runs at once; the next three share a batch
+        store.add_spend(1),  # the four share a batch
         store.insert_task(make_task("before")),
         store.insert_task(make_task("again", task_id=taken.record.id), events=[refused]),
         store.insert_task(make_task("after")),
