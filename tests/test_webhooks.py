@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -256,3 +257,24 @@ def test_a_bad_webhook_table_names_its_key(tmp_path: Path, table: str, key: str)
     with pytest.raises(ConfigError) as error:
         load_settings(config, env={})
     assert key in str(error.value)
+
+
+def test_a_pool_without_webhooks_never_loads_the_http_client() -> None:
+    # httpx and its TLS context cost about a third of a second of every pool's start.
+    script = """
+import asyncio, sys
+from claude_pool import Pool, PoolConfig
+from claude_pool.testing.fake_executor import FakeExecutor
+
+async def main():
+    async with Pool(PoolConfig(), slots=1, executor=FakeExecutor()) as pool:
+        assert (await pool.run("hello")).success
+        await pool.webhook_deliveries()
+
+asyncio.run(main())
+print("httpx" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False", done.stderr

@@ -130,22 +130,22 @@ class WebhookDeliverer:
         self._wanted = frozenset(kind for hook in self._hooks.values() for kind in hook.events)
 
     async def run(self) -> None:
-        """Deliver what is due, then wait for an event a webhook wants or the next retry."""
-        import httpx
+        """Deliver what is due, then wait for an event a webhook wants or the next retry.
 
-        async with httpx.AsyncClient(
-            transport=self._transport,
-            timeout=self._settings.webhook_timeout_secs,
-            headers={"user-agent": "claude-pool"},
-            follow_redirects=False,
-        ) as client:
+        The HTTP client is made when the first delivery is due: a pool without webhooks
+        never imports httpx (a quarter of ``import claude_pool``) nor builds its TLS context."""
+        client: httpx.AsyncClient | None = None
+        try:
             failing = False
             while True:
                 try:
                     await self._refresh()
-                    while await self.deliver_due(client):
-                        pass
                     due = await self._store.next_delivery_due_ms()
+                    if due is not None and due <= self._clock():
+                        client = client or self._new_client()
+                        while await self.deliver_due(client):
+                            pass
+                        due = await self._store.next_delivery_due_ms()
                     failing = False
                 except asyncio.CancelledError:
                     raise
@@ -164,6 +164,19 @@ class WebhookDeliverer:
                             await self._wake.wait()
                     except TimeoutError:
                         pass
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        import httpx
+
+        return httpx.AsyncClient(
+            transport=self._transport,
+            timeout=self._settings.webhook_timeout_secs,
+            headers={"user-agent": "claude-pool"},
+            follow_redirects=False,
+        )
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         """Claim and deliver one batch of due deliveries; how many there were."""
