@@ -303,9 +303,28 @@ async def test_a_submit_makes_one_idle_slot_claim_not_all_of_them() -> None:
         await executor.wait_running(1)
         executor.release()
         await pool.wait(task_id, timeout=5)
-        await _claims_reach(store, 2)
-        # One claim took the task; its slot asked once more when it was done. The seven
-        # other idle slots were left alone.
+        await store.quiet()
+        # One claim took the task. The seven other idle slots were left alone, and the slot
+        # that ran it parked when it was done: no other work had arrived meanwhile.
+        assert store.calls["claim_task"] == 1
+
+
+async def test_a_slot_asks_again_after_its_task_when_work_arrived_while_it_was_busy() -> None:
+    store = CountingStore(MemoryStore())
+    executor = FakeExecutor(hold=True)
+    async with make_pool(executor, slots=1, store=store.as_store()) as pool:
+        await _claims_reach(store, 1)
+        first = await pool.submit("first")
+        await executor.wait_running(1)
+        second = await pool.submit("second")  # the only slot is busy
+        store.reset()
+        executor.release()
+        await pool.wait(first, timeout=5)
+        await pool.wait(second, timeout=5)
+        await store.quiet()
+        # When the first ended, its slot asked for the second; when the second ended it
+        # asked once more (its claim had taken a task from a queue that might hold more),
+        # found nothing, and parked.
         assert store.calls["claim_task"] == 2
 
 

@@ -693,7 +693,7 @@ class TaskRunner:
         finally:
             self._budget.settled(task.id)
             slot.running = None
-            slot.looking = True
+            slot.looking = slot.backlog
             slot.last_active_ms = now_ms()
             self._running.pop(task.id, None)
             self._chains.pop(task.id, None)

@@ -142,7 +142,12 @@ class Scheduler:
                 chosen = slot
         if chosen is not None:
             chosen.looking = True
-        elif len(self._unserved) < len(self._slots) and any(
+            self._slots.changed.notify()
+            return
+        for slot in self._slots:
+            if self._may_run(slot, target):
+                slot.backlog = True  # it asks once its task ends
+        if len(self._unserved) < len(self._slots) and any(
             slot.claiming and self._may_run(slot, target) for slot in self._slots
         ):
             # Every slot that fits is asking the store right now, and may have missed it:
@@ -161,6 +166,8 @@ class Scheduler:
     def look_everywhere(self) -> None:
         """Every free slot looks once (after a restart, a requeue of unknown target...)."""
         self._generation += 1
+        for slot in self._slots:
+            slot.backlog = True
         for slot in self._slots.free():
             slot.looking = True
         self._slots.changed.notify()
@@ -212,6 +219,7 @@ class Scheduler:
             self._claims_failing = False
             log.warning("claiming tasks works again")
         if claimed is None:
+            slot.backlog = False
             if self._generation != generation or self._took_unserved(slot):
                 slot.looking = True  # work arrived while it asked: ask again
                 self._slots.changed.notify()

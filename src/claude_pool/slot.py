@@ -57,8 +57,15 @@ class Slot:
     starting: bool = False
     """Its CLI process is being started ahead of its first task: it takes no task yet."""
     looking: bool = True
-    """The slot should ask the store for work (it was just added, finished a task, or work
-    that fits it arrived); False while it is parked with nothing to do."""
+    """The slot should ask the store for work (it was just added, finished a task with more
+    work perhaps waiting, or work that fits it arrived); False while it is parked with
+    nothing to do."""
+    backlog: bool = True
+    """Work this slot may run may be waiting in the store with no free slot told of it (it
+    arrived while the slot was busy, or the slot's last claim took a task from a queue that
+    may hold more): the slot asks again when its task ends. A claim that finds nothing clears
+    it; a slot without it parks when its task ends, until work arrives for it. (Without this,
+    a pool with more slots than work asked the store once per task for nothing.)"""
     last_active_ms: int = field(default_factory=now_ms)
     crash_streak: int = 0
     """Tasks in a row whose CLI process died; past ``max_restarts`` the slot is errored."""
