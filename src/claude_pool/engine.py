@@ -117,6 +117,7 @@ class Engine:
             outcomes=outcomes, lifecycle=self.lifecycle, gate=self.rate_limits.gate,
             targeted_only=only_targeted,
         )  # fmt: skip
+        self.runner.wants_work = self.scheduler.wants_work
         self.dependencies = Dependencies(
             store=store, events=self.events, outcomes=outcomes,
             on_unblocked=self.scheduler.unblocked,

@@ -156,6 +156,9 @@ class TaskRunner:
         store keeps refusing is given up then."""
         self._closing_signal = Signal()
         self.settle_retry_first_secs = SETTLE_RETRY_FIRST_SECS
+        self.wants_work: Callable[[Slot], bool] = lambda slot: slot.backlog
+        """Whether a slot whose task just ended should ask for more (the engine wires
+        :meth:`claude_pool.scheduler.Scheduler.wants_work`)."""
         self.settle_retry_max_secs = SETTLE_RETRY_MAX_SECS
         self._chains: dict[TaskId, str | None] = {}
 
@@ -693,7 +696,7 @@ class TaskRunner:
         finally:
             self._budget.settled(task.id)
             slot.running = None
-            slot.looking = slot.backlog
+            slot.looking = self.wants_work(slot)
             slot.last_active_ms = now_ms()
             self._running.pop(task.id, None)
             self._chains.pop(task.id, None)

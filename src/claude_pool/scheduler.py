@@ -47,6 +47,9 @@ from claude_pool.types import PoolConfig, TaskId, TaskResult, TaskState, now_ms
 
 log = logging.getLogger(__name__)
 
+_MAX_TARGETS = 1000
+"""Kinds of target whose announced tasks the scheduler counts (see Scheduler._waiting)."""
+
 FALLBACK_SECS = 30.0
 """How often every parked slot asks for work anyway (lost wake-ups cannot strand a task)."""
 
@@ -89,6 +92,10 @@ class Scheduler:
         self._in_flight = 0
         self._unserved: list[TaskTarget] = []
         """Targets of work that arrived while every slot that fits it was asking."""
+        self._waiting: dict[TaskTarget, int] = {}
+        """Tasks announced here (queued, requeued, unblocked) that no claim here has taken
+        yet, by target: what a slot whose task ends may find. An over-count (a task taken by
+        another process, or cancelled) costs one claim that finds nothing, which clears it."""
         self._damaged: StoreDamaged | None = None
         self.claims = 0
         """Claims asked of the store so far (for benchmarks)."""
@@ -140,13 +147,14 @@ class Scheduler:
                 and self._may_run(slot, target)
             ):
                 chosen = slot
+        if len(self._waiting) < _MAX_TARGETS or target in self._waiting:
+            self._waiting[target] = self._waiting.get(target, 0) + 1
+        else:
+            self.look_everywhere()  # too many kinds of target to count: every slot asks
         if chosen is not None:
             chosen.looking = True
             self._slots.changed.notify()
             return
-        for slot in self._slots:
-            if self._may_run(slot, target):
-                slot.backlog = True  # it asks once its task ends
         if len(self._unserved) < len(self._slots) and any(
             slot.claiming and self._may_run(slot, target) for slot in self._slots
         ):
@@ -154,6 +162,41 @@ class Scheduler:
             # one of them asks again if it finds nothing.
             self._unserved.append(target)
         self._slots.changed.notify()
+
+    def wants_work(self, slot: Slot) -> bool:
+        """Whether ``slot``, whose task just ended, should ask the store for more: its last
+        claim may have left more in the queue (``slot.backlog``), or more tasks that fit it
+        were announced than other slots are asking for."""
+        if slot.backlog:
+            return True
+        fitting = [t for t in self._waiting if self._may_run(slot, t)]
+        if not fitting:
+            return False
+        waiting = sum(self._waiting[t] for t in fitting)
+        asking = sum(
+            1
+            for other in self._slots
+            if other is not slot
+            and (other.looking or other.claiming)
+            and any(self._may_run(other, t) for t in fitting)
+        )
+        return waiting > asking
+
+    def _taken(self, slot: Slot, claimed: StoredTask | None) -> None:
+        """Count a claim's outcome against the announced tasks."""
+        if claimed is None:
+            # Nothing in the store fits this slot: what was announced for it is gone.
+            slot.backlog = False
+            for target in [t for t in self._waiting if self._may_run(slot, t)]:
+                del self._waiting[target]
+            return
+        target = claimed.target
+        if target in self._waiting:
+            left = self._waiting[target] - 1
+            if left:
+                self._waiting[target] = left
+            else:
+                del self._waiting[target]
 
     def unblocked(self, stored: StoredTask) -> None:
         """A task's dependencies no longer hold it: a slot looks for it, and its wait for a
@@ -218,8 +261,8 @@ class Scheduler:
         if self._claims_failing:
             self._claims_failing = False
             log.warning("claiming tasks works again")
+        self._taken(slot, claimed)
         if claimed is None:
-            slot.backlog = False
             if self._generation != generation or self._took_unserved(slot):
                 slot.looking = True  # work arrived while it asked: ask again
                 self._slots.changed.notify()

@@ -61,11 +61,13 @@ class Slot:
     work perhaps waiting, or work that fits it arrived); False while it is parked with
     nothing to do."""
     backlog: bool = True
-    """Work this slot may run may be waiting in the store with no free slot told of it (it
-    arrived while the slot was busy, or the slot's last claim took a task from a queue that
-    may hold more): the slot asks again when its task ends. A claim that finds nothing clears
-    it; a slot without it parks when its task ends, until work arrives for it. (Without this,
-    a pool with more slots than work asked the store once per task for nothing.)"""
+    """The queue may hold work for this slot that this process was never told of (work
+    stored before it opened, or when a wake-up may have been lost): the slot asks again
+    whenever its task ends, until a claim finds nothing. Without it, a slot whose task ends
+    asks only for work announced here that no other slot is asking for
+    (:meth:`claude_pool.scheduler.Scheduler.wants_work`), and otherwise parks until work
+    arrives for it. (Asking after every task, a pool with more slots than work asked the
+    store once per task for nothing.)"""
     last_active_ms: int = field(default_factory=now_ms)
     crash_streak: int = 0
     """Tasks in a row whose CLI process died; past ``max_restarts`` the slot is errored."""
