@@ -293,12 +293,23 @@ async def test_waiting_reads_the_store_once_however_long_the_wait() -> None:
     assert store.calls["get_task"] == 1
 
 
-async def test_a_submit_makes_one_idle_slot_claim_not_all_of_them() -> None:
+@contextlib.asynccontextmanager
+async def parked_pool(
+    slots: int, executor: FakeExecutor
+) -> AsyncIterator[tuple[Pool, CountingStore]]:
+    """A pool whose slots have each asked once, found nothing and parked; its store counts
+    the calls from then on."""
     store = CountingStore(MemoryStore())
-    executor = FakeExecutor(hold=True)
-    async with make_pool(executor, slots=8, store=store.as_store()) as pool:
-        await _claims_reach(store, 8)  # each new slot asks once, finds nothing, parks
+    async with make_pool(executor, slots=slots, store=store.as_store()) as pool:
+        await _claims_reach(store, slots)
+        await store.quiet()
         store.reset()
+        yield pool, store
+
+
+async def test_a_submit_makes_one_idle_slot_claim_not_all_of_them() -> None:
+    executor = FakeExecutor(hold=True)
+    async with parked_pool(8, executor) as (pool, store):
         task_id = await pool.submit("one task")
         await executor.wait_running(1)
         executor.release()
@@ -310,10 +321,8 @@ async def test_a_submit_makes_one_idle_slot_claim_not_all_of_them() -> None:
 
 
 async def test_a_slot_asks_again_after_its_task_when_work_arrived_while_it_was_busy() -> None:
-    store = CountingStore(MemoryStore())
     executor = FakeExecutor(hold=True)
-    async with make_pool(executor, slots=1, store=store.as_store()) as pool:
-        await _claims_reach(store, 1)
+    async with parked_pool(1, executor) as (pool, store):
         first = await pool.submit("first")
         await executor.wait_running(1)
         second = await pool.submit("second")  # the only slot is busy
@@ -331,11 +340,8 @@ async def test_work_queued_together_while_a_slot_is_busy_is_not_left_for_the_wok
     # Two tasks are queued in one turn while slot B runs a third: the parked slot A is woken
     # and takes the first; when B's task ends, B must ask for the second instead of leaving
     # it for A to take after its own task (or for the scheduler's 30 s fallback).
-    store = CountingStore(MemoryStore())
     executor = FakeExecutor(hold=True)
-    async with make_pool(executor, slots=2, store=store.as_store()) as pool:
-        await _claims_reach(store, 2)
-        await store.quiet()
+    async with parked_pool(2, executor) as (pool, _):
         zero = await pool.submit("zero")
         await executor.wait_running(1)
         one, two = await asyncio.gather(pool.submit("one"), pool.submit("two"))
@@ -348,11 +354,7 @@ async def test_work_queued_together_while_a_slot_is_busy_is_not_left_for_the_wok
 
 
 async def test_slots_that_outnumber_the_work_ask_once_per_task() -> None:
-    store = CountingStore(MemoryStore())
-    async with make_pool(FakeExecutor(), slots=4, store=store.as_store()) as pool:
-        await _claims_reach(store, 4)
-        await store.quiet()
-        store.reset()
+    async with parked_pool(4, FakeExecutor()) as (pool, store):
         for i in range(20):
             assert (await pool.run(f"task {i}")).success
         await store.quiet()

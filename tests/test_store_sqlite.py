@@ -8,7 +8,8 @@ import re
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -423,16 +424,11 @@ async def test_a_cancelled_drain_loses_no_message(db_path: Path) -> None:
 async def test_a_write_while_another_process_holds_the_lock_waits_for_it(db_path: Path) -> None:
     store = SqliteStore(db_path)
     await store.open()
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with another_process_holds_the_file(db_path):
         adding = asyncio.create_task(store.add_spend(5))
         for _ in range(5):
             await asyncio.sleep(0)
         assert not adding.done()
-    finally:
-        blocker.execute("COMMIT")
-        blocker.close()
     assert await adding == 5
     assert await store.get_spend() == 5
     await store.close()
@@ -480,9 +476,7 @@ async def test_a_write_given_up_while_it_waits_for_its_batch_is_not_written(
     commits = _count_commits(store)
     # Another process holds the file: the first write waits for it on the store's thread,
     # and the writes asked for meanwhile wait for that one.
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with another_process_holds_the_file(db_path):
         first = asyncio.create_task(store.add_spend(3))
         for _ in range(3):
             await asyncio.sleep(0)
@@ -494,9 +488,6 @@ async def test_a_write_given_up_while_it_waits_for_its_batch_is_not_written(
         claim.cancel()
         with pytest.raises(asyncio.CancelledError):
             await claim
-    finally:
-        blocker.execute("COMMIT")
-        blocker.close()
     assert await first == 3
     assert commits == []  # the spend went through the thread; the claim ran nowhere
     stored = await store.get_task(task.record.id)
@@ -529,16 +520,11 @@ async def test_a_write_that_fails_in_a_batch_fails_alone(db_path: Path) -> None:
 async def test_a_batch_while_another_process_holds_the_lock_waits_for_it(db_path: Path) -> None:
     store = SqliteStore(db_path)
     await store.open()
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with another_process_holds_the_file(db_path):
         adding = asyncio.gather(*(store.add_spend(5) for _ in range(10)))
         for _ in range(5):
             await asyncio.sleep(0)
         assert not adding.done()
-    finally:
-        blocker.execute("COMMIT")
-        blocker.close()
     assert sorted(await adding) == [5 * n for n in range(1, 11)]
     assert await store.get_spend() == 50
     await store.close()
@@ -601,6 +587,18 @@ async def test_the_wal_file_stays_bounded_under_a_stream_of_writes(db_path: Path
     assert size < 16_000_000
     await store.close()
     assert wal_size(wal) is None, "closing the last connection removes the WAL"
+
+
+@contextmanager
+def another_process_holds_the_file(db_path: Path) -> Iterator[None]:
+    """Another connection holds the file's write lock until the block ends."""
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
 
 
 def wal_size(path: Path) -> int | None:
