@@ -399,6 +399,24 @@ async def test_work_queued_while_every_slot_is_asking_is_claimed_at_once() -> No
         assert record.state is TaskState.COMPLETED
 
 
+async def test_several_tasks_queued_while_the_only_slot_asks_all_run() -> None:
+    # The slot's claim found nothing but has not answered when three tasks are queued: it
+    # asks again for the first, and must not forget the other two (announced while it asked)
+    # when it is done with it.
+    store = HeldEmptyClaims(new_store())
+    async with make_pool(slots=1, store=cast(Store, store)) as pool:
+        for _ in range(10_000):
+            if store.held == 1:
+                break
+            await asyncio.sleep(0)
+        assert store.held == 1
+        ids = [await pool.submit(f"queued while the slot asks {i}") for i in range(3)]
+        store.release.set()
+        for task_id in ids:
+            record = await pool.wait(task_id, timeout=5)
+            assert record.state is TaskState.COMPLETED
+
+
 async def test_writes_side_by_side_publish_their_events_in_the_order_they_began() -> None:
     bus = EventBus()
     log = EventLog(MemoryStore(), bus, "worker-1")

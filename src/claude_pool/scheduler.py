@@ -96,6 +96,9 @@ class Scheduler:
         """Tasks announced here (queued, requeued, unblocked) that no claim here has taken
         yet, by target: what a slot whose task ends may find. An over-count (a task taken by
         another process, or cancelled) costs one claim that finds nothing, which clears it."""
+        self._announced = 0
+        """Announcements so far; ``_last_announced``: the number of each target's latest."""
+        self._last_announced: dict[TaskTarget, int] = {}
         self._damaged: StoreDamaged | None = None
         self.claims = 0
         """Claims asked of the store so far (for benchmarks)."""
@@ -148,7 +151,9 @@ class Scheduler:
             ):
                 chosen = slot
         if len(self._waiting) < _MAX_TARGETS or target in self._waiting:
+            self._announced += 1
             self._waiting[target] = self._waiting.get(target, 0) + 1
+            self._last_announced[target] = self._announced
         else:
             self.look_everywhere()  # too many kinds of target to count: every slot asks
         if chosen is not None:
@@ -182,21 +187,28 @@ class Scheduler:
         )
         return waiting > asking
 
-    def _taken(self, slot: Slot, claimed: StoredTask | None) -> None:
-        """Count a claim's outcome against the announced tasks."""
+    def _taken(self, slot: Slot, claimed: StoredTask | None, announced: int) -> None:
+        """Count a claim's outcome against the announced tasks; ``announced``: the number of
+        announcements when the claim began."""
         if claimed is None:
-            # Nothing in the store fits this slot: what was announced for it is gone.
+            # Nothing in the store fitted this slot when it asked: what was announced for it
+            # before then is gone (taken elsewhere, cancelled). What was announced while it
+            # asked may not have been stored yet when it looked, so it stays counted.
             slot.backlog = False
             for target in [t for t in self._waiting if self._may_run(slot, t)]:
-                del self._waiting[target]
+                if self._last_announced[target] <= announced:
+                    self._forget(target)
             return
         target = claimed.target
         if target in self._waiting:
-            left = self._waiting[target] - 1
-            if left:
-                self._waiting[target] = left
+            if self._waiting[target] > 1:
+                self._waiting[target] -= 1
             else:
-                del self._waiting[target]
+                self._forget(target)
+
+    def _forget(self, target: TaskTarget) -> None:
+        del self._waiting[target]
+        del self._last_announced[target]
 
     def unblocked(self, stored: StoredTask) -> None:
         """A task's dependencies no longer hold it: a slot looks for it, and its wait for a
@@ -234,10 +246,12 @@ class Scheduler:
             slot.looking = False
             slot.claiming = True
             self._in_flight += 1
-            tg.create_task(self._claim_for(slot, self._generation), name=f"claim-{slot.id}")
+            tg.create_task(
+                self._claim_for(slot, self._generation, self._announced), name=f"claim-{slot.id}"
+            )
         self._lifecycle.fail(self._damaged)  # nothing more can be claimed
 
-    async def _claim_for(self, slot: Slot, generation: int) -> None:
+    async def _claim_for(self, slot: Slot, generation: int, announced: int) -> None:
         """Claim a task for ``slot`` and run it (a task of the pool's task group)."""
         try:
             claimed = await self._claim(slot)
@@ -261,7 +275,7 @@ class Scheduler:
         if self._claims_failing:
             self._claims_failing = False
             log.warning("claiming tasks works again")
-        self._taken(slot, claimed)
+        self._taken(slot, claimed, announced)
         if claimed is None:
             if self._generation != generation or self._took_unserved(slot):
                 slot.looking = True  # work arrived while it asked: ask again
