@@ -156,10 +156,10 @@ class TaskRunner:
         store keeps refusing is given up then."""
         self._closing_signal = Signal()
         self.settle_retry_first_secs = SETTLE_RETRY_FIRST_SECS
+        self.settle_retry_max_secs = SETTLE_RETRY_MAX_SECS
         self.wants_work: Callable[[Slot], bool] = lambda slot: slot.backlog
         """Whether a slot whose task just ended should ask for more (the engine wires
         :meth:`claude_pool.scheduler.Scheduler.wants_work`)."""
-        self.settle_retry_max_secs = SETTLE_RETRY_MAX_SECS
         self._chains: dict[TaskId, str | None] = {}
 
     # ── what runs here ───────────────────────────────────────────────

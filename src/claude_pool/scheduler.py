@@ -169,9 +169,9 @@ class Scheduler:
         self._slots.changed.notify()
 
     def wants_work(self, slot: Slot) -> bool:
-        """Whether ``slot``, whose task just ended, should ask the store for more: its last
-        claim may have left more in the queue (``slot.backlog``), or more tasks that fit it
-        were announced than other slots are asking for."""
+        """Whether ``slot``, whose task just ended, should ask the store for more: the queue
+        may hold work this process was never told of (``slot.backlog``), or more tasks that
+        fit it were announced than other slots are asking for."""
         if slot.backlog:
             return True
         fitting = [t for t in self._waiting if self._may_run(slot, t)]

@@ -268,7 +268,7 @@ class SqliteStore:
         on the quick connection, in one transaction: a group commit, one ``BEGIN``/``COMMIT``
         for all of them instead of one each. (Running the first write of a turn at once saved
         it one turn of latency but kept it out of the batch: about 3 commits per task on the
-        scheduler benchmark instead of under 2, and 10% less throughput.) So do the writes
+        scheduler benchmark instead of under 2, and up to 12% less throughput.) So do the writes
         asked for while the store's thread holds the write lock (a checkpoint, or writes that
         found the file locked by another process): they commit together once it is done,
         instead of each finding the file locked and queueing on the thread one by one. A
