@@ -8,18 +8,21 @@ import re
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from claude_pool.bus import EventBus
 from claude_pool.errors import ConfigError, StoreError
-from claude_pool.events import TaskQueued
-from claude_pool.store import MemoryStore, SqliteStore, Store, open_store
+from claude_pool.eventlog import EventLog
+from claude_pool.events import Event, TaskCancelled, TaskQueued, TaskText
+from claude_pool.store import MemoryStore, SqliteStore, Store, StoredTask, open_store
 from claude_pool.store.sqlite import APPLICATION_ID, migrations, schema_sql, split_statements
+from claude_pool.store.sqlite.database import Database
 from claude_pool.testing.store_contract import T0, StoreContract, make_result, make_task
-from claude_pool.types import SlotId, SlotRecord, SlotState, TaskState
+from claude_pool.types import SlotId, SlotRecord, SlotState, TaskRecord, TaskState
 
 
 class TestSqliteStore(StoreContract):
@@ -554,6 +557,98 @@ async def test_writes_wait_for_the_stores_thread_then_commit_together(db_path: P
     await asyncio.gather(first, *later)
     assert await store.get_spend() == 6
     assert (len(on_thread), len(commits)) == (1, 1)
+    await store.close()
+
+
+async def _event_log(store: SqliteStore) -> tuple[EventLog, list[Event]]:
+    bus = EventBus()
+    published: list[Event] = []
+    bus.add_listener(published.append)
+    log = EventLog(store, bus, "worker-1")
+    await log.start()
+    return log, published
+
+
+async def test_writes_behind_emitted_events_commit_together_and_in_order(
+    db_path: Path,
+) -> None:
+    # An emitted event (a claim, a task start) is appended ahead of the write that takes it
+    # along: the writes asked for beside that one do not wait to learn whether it logged it,
+    # so they all share one commit, and the log still has the emitted event first.
+    store = SqliteStore(db_path)
+    await store.open()
+    log, published = await _event_log(store)
+    commits = _count_commits(store)
+    log.emit(TaskText(task_id="t-0", slot_id="slot-1", text="emitted first"))
+    tasks = [make_task(f"burst {i}") for i in range(20)]
+
+    def insert(task: StoredTask) -> Callable[[list[Event]], Awaitable[StoredTask]]:
+        return lambda batch: store.insert_task(task, events=batch)
+
+    await asyncio.gather(*(log.write(insert(t), TaskQueued(task_id=t.record.id)) for t in tasks))
+    assert len(commits) == 1
+    logged = await store.read_events(after=0)
+    expected = ["t-0", *(t.record.id for t in tasks)]
+    assert [e.task_id for e in logged] == expected
+    assert [e.seq for e in logged] == sorted(e.seq for e in logged)
+    assert [(e.task_id, e.seq) for e in published] == [(e.task_id, e.seq) for e in logged]
+    await store.close()
+
+
+async def test_emitted_events_are_logged_when_the_write_taking_them_does_not_happen(
+    db_path: Path,
+) -> None:
+    # A compare-and-set that does not happen logs nothing of its own, but the events emitted
+    # before it are in the log, ahead of what later writes log.
+    store = SqliteStore(db_path)
+    await store.open()
+    log, published = await _event_log(store)
+    task = await store.insert_task(make_task())
+    log.emit(TaskText(task_id=task.record.id, slot_id="slot-1", text="before the cancel"))
+
+    def cancel(batch: list[Event]) -> Awaitable[TaskRecord | None]:
+        return store.transition_task(
+            task.record.id, {TaskState.RUNNING}, TaskState.CANCELLED, now_ms=T0, events=batch
+        )
+
+    later = make_task("later")
+    moved, _ = await asyncio.gather(
+        log.write(cancel, TaskCancelled(task_id=task.record.id)),
+        log.write(
+            lambda batch: store.insert_task(later, events=batch),
+            TaskQueued(task_id=later.record.id),
+        ),
+    )
+    assert moved is None  # the task was pending, not running
+    logged = await store.read_events(after=0)
+    assert [e.type for e in logged] == ["task_text", "task_queued"]
+    assert [e.seq for e in published] == [e.seq for e in logged]
+    await store.close()
+
+
+async def test_emitted_events_the_store_could_not_take_are_kept_and_written_later(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    log, published = await _event_log(store)
+    real_append = Database.append_events
+
+    def full_disk(db: Database, events: list[Event]) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Database, "append_events", full_disk)
+    log.emit(TaskText(task_id="t-0", slot_id="slot-1", text="kept"))
+    task = make_task()
+    await log.write(
+        lambda batch: store.insert_task(task, events=batch), TaskQueued(task_id=task.record.id)
+    )
+    # The write went through; the emitted event did not, and waits for the next write.
+    assert [e.type for e in await store.read_events(after=0)] == ["task_queued"]
+    monkeypatch.setattr(Database, "append_events", real_append)
+    await log.flush()
+    assert [e.type for e in await store.read_events(after=0)] == ["task_queued", "task_text"]
+    assert [e.type for e in published] == ["task_queued", "task_text"]
     await store.close()
 
 

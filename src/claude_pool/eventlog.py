@@ -9,7 +9,9 @@ Every domain event goes through one :class:`EventLog` per pool:
 - :meth:`EventLog.emit` takes an event that records no change of its own (a task's progress,
   a claim, a slot that went busy): it is buffered and goes out with the next write, or within
   ``flush_secs`` on its own. Buffered events always precede the write they ride with, so the
-  log keeps the order in which things happened.
+  log keeps the order in which things happened. A store that can append events ahead of its
+  later writes (:class:`~claude_pool.store.base.EventsAhead`: SQLite) logs them on their own,
+  in the same batch as that write; elsewhere the write takes them along.
 - :meth:`EventLog.watch` (a background task of the pool) listens on the store's wake-up
   channel and publishes what *other* processes appended, so a wait in this process wakes when
   another process finishes the task. One reader for the whole process: it reads only when the
@@ -30,7 +32,7 @@ from claude_pool.bus import EventBus
 from claude_pool.errors import StoreDamaged
 from claude_pool.events import Event, TaskProgress
 from claude_pool.lifecycle import Lifecycle
-from claude_pool.store.base import Store
+from claude_pool.store.base import EventsAhead, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class EventLog:
         self._lifecycle = lifecycle
         self._watch_failing = False
         self._store = store
+        self._ahead = store.append_events_ahead if isinstance(store, EventsAhead) else None
         self._bus = bus
         self.worker_id = worker_id
         self._flush_secs = flush_secs
@@ -128,6 +131,11 @@ class EventLog:
             # that did not happen): they must go before this write's, so it waits.
             await asyncio.shield(self._carrying)
         buffered, self._pending = self._pending, []
+        if buffered and self._ahead is not None:
+            # The store logs them ahead of this write, whatever it does: nothing is carried,
+            # and the writes after this one need not wait for it (they commit together).
+            self._append_ahead(buffered, self._ahead)
+            buffered = []
         batch = [*buffered, *events]
         ticket = self._take_ticket()
         carrying = self._carry() if buffered else None
@@ -148,6 +156,23 @@ class EventLog:
         await self._written(ticket, batch)
         return result
 
+    def _append_ahead(
+        self, events: list[Event], ahead: Callable[[list[Event]], asyncio.Future[None]]
+    ) -> asyncio.Future[None]:
+        """Have the store log ``events`` ahead of every later write; they are published in
+        their turn once stored, or go back to the buffer if the store failed."""
+        ticket = self._take_ticket()
+
+        def stored(done: asyncio.Future[None]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                self._pending[:0] = [e for e in events if not e.seq]
+                self._flush_wanted.set()
+            self._written(ticket, events)
+
+        future = ahead(events)
+        future.add_done_callback(stored)
+        return future
+
     def _carry(self) -> asyncio.Future[None]:
         self._carrying = asyncio.get_running_loop().create_future()
         return self._carrying
@@ -164,6 +189,14 @@ class EventLog:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        if self._ahead is not None:
+            stored = self._append_ahead(batch, self._ahead)
+            await asyncio.wait([stored])
+            if (exc := stored.exception()) is not None:
+                self._note_failure(len(batch), exc)
+                raise exc
+            self._note_success()
+            return
         ticket = self._take_ticket()
         carrying = self._carry()
         try:
@@ -172,22 +205,29 @@ class EventLog:
             self._pending[:0] = [e for e in batch if not e.seq]
             self._carried(carrying)
             self._written(ticket, batch)
-            if isinstance(exc, Exception) and not self._failing:
-                self._failing = True
-                log.error(
-                    "writing %d event(s) to the store failed (%s); will retry", len(batch), exc
-                )
+            if isinstance(exc, Exception):
+                self._note_failure(len(batch), exc)
             raise
         self._carried(carrying)
+        self._note_success()
+        await self._written(ticket, batch)
+
+    def _note_failure(self, count: int, exc: BaseException) -> None:
+        """One log line when writing events starts failing (see :meth:`_note_success`)."""
+        if not self._failing:
+            self._failing = True
+            log.error("writing %d event(s) to the store failed (%s); will retry", count, exc)
+
+    def _note_success(self) -> None:
         if self._failing:
             self._failing = False
             log.warning("writing events to the store works again")
-        await self._written(ticket, batch)
 
     # Writes run side by side (so that a store can commit several in one transaction), but
     # their events are published in the order the writes began: each write takes a ticket,
     # and what it logged is published once every earlier ticket's events are. Only a write
-    # that carries emitted events holds back the writes after it (see write()).
+    # that carries emitted events holds back the writes after it (see write()); with a store
+    # that appends them ahead, none carries any, so side-by-side writes share one commit.
 
     def _take_ticket(self) -> int:
         ticket = self._tickets

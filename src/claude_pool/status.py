@@ -44,7 +44,8 @@ class PoolStatus(BaseModel):
     this pool process or in another one on the store, and dispatch waits until they get
     through or end."""
     latest_event_seq: int = 0
-    """The latest event this pool has published (resume ``events(after=...)`` from here)."""
+    """The latest event in the log once the task counts were read (resume
+    ``events(after=...)`` from here: what follows happened after these figures)."""
     waiting: dict[str, list[str]] = Field(default_factory=dict)
     """Pending tasks held by their dependencies, with the dependencies each still waits for
     (of the oldest :data:`~claude_pool.queue.WAITING_SCAN` pending tasks)."""
@@ -70,7 +71,7 @@ async def status(engine: Engine) -> PoolStatus:
         slot_mode=config.slot_mode,
         shutting_down=not engine.lifecycle.accepting,
         rate_limit=await rate_limit(engine),
-        latest_event_seq=engine.events.latest_seq,
+        latest_event_seq=max(engine.events.latest_seq, await engine.store.latest_event_seq()),
         waiting=await engine.queue.waiting_for(),
     )
 

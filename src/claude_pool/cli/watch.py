@@ -226,6 +226,7 @@ async def _follow(
         return
     shown = 0
     checked = False  # whether the idle check has run since the past was read
+    idle_at: int | None = None  # no task was queued or running once the log reached here
     async for event in pool.events(after=start):
         caught_up = event.seq >= now
         if event.worker_id != pool.worker_id:  # not this watcher's own coming and going
@@ -238,7 +239,11 @@ async def _follow(
         if view is not None and view.counts_stale:
             view.counts = dict((await pool.status()).tasks)
             view.counts_stale = False
-        if until_idle and (not checked or event.type in _COUNT_TYPES):
+        if until_idle and idle_at is None and (not checked or event.type in _COUNT_TYPES):
             checked = True
-            if not _busy((await pool.status()).tasks):
-                return
+            status = await pool.status()
+            if not _busy(status.tasks):
+                # Idle now; what led there (a task's end, say) may still be ahead in the log.
+                idle_at = status.latest_event_seq
+        if idle_at is not None and event.seq >= idle_at:
+            return

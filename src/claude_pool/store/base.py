@@ -20,6 +20,7 @@ later.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -372,6 +373,21 @@ class EventLogStore(Protocol):
 
     async def prune_events(self, before_ms: int) -> int:
         """Delete events older than ``before_ms`` (never the newest one); returns how many."""
+
+
+@runtime_checkable
+class EventsAhead(Protocol):
+    """A store that can place events in its log ahead of every later write, without waiting.
+
+    Optional: the event log uses it, where a store has it, for the events it buffers (a claim,
+    a task start): they are appended on their own, ahead of the write that would otherwise
+    carry them, so that no write waits for another to learn whether it logged them.
+    """
+
+    def append_events_ahead(self, events: Sequence[Event]) -> asyncio.Future[None]:
+        """Append ``events`` (setting each ``seq``) before the events of every write asked for
+        after this call returns; the call does not wait. The future is done once they are
+        stored, or fails with the store's error."""
 
 
 @runtime_checkable

@@ -289,6 +289,12 @@ class SqliteStore:
                 future.cancel()
             raise
 
+    async def _after_pending_writes(self) -> None:
+        """Wait until the writes asked for so far are done (whatever their outcome)."""
+        futures = [w.future for w in self._pending_writes]
+        if futures:
+            await asyncio.wait(futures)
+
     def _quick_may_write(self) -> bool:
         """Whether a write may go to the quick connection now: not while the store's thread
         checkpoints or has writes of its own (its connection holds the write lock then)."""
@@ -546,6 +552,7 @@ class SqliteStore:
     ) -> list[TaskId]:
         if policy not in ("requeue", "fail"):
             raise ValueError(f"unknown recovery policy {policy!r}; use 'requeue' or 'fail'")
+        await self._after_pending_writes()  # (its events go after theirs)
         return await self._run(
             "recovering tasks",
             Database.recover_tasks,
@@ -685,7 +692,7 @@ class SqliteStore:
         self, from_slot: str, to_slot: str, content: str, now_ms: int,
         *, events: Sequence[Event] = (),
     ) -> Message:  # fmt: skip
-        return await self._quick(
+        return await self._write(
             "sending a message",
             Database.send_message,
             from_slot,
@@ -766,6 +773,19 @@ class SqliteStore:
         if events:
             await self._write("recording events", Database.append_events, events)
 
+    def append_events_ahead(self, events: Sequence[Event]) -> asyncio.Future[None]:
+        """See :class:`~claude_pool.store.base.EventsAhead`: the append joins the writes
+        waiting for the next batch (or the store's thread) now, ahead of every later one."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        write = _Write("recording events", Database.append_events, (list(events),), future)
+        if self._quick_db is not None:
+            self._pending_writes.append(write)
+            self._schedule_flush(loop)
+        else:
+            self._writes_to_thread([write])
+        return future
+
     async def read_events(
         self,
         *,
@@ -810,7 +830,7 @@ class SqliteStore:
         expected_owner: str | None = None,
         events: Sequence[Event] = (),
     ) -> bool:
-        written: bool = await self._quick(
+        written: bool = await self._write(
             "saving a chain",
             Database.upsert_chain,
             chain_id,
