@@ -17,7 +17,7 @@ import pytest
 from claude_pool.bus import EventBus
 from claude_pool.errors import ConfigError, StoreError
 from claude_pool.eventlog import EventLog
-from claude_pool.events import Event, TaskCancelled, TaskQueued, TaskText
+from claude_pool.events import Event, TaskCancelled, TaskQueued, TaskRequeued, TaskText
 from claude_pool.store import MemoryStore, SqliteStore, Store, StoredTask, open_store
 from claude_pool.store.sqlite import APPLICATION_ID, migrations, schema_sql, split_statements
 from claude_pool.store.sqlite.database import Database
@@ -649,6 +649,33 @@ async def test_emitted_events_the_store_could_not_take_are_kept_and_written_late
     await log.flush()
     assert [e.type for e in await store.read_events(after=0)] == ["task_queued", "task_text"]
     assert [e.type for e in published] == ["task_queued", "task_text"]
+    await store.close()
+
+
+async def test_recovery_logs_its_events_after_events_appended_ahead_of_it(
+    db_path: Path,
+) -> None:
+    # Recovery runs on the store's thread; it waits for the writes already asked for, so an
+    # event appended ahead of it is not overtaken by the events it logs.
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.insert_task(make_task())
+    task = await store.claim_task(SlotId("slot-1"), None, None, "dead", T0)
+    assert task is not None
+    for _ in range(20):
+        ahead = store.append_events_ahead(
+            [TaskText(task_id=task.record.id, slot_id="slot-1", text="before recovery")]
+        )
+        recovered = await store.recover_tasks(
+            ["dead"], "requeue", T0 + 100,
+            events=lambda task_id, _worker, _record: [TaskRequeued(task_id=task_id, reason="x")],
+        )  # fmt: skip
+        await ahead
+        assert recovered == [task.record.id]
+        logged = await store.read_events(after=0)
+        assert [e.type for e in logged[-2:]] == ["task_text", "task_requeued"]
+        again = await store.claim_task(SlotId("slot-1"), None, None, "dead", T0)
+        assert again is not None
     await store.close()
 
 
